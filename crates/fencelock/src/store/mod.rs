@@ -1,0 +1,142 @@
+//! What one node must do, and the nodes that do it.
+//!
+//! A [`Store`] turns one node-level operation into one round trip: one Lua script on
+//! Redis, one transaction on SQLite, one critical section in memory. The Redlock
+//! arithmetic, retries, timeouts and renewal live above this trait, in
+//! [`crate::Locker`]; nothing above this module knows which kind of store it talks to.
+//!
+//! Every method returns a `'static` boxed future so the locker can run it on its own
+//! background task (cleanup after a cancelled acquire, batched renewal) and put a
+//! per-node timeout around it. Stores are cheap handles over shared state.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, NodeError};
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+pub(crate) mod sqlite;
+pub(crate) mod url;
+
+/// The future every store operation returns.
+pub(crate) type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, NodeError>> + Send>>;
+
+/// One lock as a store sees it: the full keys (prefix applied), our value, a TTL.
+#[derive(Clone, Debug)]
+pub(crate) struct LockSpec {
+    /// The lock keys, prefix included, in the caller's order (deduplicated).
+    pub(crate) keys: Arc<[String]>,
+    /// Our random value; a key holding it is ours.
+    pub(crate) value: Arc<str>,
+    /// Time to live in milliseconds, > 0.
+    pub(crate) ttl_ms: u64,
+    /// Opaque holder description kept in a sibling key for `status` (host, pid …).
+    pub(crate) holder: Option<Arc<str>>,
+}
+
+/// A node's answer to an acquire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Every key is now ours; the node's fencing counter after its increment.
+    Granted {
+        /// The node's counter for these keys after the increment.
+        counter: u64,
+    },
+    /// Some key is held by another value. `pttl` is the longest remaining TTL among the
+    /// held keys (`None`: no expiry, or unknown). Nothing was changed.
+    Held { pttl: Option<Duration> },
+}
+
+/// The state of one lease on one node, as reported by extend and release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Holding {
+    /// Every key held our value (and was extended or deleted, as asked).
+    Ours,
+    /// No key holds another value, but some key of ours is gone (expired).
+    Expired,
+    /// Some key holds another owner's value.
+    Other,
+}
+
+/// What one node knows about one key, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyInfo {
+    /// The current value, if the key is held.
+    pub(crate) value: Option<String>,
+    /// Remaining time to live, if the key is held and expires.
+    pub(crate) pttl: Option<Duration>,
+    /// The holder description stored beside the key, if any.
+    pub(crate) holder: Option<String>,
+    /// The last fencing token this node issued for the key, if it has a counter.
+    pub(crate) last_token: Option<u64>,
+}
+
+/// A subscription to release notices of one key on one node.
+///
+/// Dropping it unsubscribes (the store reference-counts subscriptions per key).
+pub(crate) struct Watch {
+    pub(crate) notified: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Watch")
+    }
+}
+
+/// What one node must do. See the module docs.
+pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The node's address for messages, without any password.
+    fn name(&self) -> &str;
+
+    /// All keys free or already ours → set them all to our value with the TTL, bump the
+    /// fencing counter of every key to one past the largest, and return it. Otherwise
+    /// change nothing and report the holder's remaining TTL.
+    fn acquire(&self, lock: &LockSpec) -> StoreFuture<Acquired>;
+
+    /// If every key still holds our value, raise each key's counter to at least
+    /// `token`. Returns whether it did.
+    fn commit_fence(&self, lock: &LockSpec, token: u64) -> StoreFuture<bool>;
+
+    /// For each lock (compare value, then set the expiry to its TTL): one round trip
+    /// for the whole batch. Extends only locks whose keys are all still ours.
+    fn extend(&self, locks: &[LockSpec]) -> StoreFuture<Vec<Holding>>;
+
+    /// Compare value and delete every key that is ours, then publish a release notice.
+    fn release(&self, lock: &LockSpec) -> StoreFuture<Holding>;
+
+    /// A request for `lock` timed out and may still be applied later: make sure it
+    /// leaves nothing behind (release ordered after it where the transport allows),
+    /// then drop the connection so no request stays in flight.
+    fn abandon(&self, lock: &LockSpec) -> StoreFuture<()>;
+
+    /// What this node knows about `key` (full key, prefix applied).
+    fn inspect(&self, key: &str) -> StoreFuture<KeyInfo>;
+
+    /// Subscribe to release notices for `key`. `Ok(None)`: this store cannot notify,
+    /// waiters must poll. The returned watch is armed once the future resolves, so a
+    /// release that happens after it resolves is never missed.
+    fn watch(&self, key: &str) -> StoreFuture<Option<Watch>>;
+}
+
+/// A node handle shared by the locker and its background task.
+pub(crate) type Node = Arc<dyn Store>;
+
+/// Opens the store a URL names. Connections are made lazily, on first use.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidInput`] for a malformed URL or unknown scheme;
+/// [`crate::ErrorKind::Config`] when a store cannot be opened (an unusable SQLite path).
+pub(crate) fn open(url: &str, options: &url::StoreOptions) -> Result<Node, Error> {
+    let parsed = url::StoreUrl::parse(url)?;
+    match parsed {
+        url::StoreUrl::Redis(r) => Ok(Arc::new(redis::RedisStore::new(r, options)?)),
+        url::StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path, options)?)),
+        url::StoreUrl::Memory(name) => Ok(Arc::new(memory::MemoryStore::named(&name))),
+    }
+}
