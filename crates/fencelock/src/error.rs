@@ -310,6 +310,9 @@ mod tests {
         );
         assert!(u.is_unavailable() && !u.is_contended());
         assert_eq!(u.node_errors().len(), 1);
-        assert_eq!(u.to_string(), "no quorum: redis://h:1: unreachable: refused");
+        assert_eq!(
+            u.to_string(),
+            "no quorum: redis://h:1: unreachable: refused"
+        );
     }
 }

@@ -1,9 +1,91 @@
-//! fencelock (skeleton in progress; see DESIGN.md)
+//! # fencelock
+//!
+//! Distributed locks that say what they mean: Redlock over one or several independent
+//! Redis servers (wire-compatible with the `redlock` npm package and redsync), or an
+//! embedded SQLite file on one host — with **fencing tokens** that stay unique across
+//! holders, leases that **renew themselves and signal the moment they are lost**,
+//! hand-off to a waiter on the holder's release notice instead of a polling interval,
+//! and errors that tell "someone holds it" from "Redis is down".
+//!
+//! ## Example: run work under a lock
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), fencelock::Error> {
+//! use std::time::Duration;
+//! use fencelock::Locker;
+//!
+//! // "redis://10.0.0.1:6379", several for Redlock, or "sqlite:///var/lib/app/locks.db".
+//! let locker = Locker::builder().store("memory://crate-doc").build()?;
+//!
+//! let lease = locker.acquire("invoice:2024-11", Duration::from_secs(30)).await?;
+//! // Every write to the protected resource carries the token; the resource refuses a
+//! // token lower than one it has seen (see the `fence` module).
+//! let token = lease.token();
+//! lease.release().await?;
+//!
+//! // Or scoped: renewed while the work runs, stopped if the lease is lost, always released.
+//! let next = locker
+//!     .with_lock("invoice:2024-11", Duration::from_secs(30), async |lease| lease.token())
+//!     .await
+//!     .into_result()?;
+//! assert!(next > token);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Example: tell "held" from "down"
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), fencelock::Error> {
+//! # use std::time::Duration;
+//! # let locker = fencelock::Locker::builder().store("memory://crate-doc-2").build()?;
+//! let _held = locker.acquire("report", Duration::from_secs(30)).await?;
+//! match locker.try_acquire("report", Duration::from_secs(30)).await {
+//!     Err(e) if e.is_contended() => println!("busy, free in {:?}", e.retry_after()),
+//!     Err(e) if e.is_unavailable() => println!("stores down: {e}"),
+//!     other => { other?; }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`Locker`] (`locker.rs`): the Redlock algorithm over N stores — parallel requests,
+//!   early quorum decision, the fencing commit round, validity, waiting, release.
+//! - [`LockerBuilder`] (`builder.rs`): stores and options.
+//! - [`Lease`] (`lease.rs`): keys, value, token, validity, `lost()`; extend and release.
+//! - `renew.rs`: the locker's background task — batched renewal, the `lost()` timers,
+//!   releases of dropped leases and cancelled acquires.
+//! - `quorum.rs`: the pure arithmetic (quorum, drift, validity, back-off).
+//! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.
+//! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
+//! - `keys.rs`: [`IntoKeys`] and key validation.
+//! - `store/`: the `Store` trait — one node-level operation in one round trip — and
+//!   its implementations: `redis.rs` (Lua scripts in `store/redis/*.lua`, pub/sub
+//!   release notices in `store/redis/notify.rs`), `sqlite.rs`, `memory.rs`; `url.rs`
+//!   parses and redacts store URLs.
+//! - [`Error`] (`error.rs`): one opaque error with [`ErrorKind`] and `is_*()` questions.
+//!
+//! Nothing above `store/` knows which kind of store it talks to.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod builder;
 pub mod error;
-pub(crate) mod quorum;
-pub(crate) mod store;
+pub mod fence;
+mod keys;
+mod lease;
+mod locker;
+mod quorum;
+mod renew;
+mod status;
+mod store;
 
+pub use builder::{DEFAULT_MAX_TTL, LockerBuilder, MIN_TTL};
 pub use error::{Error, ErrorKind, NodeError, NodeErrorKind, Result};
+pub use fence::FencingToken;
+pub use keys::IntoKeys;
+pub use lease::{Lease, ReleaseOutcome};
+pub use locker::{AcquireOptions, Locker, Scoped};
+pub use status::{KeyStatus, NodeStatus};

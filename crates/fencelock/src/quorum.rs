@@ -113,10 +113,7 @@ mod tests {
 
     #[test]
     fn quorum_is_a_strict_majority() {
-        assert_eq!(
-            (1..=6).map(quorum).collect::<Vec<_>>(),
-            [1, 2, 2, 3, 3, 4]
-        );
+        assert_eq!((1..=6).map(quorum).collect::<Vec<_>>(), [1, 2, 2, 3, 3, 4]);
     }
 
     #[test]

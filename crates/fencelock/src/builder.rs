@@ -1,0 +1,261 @@
+//! Building a [`Locker`]: which stores, and the knobs of the algorithm.
+
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::keys::KeyLimits;
+use crate::locker::Locker;
+use crate::store::{self, url::StoreOptions};
+
+/// The shortest TTL accepted: below this, clock drift and one round trip eat the lease.
+pub const MIN_TTL: Duration = Duration::from_millis(10);
+/// The longest TTL accepted by default (a lease is meant to be renewed, not parked).
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Everything a locker needs to know besides its stores.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) ttl: Duration,
+    pub(crate) drift_factor: f64,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) retry_delay: Duration,
+    pub(crate) retry_jitter: Duration,
+    pub(crate) max_wait: Option<Duration>,
+    pub(crate) prefix: String,
+    pub(crate) notifications: bool,
+    pub(crate) holder: Option<String>,
+    pub(crate) keys: KeyLimits,
+    pub(crate) max_ttl: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ttl: Duration::from_secs(30),
+            drift_factor: 0.01,
+            request_timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_secs(1),
+            retry_delay: Duration::from_millis(200),
+            retry_jitter: Duration::from_millis(100),
+            max_wait: Some(Duration::from_secs(10)),
+            prefix: String::new(),
+            notifications: true,
+            holder: None,
+            keys: KeyLimits::default(),
+            max_ttl: DEFAULT_MAX_TTL,
+        }
+    }
+}
+
+impl Options {
+    /// Checks a TTL against the limits.
+    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<(), Error> {
+        if ttl < MIN_TTL {
+            return Err(Error::invalid(
+                "TTL",
+                format!(
+                    "{} ms is too short; the minimum is {} ms",
+                    ttl.as_millis(),
+                    MIN_TTL.as_millis()
+                ),
+            ));
+        }
+        if ttl > self.max_ttl {
+            return Err(Error::invalid(
+                "TTL",
+                format!(
+                    "{:?} is longer than the limit of {:?}; hold a shorter lease and renew it",
+                    ttl, self.max_ttl
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The per-node timeout for a lease of `ttl`: the configured one, but never more than
+    /// a third of the TTL, so a slow node cannot eat the lease's validity.
+    pub(crate) fn request_timeout_for(&self, ttl: Duration) -> Duration {
+        self.request_timeout.min(ttl / 3)
+    }
+}
+
+/// Builds a [`Locker`]. Start with [`Locker::builder`].
+///
+/// ```
+/// # fn main() -> Result<(), fencelock::Error> {
+/// use std::time::Duration;
+/// let locker = fencelock::Locker::builder()
+///     .store("memory://builder-doc")
+///     .ttl(Duration::from_secs(10))
+///     .prefix("billing:")
+///     .build()?;
+/// # let _ = locker; Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct LockerBuilder {
+    urls: Vec<String>,
+    options: Options,
+    error: Option<Error>,
+}
+
+impl LockerBuilder {
+    /// Adds a store by URL: `redis://[user:pass@]host:port[/db]`, `rediss://…`,
+    /// `sqlite:///path/file.db` or `memory://[name]`. Several Redis URLs make a Redlock
+    /// quorum; they must be independent servers.
+    pub fn store(mut self, url: impl Into<String>) -> Self {
+        self.urls.push(url.into());
+        self
+    }
+
+    /// Adds several stores (see [`LockerBuilder::store`]).
+    pub fn stores<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.urls.extend(urls.into_iter().map(Into::into));
+        self
+    }
+
+    /// The TTL used by [`Locker::lock`]-style calls that do not name one (default 30 s).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.options.ttl = ttl;
+        self
+    }
+
+    /// The clock-drift allowance as a fraction of the TTL (default 0.01; 2 ms are always
+    /// added). Must be in `[0, 0.5)`.
+    pub fn drift_factor(mut self, factor: f64) -> Self {
+        if !(0.0..0.5).contains(&factor) {
+            self.error.get_or_insert(Error::invalid(
+                "drift factor",
+                format!("{factor} is outside [0, 0.5)"),
+            ));
+        }
+        self.options.drift_factor = factor;
+        self
+    }
+
+    /// How long to wait for one node to answer one request (default 250 ms; never more
+    /// than a third of the lease's TTL). A node that does not answer in time counts as
+    /// failed for that attempt, and what it may still apply later is cleaned up.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        if timeout.is_zero() {
+            self.error
+                .get_or_insert(Error::invalid("request timeout", "it must be positive"));
+        }
+        self.options.request_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for a connection to a node (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        if timeout.is_zero() {
+            self.error
+                .get_or_insert(Error::invalid("connect timeout", "it must be positive"));
+        }
+        self.options.connect_timeout = timeout;
+        self
+    }
+
+    /// The polling interval when release notices are not available (notifications off,
+    /// SQLite), and the base of the back-off when nodes are unavailable (default 200 ms).
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.options.retry_delay = delay;
+        self
+    }
+
+    /// Random extra delay added to every wait, so waiters do not retry in lock-step
+    /// (default up to 100 ms … but see [`Locker::acquire`]: a waiter woken by a release
+    /// notice retries at once).
+    pub fn retry_jitter(mut self, jitter: Duration) -> Self {
+        self.options.retry_jitter = jitter;
+        self
+    }
+
+    /// How long [`Locker::acquire`] waits for a held lock (default 10 s). `None` waits
+    /// until the lock is free or the future is dropped.
+    pub fn max_wait(mut self, wait: Option<Duration>) -> Self {
+        self.options.max_wait = wait;
+        self
+    }
+
+    /// A prefix put before every key (default none: keys are used as given, like the
+    /// `redlock` npm package and redsync do).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.prefix = prefix.into();
+        self
+    }
+
+    /// Whether waiters subscribe to release notices (default on). Off, they poll every
+    /// [`LockerBuilder::retry_delay`] — slower hand-off, more requests.
+    pub fn notifications(mut self, on: bool) -> Self {
+        self.options.notifications = on;
+        self
+    }
+
+    /// A description of this holder (host, pid, command …) stored beside each key while
+    /// it is held, for `fencelock status`. Costs one more key write per key and acquire.
+    pub fn holder(mut self, description: impl Into<String>) -> Self {
+        self.options.holder = Some(description.into());
+        self
+    }
+
+    /// The longest TTL accepted (default 7 days).
+    pub fn max_ttl(mut self, max: Duration) -> Self {
+        self.options.max_ttl = max;
+        self
+    }
+
+    /// The longest key accepted, in bytes (default 1024).
+    pub fn max_key_bytes(mut self, max: usize) -> Self {
+        self.options.keys.max_key_bytes = max;
+        self
+    }
+
+    /// The most keys one lock may name (default 64).
+    pub fn max_keys_per_lock(mut self, max: usize) -> Self {
+        self.options.keys.max_keys = max;
+        self
+    }
+
+    /// Checks everything and opens the stores. Connections to Redis nodes are made on
+    /// first use; an SQLite file is opened (and created) now.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::InvalidInput`] for a bad URL or option (the first one found),
+    /// [`crate::ErrorKind::Config`] for no store at all, a store that cannot be opened,
+    /// or a mix of SQLite/memory with other stores.
+    pub fn build(self) -> Result<Locker, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.urls.is_empty() {
+            return Err(Error::config(
+                "no store given: name at least one store URL (redis://…, sqlite://…, memory://)",
+            ));
+        }
+        self.options.check_ttl(self.options.ttl)?;
+        let store_options = StoreOptions {
+            connect_timeout: self.options.connect_timeout,
+        };
+        let mut nodes = Vec::with_capacity(self.urls.len());
+        for url in &self.urls {
+            nodes.push(store::open(url, &store_options)?);
+        }
+        if nodes.len() > 1
+            && nodes
+                .iter()
+                .any(|n| !n.name().starts_with("redis://") && !n.name().starts_with("rediss://"))
+        {
+            return Err(Error::config(
+                "only Redis stores can be combined into a Redlock quorum; \
+                 use a single sqlite:// or memory:// store",
+            ));
+        }
+        Ok(Locker::from_parts(nodes, self.options))
+    }
+}

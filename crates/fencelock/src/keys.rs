@@ -1,0 +1,145 @@
+//! Lock keys as callers pass them: one name or several, validated once.
+
+use crate::error::Error;
+
+/// Anything that names the keys of one lock: a `&str`, a `String`, or a slice, array
+/// or `Vec` of them. Several keys are locked all-or-nothing.
+pub trait IntoKeys {
+    /// The key names, in order.
+    fn into_keys(self) -> Vec<String>;
+}
+
+impl IntoKeys for &str {
+    fn into_keys(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl IntoKeys for String {
+    fn into_keys(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl IntoKeys for &String {
+    fn into_keys(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl<S: AsRef<str>> IntoKeys for &[S] {
+    fn into_keys(self) -> Vec<String> {
+        self.iter().map(|s| s.as_ref().to_string()).collect()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> IntoKeys for [S; N] {
+    fn into_keys(self) -> Vec<String> {
+        self.iter().map(|s| s.as_ref().to_string()).collect()
+    }
+}
+
+impl<S: AsRef<str>> IntoKeys for Vec<S> {
+    fn into_keys(self) -> Vec<String> {
+        self.iter().map(|s| s.as_ref().to_string()).collect()
+    }
+}
+
+/// Limits on what one lock may name. Defaults fit every store; see `Limits` in docs.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyLimits {
+    pub(crate) max_key_bytes: usize,
+    pub(crate) max_keys: usize,
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        KeyLimits {
+            max_key_bytes: 1024,
+            max_keys: 64,
+        }
+    }
+}
+
+/// The reserved tail of sibling keys; a lock key may not end with it, or it could
+/// collide with another lock's counter or holder record.
+const RESERVED: &str = ":fencelock:";
+
+/// Checks the user's keys and returns the full keys (prefix applied, duplicates
+/// removed, order kept).
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidInput`] for no key, an empty key, a key over the length
+/// limit, too many keys, or a key using the reserved `:fencelock:` marker.
+pub(crate) fn validate(
+    keys: Vec<String>,
+    prefix: &str,
+    limits: &KeyLimits,
+) -> Result<Vec<String>, Error> {
+    if keys.is_empty() {
+        return Err(Error::invalid("keys", "a lock needs at least one key"));
+    }
+    if keys.len() > limits.max_keys {
+        return Err(Error::invalid(
+            "keys",
+            format!(
+                "{} keys in one lock; the limit is {}",
+                keys.len(),
+                limits.max_keys
+            ),
+        ));
+    }
+    let mut full: Vec<String> = Vec::with_capacity(keys.len());
+    for key in keys {
+        if key.is_empty() {
+            return Err(Error::invalid("key", "it is empty"));
+        }
+        if key.len() > limits.max_key_bytes {
+            return Err(Error::invalid(
+                "key",
+                format!(
+                    "it is {} bytes long; the limit is {} bytes",
+                    key.len(),
+                    limits.max_key_bytes
+                ),
+            ));
+        }
+        if key.contains(RESERVED) {
+            return Err(Error::invalid(
+                "key",
+                format!(
+                    "{key:?} contains {RESERVED:?}, which fencelock reserves for its own records"
+                ),
+            ));
+        }
+        let k = format!("{prefix}{key}");
+        if !full.contains(&k) {
+            full.push(k);
+        }
+    }
+    Ok(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_checked_and_prefixed() {
+        let l = KeyLimits::default();
+        assert_eq!(
+            validate(vec!["a".into(), "b".into(), "a".into()], "p:", &l).unwrap(),
+            ["p:a", "p:b"]
+        );
+        for bad in [
+            vec![],
+            vec![String::new()],
+            vec!["x".repeat(5000)],
+            vec!["a:fencelock:fence".into()],
+            (0..100).map(|i| i.to_string()).collect(),
+        ] {
+            assert!(validate(bad, "", &l).unwrap_err().is_invalid_input());
+        }
+    }
+}

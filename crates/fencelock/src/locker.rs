@@ -1,0 +1,767 @@
+//! The locker: the Redlock algorithm over N stores, waiting, and the lease life cycle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::future::{join_all, select_all};
+use futures_util::stream::FuturesUnordered;
+
+use crate::builder::{LockerBuilder, Options};
+use crate::error::{Error, ErrorKind, KeyList, NodeError, NodeErrorKind, Result};
+use crate::keys::{IntoKeys, validate};
+use crate::lease::{Lease, LeaseState, ReleaseOutcome, lost_error};
+use crate::quorum::{self, Tally, Verdict};
+use crate::renew::{Background, Message, next_renewal};
+use crate::store::{Acquired, Holding, LockSpec, Node, Watch};
+
+/// Acquires, extends and releases leases over one store, or a Redlock quorum of Redis
+/// nodes. Cheap to clone: clones share the connections and the background task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), fencelock::Error> {
+/// use std::time::Duration;
+/// let locker = fencelock::Locker::builder().store("memory://locker-doc").build()?;
+/// let lease = locker.acquire("nightly-report", Duration::from_secs(30)).await?;
+/// println!("holding with token {}", lease.token());
+/// lease.release().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Locker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    nodes: Vec<Node>,
+    options: Options,
+    background: Background,
+    next_id: AtomicU64,
+}
+
+/// Options of one acquire. Start from [`AcquireOptions::default`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct AcquireOptions {
+    wait: Option<Wait>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    No,
+    Up(Duration),
+    Forever,
+}
+
+impl AcquireOptions {
+    /// Make one attempt only (fail with [`ErrorKind::Contended`] if held).
+    pub fn no_wait(mut self) -> Self {
+        self.wait = Some(Wait::No);
+        self
+    }
+
+    /// Wait up to `wait` for the lock (fail with [`ErrorKind::Timeout`] after).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.wait = Some(Wait::Up(wait));
+        self
+    }
+
+    /// Wait until the lock is free, however long (or until the future is dropped).
+    pub fn wait_forever(mut self) -> Self {
+        self.wait = Some(Wait::Forever);
+        self
+    }
+}
+
+/// The result of [`Locker::with_lock`]: the work's own result and the release's,
+/// both kept so that neither hides the other.
+#[derive(Debug)]
+#[must_use]
+pub struct Scoped<T> {
+    /// What the work returned, or why it did not complete (lease lost, not acquired).
+    pub work: Result<T>,
+    /// What the release at the end found (`None` when nothing was acquired).
+    pub release: Option<Result<ReleaseOutcome>>,
+}
+
+impl<T> Scoped<T> {
+    /// The work's result. A release that failed after the work completed does not turn
+    /// a completed work into an error (the lease expires by its TTL); it is logged.
+    ///
+    /// # Errors
+    ///
+    /// The error that kept the work from completing: not acquired, or lease lost.
+    pub fn into_result(self) -> Result<T> {
+        if let Some(Err(e)) = &self.release {
+            tracing::warn!("release after the work failed: {e}");
+        }
+        self.work
+    }
+}
+
+/// Why one attempt did not grant.
+enum Failure {
+    Contended(Option<Duration>),
+    Unavailable(Vec<NodeError>),
+    /// A node error retrying cannot fix (auth, replica, foreign key type …).
+    Permanent(Vec<NodeError>),
+}
+
+impl Locker {
+    /// Starts building a locker.
+    pub fn builder() -> LockerBuilder {
+        LockerBuilder::default()
+    }
+
+    /// A locker over the stores named by `urls`, with default options.
+    ///
+    /// # Errors
+    ///
+    /// As [`LockerBuilder::build`].
+    pub fn open<I, S>(urls: I) -> Result<Locker>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Locker::builder().stores(urls).build()
+    }
+
+    pub(crate) fn from_parts(nodes: Vec<Node>, options: Options) -> Locker {
+        Locker {
+            inner: Arc::new(Inner {
+                nodes,
+                options,
+                background: Background::new(),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The stores, by redacted address.
+    pub fn stores(&self) -> Vec<String> {
+        self.inner
+            .nodes
+            .iter()
+            .map(|n| n.name().to_string())
+            .collect()
+    }
+
+    /// The TTL the locker was built with (used by callers that take a default).
+    pub fn default_ttl(&self) -> Duration {
+        self.inner.options.ttl
+    }
+
+    /// Acquires the lock on `keys` (all or nothing) for `ttl`, waiting up to the
+    /// locker's `max_wait` (default 10 s) while it is held. Waiters wake on the holder's
+    /// release notice, or when the holder's TTL runs out.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`] when the wait ran out while the lock was held;
+    /// [`ErrorKind::Unavailable`] when no quorum of nodes answered (each node's error
+    /// kept); [`ErrorKind::InvalidInput`] for bad keys or TTL; [`ErrorKind::Config`]
+    /// when a node refuses in a way retrying cannot fix (wrong password, a replica, a
+    /// key of another type).
+    ///
+    /// Cancelling the future at any point leaves no key of ours behind: the locker's
+    /// background task releases whatever the attempt in flight may have set.
+    pub async fn acquire(&self, keys: impl IntoKeys, ttl: Duration) -> Result<Lease> {
+        self.acquire_with(keys, ttl, &AcquireOptions::default())
+            .await
+    }
+
+    /// One attempt: acquires the lock if it is free right now.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Contended`] (with the holder's remaining TTL) when held; otherwise
+    /// as [`Locker::acquire`].
+    ///
+    /// Cancelling the future leaves no key of ours behind (see [`Locker::acquire`]).
+    pub async fn try_acquire(&self, keys: impl IntoKeys, ttl: Duration) -> Result<Lease> {
+        self.acquire_with(keys, ttl, &AcquireOptions::default().no_wait())
+            .await
+    }
+
+    /// [`Locker::acquire`] with per-call options (how long to wait).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locker::acquire`] and [`Locker::try_acquire`].
+    ///
+    /// Cancelling the future leaves no key of ours behind.
+    pub async fn acquire_with(
+        &self,
+        keys: impl IntoKeys,
+        ttl: Duration,
+        options: &AcquireOptions,
+    ) -> Result<Lease> {
+        let opts = &self.inner.options;
+        let user_keys = keys.into_keys();
+        let full = validate(user_keys.clone(), &opts.prefix, &opts.keys)?;
+        opts.check_ttl(ttl)?;
+        self.inner
+            .background
+            .ensure_started(&self.inner.nodes, opts);
+        let spec = LockSpec {
+            keys: full.into(),
+            value: random_value().into(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            holder: opts.holder.as_deref().map(Into::into),
+        };
+        let wait = options.wait.unwrap_or(match opts.max_wait {
+            Some(d) => Wait::Up(d),
+            None => Wait::Forever,
+        });
+        let started = Instant::now();
+        let deadline = match wait {
+            Wait::No => Some(started),
+            Wait::Up(d) => started.checked_add(d),
+            Wait::Forever => None,
+        };
+        let mut watches: Option<Vec<Watch>> = None;
+        let mut watched_once = false;
+        let mut outages: u32 = 0;
+        let mut polls: u32 = 0;
+        loop {
+            let failure = match self.attempt(&spec, &user_keys, ttl).await {
+                Ok(lease) => return Ok(lease),
+                Err(f) => f,
+            };
+            let now = Instant::now();
+            let pause = match &failure {
+                Failure::Permanent(errors) => {
+                    return Err(Error::config(format!(
+                        "cannot lock {}: a node refused in a way retrying cannot fix",
+                        KeyList(&spec.keys)
+                    ))
+                    .with_nodes(errors.clone()));
+                }
+                Failure::Contended(pttl) => {
+                    outages = 0;
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(self.gave_up(&wait, &spec, &failure, started));
+                    }
+                    if opts.notifications && !watched_once {
+                        // Subscribe, then retry at once: a release between our attempt
+                        // and the subscription would otherwise be missed.
+                        watched_once = true;
+                        watches = self.watch_all(&spec).await;
+                        if watches.is_some() {
+                            continue;
+                        }
+                    }
+                    if watches.is_some() {
+                        // Woken by a notice, or at the end of the holder's TTL.
+                        pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1))
+                    } else if opts.notifications {
+                        // No notices from this store (SQLite): poll, starting fast and
+                        // slowing down, never past the holder's TTL.
+                        polls += 1;
+                        let step = Duration::from_millis(1) * (1u32 << polls.min(8));
+                        let poll = step.min(opts.retry_delay);
+                        pttl.map_or(poll, |p| p.min(poll))
+                    } else {
+                        opts.retry_delay
+                    }
+                }
+                Failure::Unavailable(_) => {
+                    if deadline.is_some_and(|d| now >= d) {
+                        return Err(self.gave_up(&wait, &spec, &failure, started));
+                    }
+                    outages += 1;
+                    quorum::backoff(outages, opts.retry_delay, Duration::from_secs(5))
+                }
+            };
+            let pause = quorum::jittered(
+                pause,
+                opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
+            );
+            let wake_at = match deadline {
+                Some(d) => (now + pause).min(d),
+                None => now + pause,
+            };
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at));
+            match watches.take() {
+                Some(ws) if !ws.is_empty() => {
+                    let notified = select_all(ws.into_iter().map(|w| w.notified));
+                    tokio::select! {
+                        _ = notified => {
+                            // Re-arm before the next attempt so no release goes unheard.
+                            watches = self.watch_all(&spec).await;
+                        }
+                        _ = sleep => {
+                            watches = self.watch_all(&spec).await;
+                        }
+                    }
+                }
+                _ => sleep.await,
+            }
+        }
+    }
+
+    /// The error for a wait that ended without the lock.
+    fn gave_up(&self, wait: &Wait, spec: &LockSpec, failure: &Failure, started: Instant) -> Error {
+        match (wait, failure) {
+            (_, Failure::Unavailable(errors)) => self.unavailable(spec, errors.clone()),
+            (Wait::No, Failure::Contended(pttl)) => Error::contended(&spec.keys, *pttl),
+            (_, Failure::Contended(pttl)) => Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "gave up on lock {} after {} ms: it is held by another owner{}",
+                    KeyList(&spec.keys),
+                    started.elapsed().as_millis(),
+                    pttl.map(|p| format!(" (expires in {} ms unless extended)", p.as_millis()))
+                        .unwrap_or_default()
+                ),
+            )
+            .with_retry_after(*pttl),
+            (_, Failure::Permanent(errors)) => {
+                Error::config("node refused").with_nodes(errors.clone())
+            }
+        }
+    }
+
+    fn unavailable(&self, spec: &LockSpec, errors: Vec<NodeError>) -> Error {
+        Error::unavailable(
+            &format!(
+                "cannot lock {}: fewer than {} of {} nodes answered",
+                KeyList(&spec.keys),
+                quorum::quorum(self.inner.nodes.len()),
+                self.inner.nodes.len()
+            ),
+            errors,
+        )
+    }
+
+    /// Subscribes to release notices of every key on every node that offers them.
+    async fn watch_all(&self, spec: &LockSpec) -> Option<Vec<Watch>> {
+        let timeout = self
+            .inner
+            .options
+            .request_timeout_for(Duration::from_millis(spec.ttl_ms));
+        let requests = self.inner.nodes.iter().flat_map(|n| {
+            spec.keys
+                .iter()
+                .map(move |k| tokio::time::timeout(timeout, n.watch(k)))
+        });
+        let watches: Vec<Watch> = join_all(requests)
+            .await
+            .into_iter()
+            .filter_map(|r| r.ok()?.ok()?)
+            .collect();
+        (!watches.is_empty()).then_some(watches)
+    }
+
+    /// One Redlock attempt: ask every node at once, decide as soon as a majority of
+    /// grants or refusals is in, commit the fencing token, check the validity.
+    async fn attempt(
+        &self,
+        spec: &LockSpec,
+        user_keys: &[String],
+        ttl: Duration,
+    ) -> Result<Lease, Failure> {
+        let inner = &self.inner;
+        let n = inner.nodes.len();
+        let q = quorum::quorum(n);
+        let timeout = inner.options.request_timeout_for(ttl);
+        let start = Instant::now();
+        let ended = Arc::new(AtomicBool::new(false));
+        // Until disarmed, dropping this (a cancelled acquire) releases on every node.
+        let mut guard = CleanupGuard {
+            locker: Some(self.clone()),
+            spec: spec.clone(),
+        };
+        let mut pending: FuturesUnordered<_> = inner
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let request = node.acquire(spec);
+                async move { (i, tokio::time::timeout(timeout, request).await) }
+            })
+            .collect();
+        let mut tally = Tally::new(n);
+        let mut grants: Vec<(usize, u64)> = Vec::with_capacity(n);
+        let mut errors: Vec<NodeError> = Vec::new();
+        let mut longest: Option<Duration> = None;
+        let mut unknown_ttl = false;
+        let mut touched: Vec<usize> = Vec::new();
+        while let Some((i, reply)) = pending.next().await {
+            match reply {
+                Ok(Ok(Acquired::Granted { counter })) => {
+                    tally.granted += 1;
+                    grants.push((i, counter));
+                }
+                Ok(Ok(Acquired::Held { pttl })) => {
+                    tally.held += 1;
+                    match pttl {
+                        Some(p) => longest = Some(longest.map_or(p, |l| l.max(p))),
+                        None => unknown_ttl = true,
+                    }
+                }
+                Ok(Err(e)) => {
+                    tally.failed += 1;
+                    if e.kind() == NodeErrorKind::Io {
+                        // The request may have reached the node before the link broke.
+                        touched.push(i);
+                    }
+                    errors.push(e);
+                }
+                Err(_) => {
+                    tally.failed += 1;
+                    errors.push(NodeError::new(
+                        NodeErrorKind::Timeout,
+                        inner.nodes[i].name(),
+                        format!("no answer within {} ms", timeout.as_millis()),
+                    ));
+                    inner.background.send(Message::Abandon(i, spec.clone()));
+                }
+            }
+            if tally.early().is_some() {
+                break;
+            }
+        }
+        let verdict = tally.early().unwrap_or_else(|| tally.last());
+        // Nodes still to answer: their replies are handled in the background.
+        if !pending.is_empty() {
+            let locker = self.clone();
+            let spec = spec.clone();
+            let ended = ended.clone();
+            let granted = verdict == Verdict::Granted;
+            tokio::spawn(async move {
+                while let Some((i, reply)) = pending.next().await {
+                    let late_grant = matches!(reply, Ok(Ok(Acquired::Granted { .. })));
+                    let failed_attempt_or_ended = !granted || ended.load(Ordering::Acquire);
+                    if reply.is_err() {
+                        locker
+                            .inner
+                            .background
+                            .send(Message::Abandon(i, spec.clone()));
+                    } else if late_grant && failed_attempt_or_ended {
+                        let node = locker.inner.nodes[i].clone();
+                        let _ = tokio::time::timeout(timeout, node.release(&spec)).await;
+                    }
+                }
+            });
+        }
+        if verdict != Verdict::Granted {
+            self.undo(spec, grants.iter().map(|(i, _)| *i).chain(touched), timeout)
+                .await;
+            guard.disarm();
+            let permanent: Vec<NodeError> = errors
+                .iter()
+                .filter(|e| e.is_permanent())
+                .cloned()
+                .collect();
+            return Err(match verdict {
+                Verdict::Contended => Failure::Contended(if unknown_ttl { None } else { longest }),
+                _ if !permanent.is_empty() => Failure::Permanent(errors),
+                _ => Failure::Unavailable(errors),
+            });
+        }
+
+        // Fencing: the token is the largest counter any granting node returned; nodes
+        // that were behind are raised to it before the lease is handed out, so that a
+        // majority holds counter >= token while we hold the key (docs/fencing.md).
+        let token = grants.iter().map(|(_, c)| *c).max().unwrap_or(0);
+        let behind: Vec<usize> = grants
+            .iter()
+            .filter(|(_, c)| *c < token)
+            .map(|(i, _)| *i)
+            .collect();
+        let mut committed = grants.len() - behind.len();
+        if !behind.is_empty() {
+            let commits =
+                join_all(behind.iter().map(|&i| {
+                    tokio::time::timeout(timeout, inner.nodes[i].commit_fence(spec, token))
+                }))
+                .await;
+            committed += commits.iter().filter(|r| matches!(r, Ok(Ok(true)))).count();
+        }
+        let validity = quorum::validity(ttl, start.elapsed(), inner.options.drift_factor);
+        let (true, Some(validity)) = (committed >= q, validity) else {
+            self.undo(spec, grants.iter().map(|(i, _)| *i), timeout)
+                .await;
+            guard.disarm();
+            errors.push(NodeError::new(
+                NodeErrorKind::Timeout,
+                "quorum",
+                "the majority was reached too late: the lease would not have been valid",
+            ));
+            return Err(Failure::Unavailable(errors));
+        };
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(LeaseState::new(
+            id,
+            user_keys.to_vec(),
+            spec,
+            token,
+            start + validity,
+            next_renewal(Instant::now(), ttl),
+            ended,
+        ));
+        inner.background.send(Message::Track(state.clone()));
+        guard.disarm();
+        Ok(Lease::new(state, self.clone()))
+    }
+
+    /// Releases a failed attempt's grants right away (bounded by the request timeout);
+    /// whatever does not answer in time is left to the background task.
+    async fn undo(&self, spec: &LockSpec, nodes: impl Iterator<Item = usize>, timeout: Duration) {
+        let nodes: Vec<usize> = nodes.collect();
+        let results = join_all(
+            nodes
+                .iter()
+                .map(|&i| tokio::time::timeout(timeout, self.inner.nodes[i].release(spec))),
+        )
+        .await;
+        for (&i, r) in nodes.iter().zip(results) {
+            if !matches!(r, Ok(Ok(_))) {
+                self.inner
+                    .background
+                    .send(Message::Abandon(i, spec.clone()));
+            }
+        }
+    }
+
+    /// Runs `work` while holding the lock on `keys`, with automatic renewal, and always
+    /// releases at the end. If the lease is lost, the work future is dropped at once and
+    /// the result is [`ErrorKind::Lost`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fencelock::Error> {
+    /// use std::time::Duration;
+    /// let locker = fencelock::Locker::builder().store("memory://with-lock-doc").build()?;
+    /// let token = locker
+    ///     .with_lock("ledger:42", Duration::from_secs(5), async |lease| {
+    ///         // … read, compute, write with lease.token() …
+    ///         lease.token()
+    ///     })
+    ///     .await
+    ///     .into_result()?;
+    /// assert!(token.get() > 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Cancelling the returned future drops the work and releases the lease (through
+    /// the background task).
+    pub async fn with_lock<T>(
+        &self,
+        keys: impl IntoKeys,
+        ttl: Duration,
+        work: impl AsyncFnOnce(&Lease) -> T,
+    ) -> Scoped<T> {
+        let lease = match self.acquire(keys, ttl).await {
+            Ok(l) => l,
+            Err(e) => {
+                return Scoped {
+                    work: Err(e),
+                    release: None,
+                };
+            }
+        };
+        lease.set_auto_renew(true);
+        let lost = lease.lost();
+        let result = tokio::select! {
+            biased;
+            output = work(&lease) => Ok(output),
+            _ = lost => Err(()),
+        };
+        let work = match result {
+            Ok(output) if !lease.is_lost() => Ok(output),
+            _ => Err(lost_error(
+                lease.state(),
+                "the work was stopped because the lease could no longer be proven valid",
+            )),
+        };
+        let release = Some(lease.release().await);
+        Scoped { work, release }
+    }
+
+    /// Finishes every release queued by dropped leases and cancelled acquires.
+    ///
+    /// Cancelling this future stops waiting; the releases still go on in the background.
+    pub async fn shutdown(&self) {
+        self.inner
+            .background
+            .ensure_started(&self.inner.nodes, &self.inner.options);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner.background.send(Message::Drain(tx));
+        let _ = rx.await;
+    }
+
+    pub(crate) fn options(&self) -> &Options {
+        &self.inner.options
+    }
+
+    pub(crate) fn nodes(&self) -> &[Node] {
+        &self.inner.nodes
+    }
+
+    pub(crate) fn wake_background(&self) {
+        self.inner.background.send(Message::Wake);
+    }
+
+    pub(crate) fn release_in_background(&self, spec: LockSpec) {
+        self.inner.background.send(Message::Release(spec));
+    }
+
+    pub(crate) async fn extend_lease(&self, state: &Arc<LeaseState>, ttl: Duration) -> Result<()> {
+        let inner = &self.inner;
+        inner.options.check_ttl(ttl)?;
+        if state.is_lost() || state.is_ended() {
+            return Err(lost_error(state, "it was already lost or released"));
+        }
+        let spec = [state.spec_with_ttl(ttl)];
+        let timeout = inner.options.request_timeout_for(ttl);
+        let start = Instant::now();
+        let replies = join_all(
+            inner
+                .nodes
+                .iter()
+                .map(|n| tokio::time::timeout(timeout, n.extend(&spec))),
+        )
+        .await;
+        let (mut ours, mut expired, mut errors) = (0, 0, Vec::new());
+        for (node, reply) in inner.nodes.iter().zip(replies) {
+            match reply {
+                Ok(Ok(h)) => match h.first() {
+                    Some(Holding::Ours) => ours += 1,
+                    Some(Holding::Expired) => expired += 1,
+                    Some(Holding::Other) => {
+                        let why = format!("{} reports another owner of the key", node.name());
+                        state.lose(&why);
+                        return Err(lost_error(state, &why));
+                    }
+                    None => errors.push(NodeError::new(
+                        NodeErrorKind::Protocol,
+                        node.name(),
+                        "empty extend reply",
+                    )),
+                },
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(NodeError::new(
+                    NodeErrorKind::Timeout,
+                    node.name(),
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )),
+            }
+        }
+        let q = quorum::quorum(inner.nodes.len());
+        if ours >= q {
+            if let Some(v) = quorum::validity(ttl, start.elapsed(), inner.options.drift_factor) {
+                state.extended(ttl, start + v, next_renewal(Instant::now(), ttl));
+                self.wake_background();
+                if state.is_lost() {
+                    return Err(lost_error(state, "it was lost while being extended"));
+                }
+                return Ok(());
+            }
+            return Err(Error::unavailable(
+                "extend reached a majority too late to count",
+                errors,
+            ));
+        }
+        if expired >= q {
+            state.lose("the keys expired before they were extended");
+            return Err(lost_error(
+                state,
+                "the keys had expired on a majority of nodes",
+            ));
+        }
+        Err(Error::unavailable(
+            &format!(
+                "cannot extend lock {}: fewer than {q} of {} nodes confirmed",
+                KeyList(&state.keys),
+                inner.nodes.len()
+            ),
+            errors,
+        ))
+    }
+
+    pub(crate) async fn release_lease(&self, state: &Arc<LeaseState>) -> Result<ReleaseOutcome> {
+        let inner = &self.inner;
+        let spec = state.spec();
+        let timeout = inner.options.request_timeout_for(state.ttl());
+        let replies = join_all(
+            inner
+                .nodes
+                .iter()
+                .map(|n| tokio::time::timeout(timeout, n.release(&spec))),
+        )
+        .await;
+        let (mut ours, mut expired, mut other, mut errors) = (0, 0, 0, Vec::new());
+        for (i, (node, reply)) in inner.nodes.iter().zip(replies).enumerate() {
+            match reply {
+                Ok(Ok(Holding::Ours)) => ours += 1,
+                Ok(Ok(Holding::Expired)) => expired += 1,
+                Ok(Ok(Holding::Other)) => other += 1,
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => {
+                    inner.background.send(Message::Abandon(i, spec.clone()));
+                    errors.push(NodeError::new(
+                        NodeErrorKind::Timeout,
+                        node.name(),
+                        format!("no answer within {} ms", timeout.as_millis()),
+                    ));
+                }
+            }
+        }
+        let q = quorum::quorum(inner.nodes.len());
+        if ours >= q {
+            Ok(ReleaseOutcome::Released)
+        } else if ours + expired + other < q {
+            Err(Error::unavailable(
+                &format!(
+                    "release of lock {} not confirmed: fewer than {q} of {} nodes answered \
+                     (the keys still expire with their TTL)",
+                    KeyList(&state.keys),
+                    inner.nodes.len()
+                ),
+                errors,
+            ))
+        } else if other > 0 {
+            Ok(ReleaseOutcome::OwnedByOther)
+        } else {
+            Ok(ReleaseOutcome::Expired)
+        }
+    }
+}
+
+/// Releases everything an attempt may have set if the attempt is dropped midway.
+struct CleanupGuard {
+    locker: Option<Locker>,
+    spec: LockSpec,
+}
+
+impl CleanupGuard {
+    fn disarm(&mut self) {
+        self.locker = None;
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if let Some(locker) = self.locker.take() {
+            locker.release_in_background(self.spec.clone());
+        }
+    }
+}
+
+/// 16 bytes from the OS CSPRNG as 32 hex characters: the value the `redlock` npm
+/// package and redsync write, so it means the same to every client.
+fn random_value() -> String {
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 16];
+    if rand::rngs::OsRng.try_fill_bytes(&mut bytes).is_err() {
+        // The OS RNG failing is nearly unheard of; the thread RNG is a CSPRNG seeded
+        // from it, so it is a safe second choice.
+        rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

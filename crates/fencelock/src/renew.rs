@@ -1,0 +1,256 @@
+//! The locker's background task: renews every live lease, fires `lost()` on time, and
+//! carries out the releases nobody can wait for (dropped leases, cancelled acquires,
+//! requests that timed out).
+//!
+//! One task per locker, started on the first acquire. Renewal is batched: each tick
+//! collects every lease that is due soon and sends one extend request per node for all
+//! of them, so 10 000 leases cost a few requests a second, not 10 000. `Drop` impls
+//! only push a message into an unbounded channel: they never block, spawn or panic,
+//! even outside a runtime.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::builder::Options;
+use crate::lease::LeaseState;
+use crate::quorum;
+use crate::store::{Holding, LockSpec, Node};
+
+/// Work for the background task.
+#[derive(Debug)]
+pub(crate) enum Message {
+    /// Watch this lease: renew it (if asked) and fire `lost()` on time.
+    Track(Arc<LeaseState>),
+    /// Release this lock on every node (a dropped lease or acquire).
+    Release(LockSpec),
+    /// A request for this lock on node `i` timed out: clean up after it.
+    Abandon(usize, LockSpec),
+    /// Something changed (auto-renew turned on): recompute the schedule.
+    Wake,
+    /// Finish every pending release, then answer.
+    Drain(oneshot::Sender<()>),
+}
+
+/// The sending half, and the receiving half until the task is started.
+#[derive(Debug)]
+pub(crate) struct Background {
+    tx: mpsc::UnboundedSender<Message>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
+}
+
+impl Background {
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Background {
+            tx,
+            rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    /// Queues a message. Never blocks; if the task is gone (runtime shut down) the
+    /// message is dropped and the keys expire with their TTL.
+    pub(crate) fn send(&self, message: Message) {
+        let _ = self.tx.send(message);
+    }
+
+    /// Starts the task on the current runtime if it is not running yet.
+    pub(crate) fn ensure_started(&self, nodes: &[Node], options: &Options) {
+        let mut slot = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = slot.take() {
+            tokio::spawn(run(rx, nodes.to_vec(), options.clone()));
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::UnboundedReceiver<Message>, nodes: Vec<Node>, options: Options) {
+    let nodes: Arc<[Node]> = nodes.into();
+    let mut leases: HashMap<u64, Arc<LeaseState>> = HashMap::new();
+    let mut work: JoinSet<()> = JoinSet::new();
+    let mut drains: Vec<oneshot::Sender<()>> = Vec::new();
+    loop {
+        let next = next_wakeup(&leases);
+        tokio::select! {
+            message = rx.recv() => match message {
+                None => break,
+                Some(Message::Track(lease)) => { leases.insert(lease.id, lease); }
+                Some(Message::Release(spec)) => {
+                    let nodes = nodes.clone();
+                    let timeout = options.request_timeout_for(Duration::from_millis(spec.ttl_ms));
+                    work.spawn(async move { release_everywhere(&nodes, &spec, timeout).await });
+                }
+                Some(Message::Abandon(i, spec)) => {
+                    if let Some(node) = nodes.get(i).cloned() {
+                        let ttl = Duration::from_millis(spec.ttl_ms);
+                        // Bounded by the TTL: after that the keys are gone anyway.
+                        work.spawn(async move {
+                            let _ = tokio::time::timeout(ttl, node.abandon(&spec)).await;
+                        });
+                    }
+                }
+                Some(Message::Wake) => {}
+                Some(Message::Drain(done)) => drains.push(done),
+            },
+            _ = sleep_until(next) => {}
+            Some(_) = work.join_next(), if !work.is_empty() => {}
+        }
+        leases.retain(|_, l| !l.is_ended() && !l.is_lost());
+        let now = Instant::now();
+        for lease in leases.values() {
+            // Checked even while a renewal round is in flight: a slow round must not
+            // let the lease claim validity it can no longer prove.
+            if now >= lease.lost_deadline() {
+                let why = if lease.auto_renew.load(Ordering::Acquire) {
+                    "renewal did not reach a majority of nodes before the lease ran out"
+                } else {
+                    "its validity ran out (it was not extended)"
+                };
+                lease.lose(why);
+            }
+        }
+        let due: Vec<Arc<LeaseState>> = leases
+            .values()
+            .filter(|l| is_due(l, now))
+            .cloned()
+            .collect();
+        if !due.is_empty() {
+            for l in &due {
+                l.renewing.store(true, Ordering::Release);
+            }
+            let nodes = nodes.clone();
+            let options = options.clone();
+            work.spawn(async move { renew(&nodes, &options, due).await });
+        }
+        if !drains.is_empty() && only_renewals_left(&work, &leases) {
+            for done in drains.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+    // Every sender is gone (locker and leases dropped): finish what is queued.
+    while work.join_next().await.is_some() {}
+    for done in drains {
+        let _ = done.send(());
+    }
+}
+
+/// Whether pending work is only renewal of live leases (which never "drains").
+fn only_renewals_left(work: &JoinSet<()>, leases: &HashMap<u64, Arc<LeaseState>>) -> bool {
+    let renewing = leases
+        .values()
+        .filter(|l| l.renewing.load(Ordering::Acquire))
+        .count();
+    work.len() <= usize::from(renewing > 0)
+}
+
+/// A lease is renewed a little early so that leases due close together share a tick.
+fn is_due(lease: &LeaseState, now: Instant) -> bool {
+    lease.auto_renew.load(Ordering::Acquire)
+        && !lease.renewing.load(Ordering::Acquire)
+        && lease.renew_at() <= now + batch_window(lease.ttl())
+}
+
+fn batch_window(ttl: Duration) -> Duration {
+    (ttl / 20).min(Duration::from_millis(250))
+}
+
+fn next_wakeup(leases: &HashMap<u64, Arc<LeaseState>>) -> Option<Instant> {
+    leases
+        .values()
+        .flat_map(|l| {
+            let renew = (l.auto_renew.load(Ordering::Acquire)
+                && !l.renewing.load(Ordering::Acquire))
+            .then(|| l.renew_at());
+            [Some(l.lost_deadline()), renew]
+        })
+        .flatten()
+        .min()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When to renew a lease next: a third of its TTL from now, with ±10 % jitter so that
+/// lockers started together do not tick together forever.
+pub(crate) fn next_renewal(now: Instant, ttl: Duration) -> Instant {
+    let third = ttl / 3;
+    let spread = third / 10;
+    now + quorum::jittered(third - spread, spread * 2)
+}
+
+/// One renewal round: one batched extend per node, in parallel.
+async fn renew(nodes: &[Node], options: &Options, due: Vec<Arc<LeaseState>>) {
+    let start = Instant::now();
+    let specs: Vec<LockSpec> = due.iter().map(|l| l.spec()).collect();
+    let shortest = due.iter().map(|l| l.ttl()).min().unwrap_or(options.ttl);
+    // A batch can be large (100k leases): allow it a third of the shortest TTL.
+    let timeout = options.request_timeout_for(shortest).max(shortest / 3);
+    let replies = join_all(
+        nodes
+            .iter()
+            .map(|n| tokio::time::timeout(timeout, n.extend(&specs))),
+    )
+    .await;
+    let q = quorum::quorum(nodes.len());
+    for (i, lease) in due.iter().enumerate() {
+        let mut ours = 0;
+        let mut expired = 0;
+        let mut other = None;
+        for (node, reply) in nodes.iter().zip(&replies) {
+            match reply {
+                Ok(Ok(states)) => match states.get(i) {
+                    Some(Holding::Ours) => ours += 1,
+                    Some(Holding::Expired) => expired += 1,
+                    Some(Holding::Other) => other = Some(node.name().to_string()),
+                    None => {}
+                },
+                Ok(Err(e)) => tracing::debug!("renewal failed on {}: {e}", node.name()),
+                Err(_) => tracing::debug!("renewal timed out on {}", node.name()),
+            }
+        }
+        let ttl = lease.ttl();
+        if let Some(node) = other {
+            lease.lose(&format!("{node} reports another owner of the key"));
+        } else if ours >= q {
+            match quorum::validity(ttl, start.elapsed(), options.drift_factor) {
+                Some(v) => lease.extended(ttl, start + v, next_renewal(Instant::now(), ttl)),
+                None => lease.retry_renewal_at(Instant::now()),
+            }
+        } else if expired >= q {
+            lease.lose("the keys expired on a majority of nodes before renewal");
+        } else {
+            // Not decided: try again soon; lost() fires if validity runs out first.
+            let soon = (ttl / 10).min(Duration::from_millis(500));
+            lease.retry_renewal_at(Instant::now() + soon);
+        }
+        lease.renewing.store(false, Ordering::Release);
+    }
+}
+
+/// Releases a lock on every node, for a lease or acquire nobody waits on.
+async fn release_everywhere(nodes: &[Node], spec: &LockSpec, timeout: Duration) {
+    let results = join_all(
+        nodes
+            .iter()
+            .map(|n| tokio::time::timeout(timeout, n.release(spec))),
+    )
+    .await;
+    for (i, r) in results.into_iter().enumerate() {
+        if r.is_err()
+            && let Some(node) = nodes.get(i)
+        {
+            // Timed out: the node may run it later; make sure nothing is left behind.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(spec.ttl_ms), node.abandon(spec)).await;
+        }
+    }
+}

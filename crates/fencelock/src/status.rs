@@ -1,0 +1,118 @@
+//! What the stores know about a key: for `fencelock status` and for operators.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::error::{NodeError, NodeErrorKind, Result};
+use crate::keys::validate;
+use crate::locker::Locker;
+
+/// One key as every node sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct KeyStatus {
+    /// The key as given (without the locker's prefix).
+    pub key: String,
+    /// One entry per node, in the order the stores were given.
+    pub nodes: Vec<NodeStatus>,
+}
+
+impl KeyStatus {
+    /// Whether a majority of nodes report the key held.
+    pub fn is_held(&self) -> bool {
+        let held = self.nodes.iter().filter(|n| n.held).count();
+        held > self.nodes.len() / 2
+    }
+
+    /// The holder description a majority agrees on, if any.
+    pub fn holder(&self) -> Option<&str> {
+        self.nodes.iter().find_map(|n| n.holder.as_deref())
+    }
+
+    /// The largest fencing token any node issued for the key.
+    pub fn last_token(&self) -> Option<u64> {
+        self.nodes.iter().filter_map(|n| n.last_token).max()
+    }
+}
+
+/// One node's view of one key. The lock value itself is never exposed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// The node's address, without password.
+    pub node: String,
+    /// Whether the key is held on this node.
+    pub held: bool,
+    /// The remaining TTL on this node, if held and expiring.
+    pub ttl: Option<Duration>,
+    /// The holder description stored beside the key (by `fencelock run`/`acquire`).
+    pub holder: Option<String>,
+    /// The last fencing token this node issued for the key.
+    pub last_token: Option<u64>,
+    /// Why this node could not be asked.
+    pub error: Option<NodeError>,
+}
+
+impl Locker {
+    /// Asks every node what it knows about each key.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::InvalidInput`] for a bad key. Node failures do not fail the
+    /// call: they are reported per node in [`NodeStatus::error`].
+    ///
+    /// Cancelling the future abandons the queries; nothing is changed by them.
+    pub async fn status(&self, keys: impl crate::IntoKeys) -> Result<Vec<KeyStatus>> {
+        let user_keys = keys.into_keys();
+        let options = self.options();
+        let full = validate(user_keys.clone(), &options.prefix, &options.keys)?;
+        let timeout = options.request_timeout.max(Duration::from_millis(500));
+        let mut out = Vec::with_capacity(full.len());
+        for (user_key, key) in user_keys.into_iter().zip(full) {
+            let replies = join_all(
+                self.nodes()
+                    .iter()
+                    .map(|n| tokio::time::timeout(timeout, n.inspect(&key))),
+            )
+            .await;
+            let nodes = self
+                .nodes()
+                .iter()
+                .zip(replies)
+                .map(|(node, reply)| {
+                    let mut s = NodeStatus {
+                        node: node.name().to_string(),
+                        held: false,
+                        ttl: None,
+                        holder: None,
+                        last_token: None,
+                        error: None,
+                    };
+                    match reply {
+                        Ok(Ok(info)) => {
+                            s.held = info.value.is_some();
+                            s.ttl = info.pttl;
+                            s.holder = info.holder;
+                            s.last_token = info.last_token;
+                        }
+                        Ok(Err(e)) => s.error = Some(e),
+                        Err(_) => {
+                            s.error = Some(NodeError::new(
+                                NodeErrorKind::Timeout,
+                                node.name(),
+                                format!("no answer within {} ms", timeout.as_millis()),
+                            ))
+                        }
+                    }
+                    s
+                })
+                .collect();
+            out.push(KeyStatus {
+                key: user_key,
+                nodes,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,316 @@
+//! Release notices from one Redis node: one pub/sub connection, shared by every waiter.
+//!
+//! A connection per waiter is how lock clients run a server out of connections, so each
+//! node gets a single pub/sub connection, owned by a background task and made on the
+//! first watch. Channels are reference-counted: subscribed while someone waits on the
+//! key, unsubscribed when the last waiter goes. When the connection drops (node restart),
+//! every waiter is woken — notices may have been missed — and the task reconnects and
+//! subscribes again while anyone still waits.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Client;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::super::Watch;
+use super::super::url::StoreOptions;
+use super::classify;
+use crate::error::{NodeError, NodeErrorKind};
+
+pub(super) struct Notifier {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: Client,
+    name: String,
+    options: StoreOptions,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    channels: HashMap<String, Channel>,
+    task: Option<mpsc::UnboundedSender<Command>>,
+}
+
+struct Channel {
+    watchers: usize,
+    /// Bumped on every notice for this channel (and on reconnect).
+    notices: watch::Sender<u64>,
+    /// The subscription is confirmed on the current connection.
+    subscribed: bool,
+}
+
+enum Command {
+    Subscribe(String, oneshot::Sender<Result<(), NodeError>>),
+    Unsubscribe(String),
+}
+
+impl Notifier {
+    pub(super) fn new(client: Client, name: String, options: StoreOptions) -> Self {
+        Notifier {
+            shared: Arc::new(Shared {
+                client,
+                name,
+                options,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// A watch on `channel`, armed when this returns.
+    pub(super) async fn watch(&self, channel: String) -> Result<Watch, NodeError> {
+        let (mut notices, subscribe) = {
+            let mut state = self.shared.lock();
+            let entry = state
+                .channels
+                .entry(channel.clone())
+                .or_insert_with(|| Channel {
+                    watchers: 0,
+                    notices: watch::channel(0).0,
+                    subscribed: false,
+                });
+            entry.watchers += 1;
+            let rx = entry.notices.subscribe();
+            let subscribe = (!entry.subscribed).then(|| self.shared.command_sender(&mut state));
+            (rx, subscribe)
+        };
+        notices.mark_unchanged();
+        // From here on, dropping `guard` gives the watcher slot back.
+        let guard = WatcherGuard {
+            shared: self.shared.clone(),
+            channel: channel.clone(),
+        };
+        if let Some(task) = subscribe {
+            let (ack, confirmed) = oneshot::channel();
+            let lost = || {
+                NodeError::new(
+                    NodeErrorKind::Io,
+                    &self.shared.name,
+                    "pub/sub connection closed",
+                )
+            };
+            task.send(Command::Subscribe(channel, ack))
+                .map_err(|_| lost())?;
+            confirmed.await.map_err(|_| lost())??;
+        }
+        Ok(Watch {
+            notified: Box::pin(async move {
+                let _guard = guard;
+                // An error means the sender is gone, i.e. the store itself: wake up.
+                let _ = notices.changed().await;
+            }),
+        })
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The running connection task's inbox, starting the task when there is none.
+    fn command_sender(self: &Arc<Self>, state: &mut State) -> mpsc::UnboundedSender<Command> {
+        if let Some(tx) = &state.task
+            && !tx.is_closed()
+        {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        state.task = Some(tx.clone());
+        tokio::spawn(run(Arc::downgrade(self), rx));
+        tx
+    }
+
+    /// Wakes every waiter: used when notices may have been missed.
+    fn wake_all(&self, unsubscribed: bool) {
+        let mut state = self.lock();
+        for ch in state.channels.values_mut() {
+            ch.notices.send_modify(|n| *n += 1);
+            if unsubscribed {
+                ch.subscribed = false;
+            }
+        }
+    }
+}
+
+struct WatcherGuard {
+    shared: Arc<Shared>,
+    channel: String,
+}
+
+impl Drop for WatcherGuard {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let Some(entry) = state.channels.get_mut(&self.channel) else {
+            return;
+        };
+        entry.watchers -= 1;
+        if entry.watchers == 0 {
+            let was_subscribed = entry.subscribed;
+            state.channels.remove(&self.channel);
+            if was_subscribed && let Some(task) = &state.task {
+                let _ = task.send(Command::Unsubscribe(std::mem::take(&mut self.channel)));
+            }
+        }
+    }
+}
+
+/// The connection task: (re)connects, keeps the subscriptions, turns messages into
+/// wake-ups. Ends when the store is dropped.
+async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut failures: u32 = 0;
+    let mut pending: Vec<Command> = Vec::new();
+    loop {
+        // Nobody waits: stay disconnected until someone does.
+        let idle = shared
+            .upgrade()
+            .is_none_or(|s| s.lock().channels.is_empty());
+        if idle && pending.is_empty() {
+            match commands.recv().await {
+                Some(Command::Unsubscribe(_)) => continue,
+                Some(subscribe) => pending.push(subscribe),
+                None => return,
+            }
+        }
+        let Some(s) = shared.upgrade() else { return };
+        let connect = tokio::time::timeout(s.options.connect_timeout, s.client.get_async_pubsub());
+        let pubsub = match connect.await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                fail_pending(&s, &mut pending, &mut commands, &classify(&s.name, &e));
+                drop(s);
+                failures += 1;
+                backoff(failures).await;
+                continue;
+            }
+            Err(_) => {
+                let e =
+                    NodeError::new(NodeErrorKind::Timeout, &s.name, "pub/sub connect timed out");
+                fail_pending(&s, &mut pending, &mut commands, &e);
+                drop(s);
+                failures += 1;
+                backoff(failures).await;
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        // Subscribe again to everything still watched, then wake the watchers: notices
+        // sent while we were away are lost.
+        let wanted: Vec<String> = s.lock().channels.keys().cloned().collect();
+        let mut ok = true;
+        for ch in &wanted {
+            if sink.subscribe(ch).await.is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            drop(s);
+            failures += 1;
+            backoff(failures).await;
+            continue;
+        }
+        {
+            let mut state = s.lock();
+            for ch in &wanted {
+                if let Some(c) = state.channels.get_mut(ch) {
+                    c.subscribed = true;
+                }
+            }
+        }
+        if failures > 0 {
+            s.wake_all(false);
+        }
+        for command in pending.drain(..) {
+            if let Command::Subscribe(ch, ack) = command {
+                let result = sink.subscribe(&ch).await.map_err(|e| classify(&s.name, &e));
+                if result.is_ok()
+                    && let Some(c) = s.lock().channels.get_mut(&ch)
+                {
+                    c.subscribed = true;
+                }
+                let _ = ack.send(result);
+            }
+        }
+        drop(s);
+
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    match command {
+                        Command::Subscribe(ch, ack) => {
+                            let result = sink.subscribe(&ch).await;
+                            let Some(s) = shared.upgrade() else { return };
+                            match result {
+                                Ok(()) => {
+                                    if let Some(c) = s.lock().channels.get_mut(&ch) {
+                                        c.subscribed = true;
+                                    }
+                                    let _ = ack.send(Ok(()));
+                                }
+                                Err(e) => {
+                                    let _ = ack.send(Err(classify(&s.name, &e)));
+                                    break;
+                                }
+                            }
+                        }
+                        Command::Unsubscribe(ch) => {
+                            let still_wanted = shared
+                                .upgrade()
+                                .is_some_and(|s| s.lock().channels.contains_key(&ch));
+                            if !still_wanted && sink.unsubscribe(&ch).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                message = stream.next() => {
+                    let Some(s) = shared.upgrade() else { return };
+                    let Some(message) = message else { break };
+                    let channel = message.get_channel_name().to_string();
+                    if let Some(c) = s.lock().channels.get(&channel) {
+                        c.notices.send_modify(|n| *n += 1);
+                    }
+                }
+            }
+        }
+        // The connection broke: wake everyone (they retry, and watch again).
+        let Some(s) = shared.upgrade() else { return };
+        s.wake_all(true);
+        failures = 1;
+        drop(s);
+        backoff(failures).await;
+    }
+}
+
+/// Answers queued subscribe requests with the connection error, so their waiters fall
+/// back to sleeping until the holder's TTL instead of hanging.
+fn fail_pending(
+    s: &Shared,
+    pending: &mut Vec<Command>,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    error: &NodeError,
+) {
+    while let Ok(command) = commands.try_recv() {
+        pending.push(command);
+    }
+    for command in pending.drain(..) {
+        if let Command::Subscribe(ch, ack) = command {
+            if let Some(c) = s.lock().channels.get_mut(&ch) {
+                c.subscribed = false;
+            }
+            let _ = ack.send(Err(error.clone()));
+        }
+    }
+}
+
+async fn backoff(failures: u32) {
+    let ms = 50u64.saturating_mul(1 << failures.min(5)).min(1000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
