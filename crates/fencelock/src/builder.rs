@@ -259,3 +259,47 @@ impl LockerBuilder {
         Ok(Locker::from_parts(nodes, self.options))
     }
 }
+
+impl Locker {
+    /// The URL of the embedded default store: an SQLite file in the user's state
+    /// directory, `$XDG_STATE_HOME/fencelock/locks.db`, falling back to
+    /// `$HOME/.local/state/fencelock/locks.db`. Processes of one user on one host that
+    /// use it exclude each other with no server at all.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Config`] when neither `XDG_STATE_HOME` nor `HOME` is set to
+    /// an absolute path.
+    pub fn default_store_url() -> Result<String, Error> {
+        let absolute = |v: std::ffi::OsString| {
+            let p = std::path::PathBuf::from(v);
+            p.is_absolute().then_some(p)
+        };
+        let dir = std::env::var_os("XDG_STATE_HOME")
+            .and_then(absolute)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .and_then(absolute)
+                    .map(|h| h.join(".local").join("state"))
+            })
+            .ok_or_else(|| {
+                Error::config(
+                    "no default store: neither XDG_STATE_HOME nor HOME is an absolute path; \
+                     name a store (sqlite:///path/locks.db, redis://host:port)",
+                )
+            })?;
+        let path = dir.join("fencelock").join("locks.db");
+        Ok(format!("sqlite://{}", path.display()))
+    }
+
+    /// A locker on the embedded default store (see [`Locker::default_store_url`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Locker::default_store_url`] and [`LockerBuilder::build`].
+    pub fn default_store() -> Result<Locker, Error> {
+        Locker::builder()
+            .store(Locker::default_store_url()?)
+            .build()
+    }
+}

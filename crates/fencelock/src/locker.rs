@@ -612,19 +612,118 @@ impl Locker {
     }
 
     pub(crate) async fn extend_lease(&self, state: &Arc<LeaseState>, ttl: Duration) -> Result<()> {
-        let inner = &self.inner;
-        inner.options.check_ttl(ttl)?;
+        self.inner.options.check_ttl(ttl)?;
         if state.is_lost() || state.is_ended() {
             return Err(lost_error(state, "it was already lost or released"));
         }
-        let spec = [state.spec_with_ttl(ttl)];
+        let spec = state.spec_with_ttl(ttl);
+        let start = Instant::now();
+        match self.extend_spec(&spec, &state.keys, ttl).await {
+            Ok(validity) => {
+                state.extended(ttl, start + validity, next_renewal(Instant::now(), ttl));
+                self.wake_background();
+                if state.is_lost() {
+                    return Err(lost_error(state, "it was lost while being extended"));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if e.is_lost() {
+                    state.lose(&e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Extends the lock on `keys` held with `value` (as printed by `fencelock acquire`)
+    /// to `ttl` from now, without the [`Lease`] object: for scripts that split acquire,
+    /// extend and release across processes. Returns how long the lock is now valid.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Lost`] when the keys expired on a majority of nodes or another owner
+    /// holds them; [`ErrorKind::Unavailable`] when too few nodes answered;
+    /// [`ErrorKind::InvalidInput`] for bad keys, value or TTL.
+    ///
+    /// Cancelling the future may leave the lock extended on some nodes (harmless: only
+    /// a lock still holding `value` is extended).
+    pub async fn extend_value(
+        &self,
+        keys: impl IntoKeys,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<Duration> {
+        let (spec, user_keys) = self.adopt(keys, value, ttl)?;
+        let start = Instant::now();
+        let validity = self.extend_spec(&spec, &user_keys, ttl).await?;
+        Ok(validity.saturating_sub(start.elapsed()))
+    }
+
+    /// Releases the lock on `keys` held with `value`, without the [`Lease`] object.
+    ///
+    /// # Errors
+    ///
+    /// As [`Lease::release`]; [`ErrorKind::InvalidInput`] for bad keys or value.
+    ///
+    /// Cancelling the future leaves the release to the locker's background task.
+    pub async fn release_value(&self, keys: impl IntoKeys, value: &str) -> Result<ReleaseOutcome> {
+        let (spec, user_keys) = self.adopt(keys, value, self.inner.options.ttl)?;
+        self.inner
+            .background
+            .ensure_started(&self.inner.nodes, &self.inner.options);
+        let mut guard = CleanupGuard {
+            locker: Some(self.clone()),
+            spec: spec.clone(),
+        };
+        let outcome = self.release_spec(&spec, &user_keys).await;
+        guard.disarm();
+        outcome
+    }
+
+    /// A lock spec for a lock some other process acquired.
+    fn adopt(
+        &self,
+        keys: impl IntoKeys,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(LockSpec, Vec<String>)> {
+        let opts = &self.inner.options;
+        let user_keys = keys.into_keys();
+        let full = validate(user_keys.clone(), &opts.prefix, &opts.keys)?;
+        opts.check_ttl(ttl)?;
+        if value.is_empty() || value.len() > 1024 {
+            return Err(Error::invalid(
+                "lock value",
+                "it must be 1 to 1024 bytes long",
+            ));
+        }
+        let spec = LockSpec {
+            keys: full.into(),
+            value: value.into(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            holder: opts.holder.as_deref().map(Into::into),
+        };
+        Ok((spec, user_keys))
+    }
+
+    /// Extends `spec` on every node; the validity counted from the call's start.
+    async fn extend_spec(
+        &self,
+        spec: &LockSpec,
+        keys: &[String],
+        ttl: Duration,
+    ) -> Result<Duration> {
+        let inner = &self.inner;
+        let lost = |why: &str| Error::lost(format!("lock {} lost: {why}", KeyList(keys)));
+        let batch = [spec.clone()];
         let timeout = inner.options.request_timeout_for(ttl);
         let start = Instant::now();
         let replies = join_all(
             inner
                 .nodes
                 .iter()
-                .map(|n| tokio::time::timeout(timeout, n.extend(&spec))),
+                .map(|n| tokio::time::timeout(timeout, n.extend(&batch))),
         )
         .await;
         let (mut ours, mut expired, mut errors) = (0, 0, Vec::new());
@@ -634,9 +733,10 @@ impl Locker {
                     Some(Holding::Ours) => ours += 1,
                     Some(Holding::Expired) => expired += 1,
                     Some(Holding::Other) => {
-                        let why = format!("{} reports another owner of the key", node.name());
-                        state.lose(&why);
-                        return Err(lost_error(state, &why));
+                        return Err(lost(&format!(
+                            "{} reports another owner of the key",
+                            node.name()
+                        )));
                     }
                     None => errors.push(NodeError::new(
                         NodeErrorKind::Protocol,
@@ -654,30 +754,17 @@ impl Locker {
         }
         let q = quorum::quorum(inner.nodes.len());
         if ours >= q {
-            if let Some(v) = quorum::validity(ttl, start.elapsed(), inner.options.drift_factor) {
-                state.extended(ttl, start + v, next_renewal(Instant::now(), ttl));
-                self.wake_background();
-                if state.is_lost() {
-                    return Err(lost_error(state, "it was lost while being extended"));
-                }
-                return Ok(());
-            }
-            return Err(Error::unavailable(
-                "extend reached a majority too late to count",
-                errors,
-            ));
+            return quorum::validity(ttl, start.elapsed(), inner.options.drift_factor).ok_or_else(
+                || Error::unavailable("extend reached a majority too late to count", errors),
+            );
         }
         if expired >= q {
-            state.lose("the keys expired before they were extended");
-            return Err(lost_error(
-                state,
-                "the keys had expired on a majority of nodes",
-            ));
+            return Err(lost("the keys had expired on a majority of nodes"));
         }
         Err(Error::unavailable(
             &format!(
                 "cannot extend lock {}: fewer than {q} of {} nodes confirmed",
-                KeyList(&state.keys),
+                KeyList(keys),
                 inner.nodes.len()
             ),
             errors,
@@ -685,9 +772,15 @@ impl Locker {
     }
 
     pub(crate) async fn release_lease(&self, state: &Arc<LeaseState>) -> Result<ReleaseOutcome> {
+        self.release_spec(&state.spec(), &state.keys).await
+    }
+
+    async fn release_spec(&self, spec: &LockSpec, keys: &[String]) -> Result<ReleaseOutcome> {
         let inner = &self.inner;
-        let spec = state.spec();
-        let timeout = inner.options.request_timeout_for(state.ttl());
+        let spec = spec.clone();
+        let timeout = inner
+            .options
+            .request_timeout_for(Duration::from_millis(spec.ttl_ms));
         let replies = join_all(
             inner
                 .nodes
@@ -720,7 +813,7 @@ impl Locker {
                 &format!(
                     "release of lock {} not confirmed: fewer than {q} of {} nodes answered \
                      (the keys still expire with their TTL)",
-                    KeyList(&state.keys),
+                    KeyList(keys),
                     inner.nodes.len()
                 ),
                 errors,
