@@ -89,3 +89,8 @@ pub use keys::IntoKeys;
 pub use lease::{Lease, ReleaseOutcome};
 pub use locker::{AcquireOptions, Locker, Scoped};
 pub use status::{KeyStatus, NodeStatus};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
