@@ -159,6 +159,9 @@ async function main() {
     retryJitter: Math.min(opts.retryJitterMs, opts.retryDelayMs),
   });
 
+  /** Per-operation promises that resolve once every node has answered. */
+  const inFlight = [];
+
   /**
    * Acquire the key, insisting on a lock that is still valid when we get it:
    * redlock v5 computes `expiration` but does not itself refuse a lock whose
@@ -190,7 +193,11 @@ async function main() {
    * failed vote, so it would spin until the acquire deadline.
    */
   async function release(lock) {
-    await redlock.release(lock, { retryCount: 3 });
+    const { attempts } = await redlock.release(lock, { retryCount: 3 });
+    // redlock resolves as soon as a quorum answered; the other nodes' requests
+    // may still be in flight (a NOSCRIPT reply followed by EVAL is two round
+    // trips). Remember them so we do not exit before they are done.
+    inFlight.push(attempts[attempts.length - 1]);
   }
 
   if (opts.mode === "hold") {
@@ -220,6 +227,9 @@ async function main() {
     }
   }
 
+  // Without this, exiting right after the last release can leave the key on a
+  // node whose release had not been sent yet (seen in the fixture tests).
+  await Promise.all(inFlight);
   for (const client of clients) client.disconnect();
   // stdout/stderr to files and pipes are synchronous on Linux, so nothing written
   // above is lost by exiting now (ioredis reconnect timers would otherwise linger).
