@@ -482,3 +482,34 @@ fn redlock_npm_hold_mode_reports_its_lock() {
     interop::wait_success(child, Duration::from_secs(10));
     cluster.assert_no_keys_left(key);
 }
+
+#[test]
+fn restart_waits_out_a_port_held_by_another_process() {
+    let cluster = Cluster::start(1);
+    let port = cluster.port(0);
+    cluster.kill(0);
+    // Someone else grabs the port; restart must see its server fail to bind
+    // ("Address already in use") and retry instead of talking to the squatter.
+    let squatter =
+        std::net::TcpListener::bind(("127.0.0.1", port)).expect("binding the freed port");
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        drop(squatter);
+    });
+    let started = Instant::now();
+    cluster.restart(0);
+    releaser.join().expect("releaser thread");
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "restart did not wait for the port"
+    );
+    assert_eq!(cluster.port(0), port);
+    assert_eq!(
+        ping(&cluster.url(0), Duration::from_secs(2)).expect("PING"),
+        "PONG"
+    );
+    assert!(
+        cluster.log(0).contains("Address already in use"),
+        "the failed attempts should be in the log"
+    );
+}
