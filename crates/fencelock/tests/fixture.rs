@@ -513,3 +513,23 @@ fn restart_waits_out_a_port_held_by_another_process() {
         "the failed attempts should be in the log"
     );
 }
+
+#[test]
+fn a_cluster_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Cluster>();
+
+    let cluster = std::sync::Arc::new(Cluster::start(2));
+    let faults = {
+        let cluster = std::sync::Arc::clone(&cluster);
+        std::thread::spawn(move || {
+            cluster.pause(0);
+            std::thread::sleep(Duration::from_millis(100));
+            cluster.resume(0);
+            cluster.kill(1);
+        })
+    };
+    faults.join().expect("fault-injection thread");
+    assert!(!cluster.is_paused(0) && cluster.is_running(0));
+    assert!(!cluster.is_running(1));
+}
