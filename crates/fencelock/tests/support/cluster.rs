@@ -122,9 +122,15 @@ impl Cluster {
         self.node(i).port
     }
 
-    /// PID of the process serving node `i`, or `None` after `kill`.
+    /// PID of the process serving node `i`; `None` after `kill` or if it died.
     pub fn pid(&self, i: usize) -> Option<u32> {
-        self.node(i).lock().child.as_ref().map(Child::id)
+        let node = self.node(i);
+        let mut proc = node.lock();
+        if node.is_alive(&mut proc) {
+            proc.child.as_ref().map(Child::id)
+        } else {
+            None
+        }
     }
 
     // ----- fault controls -------------------------------------------------------
