@@ -206,7 +206,7 @@ impl Locker {
         self.inner
             .background
             .ensure_started(&self.inner.nodes, opts);
-        let spec = LockSpec {
+        let mut spec = LockSpec {
             keys: full.into(),
             value: random_value().into(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
@@ -226,7 +226,15 @@ impl Locker {
         let mut watched_once = false;
         let mut outages: u32 = 0;
         let mut polls: u32 = 0;
+        let mut attempts: u32 = 0;
         loop {
+            // A fresh value per attempt: the clean-up of a failed attempt (a late reply,
+            // a timed-out request) then never touches the keys of a later attempt that
+            // succeeded. Within one attempt, a key already holding the value is ours.
+            if attempts > 0 {
+                spec.value = random_value().into();
+            }
+            attempts += 1;
             let failure = match self.attempt(&spec, &user_keys, ttl).await {
                 Ok(lease) => return Ok(lease),
                 Err(f) => f,

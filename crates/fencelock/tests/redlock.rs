@@ -54,7 +54,10 @@ async fn no_lost_update(nodes: usize) {
                     .query_async(&mut conn)
                     .await
                     .expect("SET");
-                assert_eq!(lease.release().await.expect("release"), ReleaseOutcome::Released);
+                assert_eq!(
+                    lease.release().await.expect("release"),
+                    ReleaseOutcome::Released
+                );
             }
         }));
     }
@@ -66,9 +69,17 @@ async fn no_lost_update(nodes: usize) {
         .expect("counter")
         .parse()
         .expect("number");
-    assert_eq!(total, (CLIENTS * ROUNDS) as u64, "lost updates under the lock");
+    assert_eq!(
+        total,
+        (CLIENTS * ROUNDS) as u64,
+        "lost updates under the lock"
+    );
     for i in 0..nodes {
-        assert_eq!(cluster.get(i, "counter-lock"), None, "lock key left on node {i}");
+        assert_eq!(
+            cluster.get(i, "counter-lock"),
+            None,
+            "lock key left on node {i}"
+        );
     }
 }
 
@@ -128,15 +139,29 @@ async fn tokens_strictly_increase_five_nodes_across_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_round_lifts_lagging_counters() {
     let cluster = Cluster::start(3);
-    // Node 2's counter far ahead of the others: the token must be the maximum, and
-    // the lagging nodes are raised to it, so the next token is above it everywhere.
+    // Node 2's counter far ahead of node 1's, node 0 paused: the quorum is nodes 1 and
+    // 2, the token is node 2's counter + 1, and node 1 is raised to it by the commit
+    // round — so after node 2 dies, the next token is still above it.
     cluster.set(2, "lag:fencelock:fence", "9000000000000000", 60_000);
+    cluster.pause(0);
     let l = locker(&cluster);
-    let first = l.acquire("lag", Duration::from_secs(5)).await.expect("acquire");
+    let first = l
+        .acquire("lag", Duration::from_secs(5))
+        .await
+        .expect("acquire");
     assert_eq!(first.token().get(), 9_000_000_000_000_001);
+    assert_eq!(
+        cluster.get(1, "lag:fencelock:fence").as_deref(),
+        Some("9000000000000001"),
+        "node 1 was not committed to the token"
+    );
     first.release().await.expect("release");
+    cluster.resume(0);
     cluster.kill(2);
-    let second = l.acquire("lag", Duration::from_secs(5)).await.expect("acquire");
+    let second = l
+        .acquire("lag", Duration::from_secs(5))
+        .await
+        .expect("acquire");
     assert!(
         second.token() > fencelock::FencingToken::new(9_000_000_000_000_001),
         "token {} went back after the node holding the highest counter died",
@@ -151,9 +176,15 @@ async fn minority_down_still_locks() {
     let l = locker(&cluster);
     cluster.kill(0);
     cluster.pause(1);
-    let lease = l.acquire("m", Duration::from_secs(5)).await.expect("acquire with 3 of 5");
+    let lease = l
+        .acquire("m", Duration::from_secs(5))
+        .await
+        .expect("acquire with 3 of 5");
     assert!(lease.is_valid());
-    assert_eq!(lease.release().await.expect("release"), ReleaseOutcome::Released);
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
     cluster.resume(1);
 }
 
@@ -198,17 +229,35 @@ async fn release_of_expired_lease_says_so_and_spares_successor() {
     let cluster = Cluster::start(3);
     let a = locker(&cluster);
     let b = locker(&cluster);
-    let lease = a.acquire("exp", Duration::from_millis(150)).await.expect("acquire");
+    let lease = a
+        .acquire("exp", Duration::from_millis(150))
+        .await
+        .expect("acquire");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(!lease.is_valid());
-    let extend = lease.extend(Duration::from_secs(1)).await.expect_err("expired");
+    let extend = lease
+        .extend(Duration::from_secs(1))
+        .await
+        .expect_err("expired");
     assert!(extend.is_lost(), "{extend}");
-    assert_eq!(lease.release().await.expect("release"), ReleaseOutcome::Expired);
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Expired
+    );
 
-    let old = a.acquire("exp2", Duration::from_millis(150)).await.expect("acquire");
+    let old = a
+        .acquire("exp2", Duration::from_millis(150))
+        .await
+        .expect("acquire");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let successor = b.acquire("exp2", Duration::from_secs(5)).await.expect("successor");
-    assert_eq!(old.release().await.expect("release"), ReleaseOutcome::OwnedByOther);
+    let successor = b
+        .acquire("exp2", Duration::from_secs(5))
+        .await
+        .expect("successor");
+    assert_eq!(
+        old.release().await.expect("release"),
+        ReleaseOutcome::OwnedByOther
+    );
     for i in 0..3 {
         assert_eq!(
             cluster.get(i, "exp2").as_deref(),
@@ -223,10 +272,16 @@ async fn release_of_expired_lease_says_so_and_spares_successor() {
 async fn extend_refuses_zero_ttl_and_extends_live_lease() {
     let cluster = Cluster::start(3);
     let l = locker(&cluster);
-    let lease = l.acquire("ext", Duration::from_secs(2)).await.expect("acquire");
+    let lease = l
+        .acquire("ext", Duration::from_secs(2))
+        .await
+        .expect("acquire");
     let zero = lease.extend(Duration::ZERO).await.expect_err("zero TTL");
     assert!(zero.is_invalid_input(), "{zero}");
-    assert!(cluster.get(0, "ext").is_some(), "a zero extend must not release");
+    assert!(
+        cluster.get(0, "ext").is_some(),
+        "a zero extend must not release"
+    );
     lease.extend(Duration::from_secs(60)).await.expect("extend");
     for i in 0..3 {
         assert!(cluster.pttl(i, "ext") > 10_000, "node {i} not extended");
@@ -326,11 +381,7 @@ async fn cancelled_acquire_leaves_no_key_of_ours() {
             let ctx = format!("scenario {replies:?}, cancelled after {cancel} ms");
             for _ in 0..200 {
                 let left: Vec<usize> = (0..3)
-                    .filter(|&i| {
-                        cluster
-                            .get(i, &key)
-                            .is_some_and(|v| v != "someone-else")
-                    })
+                    .filter(|&i| cluster.get(i, &key).is_some_and(|v| v != "someone-else"))
                     .collect();
                 if left.is_empty() {
                     break;
@@ -355,11 +406,26 @@ async fn bad_input_gets_clear_errors() {
     let ttl = Duration::from_secs(1);
     for (what, err) in [
         ("empty key", l.try_acquire("", ttl).await.unwrap_err()),
-        ("huge key", l.try_acquire("k".repeat(100_000), ttl).await.unwrap_err()),
-        ("no keys", l.try_acquire(Vec::<String>::new(), ttl).await.unwrap_err()),
-        ("zero ttl", l.try_acquire("k", Duration::ZERO).await.unwrap_err()),
-        ("absurd ttl", l.try_acquire("k", Duration::MAX).await.unwrap_err()),
-        ("reserved key", l.try_acquire("x:fencelock:fence", ttl).await.unwrap_err()),
+        (
+            "huge key",
+            l.try_acquire("k".repeat(100_000), ttl).await.unwrap_err(),
+        ),
+        (
+            "no keys",
+            l.try_acquire(Vec::<String>::new(), ttl).await.unwrap_err(),
+        ),
+        (
+            "zero ttl",
+            l.try_acquire("k", Duration::ZERO).await.unwrap_err(),
+        ),
+        (
+            "absurd ttl",
+            l.try_acquire("k", Duration::MAX).await.unwrap_err(),
+        ),
+        (
+            "reserved key",
+            l.try_acquire("x:fencelock:fence", ttl).await.unwrap_err(),
+        ),
     ] {
         assert!(err.is_invalid_input(), "{what}: {err}");
     }
@@ -381,7 +447,10 @@ async fn bad_input_gets_clear_errors() {
         .await
         .unwrap_err();
     assert!(err.is_unavailable(), "unreachable: {err}");
-    assert!(!err.to_string().contains("hunter2"), "password printed: {err}");
+    assert!(
+        !err.to_string().contains("hunter2"),
+        "password printed: {err}"
+    );
     assert_eq!(cluster.keys(0), Vec::<String>::new());
 }
 
@@ -393,7 +462,11 @@ async fn node_errors_are_typed_and_foreign_keys_untouched() {
 
     // WRONGTYPE: someone else's list under our key name is never deleted.
     let mut c = cluster.connection(0);
-    let _: () = redis::cmd("RPUSH").arg("list").arg("x").query(&mut c).expect("rpush");
+    let _: () = redis::cmd("RPUSH")
+        .arg("list")
+        .arg("x")
+        .query(&mut c)
+        .expect("rpush");
     let err = l.try_acquire("list", ttl).await.unwrap_err();
     assert!(err.is_config(), "WRONGTYPE: {err}");
     assert!(err.to_string().contains("another type"), "{err}");
@@ -433,10 +506,17 @@ async fn node_errors_are_typed_and_foreign_keys_untouched() {
         .arg(cluster.port(0))
         .query(&mut r)
         .expect("replicaof");
-    let replica = Locker::builder().store(cluster.url(1)).build().expect("locker");
+    let replica = Locker::builder()
+        .store(cluster.url(1))
+        .build()
+        .expect("locker");
     let err = replica.try_acquire("k", ttl).await.unwrap_err();
     assert!(err.is_config(), "replica: {err}");
-    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut r).expect("no one");
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut r)
+        .expect("no one");
 
     // Out of memory: not permanent, reported as unavailable with the node's error.
     let _: () = redis::cmd("CONFIG")
