@@ -119,7 +119,8 @@ impl LockerBuilder {
         self
     }
 
-    /// The TTL used by [`Locker::lock`]-style calls that do not name one (default 30 s).
+    /// The TTL for callers that do not name one, read back with [`Locker::default_ttl`]
+    /// (default 30 s); also the TTL assumed by [`Locker::release_value`].
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.options.ttl = ttl;
         self
