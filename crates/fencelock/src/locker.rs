@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, KeyList, NodeError, NodeErrorKind, Result};
 use crate::keys::{IntoKeys, validate};
 use crate::lease::{Lease, LeaseState, ReleaseOutcome, lost_error};
 use crate::quorum::{self, Tally, Verdict};
-use crate::renew::{Background, Message, next_renewal};
+use crate::renew::{Background, Message, next_renewal, random_spread};
 use crate::store::{Acquired, Holding, LockSpec, Node, Watch};
 
 /// Acquires, extends and releases leases over one store, or a Redlock quorum of Redis
@@ -509,7 +509,7 @@ impl Locker {
             spec,
             token,
             start + validity,
-            next_renewal(Instant::now(), ttl),
+            next_renewal(Instant::now(), ttl, random_spread()),
             ended,
         ));
         inner.background.send(Message::Track(state.clone()));
@@ -628,7 +628,11 @@ impl Locker {
         let start = Instant::now();
         match self.extend_spec(&spec, &state.keys, ttl).await {
             Ok(validity) => {
-                state.extended(ttl, start + validity, next_renewal(Instant::now(), ttl));
+                state.extended(
+                    ttl,
+                    start + validity,
+                    next_renewal(Instant::now(), ttl, random_spread()),
+                );
                 self.wake_background();
                 if state.is_lost() {
                     return Err(lost_error(state, "it was lost while being extended"));

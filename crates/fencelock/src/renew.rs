@@ -69,39 +69,81 @@ impl Background {
 }
 
 async fn run(mut rx: mpsc::UnboundedReceiver<Message>, nodes: Vec<Node>, options: Options) {
-    let nodes: Arc<[Node]> = nodes.into();
-    let mut leases: HashMap<u64, Arc<LeaseState>> = HashMap::new();
-    let mut work: JoinSet<()> = JoinSet::new();
-    let mut drains: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut task = Task {
+        nodes: nodes.into(),
+        options,
+        leases: HashMap::new(),
+        work: JoinSet::new(),
+        drains: Vec::new(),
+    };
     loop {
-        let next = next_wakeup(&leases);
+        let next = next_wakeup(&task.leases);
         tokio::select! {
             message = rx.recv() => match message {
                 None => break,
-                Some(Message::Track(lease)) => { leases.insert(lease.id, lease); }
-                Some(Message::Release(spec)) => {
-                    let nodes = nodes.clone();
-                    let timeout = options.request_timeout_for(Duration::from_millis(spec.ttl_ms));
-                    work.spawn(async move { release_everywhere(&nodes, &spec, timeout).await });
-                }
-                Some(Message::Abandon(i, spec)) => {
-                    if let Some(node) = nodes.get(i).cloned() {
-                        let ttl = Duration::from_millis(spec.ttl_ms);
-                        // Bounded by the TTL: after that the keys are gone anyway.
-                        work.spawn(async move {
-                            let _ = tokio::time::timeout(ttl, node.abandon(&spec)).await;
-                        });
-                    }
-                }
-                Some(Message::Wake) => {}
-                Some(Message::Drain(done)) => drains.push(done),
+                Some(m) => task.handle(m),
             },
             _ = sleep_until(next) => {}
-            Some(_) = work.join_next(), if !work.is_empty() => {}
+            Some(_) = task.work.join_next(), if !task.work.is_empty() => {}
         }
-        leases.retain(|_, l| !l.is_ended() && !l.is_lost());
+        // Take everything queued before scanning: 10 000 acquires in a burst must
+        // cost a few scans of the lease table, not 10 000.
+        while let Ok(m) = rx.try_recv() {
+            task.handle(m);
+        }
+        task.tick();
+    }
+    // Every sender is gone (locker and leases dropped): finish what is queued.
+    while task.work.join_next().await.is_some() {}
+    for done in task.drains {
+        let _ = done.send(());
+    }
+}
+
+/// The background task's state.
+struct Task {
+    nodes: Arc<[Node]>,
+    options: Options,
+    leases: HashMap<u64, Arc<LeaseState>>,
+    work: JoinSet<()>,
+    drains: Vec<oneshot::Sender<()>>,
+}
+
+impl Task {
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Track(lease) => {
+                self.leases.insert(lease.id, lease);
+            }
+            Message::Release(spec) => {
+                let nodes = self.nodes.clone();
+                let timeout = self
+                    .options
+                    .request_timeout_for(Duration::from_millis(spec.ttl_ms));
+                self.work
+                    .spawn(async move { release_everywhere(&nodes, &spec, timeout).await });
+            }
+            Message::Abandon(i, spec) => {
+                if let Some(node) = self.nodes.get(i).cloned() {
+                    let ttl = Duration::from_millis(spec.ttl_ms);
+                    // Bounded by the TTL: after that the keys are gone anyway.
+                    self.work.spawn(async move {
+                        let _ = tokio::time::timeout(ttl, node.abandon(&spec)).await;
+                    });
+                }
+            }
+            Message::Wake => {}
+            Message::Drain(done) => self.drains.push(done),
+        }
+    }
+
+    /// Fires due `lost()` signals and starts a renewal round for the leases due.
+    fn tick(&mut self) {
+        self.leases.retain(|_, l| !l.is_ended() && !l.is_lost());
         let now = Instant::now();
-        for lease in leases.values() {
+        let round = self.leases.values().any(|l| is_overdue(l, now));
+        let mut due = Vec::new();
+        for lease in self.leases.values() {
             // Checked even while a renewal round is in flight: a slow round must not
             // let the lease claim validity it can no longer prove.
             if now >= lease.lost_deadline() {
@@ -111,31 +153,22 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Message>, nodes: Vec<Node>, options
                     "its validity ran out (it was not extended)"
                 };
                 lease.lose(why);
+            } else if round && is_due(lease, now) {
+                lease.renewing.store(true, Ordering::Release);
+                due.push(lease.clone());
             }
         }
-        let due: Vec<Arc<LeaseState>> = leases
-            .values()
-            .filter(|l| is_due(l, now))
-            .cloned()
-            .collect();
         if !due.is_empty() {
-            for l in &due {
-                l.renewing.store(true, Ordering::Release);
-            }
-            let nodes = nodes.clone();
-            let options = options.clone();
-            work.spawn(async move { renew(&nodes, &options, due).await });
+            let nodes = self.nodes.clone();
+            let options = self.options.clone();
+            self.work
+                .spawn(async move { renew(&nodes, &options, due).await });
         }
-        if !drains.is_empty() && only_renewals_left(&work, &leases) {
-            for done in drains.drain(..) {
+        if !self.drains.is_empty() && only_renewals_left(&self.work, &self.leases) {
+            for done in self.drains.drain(..) {
                 let _ = done.send(());
             }
         }
-    }
-    // Every sender is gone (locker and leases dropped): finish what is queued.
-    while work.join_next().await.is_some() {}
-    for done in drains {
-        let _ = done.send(());
     }
 }
 
@@ -148,15 +181,20 @@ fn only_renewals_left(work: &JoinSet<()>, leases: &HashMap<u64, Arc<LeaseState>>
     work.len() <= usize::from(renewing > 0)
 }
 
-/// A lease is renewed a little early so that leases due close together share a tick.
+/// Whether a lease may join the renewal round starting `now`. A round starts only when
+/// some lease is actually due; it then takes every lease due within the next sixth of
+/// its TTL (renewing that early is harmless), so leases settle into cohorts that share
+/// one request per node instead of trickling out in many small rounds.
 fn is_due(lease: &LeaseState, now: Instant) -> bool {
     lease.auto_renew.load(Ordering::Acquire)
         && !lease.renewing.load(Ordering::Acquire)
-        && lease.renew_at() <= now + batch_window(lease.ttl())
+        && lease.renew_at() <= now + lease.ttl() / 6
 }
 
-fn batch_window(ttl: Duration) -> Duration {
-    (ttl / 20).min(Duration::from_millis(250))
+fn is_overdue(lease: &LeaseState, now: Instant) -> bool {
+    lease.auto_renew.load(Ordering::Acquire)
+        && !lease.renewing.load(Ordering::Acquire)
+        && lease.renew_at() <= now
 }
 
 fn next_wakeup(leases: &HashMap<u64, Arc<LeaseState>>) -> Option<Instant> {
@@ -179,12 +217,16 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// When to renew a lease next: a third of its TTL from now, with ±10 % jitter so that
-/// lockers started together do not tick together forever.
-pub(crate) fn next_renewal(now: Instant, ttl: Duration) -> Instant {
-    let third = ttl / 3;
-    let spread = third / 10;
-    now + quorum::jittered(third - spread, spread * 2)
+/// When to renew a lease next: a third of its TTL from now, scaled by `spread` in
+/// [0.9, 1.1]. One spread per round keeps a cohort together while lockers started at
+/// the same moment drift apart.
+pub(crate) fn next_renewal(now: Instant, ttl: Duration, spread: f64) -> Instant {
+    now + (ttl / 3).mul_f64(spread.clamp(0.9, 1.1))
+}
+
+/// A random spread for [`next_renewal`].
+pub(crate) fn random_spread() -> f64 {
+    0.9 + rand::random::<f64>() * 0.2
 }
 
 /// One renewal round: one batched extend per node, in parallel.
@@ -201,6 +243,7 @@ async fn renew(nodes: &[Node], options: &Options, due: Vec<Arc<LeaseState>>) {
     )
     .await;
     let q = quorum::quorum(nodes.len());
+    let spread = random_spread();
     for (i, lease) in due.iter().enumerate() {
         let mut ours = 0;
         let mut expired = 0;
@@ -222,7 +265,9 @@ async fn renew(nodes: &[Node], options: &Options, due: Vec<Arc<LeaseState>>) {
             lease.lose(&format!("{node} reports another owner of the key"));
         } else if ours >= q {
             match quorum::validity(ttl, start.elapsed(), options.drift_factor) {
-                Some(v) => lease.extended(ttl, start + v, next_renewal(Instant::now(), ttl)),
+                Some(v) => {
+                    lease.extended(ttl, start + v, next_renewal(Instant::now(), ttl, spread))
+                }
                 None => lease.retry_renewal_at(Instant::now()),
             }
         } else if expired >= q {
