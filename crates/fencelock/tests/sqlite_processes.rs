@@ -11,6 +11,8 @@ use std::time::Duration;
 use fencelock::{AcquireOptions, Locker, ReleaseOutcome};
 
 const WORKERS: usize = 4;
+
+type TestFn = fn(&Path) -> std::pin::Pin<Box<dyn Future<Output = ()>>>;
 const ROUNDS: usize = 25;
 
 fn main() {
