@@ -26,9 +26,9 @@ fn main() {
         runtime.block_on(worker(&role, &args));
         return;
     }
-    let tests: [(&str, fn(&Path) -> _); 2] = [
+    let tests: [(&str, TestFn); 2] = [
         ("processes_increment_a_file_without_lost_updates", |d| {
-            Box::pin(no_lost_update(d.to_path_buf())) as std::pin::Pin<Box<dyn Future<Output = ()>>>
+            Box::pin(no_lost_update(d.to_path_buf()))
         }),
         ("killed_holder_frees_the_lock_after_its_ttl", |d| {
             Box::pin(killed_holder(d.to_path_buf()))
