@@ -1,0 +1,199 @@
+//! Hand-off: waiters wake on the holder's release notice (or at the end of its TTL),
+//! not after a polling interval. Real redis-server processes throughout.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fencelock::{AcquireOptions, Locker};
+use support::Cluster;
+
+/// A locker whose polling interval is one hour: it can only get in quickly through a
+/// release notice or the holder's TTL.
+fn patient(cluster: &Cluster) -> Locker {
+    Locker::builder()
+        .stores(cluster.urls())
+        .retry_delay(Duration::from_secs(3600))
+        .retry_jitter(Duration::from_millis(5))
+        .request_timeout(Duration::from_millis(200))
+        .build()
+        .expect("locker")
+}
+
+fn forever() -> AcquireOptions {
+    AcquireOptions::default().wait_forever()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_wakes_on_release_not_on_retry_interval() {
+    let cluster = Cluster::start(3);
+    let holder = patient(&cluster);
+    let waiter = patient(&cluster);
+    let lease = holder
+        .acquire("h", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let task = tokio::spawn(async move {
+        waiter
+            .acquire_with("h", Duration::from_secs(5), &forever())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished());
+    lease.release().await.expect("release");
+    let got = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the waiter was not woken by the release")
+        .expect("task")
+        .expect("acquire");
+    got.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_holder_hands_over_at_its_ttl() {
+    let cluster = Cluster::start(3);
+    let waiter = patient(&cluster);
+    // A holder that dies without releasing: its key just sits there with a TTL.
+    for i in 0..3 {
+        cluster.set(i, "crashed", "dead-holder-value", 1500);
+    }
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        waiter.acquire_with("crashed", Duration::from_secs(5), &forever()),
+    )
+    .await
+    .expect("waiter did not get the lock after the dead holder's TTL")
+    .expect("acquire");
+    got.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn npm_holder_releases_and_fencelock_waiter_gets_in() {
+    support::interop::ensure_node_modules();
+    let cluster = Cluster::start(3);
+    let urls = cluster.urls().join(",");
+    let mut npm = support::interop::spawn_redlock_client([
+        "--mode",
+        "hold",
+        "--urls",
+        &urls,
+        "--key",
+        "npm-held",
+        "--ttl-ms",
+        "3000",
+        "--hold-ms",
+        "800",
+    ]);
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(npm.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        assert!(line.starts_with("acquired"), "npm client said {line:?}");
+    }
+    let waiter = patient(&cluster);
+    let err = waiter
+        .try_acquire("npm-held", Duration::from_secs(5))
+        .await
+        .expect_err("held by the npm client");
+    assert!(err.is_contended(), "{err}");
+    // The npm client never publishes a release notice: the waiter, whose polling
+    // interval is an hour, must still get in — at the latest when the TTL it was told
+    // by the refused attempt (3 s) runs out.
+    let got = tokio::time::timeout(
+        Duration::from_secs(40),
+        waiter.acquire_with("npm-held", Duration::from_secs(5), &forever()),
+    )
+    .await
+    .expect("fencelock waiter never got the lock the npm client released")
+    .expect("acquire");
+    support::interop::wait_success(npm, Duration::from_secs(30));
+    got.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_contenders_exclusive_no_starvation_no_leaks() {
+    const CONTENDERS: usize = 8;
+    const SECTIONS: usize = 2000;
+    let cluster = Arc::new(Cluster::start(3));
+    let inside = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for id in 0..CONTENDERS {
+        let l = patient(&cluster);
+        let inside = inside.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = 0usize;
+            while done.load(Ordering::SeqCst) < SECTIONS {
+                let lease = l
+                    .acquire_with("hot", Duration::from_secs(5), &forever())
+                    .await
+                    .expect("acquire");
+                assert!(
+                    !inside.swap(true, Ordering::SeqCst),
+                    "contender {id} entered while another was inside"
+                );
+                done.fetch_add(1, Ordering::SeqCst);
+                mine += 1;
+                tokio::task::yield_now().await;
+                inside.store(false, Ordering::SeqCst);
+                lease.release().await.expect("release");
+            }
+            (id, mine)
+        }));
+    }
+    let mut per: HashMap<usize, usize> = HashMap::new();
+    for t in tasks {
+        let (id, n) = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("contenders finished")
+            .expect("task");
+        per.insert(id, n);
+    }
+    for id in 0..CONTENDERS {
+        assert!(per[&id] > 0, "contender {id} starved: {per:?}");
+    }
+    // Every waiter is gone: no subscription to the release channel is left.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..3 {
+        assert_eq!(
+            cluster.numsub(i, "hot:fencelock:released"),
+            0,
+            "node {i} still has subscribers"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_survives_pubsub_node_restart() {
+    let cluster = Cluster::start(1);
+    let holder = patient(&cluster);
+    let waiter = patient(&cluster);
+    let lease = holder
+        .acquire("restart", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let task = tokio::spawn(async move {
+        waiter
+            .acquire_with("restart", Duration::from_secs(5), &forever())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cluster.numsub(0, "restart:fencelock:released"), 1);
+    // The node restarts empty: the lock is gone with it, and the waiter's pub/sub
+    // connection broke. It must reconnect (or retry) and get the lock.
+    cluster.restart(0);
+    let got = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("waiter stuck after the node restart")
+        .expect("task")
+        .expect("acquire");
+    assert!(got.token() > lease.token());
+    got.release().await.expect("release");
+    drop(lease);
+}
