@@ -24,6 +24,7 @@ pub(crate) struct Options {
     pub(crate) max_wait: Option<Duration>,
     pub(crate) prefix: String,
     pub(crate) notifications: bool,
+    pub(crate) fair: bool,
     pub(crate) holder: Option<String>,
     pub(crate) keys: KeyLimits,
     pub(crate) max_ttl: Duration,
@@ -41,6 +42,7 @@ impl Default for Options {
             max_wait: Some(Duration::from_secs(10)),
             prefix: String::new(),
             notifications: true,
+            fair: false,
             holder: None,
             keys: KeyLimits::default(),
             max_ttl: DEFAULT_MAX_TTL,
@@ -194,6 +196,13 @@ impl LockerBuilder {
     /// [`LockerBuilder::retry_delay`] — slower hand-off, more requests.
     pub fn notifications(mut self, on: bool) -> Self {
         self.options.notifications = on;
+        self
+    }
+
+    /// Fair mode for every acquire of this locker (default off; see
+    /// [`crate::AcquireOptions::fair`]).
+    pub fn fair(mut self, on: bool) -> Self {
+        self.options.fair = on;
         self
     }
 

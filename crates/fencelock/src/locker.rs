@@ -14,7 +14,7 @@ use crate::keys::{IntoKeys, validate};
 use crate::lease::{Lease, LeaseState, ReleaseOutcome, lost_error};
 use crate::quorum::{self, Tally, Verdict};
 use crate::renew::{Background, Message, next_renewal, random_spread};
-use crate::store::{Acquired, Holding, LockSpec, Node, Watch};
+use crate::store::{Acquired, FairTicket, Holding, LockSpec, Node, Watch};
 
 /// Acquires, extends and releases leases over one store, or a Redlock quorum of Redis
 /// nodes. Cheap to clone: clones share the connections and the background task.
@@ -47,6 +47,7 @@ struct Inner {
 #[non_exhaustive]
 pub struct AcquireOptions {
     wait: Option<Wait>,
+    fair: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +73,19 @@ impl AcquireOptions {
     /// Wait until the lock is free, however long (or until the future is dropped).
     pub fn wait_forever(mut self) -> Self {
         self.wait = Some(Wait::Forever);
+        self
+    }
+
+    /// Fair mode: waiters are served in arrival order. Each waiter takes a place in a
+    /// queue kept in sibling keys of the lock (`<key>:fencelock:queue`); a free lock
+    /// goes to the first in line. An entry expires on its own shortly after its waiter
+    /// stops coming back, so a crashed waiter cannot block the line, and a waiter that
+    /// gives up or is cancelled leaves it. Clients that know nothing of the queue (the
+    /// `redlock` npm package, redsync, fencelock without fair mode) still exclude
+    /// fair waiters and are excluded by them; they just do not wait their turn.
+    /// Redis stores only: other stores refuse fair mode with [`ErrorKind::Config`].
+    pub fn fair(mut self) -> Self {
+        self.fair = Some(true);
         self
     }
 }
@@ -211,7 +225,31 @@ impl Locker {
             value: random_value().into(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             holder: opts.holder.as_deref().map(Into::into),
+            fair: None,
         };
+        let mut fair_guard = None;
+        if options.fair.unwrap_or(opts.fair) {
+            if let Some(node) = self.inner.nodes.iter().find(|n| !n.supports_fair()) {
+                return Err(Error::config(format!(
+                    "fair mode needs Redis stores; {} does not keep a queue",
+                    node.name()
+                )));
+            }
+            spec.fair = Some(FairTicket {
+                waiter: random_value().into(),
+                ticket: unix_micros(),
+                grace_ms: u64::try_from(
+                    (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
+                        .as_millis(),
+                )
+                .unwrap_or(u64::MAX),
+            });
+            // Until disarmed, dropping this (cancelled, gave up) leaves the queue.
+            fair_guard = Some(CleanupGuard {
+                locker: Some(self.clone()),
+                spec: spec.clone(),
+            });
+        }
         let wait = options.wait.unwrap_or(match opts.max_wait {
             Some(d) => Wait::Up(d),
             None => Wait::Forever,
@@ -236,7 +274,13 @@ impl Locker {
             }
             attempts += 1;
             let failure = match self.attempt(&spec, &user_keys, ttl).await {
-                Ok(lease) => return Ok(lease),
+                Ok(lease) => {
+                    // Granted: the acquire script took us out of the line.
+                    if let Some(mut g) = fair_guard {
+                        g.disarm();
+                    }
+                    return Ok(lease);
+                }
                 Err(f) => f,
             };
             let now = Instant::now();
@@ -378,6 +422,13 @@ impl Locker {
         let timeout = inner.options.request_timeout_for(ttl);
         let start = Instant::now();
         let ended = Arc::new(AtomicBool::new(false));
+        // The clean-ups of this attempt undo its grants but keep our place in line
+        // (fair mode): the queue entry belongs to the whole acquire, not this attempt.
+        let attempt_spec = spec;
+        let spec = &LockSpec {
+            fair: None,
+            ..attempt_spec.clone()
+        };
         // Until disarmed, dropping this (a cancelled acquire) releases on every node.
         let mut guard = CleanupGuard {
             locker: Some(self.clone()),
@@ -388,7 +439,7 @@ impl Locker {
             .iter()
             .enumerate()
             .map(|(i, node)| {
-                let request = node.acquire(spec);
+                let request = node.acquire(attempt_spec);
                 async move { (i, tokio::time::timeout(timeout, request).await) }
             })
             .collect();
@@ -502,6 +553,16 @@ impl Locker {
             ));
             return Err(Failure::Unavailable(errors));
         };
+        if attempt_spec.fair.is_some() {
+            // Nodes that did not grant (refused, late, failed) may keep us in line:
+            // leave it there, in the background. On a node still working on our
+            // request, this goes down the same connection, so it runs after it.
+            for i in (0..n).filter(|i| !grants.iter().any(|(g, _)| g == i)) {
+                inner
+                    .background
+                    .send(Message::LeaveQueue(i, attempt_spec.clone()));
+            }
+        }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(LeaseState::new(
             id,
@@ -715,6 +776,7 @@ impl Locker {
             value: value.into(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             holder: opts.holder.as_deref().map(Into::into),
+            fair: None,
         };
         Ok((spec, user_keys))
     }
@@ -856,6 +918,14 @@ impl Drop for CleanupGuard {
             locker.release_in_background(self.spec.clone());
         }
     }
+}
+
+/// Microseconds since the Unix epoch by the wall clock: the fair-mode ticket, so that
+/// waiters line up in the same order on every node.
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// 16 bytes from the OS CSPRNG as 32 hex characters: the value the `redlock` npm

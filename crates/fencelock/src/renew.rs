@@ -31,6 +31,8 @@ pub(crate) enum Message {
     Release(LockSpec),
     /// A request for this lock on node `i` timed out: clean up after it.
     Abandon(usize, LockSpec),
+    /// Fair mode: leave the queue of this lock on node `i`.
+    LeaveQueue(usize, LockSpec),
     /// Something changed (auto-renew turned on): recompute the schedule.
     Wake,
     /// Finish every pending release, then answer.
@@ -129,6 +131,16 @@ impl Task {
                     // Bounded by the TTL: after that the keys are gone anyway.
                     self.work.spawn(async move {
                         let _ = tokio::time::timeout(ttl, node.abandon(&spec)).await;
+                    });
+                }
+            }
+            Message::LeaveQueue(i, spec) => {
+                if let Some(node) = self.nodes.get(i).cloned() {
+                    let timeout = self
+                        .options
+                        .request_timeout_for(Duration::from_millis(spec.ttl_ms));
+                    self.work.spawn(async move {
+                        let _ = tokio::time::timeout(timeout, node.leave_queue(&spec)).await;
                     });
                 }
             }

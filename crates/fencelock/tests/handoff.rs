@@ -197,3 +197,200 @@ async fn waiter_survives_pubsub_node_restart() {
     got.release().await.expect("release");
     drop(lease);
 }
+
+/// Runs `CONTENDERS` fair (or default) contenders on one key until `sections` critical
+/// sections are done; returns each contender's count. Asserts mutual exclusion.
+async fn contend(cluster: &Cluster, fair: bool, sections: usize) -> Vec<usize> {
+    const CONTENDERS: usize = 8;
+    let inside = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for id in 0..CONTENDERS {
+        let l = Locker::builder()
+            .stores(cluster.urls())
+            .fair(fair)
+            .request_timeout(Duration::from_millis(200))
+            .build()
+            .expect("locker");
+        let inside = inside.clone();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = 0usize;
+            while done.load(Ordering::SeqCst) < sections {
+                let lease = l
+                    .acquire_with("fair", Duration::from_secs(5), &forever())
+                    .await
+                    .expect("acquire");
+                assert!(
+                    !inside.swap(true, Ordering::SeqCst),
+                    "contender {id} entered while another was inside"
+                );
+                done.fetch_add(1, Ordering::SeqCst);
+                mine += 1;
+                tokio::task::yield_now().await;
+                inside.store(false, Ordering::SeqCst);
+                lease.release().await.expect("release");
+            }
+            mine
+        }));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(
+            tokio::time::timeout(Duration::from_secs(120), t)
+                .await
+                .expect("contenders finished")
+                .expect("task"),
+        );
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fair_mode_serves_contenders_in_turn() {
+    let cluster = Cluster::start(3);
+    let counts = contend(&cluster, true, 800).await;
+    let total: usize = counts.iter().sum();
+    for (id, &n) in counts.iter().enumerate() {
+        assert!(
+            n * 16 >= total,
+            "fair mode: contender {id} got {n} of {total} sections: {counts:?}"
+        );
+    }
+    // Nobody waits any more: the queues are empty (or gone).
+    for i in 0..3 {
+        let mut c = cluster.connection(i);
+        let queued: u64 = redis::cmd("ZCARD")
+            .arg("fair:fencelock:queue")
+            .query(&mut c)
+            .expect("zcard");
+        assert_eq!(queued, 0, "node {i} still has waiters in line");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_waiter_does_not_block_the_line() {
+    let cluster = Cluster::start(1);
+    // A waiter that took a place in line long ago and died: its entry expires soon.
+    let mut c = cluster.connection(0);
+    let now_ms: u64 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg("line:fencelock:queue")
+        .arg(1)
+        .arg("dead-waiter")
+        .cmd("ZADD")
+        .arg("line:fencelock:queue-deadline")
+        .arg(now_ms + 800)
+        .arg("dead-waiter")
+        .query(&mut c)
+        .expect("seed queue");
+    let l = Locker::builder()
+        .stores(cluster.urls())
+        .fair(true)
+        .build()
+        .expect("locker");
+    let err = l
+        .try_acquire("line", Duration::from_secs(5))
+        .await
+        .expect_err("the dead waiter is first in line for now");
+    assert!(err.is_contended(), "{err}");
+    let lease = tokio::time::timeout(
+        Duration::from_secs(10),
+        l.acquire_with("line", Duration::from_secs(5), &forever()),
+    )
+    .await
+    .expect("the line stayed blocked by a dead waiter")
+    .expect("acquire");
+    lease.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_fair_waiter_leaves_the_line() {
+    let cluster = Cluster::start(3);
+    let holder = patient(&cluster);
+    let lease = holder
+        .acquire("leave", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    let waiter = Locker::builder()
+        .stores(cluster.urls())
+        .fair(true)
+        .build()
+        .expect("locker");
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(400),
+        waiter.acquire_with("leave", Duration::from_secs(5), &forever()),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the waiter cannot have got a held lock");
+    waiter.shutdown().await;
+    for i in 0..3 {
+        let mut c = cluster.connection(i);
+        let queued: u64 = redis::cmd("ZCARD")
+            .arg("leave:fencelock:queue")
+            .query(&mut c)
+            .expect("zcard");
+        assert_eq!(queued, 0, "node {i}: the cancelled waiter is still in line");
+    }
+    lease.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fair_mode_and_npm_redlock_never_overlap() {
+    support::interop::ensure_node_modules();
+    let cluster = Cluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("cs.log");
+    let urls = cluster.urls().join(",");
+    let npm = support::interop::spawn_redlock_client([
+        "--urls",
+        &urls,
+        "--key",
+        "mixed",
+        "--ttl-ms",
+        "5000",
+        "--iterations",
+        "30",
+        "--hold-ms",
+        "2",
+        "--log",
+        log.to_str().expect("utf-8"),
+    ]);
+    let mut fair = Vec::new();
+    for id in 0..3 {
+        let l = Locker::builder()
+            .stores(cluster.urls())
+            .fair(true)
+            .build()
+            .expect("locker");
+        let log = log.clone();
+        fair.push(tokio::spawn(async move {
+            for seq in 0..20 {
+                let lease = l
+                    .acquire_with("mixed", Duration::from_secs(5), &forever())
+                    .await
+                    .expect("acquire");
+                support::interop::append_line(&log, &format!("fl{id} enter {seq}"));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                support::interop::append_line(&log, &format!("fl{id} exit {seq}"));
+                lease.release().await.expect("release");
+            }
+        }));
+    }
+    for t in fair {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("fair clients finished")
+            .expect("task");
+    }
+    support::interop::wait_success(npm, Duration::from_secs(120));
+    let counts = support::interop::assert_exclusive(&log);
+    assert_eq!(counts.get("npm"), Some(&30));
+    for id in 0..3 {
+        assert_eq!(counts.get(&format!("fl{id}")), Some(&20));
+    }
+}

@@ -447,6 +447,7 @@ mod tests {
             value: value.into(),
             ttl_ms,
             holder: None,
+            fair: None,
         }
     }
 

@@ -36,6 +36,25 @@ pub(crate) struct LockSpec {
     pub(crate) ttl_ms: u64,
     /// Opaque holder description kept in a sibling key for `status` (host, pid …).
     pub(crate) holder: Option<Arc<str>>,
+    /// Fair mode: this waiter's place in the queue of each key.
+    pub(crate) fair: Option<FairTicket>,
+}
+
+/// A waiter's place in the fair queue of a lock's keys (fair mode).
+///
+/// Queues order waiters by `ticket`, which the client takes once per acquire call from
+/// its wall clock (µs) plus randomness: the same order on every node, so several
+/// nodes cannot each put a different waiter first. An entry lives until `grace_ms`
+/// after the wait the node told the waiter to expect, so a waiter that crashed or gave
+/// up leaves the line on its own.
+#[derive(Clone, Debug)]
+pub(crate) struct FairTicket {
+    /// Identifies the waiter across its attempts (each attempt has a fresh value).
+    pub(crate) waiter: Arc<str>,
+    /// Position in line: smaller is earlier.
+    pub(crate) ticket: u64,
+    /// How long past its expected wait an entry may stay without being refreshed.
+    pub(crate) grace_ms: u64,
 }
 
 /// A node's answer to an acquire.
@@ -46,8 +65,11 @@ pub(crate) enum Acquired {
         /// The node's counter for these keys after the increment.
         counter: u64,
     },
-    /// Some key is held by another value. `pttl` is the longest remaining TTL among the
-    /// held keys (`None`: no expiry, or unknown). Nothing was changed.
+    /// Some key is held by another value — or, in fair mode, the keys are free but
+    /// another waiter is first in line. `pttl` is how long to expect to wait: the
+    /// longest remaining TTL among the held keys, or the time the first waiter has
+    /// left to show up (`None`: no expiry, or unknown). Nothing was changed, except
+    /// that in fair mode the waiter is now in line.
     Held { pttl: Option<Duration> },
 }
 
@@ -107,6 +129,7 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     fn extend(&self, locks: &[LockSpec]) -> StoreFuture<Vec<Holding>>;
 
     /// Compare value and delete every key that is ours, then publish a release notice.
+    /// In fair mode also leave the queue of every key.
     fn release(&self, lock: &LockSpec) -> StoreFuture<Holding>;
 
     /// A request for `lock` timed out and may still be applied later: make sure it
@@ -116,6 +139,18 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// What this node knows about `key` (full key, prefix applied).
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo>;
+
+    /// Whether this store keeps fair-mode queues ([`LockSpec::fair`]). Stores that do
+    /// not are refused in fair mode rather than silently granting out of order.
+    fn supports_fair(&self) -> bool {
+        false
+    }
+
+    /// Fair mode: takes the waiter of `lock.fair` out of the line of every key, without
+    /// touching the lock keys. Stores without queues do nothing.
+    fn leave_queue(&self, _lock: &LockSpec) -> StoreFuture<()> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// Subscribe to release notices for `key`. `Ok(None)`: this store cannot notify,
     /// waiters must poll. The returned watch is armed once the future resolves, so a

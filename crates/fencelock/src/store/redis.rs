@@ -30,6 +30,8 @@ pub(crate) const COUNTER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60)
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/acquire.lua")));
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/commit.lua")));
 static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/extend.lua")));
+static LEAVE_QUEUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("redis/leave_queue.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/release.lua")));
 
 /// The sibling key holding a lock key's fencing counter.
@@ -40,6 +42,16 @@ pub(crate) fn fence_key(key: &str) -> String {
 /// The sibling key holding a description of the current holder (for `status`).
 pub(crate) fn holder_key(key: &str) -> String {
     format!("{key}:fencelock:holder")
+}
+
+/// The sorted set of fair-mode waiters of `key`, by ticket.
+pub(crate) fn queue_key(key: &str) -> String {
+    format!("{key}:fencelock:queue")
+}
+
+/// The sorted set of fair-mode waiters of `key`, by the deadline of their entry.
+pub(crate) fn queue_deadline_key(key: &str) -> String {
+    format!("{key}:fencelock:queue-deadline")
 }
 
 /// The channel on which a release of `key` is announced.
@@ -228,6 +240,29 @@ impl Store for RedisStore {
         &self.inner.name
     }
 
+    fn supports_fair(&self) -> bool {
+        true
+    }
+
+    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
+        let inner = self.inner.clone();
+        let lock = lock.clone();
+        Box::pin(async move {
+            let Some(fair) = &lock.fair else {
+                return Ok(());
+            };
+            let mut inv = LEAVE_QUEUE.prepare_invoke();
+            for k in lock.keys.iter() {
+                inv.key(queue_key(k));
+            }
+            for k in lock.keys.iter() {
+                inv.key(queue_deadline_key(k));
+            }
+            inv.arg(&*fair.waiter).arg(lock.keys.len());
+            inner.run(inv).await.map(|_| ())
+        })
+    }
+
     fn acquire(&self, lock: &LockSpec) -> StoreFuture<Acquired> {
         let inner = self.inner.clone();
         let lock = lock.clone();
@@ -239,17 +274,24 @@ impl Store for RedisStore {
             for k in lock.keys.iter() {
                 inv.key(fence_key(k));
             }
-            if lock.holder.is_some() {
+            for k in lock.keys.iter() {
+                inv.key(holder_key(k));
+            }
+            if lock.fair.is_some() {
                 for k in lock.keys.iter() {
-                    inv.key(holder_key(k));
+                    inv.key(queue_key(k));
+                }
+                for k in lock.keys.iter() {
+                    inv.key(queue_deadline_key(k));
                 }
             }
             inv.arg(&*lock.value)
                 .arg(lock.ttl_ms)
                 .arg(lock.keys.len())
-                .arg(ms(COUNTER_RETENTION));
-            if let Some(h) = &lock.holder {
-                inv.arg(&**h);
+                .arg(ms(COUNTER_RETENTION))
+                .arg(lock.holder.as_deref().unwrap_or(""));
+            if let Some(f) = &lock.fair {
+                inv.arg(&*f.waiter).arg(f.ticket).arg(f.grace_ms);
             }
             let reply = inner.run(inv).await?;
             let parsed = match &reply {
@@ -441,7 +483,18 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
     for k in lock.keys.iter() {
         inv.key(holder_key(k));
     }
+    if lock.fair.is_some() {
+        for k in lock.keys.iter() {
+            inv.key(queue_key(k));
+        }
+        for k in lock.keys.iter() {
+            inv.key(queue_deadline_key(k));
+        }
+    }
     inv.arg(&*lock.value).arg(lock.keys.len());
+    if let Some(f) = &lock.fair {
+        inv.arg(&*f.waiter);
+    }
     let reply = inner.run(inv).await?;
     as_i64(&reply)
         .and_then(holding)

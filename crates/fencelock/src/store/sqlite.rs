@@ -861,6 +861,7 @@ mod tests {
             value: value.into(),
             ttl_ms,
             holder: None,
+            fair: None,
         }
     }
 

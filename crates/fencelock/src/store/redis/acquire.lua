@@ -2,14 +2,33 @@
 -- counter. Wire layout shared with the `redlock` npm package and redsync: the lock key
 -- holds our random value with a PX expiry; everything else lives in sibling keys.
 --
--- KEYS: n lock keys, then n counter keys, then (when ARGV[5] is given) n holder keys.
--- ARGV: value, ttl_ms, n, counter_retention_ms, [holder]
--- Returns {1, token} when granted, {0, pttl} when held (pttl -1: no expiry).
+-- KEYS: n lock keys, n counter keys, n holder keys, and in fair mode n queue keys and
+--       n queue-deadline keys.
+-- ARGV: value, ttl_ms, n, counter_retention_ms, holder ('' for none),
+--       waiter ('' when not fair), ticket, grace_ms
+-- Returns {1, token} when granted, {0, wait_ms} when not (wait_ms -1: no expiry).
 local value = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local holder = ARGV[5]
+local waiter = ARGV[6]
+local fair = waiter ~= nil and waiter ~= ''
+
+local now_ms = 0
+if fair then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  -- Waiters that stopped coming back (crashed, gave up) leave the line.
+  for i = 1, n do
+    local queue, deadlines = KEYS[3 * n + i], KEYS[4 * n + i]
+    local gone = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now_ms)
+    for _, w in ipairs(gone) do
+      redis.call('ZREM', queue, w)
+      redis.call('ZREM', deadlines, w)
+    end
+  end
+end
 
 local held = false
 local longest = 0
@@ -25,7 +44,40 @@ for i = 1, n do
     end
   end
 end
-if held then
+
+-- Fair mode: free keys still go to the first waiter in line.
+local blocked = false
+if fair and not held then
+  for i = 1, n do
+    local head = redis.call('ZRANGE', KEYS[3 * n + i], 0, 0)
+    if head[1] and head[1] ~= waiter then
+      blocked = true
+      local deadline = tonumber(redis.call('ZSCORE', KEYS[4 * n + i], head[1])) or now_ms
+      if deadline - now_ms > longest then
+        longest = deadline - now_ms
+      end
+    end
+  end
+end
+
+if held or blocked then
+  if fair then
+    -- Take (or keep) our place in line, valid until the wait we are told to expect
+    -- plus the grace.
+    local keep = tonumber(ARGV[8])
+    if longest > 0 then
+      keep = keep + longest
+    end
+    for i = 1, n do
+      local queue, deadlines = KEYS[3 * n + i], KEYS[4 * n + i]
+      redis.call('ZADD', queue, 'NX', ARGV[7], waiter)
+      redis.call('ZADD', deadlines, now_ms + keep, waiter)
+      if redis.call('PTTL', queue) < keep then
+        redis.call('PEXPIRE', queue, keep)
+        redis.call('PEXPIRE', deadlines, keep)
+      end
+    end
+  end
   return {0, longest}
 end
 
@@ -55,8 +107,12 @@ local token = string.format('%.0f', top)
 for i = 1, n do
   redis.call('SET', KEYS[i], value, 'PX', ttl)
   redis.call('SET', KEYS[n + i], token, 'PX', retention)
-  if holder then
+  if holder ~= '' then
     redis.call('SET', KEYS[2 * n + i], holder, 'PX', ttl)
+  end
+  if fair then
+    redis.call('ZREM', KEYS[3 * n + i], waiter)
+    redis.call('ZREM', KEYS[4 * n + i], waiter)
   end
 end
 return {1, token}
