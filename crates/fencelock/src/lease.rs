@@ -99,7 +99,7 @@ impl LeaseState {
             value: self.value.clone(),
             ttl_ms: self.ttl_ms.load(Ordering::Relaxed),
             holder: self.holder.clone(),
-            fair: None,
+            queue: None,
         }
     }
 

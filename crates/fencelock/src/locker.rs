@@ -14,7 +14,7 @@ use crate::keys::{IntoKeys, validate};
 use crate::lease::{Lease, LeaseState, ReleaseOutcome, lost_error};
 use crate::quorum::{self, Tally, Verdict};
 use crate::renew::{Background, Message, next_renewal, random_spread};
-use crate::store::{Acquired, FairTicket, Holding, LockSpec, Node, Watch};
+use crate::store::{Acquired, Holding, LockSpec, Node, QueueTicket, Watch};
 
 /// Acquires, extends and releases leases over one store, or a Redlock quorum of Redis
 /// nodes. Cheap to clone: clones share the connections and the background task.
@@ -225,17 +225,24 @@ impl Locker {
             value: random_value().into(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             holder: opts.holder.as_deref().map(Into::into),
-            fair: None,
+            queue: None,
         };
-        let mut fair_guard = None;
-        if options.fair.unwrap_or(opts.fair) {
-            if let Some(node) = self.inner.nodes.iter().find(|n| !n.supports_fair()) {
-                return Err(Error::config(format!(
-                    "fair mode needs Redis stores; {} does not keep a queue",
-                    node.name()
-                )));
-            }
-            spec.fair = Some(FairTicket {
+        let wait = options.wait.unwrap_or(match opts.max_wait {
+            Some(d) => Wait::Up(d),
+            None => Wait::Forever,
+        });
+        let fair = options.fair.unwrap_or(opts.fair);
+        let queues = self.inner.nodes.iter().all(|n| n.supports_queue());
+        if fair && !queues {
+            return Err(Error::config(
+                "fair mode needs Redis stores: memory:// and sqlite:// keep no waiter line",
+            ));
+        }
+        let mut queue_guard = None;
+        // A waiter takes a place in line, so that a release wakes it alone; a single
+        // attempt has no use for one — unless fair mode must check the line.
+        if queues && (fair || (opts.notifications && !matches!(wait, Wait::No))) {
+            spec.queue = Some(QueueTicket {
                 waiter: random_value().into(),
                 ticket: unix_micros(),
                 grace_ms: u64::try_from(
@@ -243,17 +250,14 @@ impl Locker {
                         .as_millis(),
                 )
                 .unwrap_or(u64::MAX),
+                fair,
             });
-            // Until disarmed, dropping this (cancelled, gave up) leaves the queue.
-            fair_guard = Some(CleanupGuard {
+            // Until disarmed, dropping this (cancelled, gave up) leaves the line.
+            queue_guard = Some(CleanupGuard {
                 locker: Some(self.clone()),
                 spec: spec.clone(),
             });
         }
-        let wait = options.wait.unwrap_or(match opts.max_wait {
-            Some(d) => Wait::Up(d),
-            None => Wait::Forever,
-        });
         let started = Instant::now();
         let deadline = match wait {
             Wait::No => Some(started),
@@ -276,7 +280,7 @@ impl Locker {
             let failure = match self.attempt(&spec, &user_keys, ttl).await {
                 Ok(lease) => {
                     // Granted: the acquire script took us out of the line.
-                    if let Some(mut g) = fair_guard {
+                    if let Some(mut g) = queue_guard {
                         g.disarm();
                     }
                     return Ok(lease);
@@ -338,17 +342,20 @@ impl Locker {
             };
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at));
             match watches.take() {
-                Some(ws) if !ws.is_empty() => {
-                    let notified = select_all(ws.into_iter().map(|w| w.notified));
-                    tokio::select! {
-                        _ = notified => {
-                            // Re-arm before the next attempt so no release goes unheard.
-                            watches = self.watch_all(&spec).await;
-                        }
-                        _ = sleep => {
-                            watches = self.watch_all(&spec).await;
+                Some(mut ws) if !ws.is_empty() => {
+                    {
+                        // Polled through references: the watches outlive this wait.
+                        let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = sleep => {}
                         }
                     }
+                    // Re-arm before the next attempt so no release goes unheard, and
+                    // before dropping the old watches, so the subscriptions stay up
+                    // (no UNSUBSCRIBE/SUBSCRIBE round trip per wake-up).
+                    watches = self.watch_all(&spec).await;
+                    drop(ws);
                 }
                 _ => sleep.await,
             }
@@ -391,14 +398,16 @@ impl Locker {
 
     /// Subscribes to release notices of every key on every node that offers them.
     async fn watch_all(&self, spec: &LockSpec) -> Option<Vec<Watch>> {
+        let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
         let timeout = self
             .inner
             .options
             .request_timeout_for(Duration::from_millis(spec.ttl_ms));
         let requests = self.inner.nodes.iter().flat_map(|n| {
+            let waiter = waiter.clone();
             spec.keys
                 .iter()
-                .map(move |k| tokio::time::timeout(timeout, n.watch(k)))
+                .map(move |k| tokio::time::timeout(timeout, n.watch(k, waiter.clone())))
         });
         let watches: Vec<Watch> = join_all(requests)
             .await
@@ -426,7 +435,7 @@ impl Locker {
         // (fair mode): the queue entry belongs to the whole acquire, not this attempt.
         let attempt_spec = spec;
         let spec = &LockSpec {
-            fair: None,
+            queue: None,
             ..attempt_spec.clone()
         };
         // Until disarmed, dropping this (a cancelled acquire) releases on every node.
@@ -449,6 +458,8 @@ impl Locker {
         let mut longest: Option<Duration> = None;
         let mut unknown_ttl = false;
         let mut touched: Vec<usize> = Vec::new();
+        // Nodes that refused: with a queue ticket, they put us in line.
+        let mut refused: Vec<usize> = Vec::new();
         while let Some((i, reply)) = pending.next().await {
             match reply {
                 Ok(Ok(Acquired::Granted { counter })) => {
@@ -457,6 +468,7 @@ impl Locker {
                 }
                 Ok(Ok(Acquired::Held { pttl })) => {
                     tally.held += 1;
+                    refused.push(i);
                     match pttl {
                         Some(p) => longest = Some(longest.map_or(p, |l| l.max(p))),
                         None => unknown_ttl = true,
@@ -491,15 +503,21 @@ impl Locker {
             let spec = spec.clone();
             let ended = ended.clone();
             let granted = verdict == Verdict::Granted;
+            let queued = attempt_spec.queue.is_some().then(|| attempt_spec.clone());
             tokio::spawn(async move {
                 while let Some((i, reply)) = pending.next().await {
                     let late_grant = matches!(reply, Ok(Ok(Acquired::Granted { .. })));
                     let failed_attempt_or_ended = !granted || ended.load(Ordering::Acquire);
+                    let background = &locker.inner.background;
+                    if granted
+                        && !late_grant
+                        && let Some(queued) = &queued
+                    {
+                        // We hold the lock: a late refusal put us in line for nothing.
+                        background.send(Message::LeaveQueue(i, queued.clone()));
+                    }
                     if reply.is_err() {
-                        locker
-                            .inner
-                            .background
-                            .send(Message::Abandon(i, spec.clone()));
+                        background.send(Message::Abandon(i, spec.clone()));
                     } else if late_grant && failed_attempt_or_ended {
                         let node = locker.inner.nodes[i].clone();
                         let _ = tokio::time::timeout(timeout, node.release(&spec)).await;
@@ -553,11 +571,10 @@ impl Locker {
             ));
             return Err(Failure::Unavailable(errors));
         };
-        if attempt_spec.fair.is_some() {
-            // Nodes that did not grant (refused, late, failed) may keep us in line:
-            // leave it there, in the background. On a node still working on our
-            // request, this goes down the same connection, so it runs after it.
-            for i in (0..n).filter(|i| !grants.iter().any(|(g, _)| g == i)) {
+        if attempt_spec.queue.is_some() {
+            // Nodes that refused (or may have: errors) put us in line: leave it, in the
+            // background. Late replies are handled by the task above.
+            for &i in refused.iter().chain(&touched) {
                 inner
                     .background
                     .send(Message::LeaveQueue(i, attempt_spec.clone()));
@@ -776,7 +793,7 @@ impl Locker {
             value: value.into(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             holder: opts.holder.as_deref().map(Into::into),
-            fair: None,
+            queue: None,
         };
         Ok((spec, user_keys))
     }

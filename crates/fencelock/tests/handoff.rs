@@ -158,8 +158,14 @@ async fn eight_contenders_exclusive_no_starvation_no_leaks() {
     for id in 0..CONTENDERS {
         assert!(per[&id] > 0, "contender {id} starved: {per:?}");
     }
-    // Every waiter is gone: no subscription to the release channel is left.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every waiter is gone: once the subscriptions' linger time (2 s) is over, no
+    // subscription to the release channel is left.
+    for _ in 0..100 {
+        if (0..3).all(|i| cluster.numsub(i, "hot:fencelock:released") == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for i in 0..3 {
         assert_eq!(
             cluster.numsub(i, "hot:fencelock:released"),

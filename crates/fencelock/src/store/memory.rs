@@ -370,7 +370,7 @@ impl Store for MemoryStore {
 
     /// The receiver is subscribed inside the critical section, so any release after
     /// this future resolves bumps a version it has not seen yet.
-    fn watch(&self, key: &str) -> StoreFuture<Option<Watch>> {
+    fn watch(&self, key: &str, _waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
         let key = key.to_string();
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
@@ -447,7 +447,7 @@ mod tests {
             value: value.into(),
             ttl_ms,
             holder: None,
-            fair: None,
+            queue: None,
         }
     }
 
@@ -694,7 +694,11 @@ mod tests {
         let s = store();
         let lock = spec(&["k"], "A", 10_000);
         granted(&s, &lock).await;
-        let mut w = s.watch("k").await.unwrap().expect("memory store notifies");
+        let mut w = s
+            .watch("k", None)
+            .await
+            .unwrap()
+            .expect("memory store notifies");
         // None of these is a release of "k".
         s.extend(std::slice::from_ref(&lock)).await.unwrap();
         granted(&s, &lock).await;
@@ -717,12 +721,12 @@ mod tests {
         let s = store();
         let lock = spec(&["k"], "A", 10_000);
         granted(&s, &lock).await;
-        let w = s.watch("k").await.unwrap().unwrap();
+        let w = s.watch("k", None).await.unwrap().unwrap();
         // Released before the watch is ever polled: must not be missed.
         s.release(&lock).await.unwrap();
         timeout(SOON, w.notified).await.expect("release was missed");
         // A watch taken after the release waits for the next one.
-        let mut late = s.watch("k").await.unwrap().unwrap();
+        let mut late = s.watch("k", None).await.unwrap().unwrap();
         assert!(timeout(NOT_YET, &mut late.notified).await.is_err());
     }
 
@@ -731,7 +735,7 @@ mod tests {
         let s = store();
         let lock = spec(&["k"], "A", 10_000);
         granted(&s, &lock).await;
-        let waiters: Vec<_> = futures_util::future::join_all((0..3).map(|_| s.watch("k")))
+        let waiters: Vec<_> = futures_util::future::join_all((0..3).map(|_| s.watch("k", None)))
             .await
             .into_iter()
             .map(|w| tokio::spawn(w.unwrap().unwrap().notified))
@@ -751,13 +755,13 @@ mod tests {
         let s = store();
         let watchers = || s.shared.lock().watchers.len();
         // Never polled.
-        let w = s.watch("a").await.unwrap().unwrap();
+        let w = s.watch("a", None).await.unwrap().unwrap();
         assert_eq!(watchers(), 1);
         drop(w);
         assert_eq!(watchers(), 0);
         // Polled, then dropped while pending; a second watcher keeps the entry alive.
-        let mut w1 = s.watch("b").await.unwrap().unwrap();
-        let w2 = s.watch("b").await.unwrap().unwrap();
+        let mut w1 = s.watch("b", None).await.unwrap().unwrap();
+        let w2 = s.watch("b", None).await.unwrap().unwrap();
         assert!(
             timeout(Duration::from_millis(10), &mut w1.notified)
                 .await
@@ -770,7 +774,7 @@ mod tests {
         // Completed.
         let lock = spec(&["c"], "A", 10_000);
         granted(&s, &lock).await;
-        let w = s.watch("c").await.unwrap().unwrap();
+        let w = s.watch("c", None).await.unwrap().unwrap();
         s.release(&lock).await.unwrap();
         timeout(SOON, w.notified).await.unwrap();
         assert_eq!(watchers(), 0);

@@ -36,25 +36,30 @@ pub(crate) struct LockSpec {
     pub(crate) ttl_ms: u64,
     /// Opaque holder description kept in a sibling key for `status` (host, pid …).
     pub(crate) holder: Option<Arc<str>>,
-    /// Fair mode: this waiter's place in the queue of each key.
-    pub(crate) fair: Option<FairTicket>,
+    /// A waiting acquire's place in the line of each key (`None`: one attempt only, or
+    /// a store without queues).
+    pub(crate) queue: Option<QueueTicket>,
 }
 
-/// A waiter's place in the fair queue of a lock's keys (fair mode).
+/// A waiter's place in the line of a lock's keys.
 ///
-/// Queues order waiters by `ticket`, which the client takes once per acquire call from
-/// its wall clock (µs) plus randomness: the same order on every node, so several
-/// nodes cannot each put a different waiter first. An entry lives until `grace_ms`
-/// after the wait the node told the waiter to expect, so a waiter that crashed or gave
-/// up leaves the line on its own.
+/// A refused attempt puts its waiter in line; a release then wakes only the first
+/// waiter in line (one retry per hand-off instead of a herd), and in fair mode a free
+/// lock goes only to the first in line. Lines order waiters by `ticket`, which the
+/// client takes once per acquire call from its wall clock (µs), ties broken by the
+/// random waiter id: the same order on every node, so several nodes cannot each put a
+/// different waiter first. An entry lives until `grace_ms` after the wait the node
+/// told the waiter to expect, so a waiter that crashed leaves the line on its own.
 #[derive(Clone, Debug)]
-pub(crate) struct FairTicket {
+pub(crate) struct QueueTicket {
     /// Identifies the waiter across its attempts (each attempt has a fresh value).
     pub(crate) waiter: Arc<str>,
     /// Position in line: smaller is earlier.
     pub(crate) ticket: u64,
     /// How long past its expected wait an entry may stay without being refreshed.
     pub(crate) grace_ms: u64,
+    /// Fair mode: a free lock goes to the first in line only.
+    pub(crate) fair: bool,
 }
 
 /// A node's answer to an acquire.
@@ -129,7 +134,7 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     fn extend(&self, locks: &[LockSpec]) -> StoreFuture<Vec<Holding>>;
 
     /// Compare value and delete every key that is ours, then publish a release notice.
-    /// In fair mode also leave the queue of every key.
+    /// With `lock.queue`, the waiter also leaves the line of every key (it gives up).
     fn release(&self, lock: &LockSpec) -> StoreFuture<Holding>;
 
     /// A request for `lock` timed out and may still be applied later: make sure it
@@ -140,13 +145,13 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// What this node knows about `key` (full key, prefix applied).
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo>;
 
-    /// Whether this store keeps fair-mode queues ([`LockSpec::fair`]). Stores that do
-    /// not are refused in fair mode rather than silently granting out of order.
-    fn supports_fair(&self) -> bool {
+    /// Whether this store keeps waiter lines ([`LockSpec::queue`]). Stores that do not
+    /// are refused in fair mode rather than silently granting out of order.
+    fn supports_queue(&self) -> bool {
         false
     }
 
-    /// Fair mode: takes the waiter of `lock.fair` out of the line of every key, without
+    /// Takes the waiter of `lock.queue` out of the line of every key, without
     /// touching the lock keys. Stores without queues do nothing.
     fn leave_queue(&self, _lock: &LockSpec) -> StoreFuture<()> {
         Box::pin(async { Ok(()) })
@@ -154,8 +159,10 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Subscribe to release notices for `key`. `Ok(None)`: this store cannot notify,
     /// waiters must poll. The returned watch is armed once the future resolves, so a
-    /// release that happens after it resolves is never missed.
-    fn watch(&self, key: &str) -> StoreFuture<Option<Watch>>;
+    /// release that happens after it resolves is never missed. With `waiter`, the watch
+    /// completes only for notices addressed to that waiter or to everyone (a store may
+    /// also wake it for any notice).
+    fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>>;
 }
 
 /// A node handle shared by the locker and its background task.

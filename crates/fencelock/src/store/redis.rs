@@ -240,7 +240,7 @@ impl Store for RedisStore {
         &self.inner.name
     }
 
-    fn supports_fair(&self) -> bool {
+    fn supports_queue(&self) -> bool {
         true
     }
 
@@ -248,7 +248,7 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let lock = lock.clone();
         Box::pin(async move {
-            let Some(fair) = &lock.fair else {
+            let Some(queue) = &lock.queue else {
                 return Ok(());
             };
             let mut inv = LEAVE_QUEUE.prepare_invoke();
@@ -258,7 +258,7 @@ impl Store for RedisStore {
             for k in lock.keys.iter() {
                 inv.key(queue_deadline_key(k));
             }
-            inv.arg(&*fair.waiter).arg(lock.keys.len());
+            inv.arg(&*queue.waiter).arg(lock.keys.len());
             inner.run(inv).await.map(|_| ())
         })
     }
@@ -277,21 +277,22 @@ impl Store for RedisStore {
             for k in lock.keys.iter() {
                 inv.key(holder_key(k));
             }
-            if lock.fair.is_some() {
-                for k in lock.keys.iter() {
-                    inv.key(queue_key(k));
-                }
-                for k in lock.keys.iter() {
-                    inv.key(queue_deadline_key(k));
-                }
+            for k in lock.keys.iter() {
+                inv.key(queue_key(k));
+            }
+            for k in lock.keys.iter() {
+                inv.key(queue_deadline_key(k));
             }
             inv.arg(&*lock.value)
                 .arg(lock.ttl_ms)
                 .arg(lock.keys.len())
                 .arg(ms(COUNTER_RETENTION))
                 .arg(lock.holder.as_deref().unwrap_or(""));
-            if let Some(f) = &lock.fair {
-                inv.arg(&*f.waiter).arg(f.ticket).arg(f.grace_ms);
+            if let Some(q) = &lock.queue {
+                inv.arg(&*q.waiter)
+                    .arg(q.ticket)
+                    .arg(q.grace_ms)
+                    .arg(if q.fair { "1" } else { "0" });
             }
             let reply = inner.run(inv).await?;
             let parsed = match &reply {
@@ -468,10 +469,10 @@ impl Store for RedisStore {
         })
     }
 
-    fn watch(&self, key: &str) -> StoreFuture<Option<Watch>> {
+    fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
         let inner = self.inner.clone();
         let channel = release_channel(key);
-        Box::pin(async move { inner.notifier.watch(channel).await.map(Some) })
+        Box::pin(async move { inner.notifier.watch(channel, waiter).await.map(Some) })
     }
 }
 
@@ -483,17 +484,15 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
     for k in lock.keys.iter() {
         inv.key(holder_key(k));
     }
-    if lock.fair.is_some() {
-        for k in lock.keys.iter() {
-            inv.key(queue_key(k));
-        }
-        for k in lock.keys.iter() {
-            inv.key(queue_deadline_key(k));
-        }
+    for k in lock.keys.iter() {
+        inv.key(queue_key(k));
+    }
+    for k in lock.keys.iter() {
+        inv.key(queue_deadline_key(k));
     }
     inv.arg(&*lock.value).arg(lock.keys.len());
-    if let Some(f) = &lock.fair {
-        inv.arg(&*f.waiter);
+    if let Some(q) = &lock.queue {
+        inv.arg(&*q.waiter);
     }
     let reply = inner.run(inv).await?;
     as_i64(&reply)

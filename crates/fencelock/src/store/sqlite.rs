@@ -828,7 +828,7 @@ impl Store for SqliteStore {
 
     /// SQLite has no way to tell another process that a row was deleted; waiters poll
     /// (sleeping until the holder's TTL runs out, with jitter).
-    fn watch(&self, _key: &str) -> StoreFuture<Option<Watch>> {
+    fn watch(&self, _key: &str, _waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
         Box::pin(async { Ok(None) })
     }
 }
@@ -861,7 +861,7 @@ mod tests {
             value: value.into(),
             ttl_ms,
             holder: None,
-            fair: None,
+            queue: None,
         }
     }
 
@@ -1324,7 +1324,7 @@ mod tests {
     #[tokio::test]
     async fn watch_is_not_supported() {
         let (_dir, s) = store();
-        assert!(s.watch("k").await.unwrap().is_none());
+        assert!(s.watch("k", None).await.unwrap().is_none());
     }
 
     #[tokio::test]

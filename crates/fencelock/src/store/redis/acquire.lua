@@ -2,10 +2,11 @@
 -- counter. Wire layout shared with the `redlock` npm package and redsync: the lock key
 -- holds our random value with a PX expiry; everything else lives in sibling keys.
 --
--- KEYS: n lock keys, n counter keys, n holder keys, and in fair mode n queue keys and
---       n queue-deadline keys.
+-- KEYS: n lock keys, n counter keys, n holder keys, n queue keys, n queue-deadline keys.
 -- ARGV: value, ttl_ms, n, counter_retention_ms, holder ('' for none),
---       waiter ('' when not fair), ticket, grace_ms
+--       [waiter, ticket, grace_ms, fair ('1'/'0')] for an acquire that waits: a refused
+--       waiter takes a place in line (so a release wakes it alone); in fair mode a free
+--       lock goes to the first in line only.
 -- Returns {1, token} when granted, {0, wait_ms} when not (wait_ms -1: no expiry).
 local value = ARGV[1]
 local ttl = tonumber(ARGV[2])
@@ -13,10 +14,11 @@ local n = tonumber(ARGV[3])
 local retention = tonumber(ARGV[4])
 local holder = ARGV[5]
 local waiter = ARGV[6]
-local fair = waiter ~= nil and waiter ~= ''
+local queued = waiter ~= nil and waiter ~= ''
+local fair = queued and ARGV[9] == '1'
 
 local now_ms = 0
-if fair then
+if queued then
   local t = redis.call('TIME')
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   -- Waiters that stopped coming back (crashed, gave up) leave the line.
@@ -61,7 +63,7 @@ if fair and not held then
 end
 
 if held or blocked then
-  if fair then
+  if queued then
     -- Take (or keep) our place in line, valid until the wait we are told to expect
     -- plus the grace.
     local keep = tonumber(ARGV[8])
@@ -110,7 +112,7 @@ for i = 1, n do
   if holder ~= '' then
     redis.call('SET', KEYS[2 * n + i], holder, 'PX', ttl)
   end
-  if fair then
+  if queued then
     redis.call('ZREM', KEYS[3 * n + i], waiter)
     redis.call('ZREM', KEYS[4 * n + i], waiter)
   end

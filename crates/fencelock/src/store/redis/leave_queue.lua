@@ -1,17 +1,19 @@
--- Fair mode: take a waiter out of the line of every key (it got the lock through the
--- other nodes, or gave up), and wake the waiters if it was first.
+-- Take a waiter out of the line of every key (it got the lock through the other
+-- nodes, or gave up). If it was first in line, the next one is told.
 --
 -- KEYS: n queue keys, then n queue-deadline keys.
 -- ARGV: waiter, n
 local waiter = ARGV[1]
 local n = tonumber(ARGV[2])
+local suffix = ':fencelock:queue'
 for i = 1, n do
   local head = redis.call('ZRANGE', KEYS[i], 0, 0)
   redis.call('ZREM', KEYS[i], waiter)
   redis.call('ZREM', KEYS[n + i], waiter)
   if head[1] == waiter then
-    local key = string.sub(KEYS[i], 1, -string.len(':fencelock:queue') - 1)
-    redis.call('PUBLISH', key .. ':fencelock:released', '1')
+    local key = string.sub(KEYS[i], 1, -string.len(suffix) - 1)
+    local next = redis.call('ZRANGE', KEYS[i], 0, 0)
+    redis.call('PUBLISH', key .. ':fencelock:released', next[1] or '')
   end
 end
 return 1

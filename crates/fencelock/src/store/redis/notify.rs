@@ -6,6 +6,10 @@
 //! key, unsubscribed when the last waiter goes. When the connection drops (node restart),
 //! every waiter is woken — notices may have been missed — and the task reconnects and
 //! subscribes again while anyone still waits.
+//!
+//! A release notice names the first waiter in line (see `release.lua`): only that
+//! waiter wakes, so a hand-off costs one retry instead of one per waiter. An empty
+//! notice wakes everyone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Client;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::super::Watch;
 use super::super::url::StoreOptions;
@@ -39,8 +43,8 @@ struct State {
 
 struct Channel {
     watchers: usize,
-    /// Bumped on every notice for this channel (and on reconnect).
-    notices: watch::Sender<u64>,
+    /// Every notice for this channel: the waiter it is for ('' for everyone).
+    notices: broadcast::Sender<Arc<str>>,
     /// The subscription is confirmed on the current connection.
     subscribed: bool,
 }
@@ -62,8 +66,12 @@ impl Notifier {
         }
     }
 
-    /// A watch on `channel`, armed when this returns.
-    pub(super) async fn watch(&self, channel: String) -> Result<Watch, NodeError> {
+    /// A watch on `channel` for `waiter` (or for every notice), armed when this returns.
+    pub(super) async fn watch(
+        &self,
+        channel: String,
+        waiter: Option<Arc<str>>,
+    ) -> Result<Watch, NodeError> {
         let (mut notices, subscribe) = {
             let mut state = self.shared.lock();
             let entry = state
@@ -71,7 +79,7 @@ impl Notifier {
                 .entry(channel.clone())
                 .or_insert_with(|| Channel {
                     watchers: 0,
-                    notices: watch::channel(0).0,
+                    notices: broadcast::channel(64).0,
                     subscribed: false,
                 });
             entry.watchers += 1;
@@ -79,7 +87,6 @@ impl Notifier {
             let subscribe = (!entry.subscribed).then(|| self.shared.command_sender(&mut state));
             (rx, subscribe)
         };
-        notices.mark_unchanged();
         // From here on, dropping `guard` gives the watcher slot back.
         let guard = WatcherGuard {
             shared: self.shared.clone(),
@@ -101,8 +108,17 @@ impl Notifier {
         Ok(Watch {
             notified: Box::pin(async move {
                 let _guard = guard;
-                // An error means the sender is gone, i.e. the store itself: wake up.
-                let _ = notices.changed().await;
+                loop {
+                    match notices.recv().await {
+                        Ok(to) if to.is_empty() || waiter.as_deref().is_none_or(|w| *w == *to) => {
+                            return;
+                        }
+                        Ok(_) => {}
+                        // Missed notices (lagged) or the store is gone: wake up, the
+                        // waiter retries and finds out.
+                        Err(_) => return,
+                    }
+                }
             }),
         })
     }
@@ -130,7 +146,7 @@ impl Shared {
     fn wake_all(&self, unsubscribed: bool) {
         let mut state = self.lock();
         for ch in state.channels.values_mut() {
-            ch.notices.send_modify(|n| *n += 1);
+            let _ = ch.notices.send(Arc::from(""));
             if unsubscribed {
                 ch.subscribed = false;
             }
@@ -239,13 +255,45 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
         }
         drop(s);
 
+        // Channels nobody waits on any more stay subscribed for a moment: a hot key's
+        // waiters come and go many times a second, and re-subscribing each time would
+        // cost two commands per wait.
+        let mut lingering: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
+            let linger_end = lingering.values().min().copied();
             tokio::select! {
+                _ = sleep_until(linger_end) => {
+                    let now = tokio::time::Instant::now();
+                    let due: Vec<String> = lingering
+                        .iter()
+                        .filter(|(_, end)| **end <= now)
+                        .map(|(ch, _)| ch.clone())
+                        .collect();
+                    let mut broken = false;
+                    for ch in due {
+                        lingering.remove(&ch);
+                        let wanted = shared
+                            .upgrade()
+                            .is_some_and(|s| s.lock().channels.contains_key(&ch));
+                        if !wanted && sink.unsubscribe(&ch).await.is_err() {
+                            broken = true;
+                            break;
+                        }
+                    }
+                    if broken {
+                        break;
+                    }
+                }
                 command = commands.recv() => {
                     let Some(command) = command else { return };
                     match command {
                         Command::Subscribe(ch, ack) => {
-                            let result = sink.subscribe(&ch).await;
+                            let result = if lingering.remove(&ch).is_some() {
+                                // Still subscribed on this connection: nothing to send.
+                                Ok(())
+                            } else {
+                                sink.subscribe(&ch).await
+                            };
                             let Some(s) = shared.upgrade() else { return };
                             match result {
                                 Ok(()) => {
@@ -261,12 +309,7 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
                             }
                         }
                         Command::Unsubscribe(ch) => {
-                            let still_wanted = shared
-                                .upgrade()
-                                .is_some_and(|s| s.lock().channels.contains_key(&ch));
-                            if !still_wanted && sink.unsubscribe(&ch).await.is_err() {
-                                break;
-                            }
+                            lingering.insert(ch, tokio::time::Instant::now() + LINGER);
                         }
                     }
                 }
@@ -274,8 +317,12 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
                     let Some(s) = shared.upgrade() else { return };
                     let Some(message) = message else { break };
                     let channel = message.get_channel_name().to_string();
+                    let to: Arc<str> = message
+                        .get_payload::<String>()
+                        .map(Arc::from)
+                        .unwrap_or_else(|_| Arc::from(""));
                     if let Some(c) = s.lock().channels.get(&channel) {
-                        c.notices.send_modify(|n| *n += 1);
+                        let _ = c.notices.send(to);
                     }
                 }
             }
@@ -307,6 +354,16 @@ fn fail_pending(
             }
             let _ = ack.send(Err(error.clone()));
         }
+    }
+}
+
+/// How long a channel stays subscribed after its last waiter left.
+const LINGER: Duration = Duration::from_secs(2);
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
