@@ -26,7 +26,6 @@ pub enum ReleaseOutcome {
 }
 
 /// State shared by a lease, its locker's background task and the acquire that made it.
-#[derive(Debug)]
 pub(crate) struct LeaseState {
     pub(crate) id: u64,
     /// The user's keys (prefix not applied).
@@ -45,6 +44,20 @@ pub(crate) struct LeaseState {
     pub(crate) auto_renew: AtomicBool,
     /// A renewal round for this lease is in flight.
     pub(crate) renewing: AtomicBool,
+}
+
+impl std::fmt::Debug for LeaseState {
+    /// Without the value: it is the proof of ownership.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("keys", &self.keys)
+            .field("token", &self.token)
+            .field("ttl", &self.ttl())
+            .field("valid_until", &self.valid_until())
+            .field("lost", &self.is_lost())
+            .field("ended", &self.is_ended())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

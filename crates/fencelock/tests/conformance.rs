@@ -338,3 +338,15 @@ every_store!(
     status_shows_holder,
     bad_input,
 );
+
+#[tokio::test]
+async fn debug_output_never_shows_the_lock_value() {
+    let locker = Locker::builder()
+        .store("memory://debug-redaction")
+        .build()
+        .expect("locker");
+    let lease = locker.acquire("secret", TTL).await.expect("acquire");
+    let shown = format!("{lease:?} {locker:?}");
+    assert!(!shown.contains(lease.value()), "value printed: {shown}");
+    assert!(shown.contains("secret"), "keys should be shown: {shown}");
+}

@@ -26,7 +26,10 @@ pub(crate) mod url;
 pub(crate) type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, NodeError>> + Send>>;
 
 /// One lock as a store sees it: the full keys (prefix applied), our value, a TTL.
-#[derive(Clone, Debug)]
+///
+/// `Debug` leaves the value out: it is the proof of ownership, and anyone who has it
+/// can release the lock.
+#[derive(Clone)]
 pub(crate) struct LockSpec {
     /// The lock keys, prefix included, in the caller's order (deduplicated).
     pub(crate) keys: Arc<[String]>,
@@ -39,6 +42,18 @@ pub(crate) struct LockSpec {
     /// A waiting acquire's place in the line of each key (`None`: one attempt only, or
     /// a store without queues).
     pub(crate) queue: Option<QueueTicket>,
+}
+
+impl fmt::Debug for LockSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockSpec")
+            .field("keys", &self.keys)
+            .field("value", &"<redacted>")
+            .field("ttl_ms", &self.ttl_ms)
+            .field("holder", &self.holder)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 /// A waiter's place in the line of a lock's keys.
