@@ -1,1 +1,95 @@
-fn main() {}
+//! `fencelock`: run commands under a distributed lock, or take, extend and release
+//! locks from scripts. A thin layer over the `fencelock` library.
+//!
+//! ## Layout
+//!
+//! - `main.rs`: parse, set up logging, build the runtime, dispatch, exit.
+//! - `cli.rs`: the command line (global options and what commands share).
+//! - `cmd/`: one file per command — `run`, `acquire`, `extend`, `release`, `status`.
+//! - `exit.rs`: the exit codes (part of the interface) and `Failure`.
+//! - `stores.rs`: which stores (flags, `FENCELOCK_STORE`, the default SQLite file).
+//! - `holder.rs`: the holder record stored beside each key for `status`.
+//! - `wait.rs`, `spinner.rs`, `signals.rs`: waiting for a lock with the user watching.
+//! - `terminal.rs`: lending the terminal to `run`'s command.
+//! - `adopt.rs`: acting on a lock by key and value (for `extend`/`release`).
+//! - `duration.rs`, `logging.rs`: small helpers.
+#![forbid(unsafe_code)]
+
+mod adopt;
+mod cli;
+mod cmd;
+mod duration;
+mod exit;
+mod holder;
+mod logging;
+mod signals;
+mod spinner;
+mod stores;
+mod terminal;
+mod wait;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    logging::init(cli.global.verbose, cli.global.quiet);
+    // One thread is plenty: fencelock waits on a few sockets, one child and signals.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(exit::OS_ERROR, &format!("cannot start the runtime: {e}")),
+    };
+    let outcome = runtime.block_on(cmd::dispatch(cli));
+    // Do not let a store operation stuck in a blocking thread hold the exit hostage.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => fail(failure.code, &failure.message),
+    }
+}
+
+/// Prints `fencelock: <message>` on stderr and returns `code`.
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("fencelock: {message}");
+    ExitCode::from(code)
+}
+
+/// clap's verdict: help and version go to stdout (exit 0); a missing subcommand shows
+/// the help on stderr (exit 2); every other error becomes one line (exit 2).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(exit::USAGE)
+        }
+        _ => fail(exit::USAGE, &one_line(&e.render().to_string())),
+    }
+}
+
+/// clap's multi-line error as one line: the error and its tips, without the usage.
+fn one_line(rendered: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    format!("{} (see --help)", parts.join("; "))
+}

@@ -1,0 +1,143 @@
+//! The command line: global options, the subcommands, and the options they share.
+//!
+//! Each subcommand's own options live beside its code in `cmd/`; what several share
+//! (TTL, how long to wait) is here so that it reads and behaves the same everywhere.
+
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::{cmd, duration, exit};
+
+/// Run commands under a distributed lock, or take, extend and release locks from
+/// scripts.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fencelock",
+    version,
+    long_about = "Run commands under a distributed lock, or take, extend and release locks from \
+                  scripts.\n\n\
+                  Locks live in an embedded SQLite file on this host by default, or in one or \
+                  several Redis servers (Redlock) with --store. Every holder gets a fencing \
+                  token larger than every earlier holder's.",
+    after_help = exit::TABLE,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes (they may also come after the command name).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct Global {
+    /// The stores' URLs (the help text is given as `help`: it has brackets that
+    /// rustdoc would read as links).
+    #[arg(
+        long = "store",
+        help = "Store URL: redis://[user:pass@]host:port[/db], rediss://… (TLS), or \
+                sqlite:///path/file.db. Repeat it with several independent Redis servers \
+                for a Redlock quorum. [default: $XDG_STATE_HOME/fencelock/locks.db, else \
+                ~/.local/state/fencelock/locks.db]",
+        value_name = "URL",
+        env = "FENCELOCK_STORE",
+        value_delimiter = ',',
+        // The variable may hold passwords: never show its value in --help.
+        hide_env_values = true,
+        global = true
+    )]
+    pub stores: Vec<String>,
+
+    /// A prefix put before every key (none by default: keys are used as given, like
+    /// other Redlock clients do).
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        env = "FENCELOCK_PREFIX",
+        hide_env_values = true,
+        global = true
+    )]
+    pub prefix: Option<String>,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr, and no progress spinner.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command while holding a lock (renewed while it runs, released when it
+    /// exits).
+    ///
+    /// The command runs in its own process group. SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+    /// SIGUSR1 and SIGUSR2 sent to fencelock are forwarded to that group, and fencelock
+    /// waits for the command before releasing the lock. If the lease is lost while the
+    /// command runs, the group gets SIGTERM at once and SIGKILL after --kill-after (or
+    /// when the lease's proven validity ends, if sooner), and fencelock exits with 75.
+    #[command(
+        override_usage = "fencelock run [OPTIONS] <KEY> -- <COMMAND> [ARGS]...\n       \
+                          fencelock run [OPTIONS] <KEY> -c <SHELL-COMMAND>",
+        after_help = exit::TABLE
+    )]
+    Run(cmd::run::Args),
+
+    /// Take a lock and print its value, fencing token and validity; it stays held
+    /// until its TTL runs out unless extended or released.
+    Acquire(cmd::acquire::Args),
+
+    /// Extend a lock taken with `acquire`, by key and value.
+    Extend(cmd::extend::Args),
+
+    /// Release a lock taken with `acquire`, by key and value.
+    Release(cmd::release::Args),
+
+    /// Show whether keys are held, by whom, for how long, and their last fencing
+    /// token.
+    Status(cmd::status::Args),
+}
+
+/// The lease's TTL, as `run` and `acquire` take it.
+#[derive(Debug, Args)]
+pub struct TtlArg {
+    /// How long the lock lives without renewal: 30s, 1m30s, 250ms, or seconds. Under
+    /// `run` it is renewed while the command runs, so this is only how long a crashed
+    /// holder blocks others.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_ttl)]
+    pub ttl: Duration,
+}
+
+/// How long to wait for a held lock, as `run` and `acquire` take it.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Wait at most this long for the lock [default: until it is free].
+    #[arg(short, long, value_name = "DURATION", value_parser = duration::parse)]
+    pub wait: Option<Duration>,
+
+    /// Make one attempt only: fail at once if the lock is held.
+    #[arg(short = 'n', long, conflicts_with = "wait")]
+    pub no_wait: bool,
+}
+
+impl WaitArgs {
+    /// As the library's per-call options.
+    pub fn options(&self) -> fencelock::AcquireOptions {
+        let options = fencelock::AcquireOptions::default();
+        match (self.no_wait, self.wait) {
+            (true, _) => options.no_wait(),
+            (false, Some(d)) => options.max_wait(d),
+            (false, None) => options.wait_forever(),
+        }
+    }
+}

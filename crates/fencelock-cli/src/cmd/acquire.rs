@@ -1,0 +1,83 @@
+//! `fencelock acquire KEY`: take a lock for a script, and leave it held.
+//!
+//! Prints the lock's value (the proof of ownership that `extend` and `release` need),
+//! its fencing token and how long it is proven valid, then exits with the lock still
+//! held: it lives until its TTL runs out unless the script extends or releases it.
+
+use std::mem::ManuallyDrop;
+
+use serde::Serialize;
+
+use crate::cli::{Global, TtlArg, WaitArgs};
+use crate::duration::millis;
+use crate::exit::{self, Outcome};
+use crate::holder::Holder;
+use crate::signals::Signals;
+use crate::{stores, wait};
+
+/// Options of `fencelock acquire`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The lock's key: the name of the shared resource.
+    pub key: String,
+
+    #[command(flatten)]
+    pub ttl: TtlArg,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// Print one JSON object instead of key=value lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `acquire` prints.
+#[derive(Debug, Serialize)]
+struct Acquired<'a> {
+    key: &'a str,
+    value: &'a str,
+    token: u64,
+    valid_ms: u64,
+    ttl_ms: u64,
+}
+
+/// Acquires and prints; see the module docs.
+///
+/// # Errors
+///
+/// Not acquired: [`exit::CONFLICT`]; otherwise as [`crate::exit::Failure::from_lib`].
+pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome {
+    let locker = stores::locker(global, Some(Holder::for_acquire().to_json()))?;
+    let lease = wait::acquire(
+        &locker,
+        &args.key,
+        args.ttl.ttl,
+        &args.wait,
+        signals,
+        exit::CONFLICT,
+        global.quiet,
+    )
+    .await?;
+    // Dropping a `Lease` releases the lock, and this lock must outlive the process:
+    // the script that ran us owns it now, by its value. So the lease is never dropped;
+    // process exit then leaves the keys in the stores until their TTL (or until
+    // `fencelock extend`/`release`). Nothing else leaks: the process ends right after.
+    let lease = ManuallyDrop::new(lease);
+    let answer = Acquired {
+        key: &args.key,
+        value: lease.value(),
+        token: lease.token().get(),
+        valid_ms: millis(lease.remaining()),
+        ttl_ms: millis(lease.ttl()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+    } else {
+        println!(
+            "key={}\nvalue={}\ntoken={}\nvalid_ms={}\nttl_ms={}",
+            answer.key, answer.value, answer.token, answer.valid_ms, answer.ttl_ms
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,314 @@
+//! `fencelock run KEY -- COMMAND…`: run a command while holding a lock.
+//!
+//! The life of a run: acquire (waiting as asked, Ctrl-C aborts cleanly), turn on
+//! automatic renewal, start the command in its own process group, then wait for
+//! whichever comes first:
+//!
+//! - the command exits: release the lock and exit with the command's status;
+//! - a signal arrives: forward it to the command's process group and keep waiting
+//!   (so Ctrl-C stops the command, and fencelock still releases the lock after it);
+//! - the lease is lost (renewal could not reach a majority in time, or another owner
+//!   appeared): the command no longer holds the lock, so it must stop before anyone
+//!   else can take it — SIGTERM to its group at once, SIGKILL after `--kill-after`,
+//!   but never later than the end of the lease's proven validity. Then exit with
+//!   [`exit::LOST`].
+//!
+//! The command runs in its own process group so that stopping it reaches everything it
+//! started (a shell's pipeline, a build's compilers), not just the direct child.
+
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use fencelock::{Lease, Locker, ReleaseOutcome};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::cli::{Global, TtlArg, WaitArgs};
+use crate::duration::{self, millis, short};
+use crate::exit::{self, Failure, Outcome};
+use crate::holder::Holder;
+use crate::signals::Signals;
+use crate::stores;
+use crate::wait::{self, SHUTDOWN_GRACE};
+
+/// Options of `fencelock run`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The lock's key: the name of the shared resource.
+    pub key: String,
+
+    #[command(flatten)]
+    pub ttl: TtlArg,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    /// Exit code when the lock is not acquired (held, with -n; or the -w wait ran out).
+    #[arg(short = 'E', long, value_name = "N", default_value_t = exit::CONFLICT)]
+    pub conflict_exit_code: u8,
+
+    /// If the lease is lost, how long the command gets between SIGTERM and SIGKILL —
+    /// never longer than the lease is still proven valid.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
+    pub kill_after: Duration,
+
+    /// A shell command line, run with `sh -c` instead of a command and arguments.
+    #[arg(
+        short = 'c',
+        long = "shell",
+        value_name = "SHELL-COMMAND",
+        conflicts_with = "command",
+        help = "Run SHELL-COMMAND with `sh -c` instead of COMMAND [ARGS]..."
+    )]
+    pub shell: Option<String>,
+
+    /// The command to run and its arguments (no shell is involved). Its environment
+    /// gets FENCELOCK_KEY, FENCELOCK_TOKEN (the fencing token), FENCELOCK_VALID_MS (how
+    /// long the lease was proven valid at start) and FENCELOCK_TTL_MS.
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        num_args = 1..,
+        required_unless_present = "shell"
+    )]
+    pub command: Vec<String>,
+}
+
+/// Runs the command under the lock; see the module docs.
+///
+/// # Errors
+///
+/// Not acquired: `-E` (default 1). Lease lost: [`exit::LOST`]. Command not found or
+/// not executable: 127/126. Store errors as [`Failure::from_lib`].
+pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome {
+    let argv = match &args.shell {
+        Some(script) => vec!["sh".to_string(), "-c".to_string(), script.clone()],
+        None => args.command.clone(),
+    };
+    let Some((program, program_args)) = argv.split_first().filter(|(p, _)| !p.is_empty()) else {
+        return Err(Failure::usage("the command to run is empty"));
+    };
+    let locker = stores::locker(global, Some(Holder::for_run(&argv).to_json()))?;
+    let ttl = args.ttl.ttl;
+    let lease = wait::acquire(
+        &locker,
+        &args.key,
+        ttl,
+        &args.wait,
+        signals,
+        args.conflict_exit_code,
+        global.quiet,
+    )
+    .await?;
+    lease.set_auto_renew(true);
+    tracing::info!(
+        key = args.key,
+        token = lease.token().get(),
+        valid_ms = millis(lease.remaining()),
+        "acquired"
+    );
+
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(program_args)
+        .process_group(0)
+        .env("FENCELOCK_KEY", &args.key)
+        .env("FENCELOCK_TOKEN", lease.token().to_string())
+        .env("FENCELOCK_VALID_MS", millis(lease.remaining()).to_string())
+        .env("FENCELOCK_TTL_MS", millis(ttl).to_string());
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            finish(&locker, lease).await;
+            return Err(spawn_failure(program, &e));
+        }
+    };
+    supervise(child, lease, &locker, &args, signals).await
+}
+
+/// Waits for the command, forwarding signals and stopping it if the lease is lost.
+async fn supervise(
+    mut child: tokio::process::Child,
+    lease: Lease,
+    locker: &Locker,
+    args: &Args,
+    signals: &mut Signals,
+) -> Outcome {
+    // A child that has not been waited for always has an id; 0 would address our
+    // own process group, so refuse it rather than ever signal ourselves.
+    let group = match child.id().and_then(|id| i32::try_from(id).ok()) {
+        Some(id) if id > 0 => Pid::from_raw(id),
+        _ => {
+            finish(locker, lease).await;
+            return Err(Failure::new(
+                exit::SOFTWARE,
+                "the command started but has no process id",
+            ));
+        }
+    };
+    let terminal = crate::terminal::lend(group);
+    let lost = lease.lost();
+    tokio::pin!(lost);
+    // `valid_until` is cut to "now" when the lease is lost, so remember the last value
+    // seen before: that is how long the old holder could still be trusted, and so the
+    // latest the command may be killed.
+    let mut proven_until = lease.valid_until();
+    let mut refresh = tokio::time::interval(
+        (lease.ttl() / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
+    );
+    let mut lost_at: Option<Instant> = None;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let status = loop {
+        let kill_timer = async move {
+            match kill_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            status = child.wait() => break status,
+            sig = signals.recv() => {
+                tracing::debug!("forwarding {sig} to the command");
+                signal_group(group, sig);
+            }
+            () = &mut lost, if lost_at.is_none() => {
+                // `lost()` also fires when a lease ends; only a real loss stops the command.
+                if lease.is_lost() {
+                    let now = Instant::now();
+                    let grace = args.kill_after.min(proven_until.saturating_duration_since(now));
+                    tracing::warn!(
+                        "lease on {:?} lost: stopping the command (SIGTERM now, SIGKILL in {})",
+                        args.key,
+                        short(grace)
+                    );
+                    signal_group(group, Signal::SIGTERM);
+                    lost_at = Some(now);
+                    kill_at = Some(tokio::time::Instant::now() + grace);
+                } else {
+                    lost_at = Some(Instant::now());
+                }
+            }
+            () = kill_timer => {
+                tracing::warn!("the command outlived its grace: SIGKILL");
+                signal_group(group, Signal::SIGKILL);
+                kill_at = None;
+            }
+            _ = refresh.tick(), if lost_at.is_none() => {
+                if !lease.is_lost() {
+                    proven_until = lease.valid_until();
+                }
+            }
+        }
+    };
+    drop(terminal);
+    let status = status
+        .map_err(|e| Failure::new(exit::OS_ERROR, format!("cannot wait for the command: {e}")))?;
+    let code = status_code(status);
+
+    if lost_at.is_some() && lease.is_lost() {
+        // The direct child is gone, but what it started may live on in its group:
+        // none of it may outlive the grace.
+        stop_group(group, kill_at).await;
+        finish(locker, lease).await;
+        return Err(Failure::new(
+            exit::LOST,
+            format!(
+                "lease on {:?} lost while the command ran; the command was stopped ({})",
+                args.key,
+                describe_status(status)
+            ),
+        ));
+    }
+    finish(locker, lease).await;
+    Ok(code)
+}
+
+/// Releases the lease and waits (bounded) for the library's clean-up. Failures are
+/// reported but do not change the exit code: the command's result is what matters,
+/// and the keys expire with their TTL anyway.
+async fn finish(locker: &Locker, lease: Lease) {
+    let was_lost = lease.is_lost();
+    match tokio::time::timeout(SHUTDOWN_GRACE, lease.release()).await {
+        Ok(Ok(ReleaseOutcome::Released)) => tracing::debug!("released"),
+        Ok(Ok(ReleaseOutcome::Expired)) if !was_lost => {
+            tracing::warn!("the lease had expired before the command finished")
+        }
+        Ok(Ok(ReleaseOutcome::OwnedByOther)) if !was_lost => {
+            tracing::warn!("the lock was taken by another owner before the command finished")
+        }
+        Ok(Ok(_)) => {}
+        // After a loss the stores are often the reason: saying so again is noise.
+        Ok(Err(e)) if was_lost => tracing::debug!("release after the loss: {e}"),
+        Err(_) if was_lost => tracing::debug!("release after the loss timed out"),
+        Ok(Err(e)) => tracing::warn!("release not confirmed: {e}"),
+        Err(_) => tracing::warn!(
+            "release not confirmed within {}; the lock expires with its TTL",
+            short(SHUTDOWN_GRACE)
+        ),
+    }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, locker.shutdown()).await;
+}
+
+/// Sends `sig` to the command's process group. A group that is already gone is not
+/// an error (the command may have exited a moment ago).
+fn signal_group(group: Pid, sig: Signal) {
+    match killpg(group, sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!("cannot send {sig} to the command: {e}"),
+    }
+}
+
+/// After a loss: waits until nothing is left in the command's process group, sending
+/// SIGKILL at `kill_at` if it has not been sent yet.
+async fn stop_group(group: Pid, kill_at: Option<tokio::time::Instant>) {
+    loop {
+        // Signal 0 only asks whether anyone is left in the group.
+        if killpg(group, None) == Err(Errno::ESRCH) {
+            return;
+        }
+        match kill_at {
+            Some(at) if tokio::time::Instant::now() < at => {
+                tokio::time::sleep(Duration::from_millis(20).min(at - tokio::time::Instant::now()))
+                    .await;
+            }
+            _ => {
+                signal_group(group, Signal::SIGKILL);
+                return;
+            }
+        }
+    }
+}
+
+/// The shell convention: the exit code, or 128+signal.
+fn status_code(status: ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code & 0xff).unwrap_or(u8::MAX),
+        (None, Some(sig)) => exit::for_signal(sig),
+        (None, None) => exit::SOFTWARE,
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("it exited with status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {s}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        (None, None) => "it ended".into(),
+    }
+}
+
+/// `command not found` (127) or `cannot execute` (126), as POSIX shells report them.
+fn spawn_failure(program: &str, error: &std::io::Error) -> Failure {
+    let code = if error.kind() == std::io::ErrorKind::NotFound {
+        exit::NOT_FOUND
+    } else {
+        exit::CANNOT_EXECUTE
+    };
+    Failure::new(code, format!("cannot run {program:?}: {error}"))
+}

@@ -1,0 +1,169 @@
+//! `fencelock status KEY…`: what the stores know about keys.
+//!
+//! For each key: free or held (by a majority of stores), the holder `run`/`acquire`
+//! stored beside it (host, pid, command, since when), the TTL left on each store, and
+//! the last fencing token issued. Read-only: it never changes a lock.
+
+use fencelock::KeyStatus;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::Global;
+use crate::duration::{millis, short};
+use crate::exit::Outcome;
+use crate::holder::Holder;
+use crate::stores;
+
+/// Options of `fencelock status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The keys to show.
+    #[arg(value_name = "KEY", required = true, num_args = 1..)]
+    pub keys: Vec<String>,
+
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    keys: Vec<KeyReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyReport {
+    key: String,
+    /// `held`, `free`, or `unknown` when fewer than a majority of stores answered.
+    state: &'static str,
+    held: bool,
+    /// Our JSON holder record as an object; a foreign description as a string.
+    holder: Option<Value>,
+    last_token: Option<u64>,
+    nodes: Vec<NodeReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeReport {
+    node: String,
+    held: bool,
+    ttl_ms: Option<u64>,
+    last_token: Option<u64>,
+    error: Option<String>,
+}
+
+/// Prints the status; see the module docs.
+///
+/// # Errors
+///
+/// A bad key: usage (2). Fewer than a majority of stores answered for some key:
+/// [`crate::exit::UNAVAILABLE`], or [`crate::exit::CONFIG`] if a store refused for good (wrong
+/// password …) — after printing what is known.
+pub async fn run(args: Args, global: &Global) -> Outcome {
+    let locker = stores::locker(global, None)?;
+    let statuses = locker.status(args.keys.as_slice()).await?;
+    let report = Report {
+        keys: statuses.iter().map(key_report).collect(),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", text(&report));
+    }
+    match stores::unanswered(&statuses) {
+        Some(failure) => Err(failure),
+        None => Ok(0),
+    }
+}
+
+fn key_report(s: &KeyStatus) -> KeyReport {
+    let answered = s.nodes.iter().filter(|n| n.error.is_none()).count();
+    let state = if s.is_held() {
+        "held"
+    } else if answered > s.nodes.len() / 2 {
+        "free"
+    } else {
+        "unknown"
+    };
+    KeyReport {
+        key: s.key.clone(),
+        state,
+        held: s.is_held(),
+        holder: s.holder().map(|text| {
+            serde_json::from_str::<Value>(text)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| Value::String(text.to_string()))
+        }),
+        last_token: s.last_token(),
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| NodeReport {
+                node: n.node.clone(),
+                held: n.held,
+                ttl_ms: n.ttl.map(millis),
+                last_token: n.last_token,
+                // The node is named beside it already: keep only what went wrong.
+                error: n.error.as_ref().map(|e| {
+                    let text = e.to_string();
+                    text.strip_prefix(&format!("{}: ", e.node()))
+                        .map(str::to_string)
+                        .unwrap_or(text)
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// The human form: one block per key.
+fn text(report: &Report) -> String {
+    let mut out = String::new();
+    for k in &report.keys {
+        out.push_str(&format!("{}: {}\n", k.key, k.state));
+        match &k.holder {
+            Some(Value::String(foreign)) => out.push_str(&format!("  holder: {foreign:?}\n")),
+            Some(record) => match serde_json::from_value::<Holder>(record.clone()) {
+                Ok(h) => {
+                    out.push_str(&format!(
+                        "  holder: pid {} on {}, for {} (via {})\n",
+                        h.pid,
+                        h.host,
+                        short(h.age()),
+                        h.via
+                    ));
+                    if !h.command.is_empty() {
+                        out.push_str(&format!("  command: {}\n", h.command));
+                    }
+                }
+                Err(_) => out.push_str(&format!("  holder: {record}\n")),
+            },
+            None => {}
+        }
+        if let Some(t) = k.last_token {
+            out.push_str(&format!("  last token: {t}\n"));
+        }
+        for n in &k.nodes {
+            let state = match (&n.error, n.held, n.ttl_ms) {
+                (Some(e), _, _) => format!("error: {e}"),
+                (None, true, Some(ms)) => {
+                    format!(
+                        "held, expires in {}",
+                        short(std::time::Duration::from_millis(ms))
+                    )
+                }
+                (None, true, None) => "held, no expiry".into(),
+                (None, false, _) => "free".into(),
+            };
+            let token = n
+                .last_token
+                .map(|t| format!(", last token {t}"))
+                .unwrap_or_default();
+            out.push_str(&format!("  {}: {state}{token}\n", n.node));
+        }
+    }
+    out
+}

@@ -1,0 +1,85 @@
+//! Which stores to use, and building the [`Locker`] over them.
+//!
+//! Stores come from `--store URL` (repeatable) or `FENCELOCK_STORE` (comma-separated,
+//! read by clap); with neither, the embedded SQLite file under the user's state
+//! directory, so that `fencelock run` works on one host with no server at all.
+
+use crate::cli::Global;
+use crate::exit::{CONFIG, Failure, UNAVAILABLE};
+use fencelock::{KeyStatus, Locker, NodeErrorKind};
+
+/// The store URLs to use: the user's, or the library's default (an SQLite file in
+/// the user's state directory; the store creates the file and its directories).
+///
+/// # Errors
+///
+/// [`CONFIG`] when there is no store given and no state directory for the default.
+pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
+    let given: Vec<String> = global
+        .stores
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !given.is_empty() {
+        return Ok(given);
+    }
+    Ok(vec![Locker::default_store_url()?])
+}
+
+/// Builds the locker every command uses. `holder` is the JSON description stored
+/// beside each key this process acquires (for `fencelock status`).
+///
+/// # Errors
+///
+/// The library's own: a bad URL is a usage error (2), an unopenable store a config
+/// error (78). Its messages never contain passwords.
+pub fn locker(global: &Global, holder: Option<String>) -> Result<Locker, Failure> {
+    let urls = urls(global)?;
+    let mut builder = Locker::builder()
+        .stores(urls)
+        .prefix(global.prefix.clone().unwrap_or_default())
+        // Each command passes its own wait to `acquire_with`; this is only the fallback.
+        .max_wait(None);
+    if let Some(h) = holder {
+        builder = builder.holder(h);
+    }
+    let locker = builder.build()?;
+    tracing::debug!(stores = ?locker.stores(), "stores");
+    Ok(locker)
+}
+
+/// The failure to report when fewer than a majority of stores answered a status
+/// query for some key: [`CONFIG`] if a store refused for good (wrong password, a
+/// replica, a foreign key type, a Redis Cluster node, an unusable file — the kinds
+/// the library itself treats as permanent), else [`UNAVAILABLE`]. `None` when every key was
+/// answered by a majority.
+pub fn unanswered(statuses: &[KeyStatus]) -> Option<Failure> {
+    statuses.iter().find_map(|s| {
+        let failed: Vec<_> = s.nodes.iter().filter_map(|n| n.error.as_ref()).collect();
+        if s.nodes.len() - failed.len() > s.nodes.len() / 2 {
+            return None;
+        }
+        let permanent = failed.iter().any(|e| {
+            matches!(
+                e.kind(),
+                NodeErrorKind::Auth
+                    | NodeErrorKind::ReadOnly
+                    | NodeErrorKind::WrongType
+                    | NodeErrorKind::Cluster
+                    | NodeErrorKind::Storage
+            )
+        });
+        let errors: Vec<String> = failed.iter().map(ToString::to_string).collect();
+        Some(Failure::new(
+            if permanent { CONFIG } else { UNAVAILABLE },
+            format!(
+                "{} of {} stores failed to answer about {:?}: {}",
+                failed.len(),
+                s.nodes.len(),
+                s.key,
+                errors.join("; ")
+            ),
+        ))
+    })
+}

@@ -1,0 +1,197 @@
+//! The CLI against real `redis-server` processes: one node, and a 3-node Redlock
+//! cluster (with nodes frozen to make a lease lost).
+
+mod support;
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::scenarios::{self, Setup};
+use support::{Cluster, alive, finish, wait_bounded, wait_for_file};
+
+macro_rules! on_cluster {
+    ($($name:ident),* $(,)?) => {
+        mod three_nodes {
+            use super::*;
+            $(#[test] fn $name() {
+                let cluster = Cluster::start(3);
+                scenarios::$name(&Setup::new(cluster.urls()));
+            })*
+        }
+        mod one_node {
+            use super::*;
+            $(#[test] fn $name() {
+                let cluster = Cluster::start(1);
+                scenarios::$name(&Setup::new(cluster.urls()));
+            })*
+        }
+    };
+}
+
+on_cluster!(
+    exit_status_passes_through,
+    env_reaches_the_command,
+    not_acquired,
+    sigterm_reaches_the_command,
+    interrupted_while_waiting,
+    runs_never_overlap,
+    acquire_extend_release_script,
+    status_shows_the_holder,
+    command_cannot_run,
+    prefix_separates_namespaces,
+);
+
+/// Freezes two of three nodes while `run` holds a short lease: renewal cannot reach a
+/// majority, so the lease is lost, the command gets SIGTERM, and fencelock exits 75.
+#[test]
+fn lease_lost_stops_the_command() {
+    let mut cluster = Cluster::start(3);
+    let t = Setup::new(cluster.urls());
+    let ready = t.path("ready");
+    let got = t.path("got");
+    let script = format!(
+        "trap 'echo TERM > \"{}\"; exit 0' TERM; touch '{}'; while :; do sleep 0.05; done",
+        got.display(),
+        ready.display()
+    );
+    let child = t.spawn(&[
+        "run",
+        "--ttl",
+        "1s",
+        "--kill-after",
+        "10s",
+        "lost",
+        "-c",
+        &script,
+    ]);
+    wait_for_file(&ready);
+    cluster.pause(0);
+    cluster.pause(1);
+    let out = finish(child);
+    cluster.resume(0);
+    cluster.resume(1);
+    assert_eq!(out.code, Some(75), "{out:#?}\n{}", cluster.logs());
+    assert!(out.stderr.contains("lost"), "{out:#?}");
+    assert_eq!(std::fs::read_to_string(&got).expect("trap ran"), "TERM\n");
+}
+
+/// A command that ignores SIGTERM is killed, with everything in its process group,
+/// no later than the end of the lease's validity (--kill-after is longer).
+#[test]
+fn lease_lost_kills_a_stubborn_command() {
+    let mut cluster = Cluster::start(3);
+    let t = Setup::new(cluster.urls());
+    let pids = t.path("pids");
+    let script = format!(
+        "trap '' TERM; sleep 60 & echo $$ $! > '{}'; while :; do sleep 0.05; done",
+        pids.display()
+    );
+    let mut child = t.spawn(&[
+        "run",
+        "--ttl",
+        "1s",
+        "--kill-after",
+        "60s",
+        "stubborn",
+        "-c",
+        &script,
+    ]);
+    wait_for_file(&pids);
+    std::thread::sleep(Duration::from_millis(50));
+    let pids: Vec<i32> = std::fs::read_to_string(&pids)
+        .expect("pids")
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    cluster.pause(1);
+    cluster.pause(2);
+    let status = wait_bounded(&mut child);
+    cluster.resume(1);
+    cluster.resume(2);
+    let out = finish(child);
+    assert_eq!(status.code(), Some(75), "{out:#?}");
+    for pid in pids {
+        // Reaped by init soon after the kill; give it a moment.
+        let deadline = std::time::Instant::now() + support::PATIENCE;
+        while alive(pid) && !is_zombie(pid) {
+            assert!(std::time::Instant::now() < deadline, "{pid} survived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Stores that cannot be reached: exit 69 with one line, never a hang (even when
+/// waiting for the lock without a deadline), never the password.
+#[test]
+fn unreachable_and_down_stores() {
+    let t = Setup::new(vec!["redis://:secret@127.0.0.1:1".into()]);
+    for args in [
+        &["run", "k", "--", "true"][..],
+        &["run", "-n", "k", "--", "true"],
+        &["run", "-w", "1s", "k", "--", "true"],
+        &["acquire", "k"],
+        &["status", "k"],
+    ] {
+        let out = t.run(args);
+        out.expect_code(69).expect_one_error_line();
+        assert!(!out.stderr.contains("secret"), "{out:#?}");
+    }
+
+    // Two of three nodes down: no quorum.
+    let cluster = Cluster::start(1);
+    let mut urls = cluster.urls();
+    urls.push("redis://127.0.0.1:1".into());
+    urls.push("redis://127.0.0.1:2".into());
+    Setup::new(urls)
+        .run(&["run", "-n", "k", "--", "true"])
+        .expect_code(69)
+        .expect_one_error_line();
+}
+
+#[test]
+fn wrong_password_is_a_config_error() {
+    let cluster = Cluster::start_with(1, &["--requirepass", "right"]);
+    let t = Setup::new(vec![cluster.url_with_password(0, "wrong")]);
+    for args in [
+        &["run", "k", "--", "true"][..],
+        &["run", "-n", "k", "--", "true"],
+    ] {
+        let out = t.run(args);
+        out.expect_code(78).expect_one_error_line();
+        assert!(!out.stderr.contains("wrong"), "password printed: {out:#?}");
+    }
+    Setup::new(vec![cluster.url_with_password(0, "right")])
+        .run(&["run", "k", "--", "true"])
+        .expect_code(0);
+}
+
+#[test]
+fn sigint_is_forwarded_and_fencelock_waits_for_the_command() {
+    let cluster = Cluster::start(1);
+    let t = Setup::new(cluster.urls());
+    let ready = t.path("ready");
+    let done = t.path("done");
+    // The command takes its time to finish after Ctrl-C; fencelock must wait for it.
+    let script = format!(
+        "trap 'sleep 0.2; echo cleaned > \"{}\"; exit 130' INT; touch '{}'; while :; do sleep 0.05; done",
+        done.display(),
+        ready.display()
+    );
+    let mut child = t.spawn(&["run", "ctrlc", "-c", &script]);
+    wait_for_file(&ready);
+    support::send(&child, Signal::SIGINT);
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(130), "{:#?}", finish(child));
+    assert!(done.exists(), "fencelock exited before its command");
+    t.run(&["run", "-n", "ctrlc", "--", "true"]).expect_code(0);
+}

@@ -1,0 +1,319 @@
+//! Behaviours every store must show through the CLI; `redis.rs` and `sqlite.rs` run
+//! each of them against their store.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tempfile::TempDir;
+
+use super::{Finished, PATIENCE, finish, send, wait_bounded, wait_for_file};
+
+/// A private directory (state, scratch files) and the stores under test.
+pub struct Setup {
+    pub dir: TempDir,
+    pub stores: Vec<String>,
+    store_args: Vec<String>,
+}
+
+impl Setup {
+    pub fn new(stores: Vec<String>) -> Setup {
+        Setup {
+            dir: tempfile::tempdir().expect("temp dir"),
+            store_args: super::store_args(&stores),
+            stores,
+        }
+    }
+
+    /// A file in the private directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
+        self.store_args
+            .iter()
+            .map(String::as_str)
+            .chain(rest.iter().copied())
+            .collect()
+    }
+
+    /// Runs `fencelock <stores> <rest>` to completion.
+    pub fn run(&self, rest: &[&str]) -> Finished {
+        super::run(self.dir.path(), &self.args(rest))
+    }
+
+    /// Starts `fencelock <stores> <rest>` in the background.
+    pub fn spawn(&self, rest: &[&str]) -> Child {
+        super::spawn(self.dir.path(), &self.args(rest))
+    }
+
+    /// Starts `fencelock run KEY` holding the lock with a command that signals
+    /// readiness and then sleeps; returns once the command runs.
+    pub fn hold(&self, key: &str) -> Child {
+        let ready = self.path(&format!("{key}.held"));
+        let script = format!("touch '{}'; exec sleep 60", ready.display());
+        let child = self.spawn(&["run", key, "-c", &script]);
+        wait_for_file(&ready);
+        child
+    }
+}
+
+/// Stops a holder started by [`Setup::hold`]: SIGTERM is forwarded to its `sleep`.
+pub fn stop(mut holder: Child) {
+    send(&holder, Signal::SIGTERM);
+    let status = wait_bounded(&mut holder);
+    assert_eq!(status.code(), Some(128 + 15), "holder: {status:?}");
+}
+
+/// Waits until `pid` catches `sig` (its handler is installed), read from /proc.
+pub fn wait_until_catching(pid: u32, sig: Signal) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap_or(0);
+        if caught & (1 << (sig as i32 - 1)) != 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} never caught {sig}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn exit_status_passes_through(t: &Setup) {
+    t.run(&["run", "pass", "--", "true"]).expect_code(0);
+    t.run(&["run", "pass", "--", "sh", "-c", "exit 42"])
+        .expect_code(42);
+    t.run(&["run", "pass", "-c", "exit 3"]).expect_code(3);
+    // Death by signal reads as 128+signal, as in shells.
+    t.run(&["run", "pass", "-c", "kill -KILL $$"])
+        .expect_code(128 + 9);
+    // The command's stdout is its own.
+    let out = t.run(&["run", "pass", "--", "echo", "hello", "--not-a-flag"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "hello --not-a-flag\n");
+}
+
+pub fn env_reaches_the_command(t: &Setup) {
+    let out = t.run(&[
+        "run",
+        "envkey",
+        "--ttl",
+        "10s",
+        "-c",
+        r#"echo "$FENCELOCK_KEY $FENCELOCK_TOKEN $FENCELOCK_VALID_MS $FENCELOCK_TTL_MS""#,
+    ]);
+    out.expect_code(0);
+    let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(fields.len(), 4, "{out:#?}");
+    assert_eq!(fields[0], "envkey");
+    let token: u64 = fields[1].parse().expect("token");
+    let valid: u64 = fields[2].parse().expect("valid ms");
+    assert!(token > 0);
+    assert!(valid > 0 && valid <= 10_000, "{valid}");
+    assert_eq!(fields[3], "10000");
+
+    // A later holder gets a larger token.
+    let again = t.run(&["run", "envkey", "-c", "echo $FENCELOCK_TOKEN"]);
+    let later: u64 = again.stdout.trim().parse().expect("token");
+    assert!(later > token, "{later} <= {token}");
+}
+
+pub fn not_acquired(t: &Setup) {
+    let holder = t.hold("busy");
+    let out = t.run(&["run", "-n", "busy", "--", "true"]);
+    out.expect_code(1).expect_one_error_line();
+    assert!(out.stderr.contains("held"), "{out:#?}");
+    // The holder is named (pid of the holding `fencelock run`).
+    assert!(
+        out.stderr.contains(&format!("pid {}", holder.id())),
+        "{out:#?}"
+    );
+    t.run(&["run", "-n", "-E", "9", "busy", "--", "true"])
+        .expect_code(9)
+        .expect_one_error_line();
+    t.run(&["run", "-w", "300ms", "busy", "--", "true"])
+        .expect_code(1)
+        .expect_one_error_line();
+    t.run(&["run", "--wait", "0.2", "-E", "0", "busy", "--", "false"])
+        .expect_code(0);
+    t.run(&["acquire", "-n", "busy"])
+        .expect_code(1)
+        .expect_one_error_line();
+    stop(holder);
+    // Released when the holder's command ended.
+    t.run(&["run", "-n", "busy", "--", "true"]).expect_code(0);
+}
+
+pub fn sigterm_reaches_the_command(t: &Setup) {
+    let ready = t.path("term.ready");
+    let got = t.path("term.got");
+    let script = format!(
+        "trap 'echo TERM > \"{}\"; exit 7' TERM; touch '{}'; while :; do sleep 0.05; done",
+        got.display(),
+        ready.display()
+    );
+    let mut child = t.spawn(&["run", "term", "-c", &script]);
+    wait_for_file(&ready);
+    send(&child, Signal::SIGTERM);
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(7), "{:#?}", finish(child));
+    assert_eq!(std::fs::read_to_string(&got).expect("trap ran"), "TERM\n");
+    // fencelock released the lock after the command exited.
+    t.run(&["run", "-n", "term", "--", "true"]).expect_code(0);
+}
+
+pub fn interrupted_while_waiting(t: &Setup) {
+    let holder = t.hold("queue");
+    for (sig, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143)] {
+        let mut waiter = t.spawn(&["run", "queue", "--", "touch", "never"]);
+        wait_until_catching(waiter.id(), sig);
+        send(&waiter, sig);
+        let status = wait_bounded(&mut waiter);
+        let out = finish(waiter);
+        assert_eq!(status.code(), Some(code), "{sig}: {out:#?}");
+        assert!(out.stderr.contains("interrupted"), "{out:#?}");
+    }
+    assert!(!t.path("never").exists());
+    // The interrupted waiters left nothing behind: the holder still holds, and once
+    // it stops the lock is free.
+    t.run(&["run", "-n", "queue", "--", "true"]).expect_code(1);
+    stop(holder);
+    t.run(&["run", "-n", "queue", "--", "true"]).expect_code(0);
+}
+
+pub fn runs_never_overlap(t: &Setup) {
+    let log = t.path("overlap.log");
+    let script = format!(
+        "echo start >> '{0}'; sleep 0.1; echo end >> '{0}'",
+        log.display()
+    );
+    let children: Vec<Child> = (0..4)
+        .map(|_| t.spawn(&["run", "-w", "60s", "shared", "-c", &script]))
+        .collect();
+    for child in children {
+        let out = finish(child);
+        assert_eq!(out.code, Some(0), "{out:#?}");
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(String::from)
+        .collect();
+    let expected: Vec<String> = (0..4)
+        .flat_map(|_| ["start".into(), "end".into()])
+        .collect();
+    assert_eq!(lines, expected, "two commands ran at once");
+}
+
+pub fn acquire_extend_release_script(t: &Setup) {
+    // `set -x`: on failure, stderr shows which step and what it printed.
+    let script = r#"
+        set -x
+        out=$("$FL" acquire job --ttl 20s) || exit 10
+        value=$(printf '%s\n' "$out" | sed -n 's/^value=//p')
+        token=$(printf '%s\n' "$out" | sed -n 's/^token=//p')
+        [ -n "$value" ] && [ -n "$token" ] || exit 11
+        printf '%s\n' "$out" | grep -q '^valid_ms=[1-9]' || exit 12
+        "$FL" run -n job -- true; [ $? -eq 1 ] || exit 13
+        ext=$("$FL" extend job --value "$value" --ttl 30s) || exit 14
+        printf '%s\n' "$ext" | grep -q '^valid_ms=[1-9]' || exit 25
+        printf '%s\n' "$ext" | grep -q '^ttl_ms=30000$' || exit 26
+        "$FL" status job | grep -q '^job: held' || exit 15
+        "$FL" release job --value "$value" || exit 16
+        "$FL" release job --value "$value"; [ $? -eq 3 ] || exit 17
+        "$FL" extend job --value "$value" >/dev/null 2>&1; [ $? -eq 75 ] || exit 18
+        out2=$("$FL" acquire job --json) || exit 19
+        value2=$(printf '%s' "$out2" | sed -n 's/.*"value":"\([0-9a-f]*\)".*/\1/p')
+        token2=$(printf '%s' "$out2" | sed -n 's/.*"token":\([0-9]*\).*/\1/p')
+        [ "$token2" -gt "$token" ] || exit 20
+        "$FL" release job --value "$value"; [ $? -eq 4 ] || exit 21
+        "$FL" extend job --value "$value" >/dev/null 2>&1; [ $? -eq 75 ] || exit 22
+        FENCELOCK_VALUE="$value2" "$FL" release job || exit 23
+        "$FL" status job | grep -q '^job: free' || exit 24
+        echo ok
+    "#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .env("FL", env!("CARGO_BIN_EXE_fencelock"))
+        .env("FENCELOCK_STORE", t.stores.join(","))
+        .env("XDG_STATE_HOME", t.dir.path())
+        .env_remove("FENCELOCK_VALUE")
+        .env_remove("FENCELOCK_PREFIX")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = finish(cmd.spawn().expect("sh"));
+    assert_eq!(out.code, Some(0), "script step failed: {out:#?}");
+    assert_eq!(out.stdout, "ok\n");
+}
+
+pub fn status_shows_the_holder(t: &Setup) {
+    let holder = t.hold("shown");
+    let out = t.run(&["status", "shown", "other"]);
+    out.expect_code(0);
+    assert!(out.stdout.starts_with("shown: held\n"), "{out:#?}");
+    assert!(
+        out.stdout
+            .contains(&format!("holder: pid {} on ", holder.id())),
+        "{out:#?}"
+    );
+    assert!(out.stdout.contains("via run"), "{out:#?}");
+    assert!(out.stdout.contains("command: sh -c"), "{out:#?}");
+    assert!(out.stdout.contains("other: free\n"), "{out:#?}");
+
+    let json = t.run(&["status", "--json", "shown"]);
+    json.expect_code(0);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    let key = &v["keys"][0];
+    assert_eq!(key["key"], "shown");
+    assert_eq!(key["state"], "held");
+    assert_eq!(key["holder"]["pid"], holder.id());
+    assert_eq!(key["holder"]["via"], "run");
+    assert!(key["last_token"].as_u64().is_some_and(|t| t > 0), "{v}");
+    let nodes = key["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), t.stores.len());
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["held"] == true && n["ttl_ms"].as_u64().is_some_and(|ms| ms > 0)),
+        "{v}"
+    );
+    stop(holder);
+    let after = t.run(&["status", "shown"]);
+    assert!(after.stdout.starts_with("shown: free\n"), "{after:#?}");
+}
+
+pub fn command_cannot_run(t: &Setup) {
+    t.run(&["run", "exec", "--", "/nonexistent/command"])
+        .expect_code(127)
+        .expect_one_error_line();
+    let not_exec = t.path("not-executable");
+    std::fs::write(&not_exec, "data").expect("write");
+    t.run(&["run", "exec", "--", super::s(&not_exec)])
+        .expect_code(126)
+        .expect_one_error_line();
+    // Released after the failed start.
+    t.run(&["run", "-n", "exec", "--", "true"]).expect_code(0);
+}
+
+pub fn prefix_separates_namespaces(t: &Setup) {
+    let ready = t.path("prefixed.held");
+    let script = format!("touch '{}'; exec sleep 60", ready.display());
+    let holder = t.spawn(&["--prefix", "team-a:", "run", "k", "-c", &script]);
+    wait_for_file(&ready);
+    t.run(&["run", "-n", "--prefix", "team-a:", "k", "--", "true"])
+        .expect_code(1);
+    t.run(&["run", "-n", "--prefix", "team-b:", "k", "--", "true"])
+        .expect_code(0);
+    t.run(&["run", "-n", "k", "--", "true"]).expect_code(0);
+    // The prefix is applied to the full key: "team-a:k" is the same lock.
+    t.run(&["run", "-n", "team-a:k", "--", "true"])
+        .expect_code(1);
+    stop(holder);
+}

@@ -1,0 +1,140 @@
+//! Bad input never reaches a store: one `fencelock: …` line and exit 2 (usage), and
+//! `--help` is what `tests/snapshots/help.txt` says (regenerate the file with
+//! `UPDATE_SNAPSHOTS=1 cargo test -p fencelock-cli --test usage`).
+
+mod support;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+/// `fencelock` with a clean environment and an unreachable store, so that a test that
+/// wrongly got past validation fails with 69 instead of touching anything.
+fn fencelock(state: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::from_std(support::fencelock(state.path()));
+    cmd.args(["--store", "redis://127.0.0.1:1"]);
+    cmd
+}
+
+fn one_usage_line() -> impl Predicate<str> {
+    predicate::str::starts_with("fencelock: ")
+        .and(predicate::function(|s: &str| s.lines().count() == 1))
+        .and(predicate::str::contains("panicked").not())
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let cases: &[&[&str]] = &[
+        &["run", "--frobnicate", "k", "--", "true"],
+        &["frobnicate"],
+        &["run", "k"],
+        &["run", "--ttl", "abc", "k", "--", "true"],
+        &["run", "--ttl", "0", "k", "--", "true"],
+        &["run", "--ttl", "0s", "k", "--", "true"],
+        &["run", "-w", "soon", "k", "--", "true"],
+        &["run", "--kill-after", "x", "k", "--", "true"],
+        &["run", "-E", "300", "k", "--", "true"],
+        &["run", "-n", "-w", "1s", "k", "--", "true"],
+        &["run", "", "--", "true"],
+        &["run", "k", "--", ""],
+        &["run", "-c", "true", "k", "--", "true"],
+        &["acquire", ""],
+        &["acquire", "--ttl", "-1", "k"],
+        &["status"],
+        &["status", ""],
+        &["extend", "k"],
+        &["extend", "k", "--value", ""],
+        &["release", "k"],
+        &["release", "k", "--value", ""],
+        &["release", "a:fencelock:fence", "--value", "v"],
+    ];
+    for args in cases {
+        fencelock(&state)
+            .args(*args)
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(one_usage_line());
+    }
+}
+
+#[test]
+fn bad_store_urls_are_usage_errors_without_passwords() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for url in [
+        "nonsense",
+        "http://u:secret@h:1",
+        "redis://u:secret@h:1/notadb",
+        "redis://u:secret@",
+        "sqlite://",
+    ] {
+        Command::from_std(support::fencelock(state.path()))
+            .args(["--store", url, "run", "k", "--", "true"])
+            .assert()
+            .code(2)
+            .stderr(one_usage_line().and(predicate::str::contains("secret").not()));
+    }
+    Command::from_std(support::fencelock(state.path()))
+        .env(
+            "FENCELOCK_STORE",
+            "redis://u:secret@h:1/x,redis://127.0.0.1:1",
+        )
+        .args(["status", "k"])
+        .assert()
+        .code(2)
+        .stderr(one_usage_line().and(predicate::str::contains("secret").not()));
+}
+
+#[test]
+fn help_and_version() {
+    let state = tempfile::tempdir().expect("temp dir");
+    fencelock(&state)
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("fencelock "));
+    // No command at all: the help, on stderr, and a usage exit code.
+    Command::from_std(support::fencelock(state.path()))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("Usage: fencelock"));
+}
+
+#[test]
+fn help_matches_the_snapshot() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut text = String::new();
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["acquire", "--help"],
+        &["extend", "--help"],
+        &["release", "--help"],
+        &["status", "--help"],
+    ] {
+        let out = Command::from_std(support::fencelock(state.path()))
+            .args(args)
+            .env("FENCELOCK_STORE", "redis://user:hidden@h:1")
+            .env("FENCELOCK_PREFIX", "hidden")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        text.push_str(&format!("$ fencelock {}\n", args.join(" ")));
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.push('\n');
+    }
+    // Environment values (they may hold passwords) are never shown.
+    assert!(!text.contains("hidden"), "{text}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/help.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &text).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == text,
+        "--help changed; if that is intended, run with UPDATE_SNAPSHOTS=1 and commit \
+         {}\n--- got:\n{text}",
+        path.display()
+    );
+}
