@@ -246,8 +246,9 @@ impl NodeError {
     }
 
     /// Errors that retrying cannot fix (bad credentials, a replica, a foreign key type,
-    /// a cluster node, an unusable file): they surface as [`ErrorKind::Config`].
-    pub(crate) fn is_permanent(&self) -> bool {
+    /// a cluster node, an unusable file): the locker reports them as
+    /// [`ErrorKind::Config`] instead of retrying.
+    pub fn is_permanent(&self) -> bool {
         matches!(
             self.kind,
             NodeErrorKind::Auth
