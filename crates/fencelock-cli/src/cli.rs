@@ -106,6 +106,11 @@ pub enum Command {
     /// Show whether keys are held, by whom, for how long, and their last fencing
     /// token.
     Status(cmd::status::Args),
+
+    Demo(crate::demo::DemoArgs),
+
+    #[command(hide = true)]
+    DemoWorker(crate::demo::WorkerArgs),
 }
 
 /// The lease's TTL, as `run` and `acquire` take it.

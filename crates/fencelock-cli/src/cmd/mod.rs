@@ -20,5 +20,9 @@ pub async fn dispatch(cli: Cli) -> Outcome {
         Command::Extend(args) => extend::run(args, global).await,
         Command::Release(args) => release::run(args, global).await,
         Command::Status(args) => status::run(args, global).await,
+        Command::Demo(_) | Command::DemoWorker(_) => Err(crate::exit::Failure::new(
+            crate::exit::SOFTWARE,
+            "the demo is dispatched in main",
+        )),
     }
 }

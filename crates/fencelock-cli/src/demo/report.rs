@@ -1,0 +1,302 @@
+//! The verdicts, and the rounds as a table (people) or JSON (scripts).
+//!
+//! Every number comes from the driver's own reads of the ledger and the workers'
+//! reports; the verdict says what actually happened in *this* run (a race that did
+//! not fire is reported as luck, never as safety).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::Kept;
+use super::events::Outcome as Written;
+use super::rounds::{INITIAL_BALANCE, Outcome, Round};
+
+/// Everything the report shows.
+#[derive(Debug)]
+pub(crate) struct Report<'a> {
+    /// The lock stores (no passwords).
+    pub(crate) stores: &'a [String],
+    /// Where the ledgers are, in words.
+    pub(crate) ledger: String,
+    /// Workers per round.
+    pub(crate) workers: u32,
+    /// Accounts in the ledger.
+    pub(crate) accounts: u32,
+    /// Transfers per worker and round.
+    pub(crate) transfers_per_worker: u32,
+    /// The seed of the random transfers (to repeat a run).
+    pub(crate) seed: u64,
+    /// Where the ledgers were kept (`--keep`).
+    pub(crate) kept: Option<&'a Kept>,
+    /// The rounds.
+    pub(crate) rounds: &'a [Outcome],
+    /// The whole run, set-up included.
+    pub(crate) elapsed: Duration,
+}
+
+/// One round's verdict: whether the round kept fencelock's promise (always true for
+/// rounds that make none), and one line saying what happened.
+struct Verdict {
+    ok: bool,
+    text: String,
+}
+
+impl Report<'_> {
+    /// Whether every round that must conserve money did, and counted every transfer.
+    pub(crate) fn passed(&self) -> bool {
+        self.rounds.iter().all(|o| verdict(o).ok)
+    }
+
+    /// The rounds as a table, with a few lines of context after it.
+    pub(crate) fn table(&self) -> String {
+        let header = [
+            "round",
+            "transfers",
+            "total before",
+            "after",
+            "lost/invented",
+            "stale refused",
+            "transfers/s",
+            "hand-off p50",
+            "p99",
+            "verdict",
+        ];
+        let mut rows: Vec<[String; 10]> = vec![header.map(String::from)];
+        for (i, o) in self.rounds.iter().enumerate() {
+            let (p50, p99) = (
+                percentile(&o.handoffs_ns, 50.0),
+                percentile(&o.handoffs_ns, 99.0),
+            );
+            rows.push([
+                format!("{} {}", i + 1, o.round.title()),
+                o.applied.to_string(),
+                o.total_before.to_string(),
+                o.total_after.to_string(),
+                signed(o.total_after - o.total_before),
+                o.refused.to_string(),
+                format!("{:.0}", throughput(o)),
+                p50.map_or_else(|| "-".into(), ms),
+                p99.map_or_else(|| "-".into(), ms),
+                verdict(o).text,
+            ]);
+        }
+        let mut widths = [0; 10];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for (r, row) in rows.iter().enumerate() {
+            let mut line = String::new();
+            for (c, (cell, w)) in row.iter().zip(widths).enumerate() {
+                match c {
+                    // The name and the verdict read left to right; numbers line up right.
+                    0 => {
+                        let _ = write!(line, "{cell:<w$}");
+                    }
+                    9 => line.push_str(cell),
+                    _ => {
+                        let _ = write!(line, "  {cell:>w$}");
+                    }
+                }
+                if c == 8 {
+                    line.push_str("  ");
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+            if r == 0 {
+                out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * 9));
+                out.push('\n');
+            }
+        }
+        out.push('\n');
+        for (i, o) in self.rounds.iter().enumerate() {
+            if let Some(s) = &o.stall {
+                let _ = writeln!(
+                    out,
+                    "round {}: worker 0 (token {}) was stopped for {} ms; {}; its late write was {}.",
+                    i + 1,
+                    s.token,
+                    s.stopped.as_millis(),
+                    s.overtaken_by.map_or_else(
+                        || "nobody overtook it".to_string(),
+                        |t| format!("meanwhile token {t} wrote one of its accounts")
+                    ),
+                    match s.outcome {
+                        Written::Applied => "accepted",
+                        Written::Refused => "refused",
+                        Written::Declined => "not attempted",
+                    }
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} workers × {} transfers, {} accounts of {INITIAL_BALANCE}, seed {}; locks on {}; \
+             ledger: {}. {:.1} s.",
+            self.workers,
+            self.transfers_per_worker,
+            self.accounts,
+            self.seed,
+            self.stores.join(", "),
+            self.ledger,
+            self.elapsed.as_secs_f64()
+        );
+        out.push_str(
+            "Hand-off: from a holder's release to the grant of one of its accounts to \
+             another worker that was waiting.\n",
+        );
+        out
+    }
+
+    /// The rounds as JSON: every number of the table, and where each round's ledger is
+    /// (so that a script can check the totals against the ledger itself with --keep).
+    pub(crate) fn json(&self) -> String {
+        let rounds: Vec<Value> = self
+            .rounds
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let v = verdict(o);
+                json!({
+                    "round": i + 1,
+                    "id": o.round.id(),
+                    "title": o.round.title(),
+                    "ledger": o.ledger,
+                    "transfers": o.applied,
+                    "stale_writes_refused": o.refused,
+                    "declined": o.declined,
+                    "total_before": o.total_before,
+                    "total_after": o.total_after,
+                    "money_delta": o.total_after - o.total_before,
+                    "accounts_off": o.accounts_off,
+                    "throughput_per_s": throughput(o),
+                    "handoffs": o.handoffs_ns.len(),
+                    "handoff_p50_ms": percentile(&o.handoffs_ns, 50.0).map(ns_to_ms),
+                    "handoff_p99_ms": percentile(&o.handoffs_ns, 99.0).map(ns_to_ms),
+                    "stall": o.stall.as_ref().map(|s| json!({
+                        "token": s.token,
+                        "stopped_ms": s.stopped.as_millis(),
+                        "overtaken_by_token": s.overtaken_by,
+                        "late_write": s.outcome,
+                    })),
+                    "must_conserve": o.round.must_conserve(),
+                    "ok": v.ok,
+                    "verdict": v.text,
+                })
+            })
+            .collect();
+        let report = json!({
+            "ok": self.passed(),
+            "workers": self.workers,
+            "accounts": self.accounts,
+            "transfers_per_worker": self.transfers_per_worker,
+            "initial_balance": INITIAL_BALANCE,
+            "seed": self.seed,
+            "stores": self.stores,
+            "ledger": self.ledger,
+            "kept": self.kept,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "rounds": rounds,
+        });
+        report.to_string()
+    }
+}
+
+/// What happened in round `o`, judged against what the round is meant to show.
+fn verdict(o: &Outcome) -> Verdict {
+    let delta = o.total_after - o.total_before;
+    let intact = delta == 0 && o.accounts_off == 0;
+    let damage = || {
+        if delta < 0 {
+            format!("{} lost", -delta)
+        } else if delta > 0 {
+            format!("{delta} invented")
+        } else {
+            format!(
+                "updates lost on {} accounts (the total matches by chance)",
+                o.accounts_off
+            )
+        }
+    };
+    let (ok, text) = match o.round {
+        Round::NoLock if intact => (true, "no race hit this run: luck, not safety".into()),
+        Round::NoLock => (
+            true,
+            format!("{}: read-modify-writes overwrote each other", damage()),
+        ),
+        Round::Locked if intact => (true, "total conserved, every transfer counted".into()),
+        Round::StallUnfenced if intact => (
+            true,
+            "the late write did no harm this time (nobody overtook it?)".into(),
+        ),
+        Round::StallUnfenced => (
+            true,
+            format!(
+                "{}: the stalled holder's late write; no lock can stop it",
+                damage()
+            ),
+        ),
+        Round::StallFenced if intact && o.refused > 0 => (
+            true,
+            "late write refused by its old token; total conserved".into(),
+        ),
+        Round::StallFenced if intact => (
+            true,
+            "total conserved (no stale write reached the ledger)".into(),
+        ),
+        Round::Locked | Round::StallFenced => (false, format!("FAILED: {}", damage())),
+    };
+    Verdict { ok, text }
+}
+
+/// Applied transfers per second of the round's span.
+fn throughput(o: &Outcome) -> f64 {
+    if o.span_ns == 0 {
+        return 0.0;
+    }
+    o.applied as f64 / (o.span_ns as f64 / 1e9)
+}
+
+/// The nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+fn ns_to_ms(ns: u64) -> f64 {
+    (ns as f64 / 1e4).round() / 100.0
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.2} ms", ns as f64 / 1e6)
+}
+
+fn signed(n: i64) -> String {
+    if n > 0 {
+        format!("+{n}")
+    } else {
+        n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 99.0), Some(99));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
