@@ -315,9 +315,10 @@ impl Locker {
                         pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1))
                     } else if opts.notifications {
                         // No notices from this store (SQLite): poll, starting fast and
-                        // slowing down, never past the holder's TTL.
+                        // slowing down to at most 16 ms (a local transaction costs tens
+                        // of microseconds), never past the holder's TTL.
                         polls += 1;
-                        let step = Duration::from_millis(1) * (1u32 << polls.min(8));
+                        let step = Duration::from_millis(1) * (1u32 << polls.min(4));
                         let poll = step.min(opts.retry_delay);
                         pttl.map_or(poll, |p| p.min(poll))
                     } else {
