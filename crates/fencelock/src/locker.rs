@@ -461,6 +461,7 @@ impl Locker {
         let mut touched: Vec<usize> = Vec::new();
         // Nodes that refused: with a queue ticket, they put us in line.
         let mut refused: Vec<usize> = Vec::new();
+        let mut timed_out: Vec<usize> = Vec::new();
         while let Some((i, reply)) = pending.next().await {
             match reply {
                 Ok(Ok(Acquired::Granted { counter })) => {
@@ -490,7 +491,8 @@ impl Locker {
                         inner.nodes[i].name(),
                         format!("no answer within {} ms", timeout.as_millis()),
                     ));
-                    inner.background.send(Message::Abandon(i, spec.clone()));
+                    // What to do about it depends on the verdict (below).
+                    timed_out.push(i);
                 }
             }
             if tally.early().is_some() {
@@ -517,7 +519,7 @@ impl Locker {
                         // We hold the lock: a late refusal put us in line for nothing.
                         background.send(Message::LeaveQueue(i, queued.clone()));
                     }
-                    if reply.is_err() {
+                    if reply.is_err() && failed_attempt_or_ended {
                         background.send(Message::Abandon(i, spec.clone()));
                     } else if late_grant && failed_attempt_or_ended {
                         let node = locker.inner.nodes[i].clone();
@@ -527,6 +529,12 @@ impl Locker {
             });
         }
         if verdict != Verdict::Granted {
+            // A timed-out request may still land: release after it, on its connection,
+            // then drop that connection. (For a granted lease, a late landing is just
+            // one more node holding our key, released with the lease.)
+            for &i in &timed_out {
+                inner.background.send(Message::Abandon(i, spec.clone()));
+            }
             self.undo(spec, grants.iter().map(|(i, _)| *i).chain(touched), timeout)
                 .await;
             guard.disarm();
@@ -562,7 +570,14 @@ impl Locker {
         }
         let validity = quorum::validity(ttl, start.elapsed(), inner.options.drift_factor);
         let (true, Some(validity)) = (committed >= q, validity) else {
-            self.undo(spec, grants.iter().map(|(i, _)| *i), timeout)
+            // Failed after all: late grants are undone by the task above, timed-out
+            // requests are abandoned.
+            ended.store(true, Ordering::Release);
+            for &i in &timed_out {
+                inner.background.send(Message::Abandon(i, spec.clone()));
+            }
+            // Every node: one that answers late may have granted meanwhile.
+            self.undo(spec, (0..n).filter(|i| !timed_out.contains(i)), timeout)
                 .await;
             guard.disarm();
             errors.push(NodeError::new(

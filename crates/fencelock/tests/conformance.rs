@@ -48,7 +48,7 @@ impl Backend {
     fn builder(&self) -> fencelock::LockerBuilder {
         Locker::builder()
             .stores(self.urls())
-            .request_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_secs(1))
     }
 
     fn locker(&self) -> Locker {

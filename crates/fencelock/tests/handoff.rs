@@ -17,7 +17,7 @@ fn patient(cluster: &Cluster) -> Locker {
         .stores(cluster.urls())
         .retry_delay(Duration::from_secs(3600))
         .retry_jitter(Duration::from_millis(5))
-        .request_timeout(Duration::from_millis(200))
+        .request_timeout(Duration::from_secs(1))
         .build()
         .expect("locker")
 }
@@ -180,7 +180,7 @@ async fn contend(cluster: &Cluster, fair: bool, sections: usize) -> Vec<usize> {
             .stores(cluster.urls())
             .fair(fair)
             .retry_delay(Duration::from_secs(3600))
-            .request_timeout(Duration::from_millis(200))
+            .request_timeout(Duration::from_secs(1))
             .build()
             .expect("locker");
         let inside = inside.clone();

@@ -11,7 +11,7 @@ use support::Cluster;
 fn locker(cluster: &Cluster) -> Locker {
     Locker::builder()
         .stores(cluster.urls())
-        .request_timeout(Duration::from_millis(100))
+        .request_timeout(Duration::from_millis(300))
         .build()
         .expect("locker")
 }
