@@ -28,6 +28,7 @@ pub(crate) struct Options {
     pub(crate) holder: Option<String>,
     pub(crate) keys: KeyLimits,
     pub(crate) max_ttl: Duration,
+    pub(crate) max_hold: Option<Duration>,
 }
 
 impl Default for Options {
@@ -46,6 +47,7 @@ impl Default for Options {
             holder: None,
             keys: KeyLimits::default(),
             max_ttl: DEFAULT_MAX_TTL,
+            max_hold: None,
         }
     }
 }
@@ -216,6 +218,14 @@ impl LockerBuilder {
     /// The longest TTL accepted (default 7 days).
     pub fn max_ttl(mut self, max: Duration) -> Self {
         self.options.max_ttl = max;
+        self
+    }
+
+    /// How long automatic renewal may keep one lease (default: no limit). A lease
+    /// renewed for longer is no longer extended: it runs out at the end of its current
+    /// TTL and `lost()` fires, so a stuck job cannot hold a lock forever.
+    pub fn max_hold(mut self, limit: Option<Duration>) -> Self {
+        self.options.max_hold = limit;
         self
     }
 

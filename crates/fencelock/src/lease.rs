@@ -34,6 +34,9 @@ pub(crate) struct LeaseState {
     pub(crate) value: Arc<str>,
     pub(crate) holder: Option<Arc<str>>,
     pub(crate) token: u64,
+    /// When the lease was granted: automatic renewal stops after the locker's
+    /// `max_hold` counted from here.
+    pub(crate) acquired_at: Instant,
     ttl_ms: AtomicU64,
     timing: Mutex<Timing>,
     /// Fired when the lease is lost, and when it ends (released or dropped).
@@ -84,6 +87,7 @@ impl LeaseState {
             value: spec.value.clone(),
             holder: spec.holder.clone(),
             token,
+            acquired_at: Instant::now(),
             ttl_ms: AtomicU64::new(spec.ttl_ms),
             timing: Mutex::new(Timing {
                 valid_until,

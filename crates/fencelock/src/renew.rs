@@ -153,13 +153,21 @@ impl Task {
     fn tick(&mut self) {
         self.leases.retain(|_, l| !l.is_ended() && !l.is_lost());
         let now = Instant::now();
+        for lease in self.leases.values() {
+            if held_too_long(lease, &self.options, now) {
+                // Renewal stops; the lease runs out at the end of its current TTL.
+                lease.auto_renew.store(false, Ordering::Release);
+            }
+        }
         let round = self.leases.values().any(|l| is_overdue(l, now));
         let mut due = Vec::new();
         for lease in self.leases.values() {
             // Checked even while a renewal round is in flight: a slow round must not
             // let the lease claim validity it can no longer prove.
             if now >= lease.lost_deadline() {
-                let why = if lease.auto_renew.load(Ordering::Acquire) {
+                let why = if held_too_long(lease, &self.options, now) {
+                    "it was held longer than the locker's max_hold, so renewal stopped"
+                } else if lease.auto_renew.load(Ordering::Acquire) {
                     "renewal did not reach a majority of nodes before the lease ran out"
                 } else {
                     "its validity ran out (it was not extended)"
@@ -201,6 +209,13 @@ fn is_due(lease: &LeaseState, now: Instant) -> bool {
     lease.auto_renew.load(Ordering::Acquire)
         && !lease.renewing.load(Ordering::Acquire)
         && lease.renew_at() <= now + lease.ttl() / 6
+}
+
+/// Whether a lease has used up the locker's `max_hold`: it is not renewed any more.
+fn held_too_long(lease: &LeaseState, options: &Options, now: Instant) -> bool {
+    options
+        .max_hold
+        .is_some_and(|max| now.saturating_duration_since(lease.acquired_at) >= max)
 }
 
 fn is_overdue(lease: &LeaseState, now: Instant) -> bool {

@@ -240,3 +240,31 @@ async fn ten_thousand_leases_cost_requests_per_tick_not_per_lease() {
     }
     l.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_hold_stops_renewal_and_fires_lost() {
+    let cluster = Cluster::start(1);
+    let l = Locker::builder()
+        .stores(cluster.urls())
+        .max_hold(Some(Duration::from_millis(1500)))
+        .build()
+        .expect("locker");
+    let lease = l
+        .acquire("bounded", Duration::from_millis(600))
+        .await
+        .expect("acquire");
+    lease.set_auto_renew(true);
+    // Renewed past its first TTL …
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(lease.is_valid(), "renewal did not run before max_hold");
+    // … but not past max_hold plus one TTL.
+    tokio::time::timeout(Duration::from_secs(10), lease.lost())
+        .await
+        .expect("lost() did not fire after max_hold");
+    assert!(lease.is_lost());
+    let other = l
+        .acquire("bounded", Duration::from_secs(1))
+        .await
+        .expect("the lock is free once the bounded lease ran out");
+    other.release().await.expect("release");
+}
