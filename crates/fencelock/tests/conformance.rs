@@ -350,3 +350,22 @@ async fn debug_output_never_shows_the_lock_value() {
     assert!(!shown.contains(lease.value()), "value printed: {shown}");
     assert!(shown.contains("secret"), "keys should be shown: {shown}");
 }
+
+#[test]
+fn dropping_a_lease_outside_any_runtime_does_not_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let locker = Locker::builder()
+        .store("memory://drop-outside")
+        .build()
+        .expect("locker");
+    let lease = runtime
+        .block_on(locker.acquire("outside", TTL))
+        .expect("acquire");
+    drop(runtime);
+    // No runtime any more: Drop must only enqueue, never spawn or block.
+    drop(lease);
+    drop(locker);
+}
