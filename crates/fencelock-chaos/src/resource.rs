@@ -1,0 +1,264 @@
+//! The protected resource: a counter and a two-account ledger, kept twice — once
+//! fenced, once not — on a Redis node that no fault touches.
+//!
+//! Every worker does the same read-modify-write under its lease on both copies:
+//! read `counter`, `a`, `b`; think; write `counter + 1`, `a - x` (computed from the
+//! read) and credit `b += x` (an increment). Interleaved by another holder, that loses
+//! a counter update and creates money, both visible at the end. The fenced copy
+//! refuses a read or a write whose token is lower than the highest it has seen, and a
+//! read *raises* the fence: fencing only writes would still let a stale holder's write
+//! land between a newer holder's read and write (a lost update with every token in
+//! order). The unfenced copy trusts the lock alone — the negative control run side by
+//! side with the same tokens.
+//!
+//! Each operation takes a sequence number inside the Lua script that applies it and
+//! logs itself to `res:log`, so the resource's own order is recorded — not the order
+//! in which the clients think they acted.
+
+use redis::Script;
+
+use crate::history::{LeaseId, Res, ResourceOp};
+
+/// The initial balance of each ledger account (so the total is twice this).
+pub const INITIAL_BALANCE: i64 = 1000;
+
+/// The log list on the resource node.
+pub const LOG_KEY: &str = "res:log";
+/// Where the last reader announces itself ("worker pid lease token"), for the
+/// client-pause fault to find the holder.
+pub const HOLDER_KEY: &str = "res:holder";
+
+/// Reads both copies (fencing the fenced one) and announces the reader. Tokens are
+/// compared as Lua numbers (exact below 2^53; fencelock's tokens are about 2^51) and
+/// logged as the strings the client sent, so the log never rounds them.
+const READ: &str = r"
+local token = tonumber(ARGV[2])
+local out = {}
+for _, r in ipairs({'F', 'U'}) do
+  local seq = redis.call('INCR', 'res:seq')
+  local ok = 1
+  if r == 'F' then
+    local seen = tonumber(redis.call('GET', 'F:fence') or '0')
+    if token < seen then ok = 0 else redis.call('SET', 'F:fence', ARGV[2]) end
+  end
+  local c = tonumber(redis.call('GET', r .. ':counter') or '0')
+  local a = tonumber(redis.call('GET', r .. ':a') or '0')
+  local b = tonumber(redis.call('GET', r .. ':b') or '0')
+  redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|read|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. c .. '|' .. a .. '|' .. b)
+  table.insert(out, ok)
+  table.insert(out, c)
+  table.insert(out, a)
+  table.insert(out, b)
+end
+redis.call('SET', 'res:holder', ARGV[3])
+return out
+";
+
+/// Writes both copies. Per copy: ARGV `do` (1/0), new counter, new `a`, credit to `b`.
+const WRITE: &str = r"
+local token = tonumber(ARGV[2])
+local out = {}
+for i, r in ipairs({'F', 'U'}) do
+  local base = 2 + (i - 1) * 4
+  if ARGV[base + 1] == '1' then
+    local seq = redis.call('INCR', 'res:seq')
+    local ok = 1
+    if r == 'F' then
+      local seen = tonumber(redis.call('GET', 'F:fence') or '0')
+      if token < seen then ok = 0 else redis.call('SET', 'F:fence', ARGV[2]) end
+    end
+    if ok == 1 then
+      redis.call('SET', r .. ':counter', ARGV[base + 2])
+      redis.call('SET', r .. ':a', ARGV[base + 3])
+      redis.call('INCRBY', r .. ':b', ARGV[base + 4])
+    end
+    local c = tonumber(redis.call('GET', r .. ':counter') or '0')
+    local a = tonumber(redis.call('GET', r .. ':a') or '0')
+    local b = tonumber(redis.call('GET', r .. ':b') or '0')
+    redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|write|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. c .. '|' .. a .. '|' .. b)
+    table.insert(out, ok)
+  else
+    table.insert(out, -1)
+  end
+end
+return out
+";
+
+/// What a read returned for one copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Whether the copy accepted the read (fenced copy: token not stale).
+    pub ok: bool,
+    /// The counter.
+    pub counter: i64,
+    /// Account A.
+    pub a: i64,
+    /// Account B.
+    pub b: i64,
+}
+
+/// A client of the resource node (one multiplexed connection).
+#[derive(Clone)]
+pub struct ResourceClient {
+    con: redis::aio::MultiplexedConnection,
+    read: Script,
+    write: Script,
+}
+
+impl std::fmt::Debug for ResourceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResourceClient")
+    }
+}
+
+impl ResourceClient {
+    /// Connects to the resource node.
+    ///
+    /// # Errors
+    ///
+    /// When the node cannot be reached.
+    pub async fn connect(url: &str) -> redis::RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        // No response timeout: the resource node is fault-free, and giving up on an
+        // operation that can still be applied would make the history lie.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(ResourceClient {
+            con,
+            read: Script::new(READ),
+            write: Script::new(WRITE),
+        })
+    }
+
+    /// Reads both copies under `token` and announces `holder`.
+    ///
+    /// # Errors
+    ///
+    /// Redis errors.
+    pub async fn read(
+        &mut self,
+        lease: LeaseId,
+        token: u64,
+        holder: &str,
+    ) -> redis::RedisResult<[Snapshot; 2]> {
+        let v: Vec<i64> = self
+            .read
+            .arg(lease)
+            .arg(token)
+            .arg(holder)
+            .invoke_async(&mut self.con)
+            .await?;
+        let snap = |i: usize| Snapshot {
+            ok: v.get(i * 4).copied() == Some(1),
+            counter: v.get(i * 4 + 1).copied().unwrap_or(0),
+            a: v.get(i * 4 + 2).copied().unwrap_or(0),
+            b: v.get(i * 4 + 3).copied().unwrap_or(0),
+        };
+        Ok([snap(0), snap(1)])
+    }
+
+    /// Writes, on each copy whose read was accepted, `counter + 1`, `a - amount` and
+    /// credits `amount` to `b`. Returns per copy: accepted, refused, or not attempted.
+    ///
+    /// # Errors
+    ///
+    /// Redis errors.
+    pub async fn write(
+        &mut self,
+        lease: LeaseId,
+        token: u64,
+        read: &[Snapshot; 2],
+        amount: i64,
+    ) -> redis::RedisResult<Vec<i64>> {
+        let mut inv = self.write.prepare_invoke();
+        inv.arg(lease).arg(token);
+        for s in read {
+            inv.arg(i64::from(s.ok))
+                .arg(s.counter + 1)
+                .arg(s.a - amount)
+                .arg(amount);
+        }
+        inv.invoke_async(&mut self.con).await
+    }
+}
+
+/// Sets the initial state (counters 0, both accounts at [`INITIAL_BALANCE`]).
+///
+/// # Errors
+///
+/// Redis errors.
+pub fn initialize(con: &mut redis::Connection) -> redis::RedisResult<()> {
+    redis::cmd("FLUSHALL").exec(con)?;
+    for r in ["F", "U"] {
+        redis::cmd("MSET")
+            .arg(format!("{r}:counter"))
+            .arg(0)
+            .arg(format!("{r}:a"))
+            .arg(INITIAL_BALANCE)
+            .arg(format!("{r}:b"))
+            .arg(INITIAL_BALANCE)
+            .exec(con)?;
+    }
+    Ok(())
+}
+
+/// Reads the resource's log, in its own order.
+///
+/// # Errors
+///
+/// Redis errors, or a log line that does not parse (reported with the line).
+pub fn read_log(con: &mut redis::Connection) -> Result<Vec<ResourceOp>, String> {
+    let lines: Vec<String> = redis::cmd("LRANGE")
+        .arg(LOG_KEY)
+        .arg(0)
+        .arg(-1)
+        .query(con)
+        .map_err(|e| format!("LRANGE {LOG_KEY}: {e}"))?;
+    let mut ops = lines
+        .iter()
+        .map(|l| parse_log_line(l).ok_or_else(|| format!("bad resource log line {l:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    ops.sort_by_key(|o| o.seq);
+    Ok(ops)
+}
+
+/// Parses `seq|res|op|lease|token|ok|counter|a|b`.
+pub fn parse_log_line(line: &str) -> Option<ResourceOp> {
+    let f: Vec<&str> = line.split('|').collect();
+    if f.len() != 9 {
+        return None;
+    }
+    Some(ResourceOp {
+        seq: f[0].parse().ok()?,
+        res: match f[1] {
+            "F" => Res::F,
+            "U" => Res::U,
+            _ => return None,
+        },
+        op: f[2].to_string(),
+        lease: f[3].parse().ok()?,
+        token: f[4].parse().ok()?,
+        ok: f[5] == "1",
+        counter: f[6].parse().ok()?,
+        a: f[7].parse().ok()?,
+        b: f[8].parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_parse_exactly() {
+        let op = parse_log_line("12|F|write|4294967297|1764230000123456|0|5|990|1010").unwrap();
+        assert_eq!(op.seq, 12);
+        assert_eq!(op.res, Res::F);
+        assert_eq!(op.token, 1_764_230_000_123_456);
+        assert!(!op.ok);
+        assert_eq!((op.counter, op.a, op.b), (5, 990, 1010));
+        assert!(parse_log_line("1|X|read|1|1|1|0|0|0").is_none());
+    }
+}

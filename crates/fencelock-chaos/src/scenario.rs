@@ -1,0 +1,899 @@
+//! Scenarios: a cluster, a workload, a fault schedule, and what the checker must (and
+//! must not) find. [`run`] carries one out end to end.
+//!
+//! The negative controls are made deterministic by construction rather than by luck:
+//! [`Step::PinQuorum`] isolates one node for longer than the TTL (so it holds no live
+//! key), then waits for a *fresh* grant, which can only have come from the two other
+//! nodes. The next fault then hits a node the current holder's quorum depends on —
+//! restarting it empty, or jumping its clock past the TTL — and the next acquirer
+//! gets a majority from that node plus the one that was isolated, while the first
+//! holder still believes it holds the lock.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::checker::{Bounds, Findings, Kind, Violation, check};
+use crate::clock::{mono_ns, nanos};
+use crate::faults::clock::ClockShim;
+use crate::faults::partition::{Cut, Netns};
+use crate::faults::proxy::{Proxy, ProxyMode};
+use crate::history::{FaultEvent, History, NodeProbe, Res, read_worker_events};
+use crate::node::{NodeOptions, Persistence, RedisNode};
+use crate::resource::{self, HOLDER_KEY, INITIAL_BALANCE};
+use crate::workload::WorkerConfig;
+
+/// Set by the binary's Ctrl-C / SIGTERM handler: the running scenario stops at its
+/// next step and its rig is dropped (workers, nodes, proxies, namespaces cleaned up).
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn interrupted() -> Result<(), String> {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
+        Err("interrupted".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Sleeps, waking early (with an error) when interrupted.
+fn nap(d: Duration) -> Result<(), String> {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        interrupted()?;
+        std::thread::sleep((until - Instant::now()).min(ms(50)));
+    }
+    Ok(())
+}
+
+/// The lock key every worker contends for.
+pub const KEY: &str = "chaos:ledger";
+
+/// How one lock node is set up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeSetup {
+    /// AOF with `appendfsync always` instead of no persistence.
+    pub aof: bool,
+    /// In its own network namespace (for [`Step::Cut`]).
+    pub netns: bool,
+    /// Under the clock shim (for [`Step::ClockJump`]).
+    pub clock: bool,
+    /// Behind the TCP proxy (for [`Step::Proxy`]).
+    pub proxy: bool,
+}
+
+/// One step of a fault schedule. Node indices are into the lock nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Wait.
+    Sleep(Duration),
+    /// SIGSTOP a node.
+    PauseNode(usize),
+    /// SIGCONT a node.
+    ResumeNode(usize),
+    /// `kill -9` a node.
+    CrashNode(usize),
+    /// Start a crashed node again (empty without persistence).
+    StartNode(usize),
+    /// Isolate node `paused` for longer than the TTL, then wait for a fresh grant held
+    /// on exactly `a` and `b` (see the module docs). The node stays isolated. If it is
+    /// behind a proxy, the proxy resets its connections (nothing is queued, nothing
+    /// delivered late); otherwise the node is stopped with SIGSTOP.
+    PinQuorum {
+        /// The node to isolate.
+        paused: usize,
+        /// The other two.
+        a: usize,
+        /// The node the next fault will hit.
+        b: usize,
+    },
+    /// SIGSTOP the worker that holds the lock (right after its read) for this long.
+    PauseHolder(Duration),
+    /// Cut a node (in its namespace) off.
+    Cut(usize, Cut),
+    /// Heal a cut.
+    Heal(usize, Cut),
+    /// Set a node's proxy mode.
+    Proxy(usize, ProxyMode),
+    /// Move a node's wall clock by this many ms (from now on).
+    ClockJump(usize, i64),
+    /// Record what every lock node holds for the key (value and PTTL) in the history.
+    Probe,
+    /// Every fault is healed: liveness is measured from here.
+    Healed,
+}
+
+/// A scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Short name.
+    pub name: String,
+    /// The fault, in words (for the report).
+    pub fault: String,
+    /// The lock nodes.
+    pub nodes: Vec<NodeSetup>,
+    /// Worker processes.
+    pub workers: u32,
+    /// How long workers keep taking leases.
+    pub duration: Duration,
+    /// Lease TTL.
+    pub ttl: Duration,
+    /// Think time between read and write.
+    pub hold_ms: (u64, u64),
+    /// Per-node request timeout.
+    pub request_timeout: Duration,
+    /// Retry delay (polling, notifications off).
+    pub retry_delay: Duration,
+    /// The acquire's wait.
+    pub max_wait: Duration,
+    /// Release notices on (waiters sleep until notice or PTTL) or off (poll).
+    pub notifications: bool,
+    /// The faults.
+    pub schedule: Vec<Step>,
+    /// Violations that MUST be flagged (negative controls).
+    pub expect: Vec<Kind>,
+    /// Violations that may be flagged.
+    pub allow: Vec<Kind>,
+}
+
+fn is_unfenced(k: Kind) -> bool {
+    unfenced_damage().contains(&k)
+}
+
+/// The violations a stale holder produces on the unfenced copy.
+pub fn unfenced_damage() -> Vec<Kind> {
+    vec![
+        Kind::StaleAccepted(Res::U),
+        Kind::Interleaved(Res::U),
+        Kind::LostUpdate(Res::U),
+        Kind::LedgerDelta(Res::U),
+    ]
+}
+
+impl Scenario {
+    fn base(name: &str, fault: &str, n: usize) -> Scenario {
+        Scenario {
+            name: name.into(),
+            fault: fault.into(),
+            nodes: vec![NodeSetup::default(); n],
+            workers: 4,
+            duration: Duration::from_secs(8),
+            ttl: Duration::from_millis(1500),
+            hold_ms: (20, 80),
+            request_timeout: Duration::from_millis(100),
+            retry_delay: Duration::from_millis(50),
+            max_wait: Duration::from_secs(4),
+            notifications: false,
+            schedule: Vec::new(),
+            expect: Vec::new(),
+            allow: Vec::new(),
+        }
+    }
+
+    /// The workload, in words (for the report).
+    pub fn workload(&self) -> String {
+        format!(
+            "{} nodes, {} workers, TTL {} ms, hold {}–{} ms, {}",
+            self.nodes.len(),
+            self.workers,
+            self.ttl.as_millis(),
+            self.hold_ms.0,
+            self.hold_ms.1,
+            if self.notifications {
+                "notices"
+            } else {
+                "polling"
+            }
+        )
+    }
+
+    /// Scales durations for a soak round (`factor` ≥ 1 makes runs longer).
+    pub fn scaled(mut self, factor: u32) -> Scenario {
+        self.duration *= factor.max(1);
+        self
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// The scenarios, in the order the short suite runs them.
+pub fn all() -> Vec<Scenario> {
+    let mut v = Vec::new();
+
+    let mut s = Scenario::base("baseline", "none", 3);
+    s.notifications = true;
+    // Probes during the start-up rush (every worker's first attempt at once) and later:
+    // no key may outlive the attempt that set it.
+    s.schedule = vec![
+        Step::Sleep(ms(60)),
+        Step::Probe,
+        Step::Sleep(ms(400)),
+        Step::Probe,
+        Step::Sleep(ms(400)),
+        Step::Probe,
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = Scenario::base(
+        "client-pause",
+        "SIGSTOP the holder (after its read) for TTL + 1 s, then SIGCONT",
+        3,
+    );
+    s.hold_ms = (150, 300);
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::PauseHolder(ms(2500)),
+        Step::Healed,
+    ];
+    s.expect = unfenced_damage();
+    v.push(s);
+
+    let mut s = Scenario::base("node-pause", "SIGSTOP node 0 for 2×TTL, then SIGCONT", 3);
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::PauseNode(0),
+        Step::Sleep(ms(3000)),
+        Step::ResumeNode(0),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = Scenario::base(
+        "majority-down",
+        "SIGSTOP nodes 0 and 1 for 2 s (no quorum), then SIGCONT",
+        3,
+    );
+    s.max_wait = ms(1500);
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::PauseNode(0),
+        Step::PauseNode(1),
+        Step::Sleep(ms(2000)),
+        Step::ResumeNode(0),
+        Step::ResumeNode(1),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = Scenario::base(
+        "stray-key",
+        "SIGSTOP node 2 for TTL + 0.2 s while a holder keeps nodes 0,1 and waiters retry; SIGCONT; probe twice, 400 ms apart",
+        3,
+    );
+    s.duration = Duration::from_secs(9);
+    s.hold_ms = (600, 900);
+    s.ttl = ms(2000);
+    s.schedule = vec![
+        Step::Sleep(ms(500)),
+        Step::PinQuorum {
+            paused: 2,
+            a: 0,
+            b: 1,
+        },
+        Step::ResumeNode(2),
+        Step::Sleep(ms(100)),
+        Step::Probe,
+        Step::Sleep(ms(400)),
+        Step::Probe,
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let pinned = |name: &str, fault: &str, then: Vec<Step>| {
+        let mut s = Scenario::base(name, fault, 3);
+        s.duration = Duration::from_secs(9);
+        s.hold_ms = (600, 900);
+        s.ttl = ms(2000);
+        // Node 2 is isolated through its proxy (connections reset), not SIGSTOP: a
+        // stopped node applies the acquires that queued up at it when it wakes, and
+        // one of them can leave a stray key there for a whole TTL (see
+        // docs/reliability.md), which would hide the violation we want to show.
+        s.nodes[2].proxy = true;
+        s.schedule = vec![
+            Step::Sleep(ms(500)),
+            Step::PinQuorum {
+                paused: 2,
+                a: 0,
+                b: 1,
+            },
+            Step::Proxy(2, ProxyMode::Pass),
+            Step::Probe,
+            Step::Sleep(ms(250)),
+            Step::Probe,
+        ];
+        s.schedule.extend(then);
+        s.schedule.push(Step::Probe);
+        s.schedule.push(Step::Healed);
+        s
+    };
+
+    let mut s = pinned(
+        "restart-now",
+        "holder's quorum = {0,1}; kill -9 node 1, restart empty at once",
+        vec![Step::CrashNode(1), Step::StartNode(1)],
+    );
+    s.expect = [vec![Kind::LockOverlap], unfenced_damage()].concat();
+    v.push(s);
+
+    v.push(pinned(
+        "restart-delayed",
+        "holder's quorum = {0,1}; kill -9 node 1, restart empty after TTL + 0.5 s",
+        vec![
+            Step::CrashNode(1),
+            Step::Sleep(ms(2500)),
+            Step::StartNode(1),
+        ],
+    ));
+
+    let mut s = pinned(
+        "restart-aof",
+        "holder's quorum = {0,1}; kill -9 node 1 (AOF, fsync always), restart at once",
+        vec![Step::CrashNode(1), Step::StartNode(1)],
+    );
+    for n in &mut s.nodes {
+        n.aof = true;
+    }
+    v.push(s);
+
+    let mut s = pinned(
+        "clock-jump",
+        "holder's quorum = {0,1}; node 1's wall clock jumps +30 s",
+        vec![Step::ClockJump(1, 30_000)],
+    );
+    s.nodes[1].clock = true;
+    s.expect = [vec![Kind::LockOverlap], unfenced_damage()].concat();
+    v.push(s);
+
+    let mut s = Scenario::base(
+        "partition",
+        "node 0 in a netns: iptables DROP 2 s, heal; REJECT (tcp-reset) 1 s, heal",
+        3,
+    );
+    s.nodes[0].netns = true;
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::Cut(0, Cut::Drop),
+        Step::Sleep(ms(2000)),
+        Step::Heal(0, Cut::Drop),
+        Step::Sleep(ms(500)),
+        Step::Cut(0, Cut::Reject),
+        Step::Sleep(ms(1000)),
+        Step::Heal(0, Cut::Reject),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = Scenario::base(
+        "latency",
+        "proxy on node 1: +300 ms; blackhole 1 s then deliver late; reset",
+        3,
+    );
+    s.nodes[1].proxy = true;
+    s.schedule = vec![
+        Step::Sleep(ms(800)),
+        Step::Proxy(1, ProxyMode::Delay(ms(300))),
+        Step::Sleep(ms(1500)),
+        Step::Proxy(1, ProxyMode::Blackhole),
+        Step::Sleep(ms(1000)),
+        Step::Proxy(1, ProxyMode::Pass),
+        Step::Sleep(ms(500)),
+        Step::Proxy(1, ProxyMode::Reset),
+        Step::Sleep(ms(800)),
+        Step::Proxy(1, ProxyMode::Pass),
+        Step::Healed,
+    ];
+    v.push(s);
+    v
+}
+
+/// The scenario named `name`.
+pub fn by_name(name: &str) -> Option<Scenario> {
+    all().into_iter().find(|s| s.name == name)
+}
+
+/// A finished scenario: the findings, judged against the expectations.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// What the checker found.
+    pub findings: Findings,
+    /// Expected violations that were NOT flagged (the checker failed to see).
+    pub missing: Vec<Kind>,
+    /// Violations that were not expected.
+    pub unexpected: Vec<Violation>,
+    /// Where the history was saved (always, for a failed judgement).
+    pub history: Option<PathBuf>,
+}
+
+impl Outcome {
+    /// Whether everything was as expected.
+    pub fn passed(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty()
+    }
+
+    /// A human-readable report with every counter-example.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "== {} [{}]: {}\n   longest worker stall {:.0} ms, grants {}, acquire failures {}, stale writes rejected {}, stale reads rejected {}, lost updates F/U {}/{}, ledger delta F/U {}/{}, recovery {}\n",
+            self.scenario.name,
+            if self.passed() {
+                "as expected"
+            } else {
+                "FAILED"
+            },
+            self.scenario.fault,
+            self.findings.stats.longest_stall_ms,
+            self.findings.stats.grants,
+            self.findings.stats.acquire_failures,
+            self.findings.stats.stale_writes_rejected,
+            self.findings.stats.stale_reads_rejected,
+            self.findings.stats.lost_updates.get(&Res::F).unwrap_or(&0),
+            self.findings.stats.lost_updates.get(&Res::U).unwrap_or(&0),
+            self.findings.stats.ledger_delta.get(&Res::F).unwrap_or(&0),
+            self.findings.stats.ledger_delta.get(&Res::U).unwrap_or(&0),
+            self.findings
+                .stats
+                .recovery_ms
+                .map_or_else(|| "n/a".to_string(), |r| format!("{r:.0} ms")),
+        );
+        for v in &self.findings.violations {
+            let tag = if self.scenario.expect.contains(&v.kind) {
+                "expected"
+            } else if self.scenario.allow.contains(&v.kind)
+                || (is_unfenced(v.kind)
+                    && self.findings.stats.longest_stall_ms
+                        > self
+                            .scenario
+                            .ttl
+                            .saturating_sub(ms(self.scenario.hold_ms.1))
+                            .as_secs_f64()
+                            * 1000.0)
+            {
+                "allowed: a worker stalled past its lease"
+            } else {
+                "UNEXPECTED"
+            };
+            s.push_str(&format!(
+                "   [{tag}] {} ×{}: {}\n",
+                v.kind, v.count, v.summary
+            ));
+            for e in &v.events {
+                s.push_str(&format!("       {e}\n"));
+            }
+        }
+        for k in &self.missing {
+            s.push_str(&format!(
+                "   [MISSING] expected {k} to be flagged; the checker did not see it\n"
+            ));
+        }
+        if let Some(p) = &self.history {
+            s.push_str(&format!("   history saved: {}\n", p.display()));
+        }
+        s
+    }
+}
+
+/// Everything a run owns; dropped in reverse order on any exit, panic included:
+/// workers, proxies, nodes, then namespaces and the temp dir.
+struct Rig {
+    dir: tempfile::TempDir,
+    shim: Option<Arc<ClockShim>>,
+    nodes: Vec<RedisNode>,
+    resource: Option<RedisNode>,
+    proxies: Vec<Option<Proxy>>,
+    rt: tokio::runtime::Runtime,
+    workers: Vec<Child>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let pid = Pid::from_raw(i32::try_from(w.id()).unwrap_or(i32::MAX));
+            let _ = kill(pid, Signal::SIGCONT);
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        self.proxies.clear();
+        self.nodes.clear();
+        self.resource = None;
+    }
+}
+
+/// Runs `sc` with workers started from `exe` (this crate's binary). Saves the history
+/// under `save_dir` when the outcome is not as expected (or always, if `keep`).
+///
+/// # Errors
+///
+/// When the rig cannot be set up — a missing tool, no permission, no network
+/// namespaces — with a message that says what to install or fix. Never a skip.
+pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Outcome, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("fencelock-chaos-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let mut rig = Rig {
+        dir,
+        shim: None,
+        nodes: Vec::new(),
+        resource: None,
+        proxies: Vec::new(),
+        rt,
+        workers: Vec::new(),
+    };
+    if sc.nodes.iter().any(|n| n.clock) {
+        rig.shim = Some(Arc::new(ClockShim::build(rig.dir.path())?));
+    }
+    let mut urls = Vec::new();
+    for (i, setup) in sc.nodes.iter().enumerate() {
+        let opts = NodeOptions {
+            persistence: Some(if setup.aof {
+                Persistence::AofAlways
+            } else {
+                Persistence::None
+            }),
+            netns: if setup.netns {
+                Some(Arc::new(Netns::create()?))
+            } else {
+                None
+            },
+            clock: if setup.clock { rig.shim.clone() } else { None },
+        };
+        let node = RedisNode::start(i, &rig.dir.path().join(format!("node{i}")), opts)?;
+        let proxy = if setup.proxy {
+            let p = rig
+                .rt
+                .block_on(Proxy::start(node.addr()))
+                .map_err(|e| format!("proxy: {e}"))?;
+            urls.push(p.url());
+            Some(p)
+        } else {
+            urls.push(node.url());
+            None
+        };
+        rig.proxies.push(proxy);
+        rig.nodes.push(node);
+    }
+    let resource_node =
+        RedisNode::start(99, &rig.dir.path().join("resource"), NodeOptions::default())?;
+    let mut res_con = resource_node.connection()?;
+    resource::initialize(&mut res_con).map_err(|e| format!("resource init: {e}"))?;
+    let resource_url = resource_node.url();
+    rig.resource = Some(resource_node);
+
+    let start = mono_ns();
+    let deadline = start + nanos(sc.duration);
+    let mut pids = Vec::new();
+    for w in 0..sc.workers {
+        let cfg = WorkerConfig {
+            worker: w,
+            stores: urls.clone(),
+            key: KEY.into(),
+            ttl_ms: ms_u64(sc.ttl),
+            hold_ms: sc.hold_ms,
+            idle_ms: 5,
+            max_wait_ms: ms_u64(sc.max_wait),
+            request_timeout_ms: ms_u64(sc.request_timeout),
+            retry_delay_ms: ms_u64(sc.retry_delay),
+            notifications: sc.notifications,
+            resource: resource_url.clone(),
+            deadline_ns: deadline,
+            history: rig.dir.path().join(format!("worker{w}.jsonl")),
+        };
+        let cfg_path = rig.dir.path().join(format!("worker{w}.json"));
+        std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap_or_default())
+            .map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+        let log = std::fs::File::create(rig.dir.path().join(format!("worker{w}.log")))
+            .map_err(|e| e.to_string())?;
+        let child = Command::new(exe)
+            .arg("worker")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start worker {}: {e}", exe.display()))?;
+        pids.push(child.id());
+        rig.workers.push(child);
+    }
+
+    let mut faults = Vec::new();
+    let mut healed_at = None;
+    for step in &sc.schedule {
+        interrupted()?;
+        let mut probe = Vec::new();
+        let what = do_step(&mut rig, sc, step, &pids, &mut res_con, &mut probe)?;
+        let t = mono_ns();
+        if *step == Step::Healed {
+            healed_at = Some(t);
+        }
+        faults.push(FaultEvent {
+            t,
+            what: what.0,
+            paused_worker: what.1,
+            until: what.1.map(|_| t),
+            probe,
+        });
+        if let Some(pw) = what.1 {
+            // A client pause: its start was `t - duration`.
+            if let (Some(fe), Step::PauseHolder(d)) = (faults.last_mut(), step) {
+                fe.t = t.saturating_sub(nanos(*d));
+                fe.paused_worker = Some(pw);
+            }
+        }
+    }
+
+    // Workers stop taking leases at the deadline; give the last one time to finish.
+    let grace = sc.max_wait + ms(sc.hold_ms.1) + Duration::from_secs(5);
+    let until = Instant::now() + Duration::from_nanos(deadline.saturating_sub(mono_ns())) + grace;
+    for (i, w) in rig.workers.iter_mut().enumerate() {
+        loop {
+            match w.try_wait() {
+                Ok(Some(status)) => {
+                    if !status.success() {
+                        let log =
+                            std::fs::read_to_string(rig.dir.path().join(format!("worker{i}.log")))
+                                .unwrap_or_default();
+                        return Err(format!("worker {i} exited with {status}:\n{log}"));
+                    }
+                    break;
+                }
+                Ok(None) if Instant::now() < until => nap(ms(50))?,
+                _ => {
+                    let _ = w.kill();
+                    let _ = w.wait();
+                    break;
+                }
+            }
+        }
+    }
+    let end = deadline;
+
+    let mut history = History {
+        start,
+        end,
+        healed_at,
+        faults,
+        ledger_total: 2 * INITIAL_BALANCE,
+        ..History::default()
+    };
+    for w in 0..sc.workers {
+        let p = rig.dir.path().join(format!("worker{w}.jsonl"));
+        history
+            .workers
+            .extend(read_worker_events(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+    }
+    history.resource = resource::read_log(&mut res_con)?;
+
+    let findings = check(&history, bounds(sc));
+    // A worker that stalled (the machine, not us) for longer than its lease can outlive
+    // is a paused holder: damage to the unfenced copy is then expected, not a failure.
+    let outlived = sc.ttl.saturating_sub(ms(sc.hold_ms.1));
+    let stalled_past_lease = findings.stats.longest_stall_ms > outlived.as_secs_f64() * 1000.0;
+    let allow: Vec<Kind> = if stalled_past_lease {
+        [sc.allow.clone(), unfenced_damage()].concat()
+    } else {
+        sc.allow.clone()
+    };
+    let missing: Vec<Kind> = sc
+        .expect
+        .iter()
+        .copied()
+        .filter(|k| findings.get(*k).is_none())
+        .collect();
+    let unexpected: Vec<Violation> = findings
+        .violations
+        .iter()
+        .filter(|v| !sc.expect.contains(&v.kind) && !allow.contains(&v.kind))
+        .cloned()
+        .collect();
+    let mut outcome = Outcome {
+        scenario: sc.clone(),
+        findings,
+        missing,
+        unexpected,
+        history: None,
+    };
+    if keep || !outcome.passed() {
+        std::fs::create_dir_all(save_dir).map_err(|e| format!("{}: {e}", save_dir.display()))?;
+        let p = save_dir.join(format!("{}-{}.history.json", sc.name, std::process::id()));
+        history
+            .save(&p)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        outcome.history = Some(p);
+    }
+    Ok(outcome)
+}
+
+/// The liveness bounds of a scenario: slack covers a node restart, reconnects, and a
+/// debug build on a loaded two-core machine.
+pub fn bounds(sc: &Scenario) -> Bounds {
+    Bounds {
+        ttl_ns: nanos(sc.ttl),
+        retry_ns: nanos(sc.retry_delay + sc.retry_delay / 2),
+        slack_ns: nanos(Duration::from_millis(2000)),
+    }
+}
+
+fn ms_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Carries out one step; returns its description and, for a client pause, the worker.
+fn do_step(
+    rig: &mut Rig,
+    sc: &Scenario,
+    step: &Step,
+    pids: &[u32],
+    res: &mut redis::Connection,
+    probe: &mut Vec<NodeProbe>,
+) -> Result<(String, Option<u32>), String> {
+    let node = |rig: &Rig, i: usize| -> Result<(), String> {
+        if i < rig.nodes.len() {
+            Ok(())
+        } else {
+            Err(format!("scenario {}: no node {i}", sc.name))
+        }
+    };
+    Ok(match step {
+        Step::Sleep(d) => {
+            nap(*d)?;
+            (format!("sleep {} ms", d.as_millis()), None)
+        }
+        Step::PauseNode(i) => {
+            node(rig, *i)?;
+            rig.nodes[*i].pause()?;
+            (format!("SIGSTOP node {i}"), None)
+        }
+        Step::ResumeNode(i) => {
+            node(rig, *i)?;
+            rig.nodes[*i].resume()?;
+            (format!("SIGCONT node {i}"), None)
+        }
+        Step::CrashNode(i) => {
+            node(rig, *i)?;
+            rig.nodes[*i].crash();
+            (format!("kill -9 node {i}"), None)
+        }
+        Step::StartNode(i) => {
+            node(rig, *i)?;
+            rig.nodes[*i].restart()?;
+            (format!("restart node {i}"), None)
+        }
+        Step::PinQuorum { paused, a, b } => {
+            node(rig, *paused)?;
+            match rig.proxies.get(*paused).and_then(Option::as_ref) {
+                Some(p) => p.set(ProxyMode::Reset),
+                None => rig.nodes[*paused].pause()?,
+            }
+            // Every key the stopped node holds expires meanwhile.
+            if let Err(e) = nap(sc.ttl + ms(200)) {
+                let _ = rig.nodes[*paused].resume();
+                return Err(e);
+            }
+            let before = rig.nodes[*a].get(KEY);
+            let t = Instant::now();
+            let value = loop {
+                let va = rig.nodes[*a].get(KEY);
+                if va.is_some() && va != before && va == rig.nodes[*b].get(KEY) {
+                    break va.unwrap_or_default();
+                }
+                if t.elapsed() > Duration::from_secs(15) {
+                    return Err(format!(
+                        "scenario {}: no fresh grant on nodes {a},{b} within 15 s of stopping node {paused}",
+                        sc.name
+                    ));
+                }
+                std::thread::sleep(ms(3));
+            };
+            (
+                format!("isolate node {paused}; fresh lease {value} held on nodes {a},{b} only"),
+                None,
+            )
+        }
+        Step::PauseHolder(d) => {
+            let before: Option<String> =
+                redis::cmd("GET").arg(HOLDER_KEY).query(res).ok().flatten();
+            let t = Instant::now();
+            let (worker, pid) = loop {
+                let now: Option<String> =
+                    redis::cmd("GET").arg(HOLDER_KEY).query(res).ok().flatten();
+                if let Some(h) = now.filter(|h| Some(h) != before.as_ref()) {
+                    let mut f = h.split_whitespace();
+                    let w: u32 = f.next().and_then(|x| x.parse().ok()).unwrap_or(u32::MAX);
+                    let p: u32 = f.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+                    // Only a process we started, by the pid we started it as.
+                    if pids.get(w as usize) == Some(&p) {
+                        break (w, p);
+                    }
+                    return Err(format!("holder announcement {h:?} names no worker of ours"));
+                }
+                if t.elapsed() > Duration::from_secs(15) {
+                    return Err(format!(
+                        "scenario {}: no holder announced within 15 s",
+                        sc.name
+                    ));
+                }
+                std::thread::sleep(ms(2));
+            };
+            let pid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+            kill(pid, Signal::SIGSTOP).map_err(|e| format!("SIGSTOP worker {worker}: {e}"))?;
+            let napped = nap(*d);
+            kill(pid, Signal::SIGCONT).map_err(|e| format!("SIGCONT worker {worker}: {e}"))?;
+            napped?;
+            (
+                format!("SIGSTOP holder w{worker} for {} ms, SIGCONT", d.as_millis()),
+                Some(worker),
+            )
+        }
+        Step::Cut(i, how) => {
+            node(rig, *i)?;
+            let ns = rig.nodes[*i]
+                .netns()
+                .ok_or_else(|| format!("node {i} is not in a namespace"))?;
+            ns.cut(*how)?;
+            (format!("cut node {i} ({how:?})"), None)
+        }
+        Step::Heal(i, how) => {
+            node(rig, *i)?;
+            let ns = rig.nodes[*i]
+                .netns()
+                .ok_or_else(|| format!("node {i} is not in a namespace"))?;
+            ns.heal(*how)?;
+            (format!("heal node {i} ({how:?})"), None)
+        }
+        Step::Proxy(i, mode) => {
+            let p = rig
+                .proxies
+                .get(*i)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| format!("node {i} has no proxy"))?;
+            p.set(*mode);
+            (format!("proxy node {i}: {mode:?}"), None)
+        }
+        Step::ClockJump(i, by) => {
+            node(rig, *i)?;
+            let shim = rig.nodes[*i]
+                .clock()
+                .ok_or_else(|| format!("node {i} is not under the clock shim"))?;
+            shim.set_offset_ms(*by)?;
+            // The shim re-reads the file at most every 5 ms.
+            std::thread::sleep(ms(10));
+            (format!("node {i} wall clock {by:+} ms"), None)
+        }
+        Step::Probe => {
+            let mut parts = Vec::new();
+            for n in &rig.nodes {
+                let (value, pttl_ms) = n
+                    .connection()
+                    .ok()
+                    .and_then(|mut c| {
+                        let v: Option<String> = redis::cmd("GET").arg(KEY).query(&mut c).ok()?;
+                        let p: i64 = redis::cmd("PTTL").arg(KEY).query(&mut c).ok()?;
+                        Some((v, p))
+                    })
+                    .unwrap_or((None, -3));
+                probe.push(NodeProbe {
+                    node: n.index,
+                    value: value.clone(),
+                    pttl_ms,
+                });
+                let v = value.map_or("-".to_string(), |v| v[..8.min(v.len())].to_string());
+                parts.push(format!("node {}: {v}@{pttl_ms}ms", n.index));
+            }
+            (format!("probe {}", parts.join(", ")), None)
+        }
+        Step::Healed => ("all faults healed".into(), None),
+    })
+}

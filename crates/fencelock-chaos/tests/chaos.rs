@@ -1,0 +1,95 @@
+//! The short chaos run: every scenario once, against real `redis-server` processes
+//! and worker processes, judged by the checker. Part of `cargo test`.
+//!
+//! Needs root (network namespaces, iptables inside them), `redis-server`, `ip`,
+//! `iptables` and `cc`. A missing one FAILS the test with a message naming it; nothing
+//! is skipped. Scenarios run one at a time (they share two CPU cores and measure time).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use fencelock_chaos::scenario;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn save_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-histories")
+}
+
+fn run(name: &str) {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let sc = scenario::by_name(name).unwrap_or_else(|| panic!("no scenario {name}"));
+    let exe = Path::new(env!("CARGO_BIN_EXE_fencelock-chaos"));
+    let outcome = scenario::run(&sc, exe, &save_dir(), false)
+        .unwrap_or_else(|e| panic!("scenario {name} could not run here: {e}"));
+    println!("{}", outcome.report());
+    assert!(
+        outcome.passed(),
+        "scenario {name} was not as expected:\n{}",
+        outcome.report()
+    );
+}
+
+#[test]
+fn baseline() {
+    run("baseline");
+}
+
+#[test]
+fn client_pause_breaks_only_the_unfenced_copy() {
+    run("client-pause");
+}
+
+#[test]
+fn node_pause() {
+    run("node-pause");
+}
+
+#[test]
+fn majority_down_then_back() {
+    run("majority-down");
+}
+
+#[test]
+fn restart_now_without_persistence_is_flagged() {
+    run("restart-now");
+}
+
+#[test]
+fn restart_after_the_ttl() {
+    run("restart-delayed");
+}
+
+#[test]
+fn restart_with_aof_fsync_always() {
+    run("restart-aof");
+}
+
+#[test]
+fn clock_jump_is_flagged() {
+    run("clock-jump");
+}
+
+#[test]
+fn partition_in_a_network_namespace() {
+    run("partition");
+}
+
+#[test]
+fn latency_blackhole_and_reset() {
+    run("latency");
+}
+
+/// A node stopped for longer than the TTL while waiters kept trying, then resumed:
+/// the acquires that queued up at it are applied when it wakes. fencelock claims its
+/// clean-up leaves no key of a failed attempt behind; this checks that claim.
+///
+/// It does not hold today (see "Library issues found" in docs/reliability.md): the
+/// resumed node keeps a never-granted attempt's key for a whole TTL. Run it with
+/// `cargo test -p fencelock-chaos -- --ignored` until the library fix lands, then
+/// remove the `ignore`.
+#[test]
+#[ignore = "fails until the library stops leaving stray keys on a resumed node (docs/reliability.md)"]
+fn no_stray_key_after_a_node_resumes() {
+    run("stray-key");
+}
