@@ -84,12 +84,10 @@ fn latency_blackhole_and_reset() {
 /// the acquires that queued up at it are applied when it wakes. fencelock claims its
 /// clean-up leaves no key of a failed attempt behind; this checks that claim.
 ///
-/// It does not hold today (see "Library issues found" in docs/reliability.md): the
-/// resumed node keeps a never-granted attempt's key for a whole TTL. Run it with
-/// `cargo test -p fencelock-chaos -- --ignored` until the library fix lands, then
-/// remove the `ignore`.
+/// This found a real library bug (see "Library issues found" in docs/reliability.md):
+/// the clean-up of a timed-out acquire could go down another connection, or meet
+/// NOSCRIPT on the woken node, and the node kept the stray key for a whole TTL.
 #[test]
-#[ignore = "fails until the library stops leaving stray keys on a resumed node (docs/reliability.md)"]
 fn no_stray_key_after_a_node_resumes() {
     run("stray-key");
 }

@@ -128,7 +128,9 @@ impl Task {
             Message::Abandon(i, spec) => {
                 if let Some(node) = self.nodes.get(i).cloned() {
                     let ttl = Duration::from_millis(spec.ttl_ms);
-                    // Bounded by the TTL: after that the keys are gone anyway.
+                    // Waiting for the answer is bounded; the clean-up itself is not: it
+                    // is queued behind the request it undoes, on the same connection,
+                    // and the node runs both in order whenever it wakes.
                     self.work.spawn(async move {
                         let _ = tokio::time::timeout(ttl, node.abandon(&spec)).await;
                     });

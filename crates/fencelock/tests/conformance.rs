@@ -165,11 +165,11 @@ async fn lost_fires_at_expiry_without_renewal(b: &Backend) {
 async fn extend_outcomes(b: &Backend) {
     let (x, y) = (b.locker(), b.locker());
     let lease = x
-        .acquire("extend", Duration::from_millis(300))
+        .acquire("extend", Duration::from_secs(1))
         .await
         .expect("acquire");
     lease.extend(Duration::from_secs(10)).await.expect("extend");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     assert!(lease.is_valid(), "extension did not hold");
     let err = y.try_acquire("extend", TTL).await.expect_err("still held");
     assert!(err.is_contended());

@@ -10,6 +10,7 @@
 //! (timed-out) request. redis-rs' own response timeout is off: the locker puts one
 //! per-node timeout around every call, and decides what a timeout means.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -27,12 +28,17 @@ mod notify;
 /// node's clock went back by about this much. See `docs/fencing.md`.
 pub(crate) const COUNTER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/acquire.lua")));
-static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/commit.lua")));
-static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/extend.lua")));
-static LEAVE_QUEUE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("redis/leave_queue.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("redis/release.lua")));
+const ACQUIRE_LUA: &str = include_str!("redis/acquire.lua");
+const COMMIT_LUA: &str = include_str!("redis/commit.lua");
+const EXTEND_LUA: &str = include_str!("redis/extend.lua");
+const RELEASE_LUA: &str = include_str!("redis/release.lua");
+const LEAVE_QUEUE_LUA: &str = include_str!("redis/leave_queue.lua");
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
+static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_LUA));
+static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_QUEUE_LUA));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
 /// The sibling key holding a lock key's fencing counter.
 pub(crate) fn fence_key(key: &str) -> String {
@@ -75,6 +81,11 @@ struct Inner {
     /// Serialises connecting, so a burst of callers makes one connection, not many.
     connecting: tokio::sync::Mutex<()>,
     generation: std::sync::atomic::AtomicU64,
+    /// For each lock value whose acquire (or commit) has not been answered yet: the
+    /// connection it went down. Its clean-up must use the same connection: a node that
+    /// was stopped runs the bytes already in its socket when it wakes, so a release on
+    /// any other connection could run before the late acquire and leave its key behind.
+    pinned: Mutex<HashMap<Arc<str>, (u64, MultiplexedConnection)>>,
     notifier: notify::Notifier,
 }
 
@@ -108,6 +119,7 @@ impl RedisStore {
                 conn: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 generation: std::sync::atomic::AtomicU64::new(0),
+                pinned: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -130,11 +142,26 @@ impl Inner {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let conn = self
+        let mut conn = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
             .map_err(|e| classify(&self.name, &e))?;
+        // Load every script now, in one round trip: a clean-up queued behind a request
+        // on a stopped node must not meet NOSCRIPT when the node wakes (its retry would
+        // need an answer nobody waits for any more), and first use costs no extra trip.
+        // A user without SCRIPT LOAD rights still works: EVALSHA falls back to EVAL.
+        let mut load = redis::pipe();
+        for source in [
+            ACQUIRE_LUA,
+            COMMIT_LUA,
+            EXTEND_LUA,
+            RELEASE_LUA,
+            LEAVE_QUEUE_LUA,
+        ] {
+            load.cmd("SCRIPT").arg("LOAD").arg(source);
+        }
+        let _ = load.query_async::<Vec<Value>>(&mut conn).await;
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -143,8 +170,9 @@ impl Inner {
         Ok((generation, conn))
     }
 
-    /// Forgets connection `generation` so the next call reconnects. Dropping the last
-    /// handle closes the socket, so a request stuck in it cannot be delivered later.
+    /// Forgets connection `generation` so the next call reconnects instead of queueing
+    /// behind requests stuck in it. (Bytes already written to it are still delivered
+    /// and run by the node; see `pinned`.)
     fn invalidate(&self, generation: u64) {
         let mut slot = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
@@ -154,7 +182,37 @@ impl Inner {
 
     /// Runs one script invocation, invalidating the connection on I/O errors.
     async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<Value, NodeError> {
-        let (generation, mut conn) = self.connection().await?;
+        let (generation, conn) = self.connection().await?;
+        self.run_on(generation, conn, invocation).await
+    }
+
+    /// Runs a request that may set keys with `value`, remembering its connection until
+    /// the node answers: if the caller gives up first (timeout, cancellation), the
+    /// clean-up goes down the same connection (see `pinned`).
+    async fn run_pinned(
+        &self,
+        value: &Arc<str>,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Value, NodeError> {
+        let (generation, conn) = self.connection().await?;
+        self.pins()
+            .insert(value.clone(), (generation, conn.clone()));
+        let result = self.run_on(generation, conn, invocation).await;
+        // Answered: the request has run, so later requests on any connection follow it.
+        self.pins().remove(value);
+        result
+    }
+
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (u64, MultiplexedConnection)>> {
+        self.pinned.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn run_on(
+        &self,
+        generation: u64,
+        mut conn: MultiplexedConnection,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<Value, NodeError> {
         match invocation.invoke_async::<Value>(&mut conn).await {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -294,7 +352,7 @@ impl Store for RedisStore {
                     .arg(q.grace_ms)
                     .arg(if q.fair { "1" } else { "0" });
             }
-            let reply = inner.run(inv).await?;
+            let reply = inner.run_pinned(&lock.value, inv).await?;
             let parsed = match &reply {
                 Value::Array(items) if items.len() == 2 => {
                     match (as_i64(&items[0]), as_i64(&items[1])) {
@@ -328,7 +386,7 @@ impl Store for RedisStore {
                 .arg(token.to_string())
                 .arg(lock.keys.len())
                 .arg(ms(COUNTER_RETENTION));
-            let reply = inner.run(inv).await?;
+            let reply = inner.run_pinned(&lock.value, inv).await?;
             match as_i64(&reply) {
                 Some(1) => Ok(true),
                 Some(0) => Ok(false),
@@ -421,10 +479,12 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let lock = lock.clone();
         Box::pin(async move {
-            // The release goes down the same connection as the request that timed out,
-            // so the node runs it after that request, whenever the node wakes up. Then
-            // the connection is dropped: nothing else of ours stays queued in it.
-            let generation = inner.current().map(|(g, _)| g);
+            // The release goes down the same connection as the request that timed out
+            // (`release_on` takes its pin), so the node runs it after that request,
+            // whenever the node wakes up — even if we stop waiting for the answer. The
+            // connection is then dropped for new requests, which would only queue
+            // behind the stuck ones.
+            let generation = inner.pins().get(&lock.value).map(|(g, _)| *g);
             let _ = release_on(&inner, &lock).await;
             if let Some(g) = generation {
                 inner.invalidate(g);
@@ -494,7 +554,12 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
     if let Some(q) = &lock.queue {
         inv.arg(&*q.waiter);
     }
-    let reply = inner.run(inv).await?;
+    // After an unanswered acquire of this value: on its connection (see `pinned`).
+    let pinned = inner.pins().remove(&lock.value);
+    let reply = match pinned {
+        Some((generation, conn)) => inner.run_on(generation, conn, inv).await?,
+        None => inner.run(inv).await?,
+    };
     as_i64(&reply)
         .and_then(holding)
         .ok_or_else(|| inner.protocol("release", &reply))
