@@ -107,6 +107,11 @@ pub enum Command {
     /// token.
     Status(cmd::status::Args),
 
+    /// Check that the stores are fit for locking: per node its version, role,
+    /// persistence, eviction policy, clock offset, round trip and ACL permissions, then
+    /// a probe lock. Exit 0 only when all is well.
+    Doctor(cmd::doctor::Args),
+
     Demo(crate::demo::DemoArgs),
 
     #[command(hide = true)]

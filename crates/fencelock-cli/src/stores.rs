@@ -36,7 +36,7 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
 /// error (78). Its messages never contain passwords.
 pub fn locker(global: &Global, holder: Option<String>) -> Result<Locker, Failure> {
     let urls = urls(global)?;
-    let mut builder = Locker::builder()
+    let mut builder = crate::cmd::doctor::secrets_from_env(Locker::builder())
         .stores(urls)
         .prefix(global.prefix.clone().unwrap_or_default())
         // Each command passes its own wait to `acquire_with`; this is only the fallback.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::keys::KeyLimits;
 use crate::locker::Locker;
+use crate::secret::Secret;
 use crate::store::{self, url::StoreOptions};
 
 /// The shortest TTL accepted: below this, clock drift and one round trip eat the lease.
@@ -29,6 +30,8 @@ pub(crate) struct Options {
     pub(crate) keys: KeyLimits,
     pub(crate) max_ttl: Duration,
     pub(crate) max_hold: Option<Duration>,
+    /// Refuse on start-up-check warnings too, not only errors (`checks.rs`).
+    pub(crate) strict_checks: bool,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             keys: KeyLimits::default(),
             max_ttl: DEFAULT_MAX_TTL,
             max_hold: None,
+            strict_checks: false,
         }
     }
 }
@@ -96,12 +100,32 @@ impl Options {
 ///     .build()?;
 /// # let _ = locker; Ok(()) }
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use]
 pub struct LockerBuilder {
     urls: Vec<String>,
     options: Options,
+    tls: crate::store::url::TlsOptions,
+    password: Option<Secret>,
     error: Option<Error>,
+}
+
+impl std::fmt::Debug for LockerBuilder {
+    /// Store URLs may hold passwords: they are shown redacted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .urls
+            .iter()
+            .map(|u| crate::store::url::redact(u))
+            .collect();
+        f.debug_struct("LockerBuilder")
+            .field("urls", &urls)
+            .field("options", &self.options)
+            .field("tls", &self.tls)
+            .field("password", &self.password)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 impl LockerBuilder {
@@ -241,6 +265,78 @@ impl LockerBuilder {
         self
     }
 
+    /// Trusts the CA certificates in this PEM file for every `rediss://` node, instead
+    /// of the platform's trust store (a URL's own `?ca=/path` wins). The file is read
+    /// when the locker is built.
+    pub fn ca_cert(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca_cert = Some(path.into());
+        self
+    }
+
+    /// **Turns TLS certificate verification off** for every `rediss://` node: anyone on
+    /// the network path can then impersonate a node and hand out locks. Meant for a
+    /// throw-away test set-up only; prefer [`LockerBuilder::ca_cert`]. Without it, a
+    /// URL ending in `#insecure` is refused.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.tls.danger_accept_invalid_certs = accept;
+        self
+    }
+
+    /// The password for every Redis node whose URL has none (a user name may still be
+    /// given in the URL: `redis://app@host:6379`). Kept out of `Debug` output and
+    /// error messages.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret::from(password.into()));
+        self
+    }
+
+    /// [`LockerBuilder::password`], read now from the environment variable `var`, so
+    /// the password never appears on a command line (`ps`). A missing or non-UTF-8
+    /// variable makes [`LockerBuilder::build`] fail with [`crate::ErrorKind::Config`].
+    pub fn password_from_env(mut self, var: &str) -> Self {
+        match std::env::var(var) {
+            Ok(p) if !p.is_empty() => self.password = Some(Secret::from(p)),
+            _ => {
+                self.error.get_or_insert(Error::config(format!(
+                    "the password variable {var} is not set (or empty, or not UTF-8)"
+                )));
+            }
+        }
+        self
+    }
+
+    /// [`LockerBuilder::password`], read now from the first line of a file (a mounted
+    /// secret, mode 0600). A missing, unreadable or empty file makes
+    /// [`LockerBuilder::build`] fail with [`crate::ErrorKind::Config`].
+    pub fn password_file(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        let path = path.as_ref();
+        match std::fs::read_to_string(path) {
+            Ok(text) => match text.lines().next().map(str::trim_end) {
+                Some(p) if !p.is_empty() => self.password = Some(Secret::from(p)),
+                _ => {
+                    self.error.get_or_insert(Error::config(format!(
+                        "the password file {} is empty",
+                        path.display()
+                    )));
+                }
+            },
+            Err(e) => {
+                self.error.get_or_insert(Error::config(format!(
+                    "cannot read the password file {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        self
+    }
+
+    /// Makes [`Locker::check`] refuse on warnings too (an evicting `maxmemory-policy`,
+    /// clocks apart, an even number of nodes), not only on errors. Default off.
+    pub fn strict_checks(mut self, strict: bool) -> Self {
+        self.options.strict_checks = strict;
+        self
+    }
+
     /// Checks everything and opens the stores. Connections to Redis nodes are made on
     /// first use; an SQLite file is opened (and created) now.
     ///
@@ -259,9 +355,9 @@ impl LockerBuilder {
             ));
         }
         self.options.check_ttl(self.options.ttl)?;
-        let store_options = StoreOptions {
-            connect_timeout: self.options.connect_timeout,
-        };
+        let mut store_options = StoreOptions::new(self.options.connect_timeout);
+        store_options.password = self.password;
+        store_options.tls = self.tls;
         let mut nodes = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
             nodes.push(store::open(url, &store_options)?);

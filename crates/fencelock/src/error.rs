@@ -205,6 +205,9 @@ pub enum NodeErrorKind {
     /// The node is part of a Redis Cluster and redirected us (MOVED/ASK); Redlock wants
     /// independent nodes.
     Cluster,
+    /// The TLS handshake failed on the node's certificate (untrusted CA, wrong host
+    /// name, expired): give the CA with `?ca=` or `LockerBuilder::ca_cert`.
+    Tls,
     /// The store file is not usable (SQLite: corrupt, not ours, unwritable …).
     Storage,
     /// The node answered something fencelock does not understand.
@@ -255,6 +258,7 @@ impl NodeError {
                 | NodeErrorKind::ReadOnly
                 | NodeErrorKind::WrongType
                 | NodeErrorKind::Cluster
+                | NodeErrorKind::Tls
                 | NodeErrorKind::Storage
         )
     }
@@ -271,6 +275,7 @@ impl fmt::Display for NodeError {
             NodeErrorKind::OutOfMemory => "out of memory",
             NodeErrorKind::Busy => "busy",
             NodeErrorKind::Cluster => "cluster node",
+            NodeErrorKind::Tls => "TLS certificate refused",
             NodeErrorKind::Storage => "storage error",
             NodeErrorKind::Protocol => "unexpected reply",
             NodeErrorKind::Other => "error",

@@ -72,6 +72,7 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod builder;
+mod checks;
 pub mod error;
 pub mod fence;
 mod keys;
@@ -79,16 +80,25 @@ mod lease;
 mod locker;
 mod quorum;
 mod renew;
+mod secret;
 mod status;
 mod store;
+mod tls;
 
 pub use builder::{DEFAULT_MAX_TTL, LockerBuilder, MIN_TTL};
+pub use checks::{Finding, MINIMUM_ACL, NodeReport, Report, Severity};
 pub use error::{Error, ErrorKind, NodeError, NodeErrorKind, Result};
 pub use fence::FencingToken;
 pub use keys::IntoKeys;
 pub use lease::{Lease, ReleaseOutcome};
 pub use locker::{AcquireOptions, Locker, Scoped};
 pub use status::{KeyStatus, NodeStatus};
+
+// Entry points of the cargo-fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub use store::redis::fuzz_decode_reply;
+#[doc(hidden)]
+pub use store::url::fuzz_parse_store_url;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

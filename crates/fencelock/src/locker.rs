@@ -40,6 +40,8 @@ struct Inner {
     options: Options,
     background: Background,
     next_id: AtomicU64,
+    /// Set once the start-up checks passed (`checks.rs`), on the first acquire.
+    checked: crate::checks::CheckCell,
 }
 
 /// Options of one acquire. Start from [`AcquireOptions::default`].
@@ -150,6 +152,7 @@ impl Locker {
                 options,
                 background: Background::new(),
                 next_id: AtomicU64::new(1),
+                checked: crate::checks::CheckCell::new(),
             }),
         }
     }
@@ -217,6 +220,8 @@ impl Locker {
         let user_keys = keys.into_keys();
         let full = validate(user_keys.clone(), &opts.prefix, &opts.keys)?;
         opts.check_ttl(ttl)?;
+        // Until they pass once: a replica, the same server twice … refuse before any lock.
+        self.check_once(&self.inner.checked).await?;
         self.inner
             .background
             .ensure_started(&self.inner.nodes, opts);

@@ -1,6 +1,7 @@
 //! One module per command; each has an `Args` (its options) and a `run`.
 
 pub mod acquire;
+pub mod doctor;
 pub mod extend;
 pub mod release;
 pub mod run;
@@ -20,6 +21,7 @@ pub async fn dispatch(cli: Cli) -> Outcome {
         Command::Extend(args) => extend::run(args, global).await,
         Command::Release(args) => release::run(args, global).await,
         Command::Status(args) => status::run(args, global).await,
+        Command::Doctor(args) => doctor::run(args, global).await,
         Command::Demo(_) | Command::DemoWorker(_) => Err(crate::exit::Failure::new(
             crate::exit::SOFTWARE,
             "the demo is dispatched in main",

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::checks::Probe;
 use crate::error::{Error, NodeError};
 
 pub(crate) mod memory;
@@ -170,6 +171,14 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// touching the lock keys. Stores without queues do nothing.
     fn leave_queue(&self, _lock: &LockSpec) -> StoreFuture<()> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// What the start-up checks need to know about this node (`checks.rs`): a few
+    /// round trips, or with `thorough` (`fencelock doctor`) also the ACL questions,
+    /// asked with sample keys under `prefix`. `Ok(None)`: nothing to check (memory,
+    /// SQLite).
+    fn probe(&self, _prefix: &str, _thorough: bool) -> StoreFuture<Option<Probe>> {
+        Box::pin(async { Ok(None) })
     }
 
     /// Subscribe to release notices for `key`. `Ok(None)`: this store cannot notify,

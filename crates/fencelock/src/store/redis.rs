@@ -9,16 +9,27 @@
 //! Connections are made lazily and replaced after an I/O error or an abandoned
 //! (timed-out) request. redis-rs' own response timeout is off: the locker puts one
 //! per-node timeout around every call, and decides what a timeout means.
+//!
+//! Every new connection is vetted with one `INFO replication` before it is used: a
+//! replica would refuse our writes at best and, with `replica-read-only no`, accept and
+//! then lose them — and a release that finds nothing to delete would "succeed" there
+//! without ever writing. So a replica is refused outright ([`NodeErrorKind::ReadOnly`],
+//! which surfaces as a configuration error). A user not allowed to run `INFO` skips the
+//! vetting (`fencelock doctor` reports that).
+//!
+//! TLS (`rediss://`) verifies the node's certificate against the platform trust store,
+//! or the CA given by `?ca=` / [`crate::LockerBuilder::ca_cert`]; see `tls.rs`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError, Script, Value};
 
 use super::url::{RedisUrl, StoreOptions};
 use super::{Acquired, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use crate::checks::Probe;
 use crate::error::{Error, NodeError, NodeErrorKind};
 
 mod notify;
@@ -105,8 +116,7 @@ impl RedisStore {
     /// [`crate::ErrorKind::InvalidInput`] when redis-rs refuses the address.
     pub(crate) fn new(url: RedisUrl, options: &StoreOptions) -> Result<Self, Error> {
         let name = url.redacted.clone();
-        let client = Client::open(url.info)
-            .map_err(|e| Error::invalid("store URL", format!("{name}: {}", e.kind_str())))?;
+        let client = client_for(url, options)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(None);
@@ -122,6 +132,276 @@ impl RedisStore {
                 pinned: Mutex::new(HashMap::new()),
             }),
         })
+    }
+}
+
+/// The redis-rs client for one node: password from the options when the URL has
+/// none, TLS trust anchors, and the refusal of unverified TLS unless asked for.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::Config`] for `#insecure` without
+/// [`crate::LockerBuilder::danger_accept_invalid_certs`], or an unreadable CA file;
+/// [`crate::ErrorKind::InvalidInput`] when redis-rs refuses the address.
+fn client_for(url: RedisUrl, options: &StoreOptions) -> Result<Client, Error> {
+    let name = url.redacted;
+    let refused = |e: RedisError| Error::invalid("store URL", format!("{name}: {}", e.kind_str()));
+    let mut info = url.info;
+    if info.redis_settings().password().is_none()
+        && let Some(password) = &options.password
+    {
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose());
+        info = info.set_redis_settings(settings);
+    }
+    if !url.tls {
+        return Client::open(info).map_err(refused);
+    }
+    crate::tls::ensure_crypto_provider();
+    let danger = options.tls.danger_accept_invalid_certs;
+    if url.insecure && !danger {
+        return Err(Error::config(format!(
+            "{name}: #insecure turns TLS certificate verification off, which lets anyone \
+             on the network path impersonate the node; fencelock refuses it unless \
+             LockerBuilder::danger_accept_invalid_certs(true) asks for it. Prefer \
+             ?ca=/path/ca.pem to trust your own CA"
+        )));
+    }
+    if danger {
+        tracing::warn!(
+            node = %name,
+            "TLS certificate verification is OFF for this node (danger_accept_invalid_certs): \
+             anyone on the network path can impersonate it"
+        );
+        if let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() {
+            info = info.set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: true,
+                tls_params: None,
+            });
+        }
+        return Client::open(info).map_err(refused);
+    }
+    match url.ca_cert.or_else(|| options.tls.ca_cert.clone()) {
+        None => Client::open(info).map_err(refused),
+        Some(path) => {
+            let pem = crate::tls::read_ca_pem(&path)
+                .map_err(|why| Error::config(format!("{name}: {why}")))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            Client::build_with_tls(info, certificates).map_err(|e| {
+                Error::config(format!(
+                    "{name}: the CA file {} was refused: {}",
+                    path.display(),
+                    e.kind_str()
+                ))
+            })
+        }
+    }
+}
+
+/// The commands a fencelock user runs, directly or inside its scripts, with sample
+/// arguments for `ACL DRYRUN` (`{k}` is a lock key, `{q}` a queue key, `{c}` the
+/// release channel). The scripts' inner commands need grants too: Redis checks every
+/// `redis.call` against the calling user's ACL, keys included.
+pub(crate) const NEEDED_COMMANDS: &[&[&str]] = &[
+    &["PING"],
+    &[
+        "EVALSHA",
+        "0000000000000000000000000000000000000000",
+        "1",
+        "{k}",
+    ],
+    &["SCRIPT", "LOAD", "return 1"],
+    &["GET", "{k}"],
+    &["SET", "{k}", "v", "PX", "1000"],
+    &["DEL", "{k}"],
+    &["EXISTS", "{q}"],
+    &["PEXPIRE", "{k}", "1000"],
+    &["PTTL", "{k}"],
+    &["TIME"],
+    &["PUBLISH", "{c}", "1"],
+    &["SUBSCRIBE", "{c}"],
+    &["UNSUBSCRIBE", "{c}"],
+    &["ZADD", "{q}", "1", "w"],
+    &["ZRANGE", "{q}", "0", "0"],
+    &["ZRANGEBYSCORE", "{q}", "-inf", "0"],
+    &["ZREM", "{q}", "w"],
+    &["ZSCORE", "{q}", "w"],
+    &["INFO", "replication"],
+];
+
+impl RedisStore {
+    /// What the start-up checks and `fencelock doctor` want to know about this node:
+    /// three round trips (TIME, INFO, CONFIG GET save), and with `thorough` also three
+    /// PINGs for the round trip and the ACL questions (one `ACL DRYRUN` per needed
+    /// command). Questions the user may not ask (NOPERM) are left unanswered, with a
+    /// note.
+    pub(crate) async fn probe(&self, prefix: &str, thorough: bool) -> Result<Probe, NodeError> {
+        let inner = &self.inner;
+        let (generation, mut conn) = inner.connection().await?;
+        let fail = |e: RedisError| {
+            if e.is_io_error() || e.is_connection_dropped() {
+                inner.invalidate(generation);
+            }
+            classify(&inner.name, &e)
+        };
+        let mut probe = Probe::default();
+
+        // Round trip: the median of three PINGs (thorough), else TIME's round trip.
+        let mut trips = Vec::with_capacity(3);
+        for _ in 0..if thorough { 3 } else { 0 } {
+            let start = std::time::Instant::now();
+            redis::cmd("PING")
+                .query_async::<Value>(&mut conn)
+                .await
+                .map_err(fail)?;
+            trips.push(start.elapsed());
+        }
+        trips.sort();
+        probe.round_trip = trips.get(1).copied().unwrap_or_default();
+
+        // Clock offset: the node's TIME against ours at the middle of the round trip.
+        let before = std::time::SystemTime::now();
+        match redis::cmd("TIME")
+            .query_async::<(i64, i64)>(&mut conn)
+            .await
+        {
+            Ok((secs, micros)) => {
+                let after = std::time::SystemTime::now();
+                if !thorough {
+                    probe.round_trip = after.duration_since(before).unwrap_or_default();
+                }
+                let mid = before + after.duration_since(before).unwrap_or_default() / 2;
+                let ours = mid
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+                let theirs = secs.saturating_mul(1_000_000).saturating_add(micros);
+                probe.clock_offset = Some(theirs.saturating_sub(ours) / 1000);
+            }
+            Err(e) if e.code() == Some("NOPERM") => {
+                probe
+                    .notes
+                    .push("TIME is not permitted (the acquire script needs it)".into());
+            }
+            Err(e) => return Err(fail(e)),
+        }
+
+        match redis::cmd("INFO")
+            .arg("server")
+            .arg("replication")
+            .arg("memory")
+            .arg("persistence")
+            .arg("cluster")
+            .query_async::<String>(&mut conn)
+            .await
+        {
+            Ok(info) => {
+                let f = parse_info(&info);
+                let get = |k: &str| f.get(k).map(|v| (*v).to_string());
+                probe.version = get("redis_version");
+                probe.role = get("role");
+                probe.run_id = get("run_id");
+                probe.maxmemory_policy = get("maxmemory_policy");
+                probe.aof = get("aof_enabled").map(|v| v == "1");
+                probe.cluster = get("cluster_enabled").map(|v| v == "1");
+            }
+            Err(e) if e.code() == Some("NOPERM") => probe.notes.push(
+                "INFO is not permitted: role, eviction policy and persistence unknown".into(),
+            ),
+            Err(e) => return Err(fail(e)),
+        }
+
+        match redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("save")
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+        {
+            Ok(pairs) => probe.rdb_save = pairs.get(1).cloned(),
+            Err(e) if e.code() == Some("NOPERM") => {}
+            Err(e) => return Err(fail(e)),
+        }
+
+        if !thorough {
+            return Ok(probe);
+        }
+        match redis::cmd("ACL")
+            .arg("WHOAMI")
+            .query_async::<String>(&mut conn)
+            .await
+        {
+            Ok(user) => probe.user = Some(user),
+            Err(e) if e.code() == Some("NOPERM") => {}
+            Err(e) => return Err(fail(e)),
+        }
+
+        if let Some(user) = probe.user.clone() {
+            let key = format!("{prefix}fencelock-doctor");
+            let (q, c) = (queue_key(&key), release_channel(&key));
+            let mut missing = Vec::new();
+            let mut checked = true;
+            for command in NEEDED_COMMANDS {
+                let mut cmd = redis::cmd("ACL");
+                cmd.arg("DRYRUN").arg(&user);
+                for a in *command {
+                    cmd.arg(match *a {
+                        "{k}" => key.as_str(),
+                        "{q}" => q.as_str(),
+                        "{c}" => c.as_str(),
+                        other => other,
+                    });
+                }
+                match cmd.query_async::<Value>(&mut conn).await {
+                    Ok(Value::Okay) => {}
+                    Ok(Value::SimpleString(s)) if s == "OK" => {}
+                    Ok(_) => missing.push(
+                        command
+                            .iter()
+                            .take(2)
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    Err(e) if e.code() == Some("NOPERM") => {
+                        checked = false;
+                        break;
+                    }
+                    // ACL DRYRUN answers an error for a denied command on some versions.
+                    Err(e) if e.code().is_some() => {
+                        missing.push(
+                            command
+                                .iter()
+                                .take(2)
+                                .copied()
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        );
+                    }
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+            if checked {
+                // Show only the command name (and subcommand for SCRIPT LOAD).
+                for m in &mut missing {
+                    if !m.starts_with("SCRIPT") {
+                        *m = m.split(' ').next().unwrap_or_default().to_string();
+                    }
+                }
+                probe.missing = Some(missing);
+            } else {
+                probe.notes.push(
+                    "ACL DRYRUN is not permitted: granted permissions are tested by the probe lock only"
+                        .into(),
+                );
+            }
+        }
+        Ok(probe)
     }
 }
 
@@ -147,6 +427,7 @@ impl Inner {
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
             .map_err(|e| classify(&self.name, &e))?;
+        self.vet(&mut conn).await?;
         // Load every script now, in one round trip: a clean-up queued behind a request
         // on a stopped node must not meet NOSCRIPT when the node wakes (its retry would
         // need an answer nobody waits for any more), and first use costs no extra trip.
@@ -168,6 +449,28 @@ impl Inner {
             + 1;
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, conn.clone()));
         Ok((generation, conn))
+    }
+
+    /// Refuses a node that is a replica, before anything is sent to it. Skipped (with
+    /// a debug line) when the user may not run `INFO`.
+    async fn vet(&self, conn: &mut MultiplexedConnection) -> Result<(), NodeError> {
+        let info: String = match redis::cmd("INFO")
+            .arg("replication")
+            .query_async(conn)
+            .await
+        {
+            Ok(info) => info,
+            Err(e) if e.code() == Some("NOPERM") => {
+                tracing::debug!(node = %self.name, "cannot check the node's role: INFO not permitted");
+                return Ok(());
+            }
+            Err(e) => return Err(classify(&self.name, &e)),
+        };
+        let fields = parse_info(&info);
+        if fields.get("role").is_some_and(|r| *r == "slave") {
+            return Err(replica_error(&self.name));
+        }
+        Ok(())
     }
 
     /// Forgets connection `generation` so the next call reconnects instead of queueing
@@ -233,31 +536,111 @@ impl Inner {
     }
 }
 
-/// Turns a redis-rs error into a node error of the right kind, without secrets.
-fn classify(node: &str, e: &RedisError) -> NodeError {
-    let code = e.code().unwrap_or("");
-    let kind = match code {
-        "NOAUTH" | "WRONGPASS" | "NOPERM" => NodeErrorKind::Auth,
-        "READONLY" => NodeErrorKind::ReadOnly,
-        "WRONGTYPE" => NodeErrorKind::WrongType,
-        "OOM" => NodeErrorKind::OutOfMemory,
-        "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" => NodeErrorKind::Busy,
-        "MOVED" | "ASK" | "CLUSTERDOWN" | "CROSSSLOT" => NodeErrorKind::Cluster,
-        _ if e.is_timeout() => NodeErrorKind::Timeout,
-        _ if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) => NodeErrorKind::Auth,
-        _ if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() => {
-            NodeErrorKind::Io
+/// Turns a redis-rs error into a node error of the right kind, without secrets, with a
+/// hint at what to do. The node's own words are kept: they never contain the password
+/// (Redis answers `WRONGPASS invalid username-password pair`) nor a lock value.
+pub(crate) fn classify(node: &str, e: &RedisError) -> NodeError {
+    let mut code = e.code().unwrap_or("");
+    // A script's `redis.call` refused by the ACL comes back as a plain ERR.
+    if code == "ERR" {
+        let text = e.to_string();
+        if text.contains("user executing the script can't") || text.contains("no permissions to") {
+            code = "NOPERM";
         }
-        _ => NodeErrorKind::Other,
+    }
+    let (kind, hint) = match code {
+        "NOAUTH" => (
+            NodeErrorKind::Auth,
+            "the node wants a password: put it in the URL, or better in FENCELOCK_PASSWORD \
+             / LockerBuilder::password_from_env so it does not show in `ps`",
+        ),
+        "WRONGPASS" => (
+            NodeErrorKind::Auth,
+            "the user name or password was refused (the password is never shown)",
+        ),
+        "NOPERM" => (
+            NodeErrorKind::Auth,
+            "the ACL user lacks a permission fencelock needs: see the minimum ACL in \
+             docs/security.md, or run `fencelock doctor`",
+        ),
+        "READONLY" => (
+            NodeErrorKind::ReadOnly,
+            "the node is a read-only replica; Redlock needs every node to be a primary",
+        ),
+        "WRONGTYPE" => (
+            NodeErrorKind::WrongType,
+            "a key fencelock uses (the lock key or one of its `:fencelock:` siblings) holds \
+             data of another type; it is someone else's and is left alone: choose another \
+             key or prefix",
+        ),
+        "OOM" => (
+            NodeErrorKind::OutOfMemory,
+            "the node reached maxmemory and refuses writes; free memory or raise maxmemory",
+        ),
+        "LOADING" => (
+            NodeErrorKind::Busy,
+            "the node is loading its dataset after a restart; retrying",
+        ),
+        "BUSY" => (
+            NodeErrorKind::Busy,
+            "the node is running a long script or function and answers nothing else until \
+             it ends (SCRIPT KILL / FUNCTION KILL)",
+        ),
+        "MASTERDOWN" => (
+            NodeErrorKind::Busy,
+            "the replica lost its primary (replica-serve-stale-data no); list primaries only",
+        ),
+        "TRYAGAIN" => (NodeErrorKind::Busy, "the node asked to retry"),
+        "MOVED" | "ASK" | "CLUSTERDOWN" | "CROSSSLOT" => (
+            NodeErrorKind::Cluster,
+            "this node is part of a Redis Cluster; Redlock wants independent nodes: run \
+             standalone servers and list each as its own store URL",
+        ),
+        "NOSCRIPT" => (
+            NodeErrorKind::Other,
+            "the node lost its script cache and reloading failed (is SCRIPT LOAD allowed?)",
+        ),
+        _ if e.is_timeout() => (NodeErrorKind::Timeout, ""),
+        _ if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed) => (
+            NodeErrorKind::Auth,
+            "authentication failed (the password is never shown)",
+        ),
+        _ if crate::tls::is_certificate_error(e) => (
+            NodeErrorKind::Tls,
+            "the node's TLS certificate is not trusted: give its CA with ?ca=/path/ca.pem \
+             or LockerBuilder::ca_cert, and check the host name matches the certificate",
+        ),
+        _ if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() => {
+            (NodeErrorKind::Io, "")
+        }
+        _ => (NodeErrorKind::Other, ""),
     };
     let mut message = e.to_string();
-    if kind == NodeErrorKind::Cluster {
-        message.push_str(
-            " (this node is part of a Redis Cluster; Redlock wants independent nodes: \
-             list each primary as its own store URL)",
-        );
+    if !hint.is_empty() {
+        message.push_str(" (");
+        message.push_str(hint);
+        message.push(')');
     }
     NodeError::new(kind, node, message)
+}
+
+/// The error for a node that turned out to be a replica.
+fn replica_error(node: &str) -> NodeError {
+    NodeError::new(
+        NodeErrorKind::ReadOnly,
+        node,
+        "the node is a replica (INFO replication says role:slave); Redlock needs every \
+         node to be an independent primary, or a release could silently do nothing: list \
+         primaries only",
+    )
+}
+
+/// `INFO` text as `field → value` (section headers and blank lines skipped).
+pub(crate) fn parse_info(info: &str) -> std::collections::HashMap<&str, &str> {
+    info.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
+        .collect()
 }
 
 trait KindStr {
@@ -277,6 +660,63 @@ fn as_i64(v: &Value) -> Option<i64> {
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
         Value::SimpleString(s) => s.parse().ok(),
         _ => None,
+    }
+}
+
+/// The acquire script's reply: `{1, token}` granted (token > 0), `{0, wait_ms}` held
+/// (`wait_ms` −1: no expiry). Anything else is `None`, a protocol error.
+fn decode_acquire(reply: &Value) -> Option<Acquired> {
+    match reply {
+        Value::Array(items) if items.len() == 2 => match (as_i64(&items[0]), as_i64(&items[1])) {
+            (Some(1), Some(token)) if token > 0 => Some(Acquired::Granted {
+                counter: token.unsigned_abs(),
+            }),
+            (Some(0), Some(pttl)) => Some(Acquired::Held {
+                pttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+            }),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The extend pipeline's replies: one array of statuses per chunk, flattened. On
+/// error, the reply that made no sense.
+fn decode_extend(replies: &[Value]) -> Result<Vec<Holding>, &Value> {
+    let mut out = Vec::new();
+    for reply in replies {
+        let Value::Array(items) = reply else {
+            return Err(reply);
+        };
+        for item in items {
+            out.push(as_i64(item).and_then(holding).ok_or(reply)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Entry point for the `script_reply` fuzz target (`fuzz/`): decodes arbitrary bytes
+/// as a RESP reply (redis-rs' parser) and runs every reply decoder of this store on
+/// it. The property is that nothing panics and a grant always carries a positive
+/// token. Not part of the API.
+///
+/// # Panics
+///
+/// When a property is broken: that is what the fuzzer looks for.
+#[doc(hidden)]
+pub fn fuzz_decode_reply(bytes: &[u8]) {
+    let Ok(value) = redis::parse_redis_value(bytes) else {
+        return;
+    };
+    if let Some(Acquired::Granted { counter }) = decode_acquire(&value) {
+        assert!(counter > 0, "a grant with token 0");
+    }
+    let _ = decode_extend(std::slice::from_ref(&value));
+    let _ = as_i64(&value).and_then(holding);
+    if let Value::BulkString(b) = &value
+        && let Ok(text) = std::str::from_utf8(b)
+    {
+        let _ = parse_info(text);
     }
 }
 
@@ -353,20 +793,7 @@ impl Store for RedisStore {
                     .arg(if q.fair { "1" } else { "0" });
             }
             let reply = inner.run_pinned(&lock.value, inv).await?;
-            let parsed = match &reply {
-                Value::Array(items) if items.len() == 2 => {
-                    match (as_i64(&items[0]), as_i64(&items[1])) {
-                        (Some(1), Some(token)) if token > 0 => Some(Acquired::Granted {
-                            counter: token as u64,
-                        }),
-                        (Some(0), Some(pttl)) => Some(Acquired::Held {
-                            pttl: u64::try_from(pttl).ok().map(Duration::from_millis),
-                        }),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
+            let parsed = decode_acquire(&reply);
             parsed.ok_or_else(|| inner.protocol("acquire", &reply))
         })
     }
@@ -445,19 +872,7 @@ impl Store for RedisStore {
                     return Err(classify(&inner.name, &e));
                 }
             };
-            let mut out = Vec::with_capacity(locks.len());
-            for reply in &replies {
-                let Value::Array(items) = reply else {
-                    return Err(inner.protocol("extend", reply));
-                };
-                for item in items {
-                    out.push(
-                        as_i64(item)
-                            .and_then(holding)
-                            .ok_or_else(|| inner.protocol("extend", reply))?,
-                    );
-                }
-            }
+            let out = decode_extend(&replies).map_err(|bad| inner.protocol("extend", bad))?;
             if out.len() != locks.len() {
                 return Err(NodeError::new(
                     NodeErrorKind::Protocol,
@@ -529,6 +944,12 @@ impl Store for RedisStore {
         })
     }
 
+    fn probe(&self, prefix: &str, thorough: bool) -> StoreFuture<Option<Probe>> {
+        let store = self.clone();
+        let prefix = prefix.to_string();
+        Box::pin(async move { store.probe(&prefix, thorough).await.map(Some) })
+    }
+
     fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
         let inner = self.inner.clone();
         let channel = release_channel(key);
@@ -563,4 +984,125 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
     as_i64(&reply)
         .and_then(holding)
         .ok_or_else(|| inner.protocol("release", &reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A redis-rs error as the node would send it (`-CODE message`).
+    fn server_error(reply: &str) -> RedisError {
+        match redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()) {
+            Ok(Value::ServerError(e)) => e.into(),
+            other => panic!("{reply}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_node_reply_gets_its_kind_and_a_hint() {
+        for (reply, kind, hint) in [
+            (
+                "NOAUTH Authentication required.",
+                NodeErrorKind::Auth,
+                "FENCELOCK_PASSWORD",
+            ),
+            (
+                "WRONGPASS invalid username-password pair",
+                NodeErrorKind::Auth,
+                "never shown",
+            ),
+            (
+                "NOPERM this user has no permissions",
+                NodeErrorKind::Auth,
+                "docs/security.md",
+            ),
+            (
+                "ERR The user executing the script can't run this command or subcommand script",
+                NodeErrorKind::Auth,
+                "docs/security.md",
+            ),
+            (
+                "READONLY You can't write against a read only replica.",
+                NodeErrorKind::ReadOnly,
+                "primary",
+            ),
+            (
+                "WRONGTYPE Operation against a key holding the wrong kind",
+                NodeErrorKind::WrongType,
+                "prefix",
+            ),
+            (
+                "OOM command not allowed when used memory > 'maxmemory'.",
+                NodeErrorKind::OutOfMemory,
+                "maxmemory",
+            ),
+            (
+                "LOADING Redis is loading the dataset in memory",
+                NodeErrorKind::Busy,
+                "loading",
+            ),
+            (
+                "BUSY Redis is busy running a script.",
+                NodeErrorKind::Busy,
+                "SCRIPT KILL",
+            ),
+            (
+                "MASTERDOWN Link with MASTER is down",
+                NodeErrorKind::Busy,
+                "primaries",
+            ),
+            (
+                "MOVED 3999 127.0.0.1:6381",
+                NodeErrorKind::Cluster,
+                "independent nodes",
+            ),
+            (
+                "ASK 3999 127.0.0.1:6381",
+                NodeErrorKind::Cluster,
+                "independent nodes",
+            ),
+            (
+                "CLUSTERDOWN Hash slot not served",
+                NodeErrorKind::Cluster,
+                "independent nodes",
+            ),
+            (
+                "NOSCRIPT No matching script.",
+                NodeErrorKind::Other,
+                "SCRIPT LOAD",
+            ),
+        ] {
+            let e = classify("redis://u:***@h:1", &server_error(reply));
+            assert_eq!(e.kind(), kind, "{reply}: {e}");
+            assert!(e.message().contains(hint), "{reply}: {e}");
+            assert_eq!(e.node(), "redis://u:***@h:1");
+        }
+    }
+
+    #[test]
+    fn reply_decoders_refuse_nonsense() {
+        use redis::Value as V;
+        assert_eq!(
+            decode_acquire(&V::Array(vec![V::Int(1), V::Int(7)])),
+            Some(Acquired::Granted { counter: 7 })
+        );
+        assert_eq!(
+            decode_acquire(&V::Array(vec![V::Int(0), V::Int(-1)])),
+            Some(Acquired::Held { pttl: None })
+        );
+        for bad in [
+            V::Array(vec![V::Int(1), V::Int(0)]),
+            V::Array(vec![V::Int(1), V::Int(-5)]),
+            V::Array(vec![V::Int(2), V::Int(5)]),
+            V::Array(vec![V::Int(1)]),
+            V::Nil,
+        ] {
+            assert_eq!(decode_acquire(&bad), None, "{bad:?}");
+        }
+        assert!(decode_extend(&[V::Array(vec![V::Int(1), V::Int(0), V::Int(-1)])]).is_ok());
+        assert!(decode_extend(&[V::Array(vec![V::Int(2)])]).is_err());
+        assert!(decode_extend(&[V::Int(1)]).is_err());
+        fuzz_decode_reply(b"*2\r\n:1\r\n:0\r\n");
+        fuzz_decode_reply(b"garbage");
+    }
 }

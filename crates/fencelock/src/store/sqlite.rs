@@ -843,9 +843,7 @@ mod tests {
     use super::*;
 
     fn options() -> StoreOptions {
-        StoreOptions {
-            connect_timeout: Duration::from_secs(1),
-        }
+        StoreOptions::new(Duration::from_secs(1))
     }
 
     /// A store on a fresh file in a fresh directory (kept alive by the `TempDir`).

@@ -1,0 +1,211 @@
+//! `fencelock doctor` as a black box: a healthy set of servers exits 0 with a report
+//! per node; a broken one (the same server twice, an ACL user missing a grant, an
+//! unreachable node, a bad URL) exits non-zero and says why — never printing a password.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+
+const PASSWORD: &str = "doctor-Secret-never-shown";
+
+/// A `redis-server` of our own, killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start(extra: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let log = dir.path().join("redis.log");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Ready to accept")
+        {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&self, args: &[&str]) {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        let _: redis::Value = cmd.query(&mut con).unwrap();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn doctor(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("fencelock").expect("binary");
+    cmd.arg("doctor")
+        .env_remove("FENCELOCK_STORE")
+        .env_remove("FENCELOCK_PASSWORD")
+        .env_remove("FENCELOCK_PASSWORD_FILE")
+        .env("XDG_STATE_HOME", dir)
+        .timeout(Duration::from_secs(60));
+    cmd
+}
+
+#[test]
+fn healthy_three_nodes_exit_zero_with_a_report_per_node() {
+    let nodes: Vec<Redis> = (0..3).map(|_| Redis::start(&[])).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = doctor(dir.path());
+    for n in &nodes {
+        cmd.args(["--store", &n.url()]);
+    }
+    cmd.assert()
+        .success()
+        .stdout(predicate::str::contains("role          primary").count(3))
+        .stdout(predicate::str::contains("eviction      noeviction"))
+        .stdout(predicate::str::contains("clock offset"))
+        .stdout(predicate::str::contains("all needed commands granted"))
+        .stdout(predicate::str::contains("probe lock: ok"))
+        .stdout(predicate::str::contains("delayed restart"))
+        .stdout(predicate::str::contains("verdict: healthy"));
+    // The probe lock left nothing behind but its fencing counter.
+    for n in &nodes {
+        let client = redis::Client::open(n.url()).unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("fencelock-doctor-*")
+            .query(&mut client.get_connection().unwrap())
+            .unwrap();
+        assert!(
+            keys.iter().all(|k| k.ends_with(":fencelock:fence")),
+            "{keys:?}"
+        );
+    }
+}
+
+#[test]
+fn the_default_sqlite_store_is_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    doctor(dir.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("sqlite://"))
+        .stdout(predicate::str::contains("probe lock: ok"));
+}
+
+#[test]
+fn the_same_server_twice_fails() {
+    let a = Redis::start(&[]);
+    let b = Redis::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = doctor(dir.path());
+    cmd.args([
+        "--store",
+        &a.url(),
+        "--store",
+        &format!("redis://localhost:{}/2", a.port),
+    ])
+    .args(["--store", &b.url()]);
+    cmd.assert()
+        .code(1)
+        .stdout(predicate::str::contains("same server"))
+        .stdout(predicate::str::contains("verdict: NOT HEALTHY"));
+}
+
+#[test]
+fn a_user_missing_a_grant_fails_without_showing_its_password() {
+    let r = Redis::start(&[]);
+    let pass = format!(">{PASSWORD}");
+    let mut args = vec!["ACL", "SETUSER", "app", "reset", "on", &pass];
+    args.extend(
+        fencelock::MINIMUM_ACL
+            .split_whitespace()
+            .skip(2)
+            .filter(|rule| *rule != "+publish"),
+    );
+    r.run(&args);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = doctor(dir.path());
+    cmd.args(["--store", &format!("redis://app@127.0.0.1:{}", r.port)])
+        .args(["--prefix", "app:"])
+        .env("FENCELOCK_PASSWORD", PASSWORD);
+    cmd.assert()
+        .code(1)
+        .stdout(predicate::str::contains("user          app"))
+        .stdout(predicate::str::contains("probe lock: FAILED"))
+        .stdout(predicate::str::contains("docs/security.md"))
+        .stdout(predicate::str::contains(PASSWORD).not())
+        .stderr(predicate::str::contains(PASSWORD).not());
+}
+
+#[test]
+fn an_unreachable_node_and_a_bad_url_fail() {
+    let a = Redis::start(&[]);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = doctor(dir.path());
+    cmd.args([
+        "--store",
+        &a.url(),
+        "--store",
+        &format!("redis://127.0.0.1:{closed}"),
+    ])
+    .arg("--no-probe");
+    cmd.assert()
+        .code(1)
+        .stdout(predicate::str::contains("NOT CHECKED"))
+        .stdout(predicate::str::contains("probe lock: skipped"));
+
+    let mut cmd = doctor(dir.path());
+    cmd.args([
+        "--store",
+        &format!("redis://u:{PASSWORD}@127.0.0.1:1/notadb"),
+    ]);
+    cmd.assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid store URL"))
+        .stderr(predicate::str::contains(PASSWORD).not());
+}

@@ -1,0 +1,604 @@
+//! Start-up checks: is this set of nodes fit for Redlock?
+//!
+//! Locking can be wrong without a single error being returned: a replica listed as a
+//! node, the same server listed twice (it would count twice toward the quorum), an
+//! eviction policy that may delete a lock key before its TTL, clocks far apart. Each
+//! such condition is caught here, once, when a [`Locker`] first connects, and by
+//! `fencelock doctor` on demand.
+//!
+//! Findings have a [`Severity`]: an [`Severity::Error`] means locking would be wrong
+//! and [`Locker::check`] refuses; a [`Severity::Warning`] is logged through `tracing`
+//! (and refused too with [`crate::LockerBuilder::strict_checks`]); a
+//! [`Severity::Note`] is something the operator should know (no persistence: the
+//! delayed-restart rule).
+//!
+//! Memory and SQLite stores have nothing to check; their nodes are reported without
+//! findings.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::error::{Error, NodeError, Result};
+use crate::locker::Locker;
+
+/// How the finding about a node that could not be asked begins.
+const NOT_CHECKED: &str = "could not be checked: ";
+
+/// Where a locker remembers that its start-up checks passed.
+pub(crate) type CheckCell = tokio::sync::OnceCell<()>;
+
+/// How long one node may take to answer all the check's questions.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What one Redis node told the checks. Unanswered questions are `None`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Probe {
+    pub(crate) version: Option<String>,
+    pub(crate) role: Option<String>,
+    pub(crate) run_id: Option<String>,
+    pub(crate) maxmemory_policy: Option<String>,
+    pub(crate) aof: Option<bool>,
+    /// `CONFIG GET save`: "" means RDB snapshots are off.
+    pub(crate) rdb_save: Option<String>,
+    pub(crate) cluster: Option<bool>,
+    /// The node's clock minus ours, in milliseconds.
+    pub(crate) clock_offset: Option<i64>,
+    pub(crate) round_trip: Duration,
+    pub(crate) user: Option<String>,
+    /// Commands the user may not run (`ACL DRYRUN`); `None` when that cannot be asked.
+    pub(crate) missing: Option<Vec<String>>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Severity {
+    /// Worth knowing; nothing is wrong yet.
+    Note,
+    /// Locking works but may be unsafe in some failure (eviction, clock drift …).
+    Warning,
+    /// Locking would be wrong: the locker refuses to run.
+    Error,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Note => "note",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+/// One thing the checks found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Finding {
+    /// How much it matters.
+    pub severity: Severity,
+    /// The node it is about (redacted address), or `None` for the set of nodes.
+    pub node: Option<String>,
+    /// What was found and what to do, in one or two sentences.
+    pub message: String,
+    /// The node could not be asked (its error is in [`NodeReport::error`]): acquiring
+    /// reports that by itself, so the start-up check neither logs nor refuses on it.
+    pub(crate) about_node_error: bool,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(n) => write!(f, "{}: {n}: {}", self.severity, self.message),
+            None => write!(f, "{}: {}", self.severity, self.message),
+        }
+    }
+}
+
+/// What one node looks like to the checks.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeReport {
+    /// The node's address, without password.
+    pub node: String,
+    /// Why the node could not be checked (unreachable, refused …).
+    pub error: Option<NodeError>,
+    /// Server version (`redis_version`).
+    pub version: Option<String>,
+    /// `master` or `slave` (replica).
+    pub role: Option<String>,
+    /// The server's `run_id`: the same on two URLs means the same server.
+    pub run_id: Option<String>,
+    /// `maxmemory-policy`.
+    pub maxmemory_policy: Option<String>,
+    /// Whether the node persists its data (AOF on, or RDB snapshots configured);
+    /// `None` when it cannot be asked.
+    pub persistence: Option<bool>,
+    /// Whether the node runs in Redis Cluster mode.
+    pub cluster: Option<bool>,
+    /// The node's clock minus this host's, in milliseconds.
+    pub clock_offset_ms: Option<i64>,
+    /// One round trip (median of three PINGs); zero for stores without a network.
+    pub round_trip: Duration,
+    /// The ACL user the connection runs as.
+    pub user: Option<String>,
+    /// Commands the user needs but may not run; `None` when that cannot be asked
+    /// (the user may not run `ACL DRYRUN`).
+    pub missing_permissions: Option<Vec<String>>,
+    /// Questions the node would not answer, and similar remarks.
+    pub notes: Vec<String>,
+}
+
+impl NodeReport {
+    fn new(node: &str) -> Self {
+        NodeReport {
+            node: node.to_string(),
+            error: None,
+            version: None,
+            role: None,
+            run_id: None,
+            maxmemory_policy: None,
+            persistence: None,
+            cluster: None,
+            clock_offset_ms: None,
+            round_trip: Duration::ZERO,
+            user: None,
+            missing_permissions: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn from_probe(node: &str, p: Probe) -> Self {
+        let persistence = match (p.aof, p.rdb_save.as_deref()) {
+            (Some(true), _) => Some(true),
+            (_, Some(save)) => Some(!save.trim().is_empty()),
+            (Some(false), None) => None,
+            (None, None) => None,
+        };
+        NodeReport {
+            version: p.version,
+            role: p.role,
+            run_id: p.run_id,
+            maxmemory_policy: p.maxmemory_policy,
+            persistence,
+            cluster: p.cluster,
+            clock_offset_ms: p.clock_offset,
+            round_trip: p.round_trip,
+            user: p.user,
+            missing_permissions: p.missing,
+            notes: p.notes,
+            ..NodeReport::new(node)
+        }
+    }
+}
+
+/// Everything the checks found, per node and for the set.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Report {
+    /// One entry per store, in the order they were given.
+    pub nodes: Vec<NodeReport>,
+    /// Findings, most severe first.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether nothing worse than a note was found and every node answered.
+    pub fn is_healthy(&self) -> bool {
+        self.worst().is_none_or(|s| s < Severity::Warning)
+            && self.nodes.iter().all(|n| n.error.is_none())
+    }
+
+    /// The most severe finding's severity, if any.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).max()
+    }
+
+    /// Findings of exactly this severity.
+    pub fn of(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.severity == severity)
+    }
+}
+
+/// The ACL a fencelock user needs at the least, for a key prefix `app:`. Listed in
+/// `docs/security.md`; kept here so the doctor can print it.
+pub const MINIMUM_ACL: &str = "on >PASSWORD resetkeys ~app:* resetchannels &app:* \
+    +ping +evalsha +script|load +get +set +del +exists +pexpire +pttl +time +publish \
+    +subscribe +unsubscribe +zadd +zrange +zrangebyscore +zrem +zscore +info +acl|whoami";
+
+impl Locker {
+    /// Runs the start-up checks against every node and returns what they found,
+    /// logging warnings and notes through `tracing`.
+    ///
+    /// Nodes that cannot be reached are reported (with their error) but are not a
+    /// failure here: Redlock tolerates a minority of nodes down, and acquiring will
+    /// say so if too many are.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Config`] when a finding means locking would be wrong — a
+    /// replica node, the same server listed twice, a TTL shorter than the round trip
+    /// allows — or, with [`crate::LockerBuilder::strict_checks`], any warning. The
+    /// message lists the findings (no secrets: nodes are named by redacted address).
+    pub async fn check(&self) -> Result<Report> {
+        // Three round trips per node, each bounded like any request, so a node that
+        // is down or paused delays the first acquire by at most this.
+        let timeout = self.options().request_timeout * 3;
+        let report = self.examine(self.default_ttl(), false, timeout).await;
+        self.judged(report, true)
+    }
+
+    /// The verdict on a report: log the findings, refuse on the bad ones, and with
+    /// `node_errors` also on a node that refused in a way retrying cannot fix.
+    fn judged(&self, report: Report, node_errors: bool) -> Result<Report> {
+        for f in &report.findings {
+            if f.about_node_error {
+                tracing::debug!("fencelock check: {f}");
+                continue;
+            }
+            match f.severity {
+                Severity::Error => tracing::error!("fencelock check: {f}"),
+                Severity::Warning => tracing::warn!("fencelock check: {f}"),
+                Severity::Note => tracing::info!("fencelock check: {f}"),
+            }
+        }
+        let refuse = if self.options().strict_checks {
+            Severity::Warning
+        } else {
+            Severity::Error
+        };
+        // A node that refused the questions the way it would refuse a lock (wrong
+        // password, a certificate not trusted …): the same error acquiring would give.
+        let permanent: Vec<NodeError> = report
+            .nodes
+            .iter()
+            .filter_map(|n| n.error.clone())
+            .filter(NodeError::is_permanent)
+            .collect();
+        if node_errors && !permanent.is_empty() {
+            return Err(Error::config(
+                "cannot use the stores: a node refused in a way retrying cannot fix",
+            )
+            .with_nodes(permanent));
+        }
+        let bad: Vec<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity >= refuse && !f.about_node_error)
+            .map(ToString::to_string)
+            .collect();
+        if bad.is_empty() {
+            Ok(report)
+        } else {
+            Err(Error::config(format!(
+                "the stores are not fit for locking: {}",
+                bad.join("; ")
+            )))
+        }
+    }
+
+    /// Asks every node what the checks need to know and judges the answers, for
+    /// leases of `ttl`. Never fails: unreachable nodes are reported as such. This is
+    /// what `fencelock doctor` prints.
+    pub async fn diagnose(&self, ttl: Duration) -> Report {
+        self.examine(ttl, true, PROBE_TIMEOUT).await
+    }
+
+    /// [`Locker::check`] until it passes once: meant for every acquire, it costs
+    /// nothing after the first success. A failure is not remembered, so fixing the
+    /// set-up (a password, a node) needs no new locker. Unreachable nodes do not fail
+    /// the check; a node that comes back is still vetted (not a replica) when it
+    /// reconnects.
+    ///
+    /// # Errors
+    ///
+    /// As [`Locker::check`].
+    pub(crate) async fn check_once(&self, cell: &CheckCell) -> Result<()> {
+        cell.get_or_try_init(|| async {
+            // Node errors are left to the acquire that follows: it reports them the
+            // usual way (and retries the ones retrying can fix).
+            let timeout = self.options().request_timeout * 3;
+            let report = self.examine(self.default_ttl(), false, timeout).await;
+            self.judged(report, false).map(|_| ())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn examine(&self, ttl: Duration, thorough: bool, timeout: Duration) -> Report {
+        let prefix = self.options().prefix.clone();
+        let probes = join_all(self.nodes().iter().map(|n| {
+            let request = n.probe(&prefix, thorough);
+            async move { tokio::time::timeout(timeout, request).await }
+        }))
+        .await;
+        let nodes: Vec<NodeReport> = self
+            .nodes()
+            .iter()
+            .zip(probes)
+            .map(|(node, probe)| match probe {
+                Ok(Ok(Some(p))) => NodeReport::from_probe(node.name(), p),
+                Ok(Ok(None)) => NodeReport::new(node.name()),
+                Ok(Err(e)) => NodeReport {
+                    error: Some(e),
+                    ..NodeReport::new(node.name())
+                },
+                Err(_) => NodeReport {
+                    error: Some(NodeError::new(
+                        crate::error::NodeErrorKind::Timeout,
+                        node.name(),
+                        format!("no answer to the checks within {timeout:?}"),
+                    )),
+                    ..NodeReport::new(node.name())
+                },
+            })
+            .collect();
+        let budget = drift_budget(ttl, self.options().drift_factor);
+        let timeout = self.options().request_timeout_for(ttl);
+        let mut findings = judge(&nodes, budget, ttl, timeout);
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        Report { nodes, findings }
+    }
+}
+
+/// The clock difference Redlock's validity already allows for: `ttl × drift + 2 ms`.
+fn drift_budget(ttl: Duration, drift_factor: f64) -> Duration {
+    ttl.mul_f64(drift_factor) + Duration::from_millis(2)
+}
+
+/// Judges the node reports. Pure, so every rule is unit-tested without a server.
+fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut push = |severity, node: Option<&str>, message: String| {
+        out.push(Finding {
+            severity,
+            node: node.map(str::to_string),
+            message,
+            about_node_error: false,
+        });
+    };
+    let redis: Vec<&NodeReport> = nodes
+        .iter()
+        .filter(|n| n.node.starts_with("redis://") || n.node.starts_with("rediss://"))
+        .collect();
+
+    for n in nodes {
+        let node = Some(n.node.as_str());
+        if let Some(e) = &n.error {
+            let severity = if e.is_permanent() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            push(severity, node, format!("{NOT_CHECKED}{}", e.message()));
+            continue;
+        }
+        if n.role.as_deref() == Some("slave") {
+            push(
+                Severity::Error,
+                node,
+                "is a replica: its writes are refused or lost, and a release there can \
+                 silently do nothing; list independent primaries only"
+                    .into(),
+            );
+        }
+        if n.cluster == Some(true) {
+            push(
+                Severity::Warning,
+                node,
+                "runs in Redis Cluster mode: keys of another slot answer MOVED, and a \
+                 failover to a replica can lose a lock; Redlock wants independent \
+                 standalone servers"
+                    .into(),
+            );
+        }
+        if let Some(policy) = &n.maxmemory_policy
+            && (policy.starts_with("volatile-") || policy.starts_with("allkeys-"))
+        {
+            push(
+                Severity::Warning,
+                node,
+                format!(
+                    "maxmemory-policy is {policy}: under memory pressure the node may evict \
+                     a lock key (they all have a TTL) before it expires, letting a second \
+                     holder in; use noeviction on lock nodes"
+                ),
+            );
+        }
+        if n.persistence == Some(false) {
+            push(
+                Severity::Note,
+                node,
+                format!(
+                    "has no persistence (no AOF, no RDB): after a crash it comes back empty; \
+                     keep it down for at least the longest TTL in use (delayed restart, \
+                     here {ttl:?} or more) before it rejoins, or enable appendonly with \
+                     appendfsync always"
+                ),
+            );
+        }
+        if let Some(missing) = &n.missing_permissions
+            && !missing.is_empty()
+        {
+            push(
+                Severity::Error,
+                node,
+                format!(
+                    "user {} may not run {}; see the minimum ACL in docs/security.md",
+                    n.user.as_deref().unwrap_or("?"),
+                    missing.join(", ")
+                ),
+            );
+        }
+        if !n.round_trip.is_zero() && n.round_trip * 2 > timeout {
+            push(
+                Severity::Error,
+                node,
+                format!(
+                    "one round trip takes {:?}, too slow for the per-node timeout of {:?} \
+                     that a TTL of {ttl:?} allows; use a longer TTL or a closer node",
+                    n.round_trip, timeout
+                ),
+            );
+        }
+    }
+
+    // The same server twice counts twice toward the quorum.
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for n in &redis {
+        if let Some(id) = n.run_id.as_deref() {
+            if let Some(first) = seen.get(id) {
+                push(
+                    Severity::Error,
+                    Some(&n.node),
+                    format!(
+                        "is the same server as {first} (same run_id): it would count twice \
+                         toward the quorum; list each server once"
+                    ),
+                );
+            } else {
+                seen.insert(id, &n.node);
+            }
+        }
+    }
+
+    if redis.len() > 1 && redis.len().is_multiple_of(2) {
+        push(
+            Severity::Warning,
+            None,
+            format!(
+                "{} nodes: an even number tolerates no more failures than {} (a \
+                 majority is {}); use an odd number",
+                redis.len(),
+                redis.len() - 1,
+                redis.len() / 2 + 1
+            ),
+        );
+    }
+
+    let offsets: Vec<(&str, i64)> = redis
+        .iter()
+        .filter_map(|n| Some((n.node.as_str(), n.clock_offset_ms?)))
+        .collect();
+    if let (Some(lo), Some(hi)) = (
+        offsets.iter().min_by_key(|(_, o)| *o),
+        offsets.iter().max_by_key(|(_, o)| *o),
+    ) {
+        let spread = hi.1.saturating_sub(lo.1).unsigned_abs();
+        if offsets.len() > 1 && Duration::from_millis(spread) > drift {
+            push(
+                Severity::Warning,
+                None,
+                format!(
+                    "node clocks are {spread} ms apart ({} vs {}), more than the drift \
+                     budget of {} ms for a {ttl:?} TTL; keep the nodes' clocks in sync \
+                     (NTP) or raise the drift factor",
+                    lo.0,
+                    hi.0,
+                    drift.as_millis()
+                ),
+            );
+        }
+    }
+    for f in &mut out {
+        f.about_node_error = f.message.starts_with(NOT_CHECKED);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::NodeErrorKind;
+
+    fn node(name: &str) -> NodeReport {
+        NodeReport {
+            role: Some("master".into()),
+            run_id: Some(format!("id-{name}")),
+            maxmemory_policy: Some("noeviction".into()),
+            persistence: Some(true),
+            clock_offset_ms: Some(0),
+            round_trip: Duration::from_millis(1),
+            ..NodeReport::new(&format!("redis://{name}:6379"))
+        }
+    }
+
+    fn judged(nodes: &[NodeReport]) -> Vec<Finding> {
+        judge(
+            nodes,
+            drift_budget(Duration::from_secs(30), 0.01),
+            Duration::from_secs(30),
+            Duration::from_millis(250),
+        )
+    }
+
+    #[test]
+    fn healthy_set_has_no_findings() {
+        assert!(judged(&[node("a"), node("b"), node("c")]).is_empty());
+    }
+
+    #[test]
+    fn each_rule_fires() {
+        let mut replica = node("r");
+        replica.role = Some("slave".into());
+        let mut evicting = node("e");
+        evicting.maxmemory_policy = Some("volatile-lru".into());
+        let mut twin = node("t");
+        twin.run_id = Some("id-a".into());
+        let mut volatile = node("v");
+        volatile.persistence = Some(false);
+        let mut skewed = node("s");
+        skewed.clock_offset_ms = Some(5_000);
+        let mut slow = node("slow");
+        slow.round_trip = Duration::from_millis(200);
+        let mut denied = node("d");
+        denied.missing_permissions = Some(vec!["PUBLISH".into()]);
+        let mut down = node("x");
+        down.error = Some(NodeError::new(
+            NodeErrorKind::Io,
+            "redis://x:6379",
+            "refused",
+        ));
+        let f = judged(&[
+            node("a"),
+            replica,
+            evicting,
+            twin,
+            volatile,
+            skewed,
+            slow,
+            denied,
+            down,
+        ]);
+        let has = |sev: Severity, needle: &str| {
+            f.iter()
+                .any(|x| x.severity == sev && x.to_string().contains(needle))
+        };
+        assert!(has(Severity::Error, "is a replica"), "{f:#?}");
+        assert!(has(Severity::Warning, "volatile-lru"), "{f:#?}");
+        assert!(
+            has(Severity::Error, "same server as redis://a:6379"),
+            "{f:#?}"
+        );
+        assert!(has(Severity::Note, "delayed restart"), "{f:#?}");
+        assert!(has(Severity::Warning, "clocks are 5000 ms apart"), "{f:#?}");
+        assert!(has(Severity::Error, "round trip"), "{f:#?}");
+        assert!(has(Severity::Error, "may not run PUBLISH"), "{f:#?}");
+        assert!(has(Severity::Warning, "could not be checked"), "{f:#?}");
+        assert!(!has(Severity::Warning, "even number"), "9 nodes: {f:#?}");
+    }
+
+    #[test]
+    fn even_count_warns() {
+        let f = judged(&[node("a"), node("b")]);
+        assert!(
+            f.iter()
+                .any(|x| x.severity == Severity::Warning && x.message.contains("even")),
+            "{f:#?}"
+        );
+    }
+}

@@ -1,0 +1,704 @@
+//! Production hardening against real `redis-server` processes: TLS with a CA the test
+//! makes, ACL users confined to a key prefix, passwords from the environment or a file
+//! and never printed, the start-up checks (replica, same server twice, eviction policy,
+//! even node count), and one typed, named error per failure a node can answer with.
+
+#[path = "support/secure.rs"]
+mod secure;
+mod support;
+
+use std::time::Duration;
+
+use fencelock::{Locker, NodeErrorKind, ReleaseOutcome, Severity};
+use secure::{Certs, Server};
+use support::Cluster;
+
+const TTL: Duration = Duration::from_secs(5);
+const PASSWORD: &str = "s3cret-Pa55word-never-printed";
+
+fn builder() -> fencelock::LockerBuilder {
+    Locker::builder()
+        .request_timeout(Duration::from_millis(1000))
+        .connect_timeout(Duration::from_secs(2))
+        .max_wait(Some(Duration::from_secs(2)))
+}
+
+// ----- TLS ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tls_with_the_ca_works() {
+    let certs = Certs::generate();
+    let server = Server::start_tls(&certs, &[]);
+    let url = format!("{}?ca={}", server.url(), certs.ca.display());
+    let locker = builder().store(&url).build().expect("locker");
+    let lease = locker
+        .try_acquire("tls:a", TTL)
+        .await
+        .expect("acquire over TLS");
+    lease.extend(TTL).await.expect("extend over TLS");
+    assert_eq!(lease.release().await.unwrap(), ReleaseOutcome::Released);
+
+    // The same through the builder option, with a hand-off through pub/sub over TLS.
+    let locker = builder()
+        .store(server.url())
+        .ca_cert(&certs.ca)
+        .build()
+        .expect("locker");
+    let held = locker.try_acquire("tls:b", TTL).await.expect("acquire");
+    let waiter = {
+        let locker = locker.clone();
+        tokio::spawn(async move { locker.acquire("tls:b", TTL).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    held.release().await.unwrap();
+    let next = waiter.await.unwrap().expect("waiter gets the lock");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "hand-off over TLS took {:?}",
+        started.elapsed()
+    );
+    next.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn tls_without_the_ca_is_a_config_error_naming_the_node() {
+    let certs = Certs::generate();
+    let server = Server::start_tls(&certs, &[]);
+    let with_password = format!("rediss://user:{PASSWORD}@127.0.0.1:{}", server.port());
+    for (what, locker) in [
+        (
+            "platform roots",
+            builder().store(&with_password).build().unwrap(),
+        ),
+        (
+            "another CA",
+            builder()
+                .store(&with_password)
+                .ca_cert(&certs.other_ca)
+                .build()
+                .unwrap(),
+        ),
+    ] {
+        let e = locker.try_acquire("tls:x", TTL).await.unwrap_err();
+        let text = e.to_string();
+        assert!(e.is_config(), "{what}: {e:?}");
+        assert!(
+            text.contains(&format!("127.0.0.1:{}", server.port())),
+            "{what}: the node is named: {text}"
+        );
+        assert!(text.contains("certificate"), "{what}: says why: {text}");
+        assert!(!text.contains(PASSWORD), "{what}: {text}");
+        assert!(!format!("{e:?}").contains(PASSWORD), "{what}: {e:?}");
+        assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::Tls, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn insecure_tls_is_refused_unless_asked_for_by_name() {
+    let certs = Certs::generate();
+    let server = Server::start_tls(&certs, &[]);
+    let url = format!("{}#insecure", server.url());
+    let e = builder().store(&url).build().unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert!(e.to_string().contains("danger_accept_invalid_certs"), "{e}");
+
+    let locker = builder()
+        .store(&url)
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("allowed by name");
+    let lease = locker
+        .try_acquire("tls:insecure", TTL)
+        .await
+        .expect("acquire");
+    lease.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_ca_file_is_reported_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    for path in [dir.path().join("missing.pem"), not_pem] {
+        let e = builder()
+            .store("rediss://127.0.0.1:1")
+            .ca_cert(&path)
+            .build()
+            .unwrap_err();
+        assert!(e.is_config(), "{e:?}");
+        assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}");
+    }
+}
+
+// ----- ACL users and passwords ------------------------------------------------------------
+
+/// The minimum ACL of docs/security.md, for user `app` confined to `app:*`.
+fn add_app_user(server: &Server, extra: &[&str]) {
+    let mut args = vec!["ACL", "SETUSER", "app", "reset", "on"];
+    let pass = format!(">{PASSWORD}");
+    args.push(&pass);
+    for rule in fencelock::MINIMUM_ACL.split_whitespace().skip(2) {
+        args.push(rule);
+    }
+    args.extend_from_slice(extra);
+    server.run(&args);
+}
+
+#[tokio::test]
+async fn acl_user_confined_to_a_prefix_can_do_everything() {
+    let server = Server::start(&[]);
+    add_app_user(&server, &[]);
+    let url = format!("redis://app:{PASSWORD}@127.0.0.1:{}", server.port());
+    let locker = builder().store(&url).prefix("app:").build().unwrap();
+
+    let lease = locker.try_acquire("job", TTL).await.expect("acquire");
+    lease.extend(TTL).await.expect("extend");
+    let status = locker.status(["job"]).await.expect("status");
+    assert!(status[0].is_held());
+    // A waiter woken by the release notice (SUBSCRIBE on &app:*).
+    let waiter = {
+        let locker = locker.clone();
+        tokio::spawn(async move { locker.acquire("job", TTL).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(lease.release().await.unwrap(), ReleaseOutcome::Released);
+    let next = waiter.await.unwrap().expect("waiter");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Auto-renewal (the batched extend pipeline) and fair mode.
+    next.set_auto_renew(true);
+    next.release().await.unwrap();
+    let fair = locker
+        .acquire_with("job", TTL, &fencelock::AcquireOptions::default().fair())
+        .await
+        .expect("fair acquire");
+    fair.release().await.unwrap();
+
+    // The checks pass; the doctor's deeper look sees the user (ACL WHOAMI granted).
+    locker.check().await.expect("check");
+    let report = locker.diagnose(TTL).await;
+    let node = &report.nodes[0];
+    assert_eq!(node.user.as_deref(), Some("app"), "{report:#?}");
+    assert!(node.role.is_some(), "INFO is granted: {report:#?}");
+}
+
+#[tokio::test]
+async fn outside_its_prefix_the_user_gets_a_clear_permission_error() {
+    let server = Server::start(&[]);
+    add_app_user(&server, &[]);
+    let url = format!("redis://app:{PASSWORD}@127.0.0.1:{}", server.port());
+    let locker = builder().store(&url).build().unwrap();
+    let e = locker.try_acquire("elsewhere", TTL).await.unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    let node = &e.node_errors()[0];
+    assert_eq!(node.kind(), NodeErrorKind::Auth, "{e}");
+    assert!(node.message().contains("permissions"), "{e}");
+    assert!(node.message().contains("docs/security.md"), "{e}");
+    assert!(!e.to_string().contains(PASSWORD) && !format!("{e:?}").contains(PASSWORD));
+}
+
+#[tokio::test]
+async fn each_grant_of_the_minimum_acl_is_needed() {
+    // The experiment behind docs/security.md: take one command away at a time, run
+    // every kind of operation (held key → PTTL; fair mode → the Z* commands; script
+    // cache flushed → SCRIPT LOAD; fresh counter → TIME; release → DEL, PUBLISH), and
+    // see a permission error naming the node. (SUBSCRIBE is not in the list: without
+    // it waiters fall back to polling, which is slower but not an error.)
+    let server = Server::start(&[]);
+    let url = format!("redis://app:{PASSWORD}@127.0.0.1:{}", server.port());
+    for command in [
+        "get",
+        "set",
+        "del",
+        "exists",
+        "pexpire",
+        "pttl",
+        "time",
+        "publish",
+        "evalsha",
+        "script|load",
+        "zadd",
+        "zrange",
+        "zrangebyscore",
+        "zrem",
+        "zscore",
+    ] {
+        server.run(&["FLUSHALL"]);
+        server.run(&["SCRIPT", "FLUSH"]);
+        server.run(&["SET", "app:held", "someone-else", "PX", "60000"]);
+        // Another fair waiter first in line for `queued` (deadline far ahead).
+        server.run(&["ZADD", "app:queued:fencelock:queue", "0", "w0"]);
+        server.run(&[
+            "ZADD",
+            "app:queued:fencelock:queue-deadline",
+            "99999999999999",
+            "w0",
+        ]);
+        add_app_user(&server, &[&format!("-{command}")]);
+        let locker = builder()
+            .store(&url)
+            .prefix("app:")
+            .holder("test")
+            .max_wait(Some(Duration::from_millis(300)))
+            .build()
+            .unwrap();
+        let mut errors = Vec::new();
+        if let Err(e) = locker.try_acquire("held", TTL).await {
+            errors.push(e);
+        }
+        let fair = fencelock::AcquireOptions::default()
+            .fair()
+            .max_wait(Duration::from_millis(300));
+        if let Err(e) = locker.acquire_with("held", TTL, &fair).await {
+            errors.push(e);
+        }
+        for key in ["queued", "free"] {
+            match locker.acquire_with(key, TTL, &fair).await {
+                Ok(lease) => {
+                    if let Err(e) = lease.release().await {
+                        errors.push(e);
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        match locker.try_acquire("exp", TTL).await {
+            Ok(lease) => {
+                if let Err(e) = lease.extend(TTL).await {
+                    errors.push(e);
+                }
+                if let Err(e) = lease.release().await {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+        let status_errors: Vec<_> = match locker.status(["exp"]).await {
+            Ok(st) => st[0].nodes.iter().filter_map(|n| n.error.clone()).collect(),
+            Err(e) => e.node_errors().to_vec(),
+        };
+        let denied = errors
+            .iter()
+            .flat_map(|e| e.node_errors().iter().cloned())
+            .chain(status_errors)
+            .any(|n| n.kind() == NodeErrorKind::Auth && n.message().contains("docs/security.md"));
+        assert!(
+            denied,
+            "without {command} no operation was refused: {:?}",
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_is_a_config_error_without_the_password() {
+    let server = Server::start(&["--requirepass", PASSWORD]);
+    let wrong = "Wr0ng-Passw0rd-also-secret";
+    let url = format!("redis://:{wrong}@127.0.0.1:{}", server.port());
+    let locker = builder().store(&url).build().unwrap();
+    let e = locker.try_acquire("k", TTL).await.unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::Auth);
+    for text in [e.to_string(), format!("{e:?}"), format!("{locker:?}")] {
+        assert!(!text.contains(wrong), "{text}");
+    }
+
+    // No password at all: NOAUTH, with the hint where to put one.
+    let locker = builder().store(server.url()).build().unwrap();
+    let e = locker.try_acquire("k", TTL).await.unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert!(e.to_string().contains("FENCELOCK_PASSWORD"), "{e}");
+}
+
+#[tokio::test]
+async fn password_from_the_environment_or_a_file() {
+    let server = Server::start(&["--requirepass", PASSWORD]);
+    // SAFETY-free: the variable name is unique to this test.
+    unsafe { std::env::set_var("FENCELOCK_TEST_PASSWORD_HARDENING", PASSWORD) };
+    let b = builder()
+        .store(server.url())
+        .password_from_env("FENCELOCK_TEST_PASSWORD_HARDENING");
+    assert!(!format!("{b:?}").contains(PASSWORD), "{b:?}");
+    let locker = b.build().unwrap();
+    locker
+        .try_acquire("env", TTL)
+        .await
+        .expect("env password")
+        .release()
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let locker = builder()
+        .store(server.url())
+        .password_file(&file)
+        .build()
+        .unwrap();
+    locker
+        .try_acquire("file", TTL)
+        .await
+        .expect("file password")
+        .release()
+        .await
+        .unwrap();
+
+    let e = builder()
+        .store(server.url())
+        .password_from_env("FENCELOCK_TEST_UNSET_VARIABLE")
+        .build()
+        .unwrap_err();
+    assert!(
+        e.is_config() && e.to_string().contains("FENCELOCK_TEST_UNSET_VARIABLE"),
+        "{e}"
+    );
+    let e = builder()
+        .store(server.url())
+        .password_file(dir.path().join("nope"))
+        .build()
+        .unwrap_err();
+    assert!(e.is_config(), "{e}");
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_lock_values_or_passwords() {
+    let cluster = Cluster::start(1);
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}", cluster.port(0));
+    cluster.connection(0);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg(PASSWORD)
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    let b = builder().store(&url).holder("host-1");
+    assert!(!format!("{b:?}").contains(PASSWORD), "{b:?}");
+    let locker = b.build().unwrap();
+    let lease = locker.try_acquire("dbg", TTL).await.unwrap();
+    let value = lease.value().to_string();
+    for text in [format!("{lease:?}"), format!("{locker:?}")] {
+        assert!(!text.contains(&value), "lock value in Debug: {text}");
+        assert!(!text.contains(PASSWORD), "password in Debug: {text}");
+    }
+    lease.release().await.unwrap();
+}
+
+// ----- start-up checks ------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_replica_is_refused() {
+    let primary = Cluster::start(1);
+    let port = primary.port(0).to_string();
+    let replica = Server::start(&["--replicaof", "127.0.0.1", &port]);
+    let locker = builder().store(replica.url()).build().unwrap();
+    let e = locker.try_acquire("r", TTL).await.unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::ReadOnly, "{e}");
+    assert!(e.to_string().contains("replica"), "{e}");
+    // Even one that accepts writes (replica-read-only no) and would lose them.
+    let replica = Server::start(&[
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+        "--replica-read-only",
+        "no",
+    ]);
+    let locker = builder().store(replica.url()).build().unwrap();
+    assert!(locker.try_acquire("r", TTL).await.unwrap_err().is_config());
+}
+
+#[tokio::test]
+async fn the_same_server_twice_is_an_error() {
+    let cluster = Cluster::start(2);
+    let a = cluster.url(0);
+    let twin = format!("redis://localhost:{}/1", cluster.port(0));
+    let locker = builder()
+        .stores([a.clone(), twin, cluster.url(1)])
+        .build()
+        .unwrap();
+    let e = locker.check().await.unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert!(e.to_string().contains("same server"), "{e}");
+    let report = locker.diagnose(TTL).await;
+    assert_eq!(report.worst(), Some(Severity::Error));
+}
+
+#[tokio::test]
+async fn a_healthy_set_passes_with_notes_only() {
+    let cluster = Cluster::start(3);
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let report = locker.check().await.expect("healthy");
+    assert_eq!(report.nodes.len(), 3);
+    for n in &report.nodes {
+        assert!(n.error.is_none(), "{report:#?}");
+        assert_eq!(n.role.as_deref(), Some("master"));
+        assert!(
+            n.version.as_deref().is_some_and(|v| v.starts_with('7')),
+            "{n:?}"
+        );
+        assert_eq!(
+            n.persistence,
+            Some(false),
+            "the fixture runs without persistence"
+        );
+        assert!(n.clock_offset_ms.is_some_and(|o| o.abs() < 1000), "{n:?}");
+        assert_eq!(
+            n.missing_permissions, None,
+            "check() does not ask the ACL: {n:?}"
+        );
+    }
+    // The doctor's deeper look asks the ACL too.
+    let deep = locker.diagnose(TTL).await;
+    for n in &deep.nodes {
+        assert_eq!(n.missing_permissions.as_deref(), Some(&[][..]), "{n:?}");
+        assert_eq!(n.user.as_deref(), Some("default"), "{n:?}");
+    }
+    assert!(deep.is_healthy(), "{deep:#?}");
+    assert_eq!(report.worst(), Some(Severity::Note), "{report:#?}");
+    assert!(report.is_healthy());
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.message.contains("delayed restart"))
+    );
+}
+
+#[tokio::test]
+async fn evicting_policy_and_even_count_warn_and_strict_refuses() {
+    let cluster = Cluster::start(2);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query(&mut cluster.connection(1))
+        .unwrap();
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let report = locker.check().await.expect("warnings only");
+    let warnings: Vec<String> = report
+        .of(Severity::Warning)
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("volatile-lru")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("even number")),
+        "{warnings:?}"
+    );
+    assert!(!report.is_healthy());
+
+    let strict = builder()
+        .stores(cluster.urls())
+        .strict_checks(true)
+        .build()
+        .unwrap();
+    let e = strict.check().await.unwrap_err();
+    assert!(
+        e.is_config() && e.to_string().contains("volatile-lru"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn ttl_too_short_for_the_round_trip_is_an_error() {
+    let cluster = Cluster::start(1);
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    // A loopback round trip takes tens of microseconds; a 30 µs TTL allows a per-node
+    // timeout of 10 µs. (The builder refuses such a TTL for locking; the doctor takes
+    // any, to answer "would this TTL work here?".)
+    let report = locker.diagnose(Duration::from_micros(30)).await;
+    assert!(
+        report
+            .of(Severity::Error)
+            .any(|f| f.message.contains("round trip")),
+        "{report:#?}"
+    );
+    let report = locker.diagnose(Duration::from_secs(30)).await;
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.message.contains("round trip")),
+        "{report:#?}"
+    );
+}
+
+// ----- typed errors ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn wrongtype_is_a_config_error_and_the_foreign_key_is_kept() {
+    let cluster = Cluster::start(1);
+    let _: () = redis::cmd("HSET")
+        .arg("typed:fencelock:fence")
+        .arg("f")
+        .arg("v")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let e = locker.try_acquire("typed", TTL).await.unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
+    let kind: String = redis::cmd("TYPE")
+        .arg("typed:fencelock:fence")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    assert_eq!(kind, "hash");
+}
+
+#[tokio::test]
+async fn out_of_memory_is_unavailable_with_the_node_named() {
+    let cluster = Cluster::start(1);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let e = locker.try_acquire("oom", TTL).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::OutOfMemory, "{e}");
+    assert!(e.to_string().contains(&cluster.url(0)), "{e}");
+}
+
+#[tokio::test]
+async fn busy_node_is_unavailable_then_recovers() {
+    let cluster = Cluster::start(1);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg("50")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    let port = cluster.port(0);
+    let script = std::thread::spawn(move || {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let _: redis::RedisResult<redis::Value> = redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query(&mut con);
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let e = locker.try_acquire("busy", TTL).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::Busy, "{e}");
+    assert!(e.to_string().contains("SCRIPT KILL"), "{e}");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    script.join().unwrap();
+    locker
+        .try_acquire("busy", TTL)
+        .await
+        .expect("after SCRIPT KILL")
+        .release()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_cluster_node_is_a_config_error_saying_redlock_wants_independent_nodes() {
+    let a = Server::start(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes-a.conf",
+    ]);
+    let b = Server::start(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes-b.conf",
+    ]);
+    b.run(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    a.run(&["CLUSTER", "MEET", "127.0.0.1", &b.port().to_string()]);
+    // Wait until a knows b serves every slot, so it answers MOVED.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let reply = redis::cmd("GET")
+            .arg("k")
+            .query::<redis::Value>(&mut a.connection());
+        if reply.as_ref().is_err_and(|e| e.code() == Some("MOVED")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no MOVED yet: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let locker = builder().store(a.url()).build().unwrap();
+    let e = locker.try_acquire("k", TTL).await.unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::Cluster, "{e}");
+    assert!(e.to_string().contains("independent nodes"), "{e}");
+}
+
+#[tokio::test]
+async fn lost_script_cache_is_reloaded_for_every_operation() {
+    let cluster = Cluster::start(1);
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let lease = locker.try_acquire("noscript", TTL).await.unwrap();
+    for _ in 0..2 {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut cluster.connection(0))
+            .unwrap();
+        lease.extend(TTL).await.expect("extend reloads its script");
+    }
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    assert_eq!(lease.release().await.unwrap(), ReleaseOutcome::Released);
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    locker
+        .try_acquire("noscript", TTL)
+        .await
+        .expect("acquire reloads")
+        .release()
+        .await
+        .unwrap();
+}
+
+// ----- holding limits -------------------------------------------------------------------
+
+#[tokio::test]
+async fn max_hold_lets_an_auto_renewed_lease_go() {
+    let cluster = Cluster::start(1);
+    let locker = builder()
+        .stores(cluster.urls())
+        .max_hold(Some(Duration::from_millis(700)))
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let result = locker
+        .with_lock("held-forever", Duration::from_millis(300), async |_lease| {
+            // Work that never ends: only the limit stops it.
+            std::future::pending::<()>().await
+        })
+        .await;
+    let held = started.elapsed();
+    let e = result.work.unwrap_err();
+    assert!(e.is_lost(), "{e:?}");
+    assert!(
+        held >= Duration::from_millis(650) && held < Duration::from_secs(2),
+        "held {held:?}"
+    );
+    // Renewed until then: the lease outlived its 300 ms TTL.
+    assert!(held > Duration::from_millis(300));
+}
