@@ -37,6 +37,7 @@ on_cluster!(
     runs_never_overlap,
     acquire_extend_release_script,
     status_shows_the_holder,
+    status_lists_keys_under_prefix,
     command_cannot_run,
     prefix_separates_namespaces,
 );

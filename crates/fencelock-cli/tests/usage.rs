@@ -40,7 +40,6 @@ fn bad_input_is_a_usage_error() {
         &["run", "-c", "true", "k", "--", "true"],
         &["acquire", ""],
         &["acquire", "--ttl", "-1", "k"],
-        &["status"],
         &["status", ""],
         &["extend", "k"],
         &["extend", "k", "--value", ""],

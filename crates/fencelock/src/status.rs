@@ -55,6 +55,59 @@ pub struct NodeStatus {
 }
 
 impl Locker {
+    /// The keys (without the locker's prefix) that start with `prefix` and were locked
+    /// through fencelock recently (within the fencing counters' 24 h retention), held
+    /// or not, as any node that answered knows them; sorted, at most `limit`. Pair it
+    /// with [`Locker::status`] to see which are held.
+    ///
+    /// Keys held only by other clients (the `redlock` npm package, redsync) are not
+    /// listed: they keep no counter.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Unavailable`] when no node answered.
+    ///
+    /// Cancelling the future abandons the queries; nothing is changed by them.
+    pub async fn known_keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let options = self.options();
+        let full = format!("{}{prefix}", options.prefix);
+        let timeout = options.request_timeout.max(Duration::from_secs(2));
+        let replies = join_all(
+            self.nodes()
+                .iter()
+                .map(|n| tokio::time::timeout(timeout, n.known_keys(&full, limit))),
+        )
+        .await;
+        let mut keys = std::collections::BTreeSet::new();
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for (node, reply) in self.nodes().iter().zip(replies) {
+            match reply {
+                Ok(Ok(k)) => {
+                    answered = true;
+                    keys.extend(k);
+                }
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(NodeError::new(
+                    NodeErrorKind::Timeout,
+                    node.name(),
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )),
+            }
+        }
+        if !answered {
+            return Err(crate::Error::unavailable(
+                "no store answered the key listing",
+                errors,
+            ));
+        }
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&options.prefix).map(str::to_string))
+            .take(limit)
+            .collect())
+    }
+
     /// Asks every node what it knows about each key.
     ///
     /// # Errors

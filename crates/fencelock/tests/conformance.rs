@@ -289,6 +289,34 @@ async fn status_shows_holder(b: &Backend) {
     assert_eq!(status[0].holder(), None);
 }
 
+async fn lists_known_keys_by_prefix(b: &Backend) {
+    let x = b.builder().prefix("ns:").build().expect("locker");
+    let held = x.acquire("list:a", TTL).await.expect("acquire");
+    x.acquire("list:b*", TTL)
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+    let other = x.acquire("other", TTL).await.expect("acquire");
+    // Released keys are listed too (they have a counter), without the prefix, and no
+    // sibling record ever shows up as a key.
+    assert_eq!(
+        x.known_keys("list:", 100).await.expect("list"),
+        ["list:a", "list:b*"]
+    );
+    // Glob characters in the prefix are literal.
+    assert_eq!(
+        x.known_keys("list:b*", 100).await.expect("list"),
+        ["list:b*"]
+    );
+    assert_eq!(x.known_keys("", 1).await.expect("list").len(), 1);
+    let status = x.status(["list:a", "list:b*"]).await.expect("status");
+    assert!(status[0].is_held() && !status[1].is_held());
+    held.release().await.expect("release");
+    other.release().await.expect("release");
+}
+
 async fn bad_input(b: &Backend) {
     let x = b.locker();
     for err in [
@@ -336,6 +364,7 @@ every_store!(
     waiter_wakes_on_release,
     wait_times_out,
     status_shows_holder,
+    lists_known_keys_by_prefix,
     bad_input,
 );
 

@@ -1,4 +1,8 @@
-//! `fencelock status KEY…`: what the stores know about keys.
+//! `fencelock status [KEY…]`: what the stores know about keys.
+//!
+//! Without keys, it lists every key locked through fencelock recently under the
+//! global `--prefix` (held or not: the keys that have a fencing counter), so
+//! `fencelock --prefix app: status` shows the locks of `app:`.
 //!
 //! For each key: free or held (by a majority of stores), the holder `run`/`acquire`
 //! stored beside it (host, pid, command, since when), the TTL left on each store, and
@@ -14,11 +18,15 @@ use crate::exit::Outcome;
 use crate::holder::Holder;
 use crate::stores;
 
+/// The most keys `status` without keys lists.
+const LIST_LIMIT: usize = 1000;
+
 /// Options of `fencelock status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The keys to show.
-    #[arg(value_name = "KEY", required = true, num_args = 1..)]
+    /// The keys to show. Without keys: every key locked recently (within 24 h) under
+    /// the global --prefix, held or not.
+    #[arg(value_name = "KEY", num_args = 0..)]
     pub keys: Vec<String>,
 
     /// Print one JSON object instead of text.
@@ -61,7 +69,20 @@ struct NodeReport {
 /// password …) — after printing what is known.
 pub async fn run(args: Args, global: &Global) -> Outcome {
     let locker = stores::locker(global, None)?;
-    let statuses = locker.status(args.keys.as_slice()).await?;
+    let keys = if args.keys.is_empty() {
+        locker.known_keys("", LIST_LIMIT).await?
+    } else {
+        args.keys
+    };
+    if keys.is_empty() {
+        if args.json {
+            println!("{}", serde_json::json!({ "keys": [] }));
+        } else {
+            println!("no keys locked recently");
+        }
+        return Ok(0);
+    }
+    let statuses = locker.status(keys.as_slice()).await?;
     let report = Report {
         keys: statuses.iter().map(key_report).collect(),
     };

@@ -253,6 +253,19 @@ pub fn acquire_extend_release_script(t: &Setup) {
     assert_eq!(out.stdout, "ok\n");
 }
 
+/// `status` without keys lists the keys locked recently under `--prefix`.
+pub fn status_lists_keys_under_prefix(t: &Setup) {
+    let holder = t.hold("app:listed");
+    t.run(&["run", "app:done", "--", "true"]).expect_code(0);
+    t.run(&["run", "elsewhere", "--", "true"]).expect_code(0);
+    let out = t.run(&["--prefix", "app:", "status"]);
+    out.expect_code(0);
+    assert!(out.stdout.starts_with("done: free\n"), "{out:#?}");
+    assert!(out.stdout.contains("listed: held\n"), "{out:#?}");
+    assert!(!out.stdout.contains("elsewhere"), "{out:#?}");
+    stop(holder);
+}
+
 pub fn status_shows_the_holder(t: &Setup) {
     let holder = t.hold("shown");
     let out = t.run(&["status", "shown", "other"]);

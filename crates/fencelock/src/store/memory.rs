@@ -363,6 +363,21 @@ impl Store for MemoryStore {
         })
     }
 
+    fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
+        let prefix = prefix.to_string();
+        self.run(move |s| {
+            let mut keys: Vec<String> = s
+                .counters
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect();
+            keys.sort();
+            keys.truncate(limit);
+            Ok(keys)
+        })
+    }
+
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo> {
         let key = key.to_string();
         self.run(move |s| Ok(s.inspect(&key, Instant::now())))

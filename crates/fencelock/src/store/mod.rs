@@ -158,6 +158,11 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// then drop the connection so no request stays in flight.
     fn abandon(&self, lock: &LockSpec) -> StoreFuture<()>;
 
+    /// Up to `limit` lock keys starting with `prefix` that this node has a fencing
+    /// counter for: every key locked through fencelock within the counter retention,
+    /// held or not (for `fencelock status` without keys). Sorted.
+    fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>>;
+
     /// What this node knows about `key` (full key, prefix applied).
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo>;
 

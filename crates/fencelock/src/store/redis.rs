@@ -51,9 +51,24 @@ static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_LUA));
 static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_QUEUE_LUA));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
+/// The tail of the sibling key holding a lock key's fencing counter.
+const FENCE_SUFFIX: &str = ":fencelock:fence";
+
 /// The sibling key holding a lock key's fencing counter.
 pub(crate) fn fence_key(key: &str) -> String {
-    format!("{key}:fencelock:fence")
+    format!("{key}{FENCE_SUFFIX}")
+}
+
+/// `s` with Redis glob characters escaped, for SCAN MATCH.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The sibling key holding a description of the current holder (for `status`).
@@ -905,6 +920,50 @@ impl Store for RedisStore {
                 inner.invalidate(g);
             }
             Ok(())
+        })
+    }
+
+    fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
+        let inner = self.inner.clone();
+        // Every key locked through fencelock has a counter beside it: scan for those,
+        // so data keys that merely share the prefix are not taken for locks.
+        let pattern = format!("{}*{}", glob_escape(prefix), FENCE_SUFFIX);
+        Box::pin(async move {
+            let (generation, mut conn) = inner.connection().await?;
+            let mut keys = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, batch): (u64, Vec<String>) = match redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn)
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if e.is_io_error() || e.is_connection_dropped() {
+                            inner.invalidate(generation);
+                        }
+                        return Err(classify(&inner.name, &e));
+                    }
+                };
+                keys.extend(
+                    batch
+                        .into_iter()
+                        .filter_map(|k| k.strip_suffix(FENCE_SUFFIX).map(str::to_string)),
+                );
+                cursor = next;
+                if cursor == 0 || keys.len() >= limit {
+                    break;
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            keys.truncate(limit);
+            Ok(keys)
         })
     }
 

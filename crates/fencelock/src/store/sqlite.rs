@@ -826,6 +826,23 @@ impl Store for SqliteStore {
         })
     }
 
+    fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
+        let prefix = prefix.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.spawn(Vec::new(), move |inner| {
+            inner.with_connection(|c| {
+                let keys = c
+                    .prepare_cached(
+                        "SELECT key FROM fencelock_counter \
+                         WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key LIMIT ?2",
+                    )?
+                    .query_map(params![prefix, limit], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?;
+                Ok(keys)
+            })
+        })
+    }
+
     /// SQLite has no way to tell another process that a row was deleted; waiters poll
     /// (sleeping until the holder's TTL runs out, with jitter).
     fn watch(&self, _key: &str, _waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
