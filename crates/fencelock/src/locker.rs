@@ -890,18 +890,22 @@ impl Locker {
     async fn release_spec(&self, spec: &LockSpec, keys: &[String]) -> Result<ReleaseOutcome> {
         let inner = &self.inner;
         let spec = spec.clone();
-        let timeout = inner
-            .options
-            .request_timeout_for(Duration::from_millis(spec.ttl_ms));
-        let replies = join_all(
-            inner
-                .nodes
-                .iter()
-                .map(|n| tokio::time::timeout(timeout, n.release(&spec))),
-        )
-        .await;
+        // Not capped by the TTL: a release races no validity, and a short lease must
+        // not turn a slow answer into "not confirmed".
+        let timeout = inner.options.request_timeout;
+        let q = quorum::quorum(inner.nodes.len());
+        let mut pending: FuturesUnordered<_> = inner
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let request = n.release(&spec);
+                async move { (i, tokio::time::timeout(timeout, request).await) }
+            })
+            .collect();
         let (mut ours, mut expired, mut other, mut errors) = (0, 0, 0, Vec::new());
-        for (i, (node, reply)) in inner.nodes.iter().zip(replies).enumerate() {
+        while let Some((i, reply)) = pending.next().await {
+            let node = &inner.nodes[i];
             match reply {
                 Ok(Ok(Holding::Ours)) => ours += 1,
                 Ok(Ok(Holding::Expired)) => expired += 1,
@@ -916,23 +920,49 @@ impl Locker {
                     ));
                 }
             }
+            if ours >= q {
+                break;
+            }
         }
-        let q = quorum::quorum(inner.nodes.len());
+        if !pending.is_empty() {
+            // Released on a majority: the others finish in the background (a node that
+            // does not answer in time gets its clean-up like any other).
+            let locker = self.clone();
+            let spec = spec.clone();
+            tokio::spawn(async move {
+                while let Some((i, reply)) = pending.next().await {
+                    if reply.is_err() {
+                        locker
+                            .inner
+                            .background
+                            .send(Message::Abandon(i, spec.clone()));
+                    }
+                }
+            });
+        }
+        let unanswered = inner.nodes.len() - ours - expired - other;
         if ours >= q {
             Ok(ReleaseOutcome::Released)
-        } else if ours + expired + other < q {
+        } else if other >= q {
+            // A successor holds (held) a majority.
+            Ok(ReleaseOutcome::OwnedByOther)
+        } else if ours + unanswered >= q {
+            // The silent nodes may be the ones that made our majority: we cannot tell
+            // whether the lease was still held, so the release is not confirmed.
             Err(Error::unavailable(
                 &format!(
-                    "release of lock {} not confirmed: fewer than {q} of {} nodes answered \
-                     (the keys still expire with their TTL)",
+                    "release of lock {} not confirmed: {ours} of {} nodes released it, \
+                     {unanswered} did not answer (the keys still expire with their TTL)",
                     KeyList(keys),
                     inner.nodes.len()
                 ),
                 errors,
             ))
-        } else if other > 0 {
+        } else if other > 0 && ours == 0 {
             Ok(ReleaseOutcome::OwnedByOther)
         } else {
+            // Held on no majority any more: it had expired (a key of another owner on
+            // a minority of nodes is a waiter's attempt or a stray, not a successor).
             Ok(ReleaseOutcome::Expired)
         }
     }

@@ -84,7 +84,10 @@ if held or blocked then
 end
 
 -- A missing counter (first use, node restarted without persistence, retention over)
--- starts at the node's clock in microseconds: above every token issued before.
+-- starts at the node's clock in microseconds, rounded down to the millisecond: above
+-- every token issued before (docs/fencing.md). Rounded, so that nodes whose clocks
+-- agree to the millisecond start a fresh key at the same value and the client needs
+-- no commit round to align them.
 local top = 0
 for i = 1, n do
   local raw = redis.call('GET', KEYS[n + i])
@@ -96,7 +99,7 @@ for i = 1, n do
     end
   else
     local now = redis.call('TIME')
-    counter = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    counter = tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
   end
   if counter > top then
     top = counter
