@@ -1,0 +1,415 @@
+//! W3 — a hot key: 8 contenders take turns on one key, each incrementing a counter
+//! under the lock.
+//!
+//! Each contender has its own `Locker` (its own connections, as separate processes
+//! would). Variants: fencelock default (waiters woken by release notices), fencelock
+//! with notifications off (polling every 200 ms, the default retry delay), fencelock in
+//! fair mode (`LockerBuilder::fair(true)`: waiters served in arrival order), and the
+//! floor: raw clients retrying `SET NX PX` back to back without sleeping. The counter is
+//! incremented with a read, a yield and a write, so two holders at once would lose an
+//! update: the run fails if any update is lost.
+//!
+//! Hand-off latency is the time from a holder deciding to release (just before it sends
+//! the release) to a *different* contender's acquire returning.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use fencelock::{AcquireOptions, Locker};
+use hdrhistogram::Histogram;
+
+use crate::Plan;
+use crate::raw::{self, Raw};
+use crate::servers::{self, Nodes};
+use crate::stats::{self, Summary};
+use crate::w1_latency::TTL;
+
+/// Contenders on the hot key.
+pub const CONTENDERS: usize = 8;
+const KEY: &str = "bench:w3:hot";
+/// PINGs per run for the round-trip time.
+const PINGS: usize = 1000;
+
+/// The contending clients compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// fencelock, default options.
+    Default,
+    /// fencelock, `notifications(false)`.
+    Polling,
+    /// fencelock, `fair(true)` (waiters served in arrival order).
+    Fair,
+    /// Raw `SET NX PX` retried without sleeping.
+    Spinning,
+}
+
+impl Kind {
+    /// Every kind, in report order.
+    pub const ALL: [Kind; 4] = [Kind::Default, Kind::Polling, Kind::Fair, Kind::Spinning];
+
+    /// The label in tables and charts.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Default => "fencelock (notifications)",
+            Kind::Polling => "fencelock, notifications off (200 ms polling)",
+            Kind::Fair => "fencelock, fair mode",
+            Kind::Spinning => "raw SET NX spinning (floor)",
+        }
+    }
+}
+
+/// One variant's figures.
+#[derive(Clone, Debug)]
+pub struct Variant {
+    /// Which client.
+    pub kind: Kind,
+    /// Critical sections per second.
+    pub cs_per_s: Summary,
+    /// Hand-off latency p50, µs.
+    pub handoff_p50: Summary,
+    /// Hand-off latency p99, µs.
+    pub handoff_p99: Summary,
+    /// Fraction of critical sections whose holder differs from the previous one.
+    pub handoff_share: Summary,
+    /// The busiest contender's fraction of the critical sections.
+    pub busiest_share: Summary,
+    /// Redis commands (all nodes) per critical section.
+    pub commands_per_cs: Summary,
+    /// Time from calling acquire to the grant, p50, µs.
+    pub wait_p50: Summary,
+    /// Time from calling acquire to the grant, p99, µs.
+    pub wait_p99: Summary,
+    /// The longest wait of the run, µs (a starved contender shows here, not in p99).
+    pub wait_max: Summary,
+    /// Commands by name over all runs (for the profile discussion).
+    pub commands: Vec<(String, u64)>,
+    /// Hand-off latencies of every run (ns), for the chart.
+    pub handoffs: Histogram<u64>,
+}
+
+/// W3 on one node set.
+#[derive(Clone, Debug)]
+pub struct W3 {
+    /// How many nodes.
+    pub nodes: usize,
+    /// Every variant, in [`Kind::ALL`] order.
+    pub variants: Vec<Variant>,
+    /// One round trip (PING) p50, µs.
+    pub rtt_p50: Summary,
+}
+
+impl W3 {
+    /// The figures of `kind`.
+    pub fn variant(&self, kind: Kind) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.kind == kind)
+    }
+}
+
+/// What one run shares between its contenders.
+struct Arena {
+    stop: AtomicBool,
+    counter: AtomicU64,
+    executed: AtomicU64,
+    state: Mutex<State>,
+}
+
+struct State {
+    last_release: Option<(usize, Instant)>,
+    last_holder: Option<usize>,
+    per: Vec<u64>,
+    total: u64,
+    handoffs: u64,
+    hist: Histogram<u64>,
+    waits: Histogram<u64>,
+}
+
+impl Arena {
+    fn new() -> Arena {
+        Arena {
+            stop: AtomicBool::new(false),
+            counter: AtomicU64::new(0),
+            executed: AtomicU64::new(0),
+            state: Mutex::new(State {
+                last_release: None,
+                last_holder: None,
+                per: vec![0; CONTENDERS],
+                total: 0,
+                handoffs: 0,
+                hist: stats::histogram(),
+                waits: stats::histogram(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// `me` was granted the lock after asking for it at `asked`.
+    fn granted(&self, me: usize, asked: Instant) {
+        let now = Instant::now();
+        let mut s = self.lock();
+        // Every wait counts, also one that ends after the clock stopped: leaving those
+        // out would hide exactly the waiters that starved during the run.
+        stats::record(&mut s.waits, now.duration_since(asked));
+        if self.stopped() {
+            return;
+        }
+        s.total += 1;
+        s.per[me] += 1;
+        if s.last_holder.is_some_and(|h| h != me) {
+            s.handoffs += 1;
+        }
+        if let Some((who, t)) = s.last_release
+            && who != me
+        {
+            stats::record(&mut s.hist, now.duration_since(t));
+        }
+        s.last_holder = Some(me);
+    }
+
+    /// The work under the lock: a read-yield-write increment that loses updates if
+    /// two contenders ever run it at once.
+    async fn critical_section(&self) {
+        let v = self.counter.load(Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        self.counter.store(v + 1, Ordering::SeqCst);
+        self.executed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `me` is about to release.
+    fn releasing(&self, me: usize) {
+        self.lock().last_release = Some((me, Instant::now()));
+    }
+}
+
+/// Runs W3 on `nodes`.
+///
+/// # Errors
+///
+/// When a request fails, a wait times out, or an update was lost.
+pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W3> {
+    let mut admin = nodes.admin().await?;
+    let mut figures: Vec<Runs> = Kind::ALL.iter().map(|&k| Runs::new(k)).collect();
+    for run in 0..plan.runs {
+        for j in 0..Kind::ALL.len() {
+            // Rotate the order so no variant always runs first.
+            let idx = (j + run) % Kind::ALL.len();
+            let kind = Kind::ALL[idx];
+            nodes.reset().await?;
+            let r = one_run(kind, nodes, &mut admin, plan.w3_time).await?;
+            figures[idx].push(r);
+        }
+    }
+    let raw = Raw::connect(&nodes.urls()).await?;
+    let mut rtt = Vec::new();
+    for _ in 0..plan.runs {
+        let mut h = stats::histogram();
+        for _ in 0..PINGS {
+            let t = Instant::now();
+            raw.ping().await?;
+            stats::record(&mut h, t.elapsed());
+        }
+        rtt.push(stats::percentile_us(&h, 50.0));
+    }
+    Ok(W3 {
+        nodes: nodes.len(),
+        variants: figures.into_iter().map(Runs::finish).collect(),
+        rtt_p50: Summary::of(&rtt),
+    })
+}
+
+struct RunResult {
+    cs_per_s: f64,
+    p50: f64,
+    p99: f64,
+    wait50: f64,
+    wait99: f64,
+    wait_max: f64,
+    handoff_share: f64,
+    busiest: f64,
+    commands_per_cs: f64,
+    commands: std::collections::HashMap<String, u64>,
+    hist: Histogram<u64>,
+}
+
+struct Runs {
+    kind: Kind,
+    runs: Vec<RunResult>,
+}
+
+impl Runs {
+    fn new(kind: Kind) -> Runs {
+        Runs {
+            kind,
+            runs: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, r: RunResult) {
+        self.runs.push(r);
+    }
+
+    fn finish(self) -> Variant {
+        let pick = |f: fn(&RunResult) -> f64| -> Summary {
+            Summary::of(&self.runs.iter().map(f).collect::<Vec<_>>())
+        };
+        let mut hist = stats::histogram();
+        let mut commands = std::collections::HashMap::<String, u64>::new();
+        for r in &self.runs {
+            let _ = hist.add(&r.hist);
+            for (k, v) in &r.commands {
+                *commands.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        let mut commands: Vec<(String, u64)> = commands.into_iter().collect();
+        commands.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        Variant {
+            kind: self.kind,
+            cs_per_s: pick(|r| r.cs_per_s),
+            handoff_p50: pick(|r| r.p50),
+            handoff_p99: pick(|r| r.p99),
+            wait_p50: pick(|r| r.wait50),
+            wait_p99: pick(|r| r.wait99),
+            wait_max: pick(|r| r.wait_max),
+            handoff_share: pick(|r| r.handoff_share),
+            busiest_share: pick(|r| r.busiest),
+            commands_per_cs: pick(|r| r.commands_per_cs),
+            commands,
+            handoffs: hist,
+        }
+    }
+}
+
+async fn one_run(
+    kind: Kind,
+    nodes: &Nodes,
+    admin: &mut [redis::aio::MultiplexedConnection],
+    time: Duration,
+) -> anyhow::Result<RunResult> {
+    let arena = Arc::new(Arena::new());
+    // Clients are made and warmed up (connections, scripts) before the stats reset.
+    let mut tasks = Vec::new();
+    let mut contenders = Vec::new();
+    for me in 0..CONTENDERS {
+        contenders.push(Contender::new(kind, nodes, me).await?);
+    }
+    servers::reset_all(admin).await?;
+    let start = Instant::now();
+    for (me, c) in contenders.into_iter().enumerate() {
+        let arena = arena.clone();
+        tasks.push(tokio::spawn(async move { c.contend(me, &arena).await }));
+    }
+    tokio::time::sleep(time).await;
+    let elapsed = {
+        // Under the state lock so no grant is counted after the clock stopped.
+        let _s = arena.lock();
+        arena.stop.store(true, Ordering::Relaxed);
+        start.elapsed()
+    };
+    for t in tasks {
+        t.await.context("W3 contender panicked")??;
+    }
+    let calls = servers::calls_all(admin).await?;
+    let executed = arena.executed.load(Ordering::SeqCst);
+    let counter = arena.counter.load(Ordering::SeqCst);
+    if counter != executed {
+        bail!(
+            "{}: {} critical sections ran but the counter says {counter}: two holders at once",
+            kind.label(),
+            executed
+        );
+    }
+    let s = arena.lock();
+    let total = s.total.max(1) as f64;
+    Ok(RunResult {
+        cs_per_s: s.total as f64 / elapsed.as_secs_f64(),
+        p50: stats::percentile_us(&s.hist, 50.0),
+        p99: stats::percentile_us(&s.hist, 99.0),
+        wait50: stats::percentile_us(&s.waits, 50.0),
+        wait99: stats::percentile_us(&s.waits, 99.0),
+        wait_max: s.waits.max() as f64 / 1000.0,
+        handoff_share: s.handoffs as f64 / total,
+        busiest: s.per.iter().copied().max().unwrap_or(0) as f64 / total,
+        // Commands of every critical section executed, counted ones or not.
+        commands_per_cs: calls.values().sum::<u64>() as f64 / executed.max(1) as f64,
+        commands: calls,
+        hist: s.hist.clone(),
+    })
+}
+
+enum Contender {
+    Fencelock(Locker),
+    Raw(Raw),
+}
+
+impl Contender {
+    async fn new(kind: Kind, nodes: &Nodes, me: usize) -> anyhow::Result<Contender> {
+        Ok(match kind {
+            Kind::Default | Kind::Polling | Kind::Fair => {
+                let locker = Locker::builder()
+                    .stores(nodes.urls())
+                    .notifications(kind != Kind::Polling)
+                    .fair(kind == Kind::Fair)
+                    .build()?;
+                let warm = format!("bench:w3:warm:{me}");
+                locker
+                    .try_acquire(warm.as_str(), TTL)
+                    .await
+                    .context("warm-up acquire")?
+                    .release()
+                    .await
+                    .context("warm-up release")?;
+                Contender::Fencelock(locker)
+            }
+            Kind::Spinning => Contender::Raw(Raw::connect(&nodes.urls()).await?),
+        })
+    }
+
+    async fn contend(self, me: usize, arena: &Arena) -> anyhow::Result<()> {
+        match self {
+            Contender::Fencelock(locker) => {
+                let opts = AcquireOptions::default().max_wait(Duration::from_secs(30));
+                while !arena.stopped() {
+                    let asked = Instant::now();
+                    let lease = locker
+                        .acquire_with(KEY, TTL, &opts)
+                        .await
+                        .with_context(|| format!("contender {me}: acquire of the hot key"))?;
+                    arena.granted(me, asked);
+                    arena.critical_section().await;
+                    arena.releasing(me);
+                    lease
+                        .release()
+                        .await
+                        .with_context(|| format!("contender {me}: release"))?;
+                }
+                locker.shutdown().await;
+            }
+            Contender::Raw(raw) => {
+                let ttl = TTL.as_millis() as u64;
+                let mut i = 0u64;
+                let mut asked = Instant::now();
+                let deadline = Instant::now() + Duration::from_secs(600);
+                while !arena.stopped() && Instant::now() < deadline {
+                    i += 1;
+                    let v = raw::value(me as u64, i);
+                    if raw.acquire(KEY, &v, ttl).await? {
+                        arena.granted(me, asked);
+                        arena.critical_section().await;
+                        arena.releasing(me);
+                        raw.release(KEY, &v).await?;
+                        asked = Instant::now();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
