@@ -1,0 +1,157 @@
+//! The configurations the tests run, and larger ones for the command line.
+//!
+//! Bounds are chosen so that [`faithful`] and [`negative`] together explore in well
+//! under a minute in a debug build on two cores; [`big`] takes minutes in a release
+//! build (`fencelock-model-check --big`).
+
+use crate::config::{Config, CounterStart, Mutation, Network};
+
+/// Faithful configurations: the protocol as written, under the documented
+/// assumptions. Each must explore completely with no counter-example.
+pub fn faithful() -> Vec<Config> {
+    vec![
+        // The literal network: every reply and release is a message.
+        Config::faithful(1, 2)
+            .attempts_each(vec![2, 1])
+            .counter_losses(1)
+            .named("literal N=1: two clients, one retry, a crash, a counter loss"),
+        Config::faithful(2, 2)
+            .attempts(1)
+            .named("literal N=2: two clients, a crash"),
+        // The reduced network: unbounded expiry, replies read on arrival.
+        Config::faithful(1, 3)
+            .network(Network::Reduced)
+            .counter_losses(1)
+            .named("reduced N=1: three clients with a retry each"),
+        Config::faithful(2, 2)
+            .attempts_each(vec![2, 1])
+            .network(Network::Reduced)
+            .named("reduced N=2: two clients, one retry, a crash"),
+        Config::faithful(2, 2)
+            .attempts_each(vec![2, 1])
+            .network(Network::Reduced)
+            .counter_start(CounterStart::at_least_issued(2))
+            .named("reduced N=2: restarts at +0, +1 or +2 above the largest counter"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .named("reduced N=3: two clients, a crash"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .counter_start(CounterStart::at_least_issued(0))
+            .named("reduced N=3: restarts exactly at the largest counter"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .crashes(0)
+            .counter_losses(1)
+            .named("reduced N=3: a counter lost under a held key"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .crashes(0)
+            .initial_counters(vec![Some(0), Some(1), Some(3)])
+            .named("reduced N=3: counters already in use, unequal"),
+    ]
+}
+
+/// Negative controls: each breaks an assumption or the protocol, and must produce a
+/// counter-example (proof that the checker can see).
+pub fn negative() -> Vec<Config> {
+    let base = || Config::faithful(3, 2).attempts(1).network(Network::Reduced);
+    vec![
+        base()
+            .counter_start(CounterStart::Fixed(0))
+            .named("negative: a restarted node counts from 0"),
+        base()
+            .counter_start(CounterStart::behind(1))
+            .named("negative: a restarted node's clock is 1 behind the largest counter"),
+        base()
+            .counter_start(CounterStart::AboveLeases)
+            .initial_counters(vec![Some(0); 3])
+            .named("negative: restarts above every lease token only (not every counter)"),
+        base()
+            .mutation(Mutation::NoCommitRound)
+            .named("negative: no commit round"),
+        base()
+            .mutation(Mutation::IgnoreCommitReplies)
+            .named("negative: commit replies ignored"),
+        base()
+            .mutation(Mutation::CommitIgnoresHolder)
+            .initial_counters(vec![Some(0), Some(5), Some(5)])
+            .named("negative: commit raises the counter without checking the holder"),
+        Config::faithful(2, 2)
+            .attempts(1)
+            .crashes(2)
+            .expiries(1)
+            .counter_start(CounterStart::Fixed(0))
+            .named("negative, literal network: restarted nodes count from 0"),
+    ]
+}
+
+/// Finds a configuration of [`faithful`], [`negative`], [`experiments`] or [`big`] by
+/// name.
+///
+/// # Panics
+///
+/// If there is none.
+pub fn named(name: &str) -> Config {
+    faithful()
+        .into_iter()
+        .chain(negative())
+        .chain(experiments())
+        .chain(big())
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no configuration named {name:?}"))
+}
+
+/// Experiments whose outcome is informative either way; faithful ones must pass.
+pub fn experiments() -> Vec<Config> {
+    vec![
+        Config::faithful(2, 2)
+            .attempts_each(vec![2, 1])
+            .network(Network::Reduced)
+            .mutation(Mutation::ReuseValue)
+            .named("experiment: one value per client for all its attempts"),
+    ]
+}
+
+/// Larger bounds, for the command line (release build, minutes).
+pub fn big() -> Vec<Config> {
+    vec![
+        Config::faithful(3, 2)
+            .attempts_each(vec![2, 1])
+            .network(Network::Reduced)
+            .named("big: reduced N=3, two clients, one retry, a crash"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .counter_start(CounterStart::at_least_issued(2))
+            .named("big: reduced N=3, restarts at +0, +1 or +2"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .initial_counters(vec![Some(0), Some(1), Some(3)])
+            .named("big: reduced N=3, unequal counters in use, a crash"),
+        Config::faithful(3, 3)
+            .attempts(1)
+            .network(Network::Reduced)
+            .named("big: reduced N=3, three clients, a crash"),
+        Config::faithful(2, 2)
+            .network(Network::Reduced)
+            .named("big: reduced N=2, two clients with a retry each, a crash"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .crashes(0)
+            .expiries(1)
+            .named("big: literal N=3, two clients"),
+        Config::faithful(1, 2)
+            .counter_losses(1)
+            .named("big: literal N=1, two clients with a retry each, a crash, a counter loss"),
+        Config::faithful(2, 2)
+            .network(Network::Reduced)
+            .mutation(Mutation::ReuseValue)
+            .named("big: reduced N=2, one value per client, a retry each (experiment)"),
+    ]
+}
