@@ -61,6 +61,11 @@
 //! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.
 //! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
 //! - `keys.rs`: [`IntoKeys`] and key validation.
+//! - [`Report`] (`checks.rs`): the start-up checks run on a locker's first acquire
+//!   (replicas, eviction policy, duplicate servers, clocks, round trip, ACL) and the
+//!   deeper diagnosis behind `fencelock doctor`.
+//! - `tls.rs`: TLS set-up for `rediss://` (custom CA, the loudly named insecure mode);
+//!   `secret.rs`: passwords that never print.
 //! - `store/`: the `Store` trait — one node-level operation in one round trip — and
 //!   its implementations: `redis.rs` (Lua scripts in `store/redis/*.lua`, pub/sub
 //!   release notices in `store/redis/notify.rs`), `sqlite.rs`, `memory.rs`; `url.rs`
