@@ -781,21 +781,17 @@ impl Store for RedisStore {
         let lock = lock.clone();
         Box::pin(async move {
             let mut inv = ACQUIRE.prepare_invoke();
-            for k in lock.keys.iter() {
-                inv.key(k);
-            }
-            for k in lock.keys.iter() {
-                inv.key(fence_key(k));
-            }
-            for k in lock.keys.iter() {
-                inv.key(holder_key(k));
-            }
-            for k in lock.keys.iter() {
-                inv.key(queue_key(k));
-            }
-            for k in lock.keys.iter() {
-                inv.key(queue_deadline_key(k));
-            }
+            add_keys(
+                &mut inv,
+                &lock,
+                &[
+                    None,
+                    Some(fence_key),
+                    Some(holder_key),
+                    Some(queue_key),
+                    Some(queue_deadline_key),
+                ],
+            );
             inv.arg(&*lock.value)
                 .arg(lock.ttl_ms)
                 .arg(lock.keys.len())
@@ -1016,20 +1012,34 @@ impl Store for RedisStore {
     }
 }
 
+/// Names a sibling key of a lock key (`fence_key`, `holder_key` …).
+type SiblingKey = fn(&str) -> String;
+
+/// Adds the keys of `lock` to a script invocation, once per sibling kind, in the
+/// order the script's `KEYS` layout expects (`None` = the lock keys themselves).
+fn add_keys(inv: &mut redis::ScriptInvocation<'_>, lock: &LockSpec, kinds: &[Option<SiblingKey>]) {
+    for kind in kinds {
+        for k in lock.keys.iter() {
+            match kind {
+                Some(sibling) => inv.key(sibling(k)),
+                None => inv.key(k),
+            };
+        }
+    }
+}
+
 async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError> {
     let mut inv = RELEASE.prepare_invoke();
-    for k in lock.keys.iter() {
-        inv.key(k);
-    }
-    for k in lock.keys.iter() {
-        inv.key(holder_key(k));
-    }
-    for k in lock.keys.iter() {
-        inv.key(queue_key(k));
-    }
-    for k in lock.keys.iter() {
-        inv.key(queue_deadline_key(k));
-    }
+    add_keys(
+        &mut inv,
+        lock,
+        &[
+            None,
+            Some(holder_key),
+            Some(queue_key),
+            Some(queue_deadline_key),
+        ],
+    );
     inv.arg(&*lock.value).arg(lock.keys.len());
     if let Some(q) = &lock.queue {
         inv.arg(&*q.waiter);
