@@ -14,7 +14,7 @@ use crate::keys::{IntoKeys, validate};
 use crate::lease::{Lease, LeaseState, ReleaseOutcome, lost_error};
 use crate::quorum::{self, Tally, Verdict};
 use crate::renew::{Background, Message, next_renewal, random_spread};
-use crate::store::{Acquired, Holding, LockSpec, Node, QueueTicket, Watch};
+use crate::store::{Acquired, Holding, LockSpec, Node, Notice, QueueTicket, Watch};
 
 /// Acquires, extends and releases leases over one store, or a Redlock quorum of Redis
 /// nodes. Cheap to clone: clones share the connections and the background task.
@@ -120,7 +120,12 @@ impl<T> Scoped<T> {
 
 /// Why one attempt did not grant.
 enum Failure {
-    Contended(Option<Duration>),
+    /// Held by another owner. `pttl`: the longest remaining TTL the nodes reported;
+    /// `joined`: some refusing node put us in line anew (see [`Acquired::Held`]).
+    Contended {
+        pttl: Option<Duration>,
+        joined: bool,
+    },
     Unavailable(Vec<NodeError>),
     /// A node error retrying cannot fix (auth, replica, foreign key type …).
     Permanent(Vec<NodeError>),
@@ -247,8 +252,20 @@ impl Locker {
         // A waiter takes a place in line, so that a release wakes it alone; a single
         // attempt has no use for one — unless fair mode must check the line.
         if queues && (fair || (opts.notifications && !matches!(wait, Wait::No))) {
+            // One key on one node (no holder record to write): one node's grant is the
+            // whole lock, so the release can hand it over itself — the waiter holds
+            // the lock one notice after the release, without a retry of its own.
+            let handoff = opts.notifications
+                && self.inner.nodes.len() == 1
+                && spec.keys.len() == 1
+                && spec.holder.is_none();
+            let waiter = if handoff {
+                QueueTicket::handoff_waiter(spec.ttl_ms, &random_value())
+            } else {
+                random_value()
+            };
             spec.queue = Some(QueueTicket {
-                waiter: random_value().into(),
+                waiter: waiter.into(),
                 ticket: unix_micros(),
                 grace_ms: u64::try_from(
                     (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
@@ -257,10 +274,15 @@ impl Locker {
                 .unwrap_or(u64::MAX),
                 fair,
             });
-            // Until disarmed, dropping this (cancelled, gave up) leaves the line.
+            // Until disarmed, dropping this (cancelled, gave up) leaves the line — and
+            // frees the key if a release handed it to us meanwhile.
+            let mut leave = spec.clone();
+            if let Some(q) = spec.queue.as_ref().filter(|q| q.handoff()) {
+                leave.value = q.waiter.clone();
+            }
             queue_guard = Some(CleanupGuard {
                 locker: Some(self.clone()),
-                spec: spec.clone(),
+                spec: leave,
             });
         }
         let started = Instant::now();
@@ -274,6 +296,15 @@ impl Locker {
         let mut outages: u32 = 0;
         let mut polls: u32 = 0;
         let mut attempts: u32 = 0;
+        // Hand-off notices: the start of our latest refused attempt bounds when the
+        // release handed us the key (it can only hand it to a waiter in line, after
+        // the node refused us), so a lease built on a notice is valid from there. A
+        // notice is trusted only while every notice for us must postdate that refusal:
+        // not once our line entry vanished and came back (a hand-off we never read may
+        // have come and gone), nor after an attempt whose answer we never saw.
+        let mut refused_at: Option<Instant> = None;
+        let mut in_line = false;
+        let mut trust_notices = true;
         loop {
             // A fresh value per attempt: the clean-up of a failed attempt (a late reply,
             // a timed-out request) then never touches the keys of a later attempt that
@@ -282,6 +313,7 @@ impl Locker {
                 spec.value = random_value().into();
             }
             attempts += 1;
+            let attempt_started = Instant::now();
             let failure = match self.attempt(&spec, &user_keys, ttl).await {
                 Ok(lease) => {
                     // Granted: the acquire script took us out of the line.
@@ -301,8 +333,13 @@ impl Locker {
                     ))
                     .with_nodes(errors.clone()));
                 }
-                Failure::Contended(pttl) => {
+                Failure::Contended { pttl, joined } => {
                     outages = 0;
+                    if *joined && in_line {
+                        trust_notices = false;
+                    }
+                    in_line |= spec.queue.is_some();
+                    refused_at = Some(attempt_started);
                     if deadline.is_some_and(|d| now >= d) {
                         return Err(self.gave_up(&wait, &spec, &failure, started));
                     }
@@ -331,6 +368,7 @@ impl Locker {
                     }
                 }
                 Failure::Unavailable(_) => {
+                    trust_notices = false;
                     if deadline.is_some_and(|d| now >= d) {
                         return Err(self.gave_up(&wait, &spec, &failure, started));
                     }
@@ -349,14 +387,26 @@ impl Locker {
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at));
             match watches.take() {
                 Some(mut ws) if !ws.is_empty() => {
-                    {
+                    let notice = {
                         // Polled through references: the watches outlive this wait.
                         let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
                         tokio::select! {
-                            _ = notified => {}
-                            _ = sleep => {}
+                            (notice, _, _) = notified => Some(notice),
+                            _ = sleep => None,
                         }
+                    };
+                    if let (Some(Notice::Granted { token }), Some(since), true) =
+                        (notice, refused_at, trust_notices)
+                        && let Some(lease) = self.handed_over(&spec, &user_keys, ttl, token, since)
+                    {
+                        if let Some(mut g) = queue_guard {
+                            g.disarm();
+                        }
+                        return Ok(lease);
                     }
+                    // Otherwise (a notice we cannot build on, or one too late to leave
+                    // a valid lease) the next attempt finds the key handed to us and
+                    // renews it: the acquire script's hand-over answer.
                     // Re-arm before the next attempt so no release goes unheard, and
                     // before dropping the old watches, so the subscriptions stay up
                     // (no UNSUBSCRIBE/SUBSCRIBE round trip per wake-up).
@@ -372,8 +422,8 @@ impl Locker {
     fn gave_up(&self, wait: &Wait, spec: &LockSpec, failure: &Failure, started: Instant) -> Error {
         match (wait, failure) {
             (_, Failure::Unavailable(errors)) => self.unavailable(spec, errors.clone()),
-            (Wait::No, Failure::Contended(pttl)) => Error::contended(&spec.keys, *pttl),
-            (_, Failure::Contended(pttl)) => Error::new(
+            (Wait::No, Failure::Contended { pttl, .. }) => Error::contended(&spec.keys, *pttl),
+            (_, Failure::Contended { pttl, .. }) => Error::new(
                 ErrorKind::Timeout,
                 format!(
                     "gave up on lock {} after {} ms: it is held by another owner{}",
@@ -467,14 +517,24 @@ impl Locker {
         // Nodes that refused: with a queue ticket, they put us in line.
         let mut refused: Vec<usize> = Vec::new();
         let mut timed_out: Vec<usize> = Vec::new();
+        let mut joined = false;
+        let mut handed = false;
         while let Some((i, reply)) = pending.next().await {
             match reply {
                 Ok(Ok(Acquired::Granted { counter })) => {
                     tally.granted += 1;
                     grants.push((i, counter));
                 }
-                Ok(Ok(Acquired::Held { pttl })) => {
+                Ok(Ok(Acquired::HandedOver { counter })) => {
+                    // Ours already, by a release's hand-off: the lease is the waiter
+                    // id's (one key on one node, so this is the only grant).
+                    tally.granted += 1;
+                    grants.push((i, counter));
+                    handed = true;
+                }
+                Ok(Ok(Acquired::Held { pttl, joined: j })) => {
                     tally.held += 1;
+                    joined |= j;
                     refused.push(i);
                     match pttl {
                         Some(p) => longest = Some(longest.map_or(p, |l| l.max(p))),
@@ -514,6 +574,8 @@ impl Locker {
             let queued = attempt_spec.queue.is_some().then(|| attempt_spec.clone());
             tokio::spawn(async move {
                 while let Some((i, reply)) = pending.next().await {
+                    // (A hand-over answer never comes late: hand-off waiters lock one
+                    // key on one node, whose answer is the verdict.)
                     let late_grant = matches!(reply, Ok(Ok(Acquired::Granted { .. })));
                     let failed_attempt_or_ended = !granted || ended.load(Ordering::Acquire);
                     let background = &locker.inner.background;
@@ -549,7 +611,10 @@ impl Locker {
                 .cloned()
                 .collect();
             return Err(match verdict {
-                Verdict::Contended => Failure::Contended(if unknown_ttl { None } else { longest }),
+                Verdict::Contended => Failure::Contended {
+                    pttl: if unknown_ttl { None } else { longest },
+                    joined,
+                },
                 _ if !permanent.is_empty() => Failure::Permanent(errors),
                 _ => Failure::Unavailable(errors),
             });
@@ -601,19 +666,66 @@ impl Locker {
                     .send(Message::LeaveQueue(i, attempt_spec.clone()));
             }
         }
-        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        guard.disarm();
+        let handed_spec;
+        let spec = match attempt_spec.queue.as_ref().filter(|_| handed) {
+            Some(q) => {
+                handed_spec = LockSpec {
+                    value: q.waiter.clone(),
+                    ..spec.clone()
+                };
+                &handed_spec
+            }
+            None => spec,
+        };
+        Ok(self.track(spec, user_keys, ttl, token, start + validity, ended))
+    }
+
+    /// The lease a hand-off notice gave us (`release.lua` set the key to our waiter id
+    /// and announced `token`), valid from `since`, the start of our latest refused
+    /// attempt: the key was handed over after the node refused that attempt. `None`
+    /// when that leaves no validity: the caller's next attempt then renews the key.
+    fn handed_over(
+        &self,
+        spec: &LockSpec,
+        user_keys: &[String],
+        ttl: Duration,
+        token: u64,
+        since: Instant,
+    ) -> Option<Lease> {
+        let waiter = spec.queue.as_ref()?.waiter.clone();
+        let validity = quorum::validity(ttl, since.elapsed(), self.inner.options.drift_factor)?;
+        let spec = LockSpec {
+            value: waiter,
+            queue: None,
+            ..spec.clone()
+        };
+        let ended = Arc::new(AtomicBool::new(false));
+        Some(self.track(&spec, user_keys, ttl, token, since + validity, ended))
+    }
+
+    /// Hands a granted lock to the background task (renewal, `lost()`) as a lease.
+    fn track(
+        &self,
+        spec: &LockSpec,
+        user_keys: &[String],
+        ttl: Duration,
+        token: u64,
+        valid_until: Instant,
+        ended: Arc<AtomicBool>,
+    ) -> Lease {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(LeaseState::new(
             id,
             user_keys.to_vec(),
             spec,
             token,
-            start + validity,
+            valid_until,
             next_renewal(Instant::now(), ttl, random_spread()),
             ended,
         ));
-        inner.background.send(Message::Track(state.clone()));
-        guard.disarm();
-        Ok(Lease::new(state, self.clone()))
+        self.inner.background.send(Message::Track(state.clone()));
+        Lease::new(state, self.clone())
     }
 
     /// Releases a failed attempt's grants right away (bounded by the request timeout);

@@ -365,3 +365,153 @@ async fn fair_mode_and_npm_redlock_never_overlap() {
         assert_eq!(counts.get(&format!("fl{id}")), Some(&20));
     }
 }
+
+/// Polls `check` every 10 ms until it holds, for at most 10 s.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn in_line(cluster: &Cluster, key: &str) -> u64 {
+    redis::cmd("ZCARD")
+        .arg(format!("{key}:fencelock:queue"))
+        .query(&mut cluster.connection(0))
+        .expect("zcard")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_release_hands_the_key_to_the_first_waiter() {
+    let cluster = Cluster::start(1);
+    let holder = patient(&cluster);
+    let waiter = patient(&cluster);
+    let lease = holder
+        .acquire("direct", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let task = tokio::spawn(async move {
+        let got = waiter
+            .acquire_with("direct", Duration::from_secs(30), &forever())
+            .await;
+        (got, waiter)
+    });
+    eventually("the waiter is in line", || in_line(&cluster, "direct") == 1).await;
+    let held_token = lease.token();
+    lease.release().await.expect("release");
+    // The release itself gave the key to the waiter: before the waiter has sent
+    // anything more, the node already holds the waiter's id under the key.
+    let handed = cluster.get(0, "direct").expect("the key was handed over");
+    assert!(handed.starts_with("handoff:30000:"), "{handed}");
+    assert!(cluster.pttl(0, "direct") > 0);
+    let (got, _waiter) = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the waiter never learnt of the hand-off")
+        .expect("task");
+    let got = got.expect("acquire");
+    assert_eq!(got.value(), handed);
+    assert!(got.token() > held_token);
+    assert!(got.is_valid());
+    assert_eq!(in_line(&cluster, "direct"), 0);
+    // The lease is a lease like any other: renewable, and released by its value.
+    got.extend(Duration::from_secs(30)).await.expect("extend");
+    assert_eq!(
+        got.release().await.expect("release"),
+        fencelock::ReleaseOutcome::Released
+    );
+    assert_eq!(cluster.get(0, "direct"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_to_a_waiter_that_gave_up_is_passed_on() {
+    let cluster = Cluster::start(1);
+    let holder = patient(&cluster);
+    let quitter = patient(&cluster);
+    let lease = holder
+        .acquire("quit", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    // Driven by hand: the waiter is not polled while the hand-off happens, then it is
+    // dropped (cancelled) with the key already handed to it.
+    let wait = forever();
+    let mut waiting = Box::pin(quitter.acquire_with("quit", Duration::from_secs(60), &wait));
+    let early = tokio::time::timeout(Duration::from_millis(300), &mut waiting).await;
+    assert!(early.is_err(), "the lock is held: {early:?}");
+    assert_eq!(in_line(&cluster, "quit"), 1);
+    lease.release().await.expect("release");
+    let handed = cluster.get(0, "quit").expect("handed over");
+    assert!(handed.starts_with("handoff:"), "{handed}");
+    drop(waiting);
+    // Giving up released what was handed to it (well before its 60 s TTL) …
+    eventually("the abandoned hand-off is released", || {
+        cluster.get(0, "quit").is_none()
+    })
+    .await;
+    assert_eq!(in_line(&cluster, "quit"), 0);
+    // … and the lock works for the next one.
+    let next = holder
+        .try_acquire("quit", Duration::from_secs(5))
+        .await
+        .expect("free again");
+    next.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_that_misses_the_hand_off_notice_finds_the_key_handed_to_it() {
+    let cluster = Cluster::start(1);
+    // This user may not subscribe: its waiter never hears a notice and polls.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "deaf",
+            "on",
+            ">deaf-pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+        ])
+        .query(&mut cluster.connection(0))
+        .expect("acl setuser");
+    let deaf = Locker::builder()
+        .store(format!(
+            "redis://deaf:deaf-pw@127.0.0.1:{}",
+            cluster.port(0)
+        ))
+        .retry_delay(Duration::from_millis(100))
+        .request_timeout(Duration::from_secs(1))
+        .build()
+        .expect("locker");
+    let holder = patient(&cluster);
+    let lease = holder
+        .acquire("deaf", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let task = tokio::spawn(async move {
+        deaf.acquire_with("deaf", Duration::from_secs(30), &forever())
+            .await
+    });
+    eventually("the waiter is in line", || in_line(&cluster, "deaf") == 1).await;
+    lease.release().await.expect("release");
+    let handed = cluster.get(0, "deaf").expect("handed over");
+    let got = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the polling waiter never took its hand-off")
+        .expect("task")
+        .expect("acquire");
+    // Its next poll found the key holding its id: the lease is on that value, and
+    // the node renewed the key's TTL for it.
+    assert_eq!(got.value(), handed);
+    assert!(cluster.pttl(0, "deaf") > 25_000);
+    let fence: String = cluster.get(0, "deaf:fencelock:fence").expect("counter");
+    assert_eq!(got.token().to_string(), fence);
+    // (This user may not publish either, so another locker releases it by value.)
+    assert_eq!(
+        holder
+            .release_value("deaf", got.value())
+            .await
+            .expect("release"),
+        fencelock::ReleaseOutcome::Released
+    );
+    assert_eq!(cluster.get(0, "deaf"), None);
+}

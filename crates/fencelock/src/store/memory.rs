@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::{Acquired, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use super::{Acquired, Holding, KeyInfo, LockSpec, Notice, Store, StoreFuture, Watch};
 use crate::error::{NodeError, NodeErrorKind};
 
 /// A fencing counter unused for this long, on a key nobody holds, may be forgotten.
@@ -151,7 +151,10 @@ impl State {
             }
         }
         if let Some(pttl) = held_for {
-            return Ok(Acquired::Held { pttl: Some(pttl) });
+            return Ok(Acquired::Held {
+                pttl: Some(pttl),
+                joined: false,
+            });
         }
         let seed = wall_us.max(self.floor);
         let top = lock
@@ -408,6 +411,7 @@ impl Store for MemoryStore {
                         // answer to that (it retries and finds out).
                         let _ = rx.changed().await;
                     }
+                    Notice::Retry
                 }),
             }))
         })
@@ -475,7 +479,7 @@ mod tests {
 
     async fn held_for(s: &MemoryStore, lock: &LockSpec) -> Duration {
         match s.acquire(lock).await.unwrap() {
-            Acquired::Held { pttl: Some(p) } => p,
+            Acquired::Held { pttl: Some(p), .. } => p,
             other => panic!("expected held for {lock:?}, got {other:?}"),
         }
     }

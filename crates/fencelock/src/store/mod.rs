@@ -78,6 +78,25 @@ pub(crate) struct QueueTicket {
     pub(crate) fair: bool,
 }
 
+impl QueueTicket {
+    /// The waiter id of a waiter that takes the lock straight from a release: the
+    /// release sets the key to this id with `ttl_ms` (hence the TTL inside it) and
+    /// announces the grant, so the waiter holds the lock one notice after the release
+    /// instead of after a notice and a retry. Only for one key on one node, where one
+    /// node's grant is the whole lock (see `Locker::acquire_with`).
+    pub(crate) fn handoff_waiter(ttl_ms: u64, random: &str) -> String {
+        format!("{HANDOFF_PREFIX}{ttl_ms}:{random}")
+    }
+
+    /// Whether this waiter takes hand-offs (its id is the value it is handed).
+    pub(crate) fn handoff(&self) -> bool {
+        self.waiter.starts_with(HANDOFF_PREFIX)
+    }
+}
+
+/// Marks a hand-off waiter id (`counter.lua` recognises it by the same prefix).
+const HANDOFF_PREFIX: &str = "handoff:";
+
 /// A node's answer to an acquire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Acquired {
@@ -90,8 +109,22 @@ pub(crate) enum Acquired {
     /// another waiter is first in line. `pttl` is how long to expect to wait: the
     /// longest remaining TTL among the held keys, or the time the first waiter has
     /// left to show up (`None`: no expiry, or unknown). Nothing was changed, except
-    /// that in fair mode the waiter is now in line.
-    Held { pttl: Option<Duration> },
+    /// that a waiter with a ticket is now in line.
+    Held {
+        /// How long to expect to wait (see above).
+        pttl: Option<Duration>,
+        /// This request put the waiter in line: it was not in line before (first
+        /// refusal, or its entry had gone — handed the lock, or expired).
+        joined: bool,
+    },
+    /// A release already handed every key to this waiter (its [`QueueTicket::waiter`]
+    /// is the value the keys hold, see [`QueueTicket::handoff`]); the node renewed
+    /// their expiry to the TTL and left the value as it is. The lease is the waiter
+    /// id's, not the attempt's value. `counter` is the token the hand-off issued.
+    HandedOver {
+        /// The node's counter for these keys (the token of the hand-off).
+        counter: u64,
+    },
 }
 
 /// The state of one lease on one node, as reported by extend and release.
@@ -118,11 +151,24 @@ pub(crate) struct KeyInfo {
     pub(crate) last_token: Option<u64>,
 }
 
+/// What a release notice tells the waiter it was meant for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// Retry now: the lock may be free (also sent when notices may have been missed).
+    Retry,
+    /// The release handed the key to this waiter: it now holds the waiter id's value,
+    /// with the TTL the waiter asked for, and `token` is its fencing token.
+    Granted {
+        /// The fencing token the node issued with the hand-off.
+        token: u64,
+    },
+}
+
 /// A subscription to release notices of one key on one node.
 ///
 /// Dropping it unsubscribes (the store reference-counts subscriptions per key).
 pub(crate) struct Watch {
-    pub(crate) notified: Pin<Box<dyn Future<Output = ()> + Send>>,
+    pub(crate) notified: Pin<Box<dyn Future<Output = Notice> + Send>>,
 }
 
 impl fmt::Debug for Watch {

@@ -39,10 +39,17 @@ mod notify;
 /// node's clock went back by about this much. See `docs/fencing.md`.
 pub(crate) const COUNTER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-const ACQUIRE_LUA: &str = include_str!("redis/acquire.lua");
+/// Prepended to the scripts that number grants (acquire, release with hand-off).
+macro_rules! with_counter {
+    ($file:literal) => {
+        concat!(include_str!("redis/counter.lua"), include_str!($file))
+    };
+}
+
+const ACQUIRE_LUA: &str = with_counter!("redis/acquire.lua");
 const COMMIT_LUA: &str = include_str!("redis/commit.lua");
 const EXTEND_LUA: &str = include_str!("redis/extend.lua");
-const RELEASE_LUA: &str = include_str!("redis/release.lua");
+const RELEASE_LUA: &str = with_counter!("redis/release.lua");
 const LEAVE_QUEUE_LUA: &str = include_str!("redis/leave_queue.lua");
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
@@ -686,11 +693,24 @@ fn decode_acquire(reply: &Value) -> Option<Acquired> {
             (Some(1), Some(token)) if token > 0 => Some(Acquired::Granted {
                 counter: token.unsigned_abs(),
             }),
+            (Some(2), Some(token)) if token > 0 => Some(Acquired::HandedOver {
+                counter: token.unsigned_abs(),
+            }),
             (Some(0), Some(pttl)) => Some(Acquired::Held {
                 pttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+                joined: false,
             }),
             _ => None,
         },
+        Value::Array(items) if items.len() == 3 => {
+            match (as_i64(&items[0]), as_i64(&items[1]), as_i64(&items[2])) {
+                (Some(0), Some(pttl), Some(joined @ (0 | 1))) => Some(Acquired::Held {
+                    pttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+                    joined: joined == 1,
+                }),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -723,7 +743,9 @@ pub fn fuzz_decode_reply(bytes: &[u8]) {
     let Ok(value) = redis::parse_redis_value(bytes) else {
         return;
     };
-    if let Some(Acquired::Granted { counter }) = decode_acquire(&value) {
+    if let Some(Acquired::Granted { counter } | Acquired::HandedOver { counter }) =
+        decode_acquire(&value)
+    {
         assert!(counter > 0, "a grant with token 0");
     }
     let _ = decode_extend(std::slice::from_ref(&value));
@@ -1038,12 +1060,13 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
             Some(holder_key),
             Some(queue_key),
             Some(queue_deadline_key),
+            Some(fence_key),
         ],
     );
-    inv.arg(&*lock.value).arg(lock.keys.len());
-    if let Some(q) = &lock.queue {
-        inv.arg(&*q.waiter);
-    }
+    inv.arg(&*lock.value)
+        .arg(lock.keys.len())
+        .arg(lock.queue.as_ref().map_or("", |q| &*q.waiter))
+        .arg(ms(COUNTER_RETENTION));
     // After an unanswered acquire of this value: on its connection (see `pinned`).
     let pinned = inner.pins().remove(&lock.value);
     let reply = match pinned {
@@ -1157,12 +1180,29 @@ mod tests {
         );
         assert_eq!(
             decode_acquire(&V::Array(vec![V::Int(0), V::Int(-1)])),
-            Some(Acquired::Held { pttl: None })
+            Some(Acquired::Held {
+                pttl: None,
+                joined: false
+            })
+        );
+        assert_eq!(
+            decode_acquire(&V::Array(vec![V::Int(2), V::Int(5)])),
+            Some(Acquired::HandedOver { counter: 5 })
+        );
+        assert_eq!(
+            decode_acquire(&V::Array(vec![V::Int(0), V::Int(30), V::Int(1)])),
+            Some(Acquired::Held {
+                pttl: Some(Duration::from_millis(30)),
+                joined: true
+            })
         );
         for bad in [
             V::Array(vec![V::Int(1), V::Int(0)]),
             V::Array(vec![V::Int(1), V::Int(-5)]),
-            V::Array(vec![V::Int(2), V::Int(5)]),
+            V::Array(vec![V::Int(2), V::Int(0)]),
+            V::Array(vec![V::Int(3), V::Int(5)]),
+            V::Array(vec![V::Int(0), V::Int(5), V::Int(2)]),
+            V::Array(vec![V::Int(1), V::Int(5), V::Int(1)]),
             V::Array(vec![V::Int(1)]),
             V::Nil,
         ] {

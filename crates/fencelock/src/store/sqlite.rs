@@ -427,7 +427,10 @@ fn acquire(conn: &mut Connection, lock: &LockSpec, sweep_now: bool) -> Result<Ac
         // Commits the sweep, if any; the keys are untouched.
         tx.commit()?;
         let pttl = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
-        return Ok(Acquired::Held { pttl: Some(pttl) });
+        return Ok(Acquired::Held {
+            pttl: Some(pttl),
+            joined: false,
+        });
     }
     let seed = now.us.max(counter_floor(&tx)?);
     // The largest counter among the keys; a key without one counts as the seed.
@@ -889,7 +892,7 @@ mod tests {
 
     async fn held_for(s: &SqliteStore, lock: &LockSpec) -> Duration {
         match s.acquire(lock).await.unwrap() {
-            Acquired::Held { pttl: Some(p) } => p,
+            Acquired::Held { pttl: Some(p), .. } => p,
             other => panic!("expected held for {lock:?}, got {other:?}"),
         }
     }
@@ -1389,6 +1392,7 @@ mod tests {
                             assert_eq!(s.release(&lock).await.unwrap(), Holding::Ours);
                             rounds += 1;
                         }
+                        other => panic!("SQLite never hands over: {other:?}"),
                     }
                 }
             }));

@@ -7,7 +7,11 @@
 --       [waiter, ticket, grace_ms, fair ('1'/'0')] for an acquire that waits: a refused
 --       waiter takes a place in line (so a release wakes it alone); in fair mode a free
 --       lock goes to the first in line only.
--- Returns {1, token} when granted, {0, wait_ms} when not (wait_ms -1: no expiry).
+-- Returns {1, token} when granted, {0, wait_ms} when not (wait_ms -1: no expiry; a
+-- waiter gets {0, wait_ms, joined}, joined 1 when it was not in line before), and
+-- {2, token} when a release already handed the lock to this waiter (the key holds the
+-- waiter id, see release.lua): its expiry is renewed and it stays as it is, so a late
+-- attempt can never swap the value under a lease built from the hand-off notice.
 local value = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
@@ -33,10 +37,13 @@ if queued then
 end
 
 local held = false
+local handed = 0
 local longest = 0
 for i = 1, n do
   local current = redis.call('GET', KEYS[i])
-  if current and current ~= value then
+  if queued and current == waiter then
+    handed = handed + 1
+  elseif current and current ~= value then
     held = true
     local pttl = redis.call('PTTL', KEYS[i])
     if pttl < 0 or longest < 0 then
@@ -45,6 +52,30 @@ for i = 1, n do
       longest = pttl
     end
   end
+end
+
+if handed == n then
+  -- A release handed the lock to us while this request was on its way (we missed, or
+  -- have not yet read, its notice). The waiter id stays the value: the client builds
+  -- the lease on it, valid from this request on, so a late attempt never swaps the
+  -- value under a lease built from the notice.
+  local top = 0
+  for i = 1, n do
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    local counter = fencelock_counter(KEYS[n + i])
+    if counter == nil then
+      return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
+    end
+    if redis.call('EXISTS', KEYS[n + i]) == 0 then
+      -- Gone (retention over): number this grant afresh, as a new lock would be.
+      counter = counter + 1
+      redis.call('SET', KEYS[n + i], fencelock_token(counter), 'PX', retention)
+    end
+    if counter > top then
+      top = counter
+    end
+  end
+  return {2, fencelock_token(top)}
 end
 
 -- Fair mode: free keys still go to the first waiter in line.
@@ -70,44 +101,32 @@ if held or blocked then
     if longest > 0 then
       keep = keep + longest
     end
+    local joined = 0
     for i = 1, n do
       local queue, deadlines = KEYS[3 * n + i], KEYS[4 * n + i]
-      redis.call('ZADD', queue, 'NX', ARGV[7], waiter)
+      joined = math.max(joined, redis.call('ZADD', queue, 'NX', ARGV[7], waiter))
       redis.call('ZADD', deadlines, now_ms + keep, waiter)
       if redis.call('PTTL', queue) < keep then
         redis.call('PEXPIRE', queue, keep)
         redis.call('PEXPIRE', deadlines, keep)
       end
     end
+    return {0, longest, joined}
   end
   return {0, longest}
 end
 
--- A missing counter (first use, node restarted without persistence, retention over)
--- starts at the node's clock in microseconds, rounded down to the millisecond: above
--- every token issued before (docs/fencing.md). Rounded, so that nodes whose clocks
--- agree to the millisecond start a fresh key at the same value and the client needs
--- no commit round to align them.
 local top = 0
 for i = 1, n do
-  local raw = redis.call('GET', KEYS[n + i])
-  local counter
-  if raw then
-    counter = tonumber(raw)
-    if counter == nil then
-      return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
-    end
-  else
-    local now = redis.call('TIME')
-    counter = tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
+  local counter = fencelock_counter(KEYS[n + i])
+  if counter == nil then
+    return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
   end
   if counter > top then
     top = counter
   end
 end
-top = top + 1
--- '%.0f' keeps every digit: tostring() would write 1.8e+15.
-local token = string.format('%.0f', top)
+local token = fencelock_token(top + 1)
 
 for i = 1, n do
   redis.call('SET', KEYS[i], value, 'PX', ttl)

@@ -19,8 +19,8 @@ use futures_util::StreamExt;
 use redis::Client;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::super::Watch;
 use super::super::url::StoreOptions;
+use super::super::{Notice, Watch};
 use super::classify;
 use crate::error::{NodeError, NodeErrorKind};
 
@@ -110,19 +110,46 @@ impl Notifier {
                 let _guard = guard;
                 loop {
                     match notices.recv().await {
-                        Ok(to) if to.is_empty() || waiter.as_deref().is_none_or(|w| *w == *to) => {
-                            return;
+                        Ok(payload) => {
+                            if let Some(notice) = notice_for(&payload, waiter.as_deref()) {
+                                return notice;
+                            }
                         }
-                        Ok(_) => {}
                         // Missed notices (lagged) or the store is gone: wake up, the
                         // waiter retries and finds out.
-                        Err(_) => return,
+                        Err(_) => return Notice::Retry,
                     }
                 }
             }),
         })
     }
 }
+
+/// What a release notice (`release.lua`) means to `waiter`; `None`: not meant for it.
+///
+/// `''` wakes everyone; `'<waiter>'` wakes that waiter; `'granted:<token>:<waiter>'`
+/// tells that waiter the lock is already its own. A watch without a waiter id wakes on
+/// every notice. A grant whose token does not parse still wakes its waiter: its retry
+/// finds the lock handed over and learns the token from the node.
+fn notice_for(payload: &str, waiter: Option<&str>) -> Option<Notice> {
+    let Some(waiter) = waiter else {
+        return Some(Notice::Retry);
+    };
+    if payload.is_empty() {
+        return Some(Notice::Retry);
+    }
+    if let Some(grant) = payload.strip_prefix(GRANTED) {
+        let (token, to) = grant.split_once(':')?;
+        return (to == waiter).then(|| match token.parse::<u64>() {
+            Ok(token) if token > 0 => Notice::Granted { token },
+            _ => Notice::Retry,
+        });
+    }
+    (payload == waiter).then_some(Notice::Retry)
+}
+
+/// The head of a hand-off notice (`release.lua`).
+const GRANTED: &str = "granted:";
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -370,4 +397,37 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 async fn backoff(failures: u32) {
     let ms = 50u64.saturating_mul(1 << failures.min(5)).min(1000);
     tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notices_reach_only_the_waiter_they_name() {
+        let me = Some("handoff:1000:ab");
+        assert_eq!(notice_for("", me), Some(Notice::Retry));
+        assert_eq!(notice_for("handoff:1000:ab", me), Some(Notice::Retry));
+        assert_eq!(notice_for("handoff:1000:cd", me), None);
+        assert_eq!(
+            notice_for("granted:1700000000000001:handoff:1000:ab", me),
+            Some(Notice::Granted {
+                token: 1_700_000_000_000_001
+            })
+        );
+        assert_eq!(notice_for("granted:17:handoff:1000:cd", me), None);
+        // A grant that does not parse still wakes its waiter (the retry learns more).
+        assert_eq!(
+            notice_for("granted:x:handoff:1000:ab", me),
+            Some(Notice::Retry)
+        );
+        assert_eq!(
+            notice_for("granted:0:handoff:1000:ab", me),
+            Some(Notice::Retry)
+        );
+        assert_eq!(notice_for("granted:", me), None);
+        // No waiter id: every notice wakes.
+        assert_eq!(notice_for("someone", None), Some(Notice::Retry));
+        assert_eq!(notice_for("granted:5:someone", None), Some(Notice::Retry));
+    }
 }

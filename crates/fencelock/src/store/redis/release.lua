@@ -1,16 +1,20 @@
 -- Release: delete every key that still holds our value (never a successor's), drop its
--- holder record, and publish a release notice naming the first waiter in line, so it
--- alone retries at once (an empty notice wakes every waiter). A waiter that gives up
--- (ARGV[3]) leaves the lines too.
+-- holder record, and pass the key on to the first waiter in line: a hand-off waiter
+-- ('handoff:<ttl>:<random>', see counter.lua) gets the lock right here — the key set to
+-- its id with its TTL and the next fencing token, announced as 'granted:<token>:<id>' —
+-- so it holds the lock one notice after the release, with no request of its own; any
+-- other waiter is named in the notice and alone retries at once (an empty notice wakes
+-- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
 --
--- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys.
--- ARGV: value, n, [waiter]
+-- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys, n counter keys.
+-- ARGV: value, n, waiter ('' for none), counter_retention_ms
 -- Returns 1 when every key was ours, -1 when some key has another owner, 0 otherwise
 -- (some key already expired).
 local value = ARGV[1]
 local n = tonumber(ARGV[2])
-local waiter = ARGV[3]
-local leaving = waiter ~= nil and waiter ~= ''
+local waiter = ARGV[3] or ''
+local retention = ARGV[4]
+local leaving = waiter ~= ''
 
 -- The first live waiter in line of key i ('' when nobody waits in line).
 local function first_in_line(i)
@@ -29,6 +33,26 @@ local function first_in_line(i)
   return head[1] or ''
 end
 
+-- Key i is free now: hand it to the first in line, or tell the first in line.
+local function pass_on(i)
+  local channel = KEYS[i] .. ':fencelock:released'
+  local head = first_in_line(i)
+  local ttl = head ~= '' and retention and fencelock_handoff_ttl(head)
+  local counter = ttl and fencelock_counter(KEYS[4 * n + i])
+  if not counter then
+    -- Nobody in line, a waiter that retries by itself, or a counter that is not a
+    -- number (the waiter's own attempt then reports it).
+    redis.call('PUBLISH', channel, head)
+    return
+  end
+  local token = fencelock_token(counter + 1)
+  redis.call('SET', KEYS[i], head, 'PX', ttl)
+  redis.call('SET', KEYS[4 * n + i], token, 'PX', retention)
+  redis.call('ZREM', KEYS[2 * n + i], head)
+  redis.call('ZREM', KEYS[3 * n + i], head)
+  redis.call('PUBLISH', channel, 'granted:' .. token .. ':' .. head)
+end
+
 local status = 1
 for i = 1, n do
   local current = redis.call('GET', KEYS[i])
@@ -41,7 +65,7 @@ for i = 1, n do
   end
   if current == value then
     redis.call('DEL', KEYS[i], KEYS[n + i])
-    redis.call('PUBLISH', KEYS[i] .. ':fencelock:released', first_in_line(i))
+    pass_on(i)
   else
     if current == false then
       if status == 1 then status = 0 end
@@ -50,7 +74,7 @@ for i = 1, n do
     end
     -- Leaving the head of the line of a free lock: the next one's turn.
     if was_first and current == false then
-      redis.call('PUBLISH', KEYS[i] .. ':fencelock:released', first_in_line(i))
+      pass_on(i)
     end
   end
 end

@@ -1,0 +1,34 @@
+-- Prepended to acquire.lua and release.lua (see redis.rs): the fencing counter of a
+-- lock key on this node, shared so that both scripts number grants the same way.
+--
+-- The counter stored in `key`, or for a missing one (first use, node restarted without
+-- persistence, retention over) the node's clock in microseconds, rounded down to the
+-- millisecond: above every token issued before (docs/fencing.md). Rounded, so that
+-- nodes whose clocks agree to the millisecond start a fresh key at the same value and
+-- the client needs no commit round to align them. nil when the key holds something
+-- that is not a number.
+local function fencelock_counter(key)
+  local raw = redis.call('GET', key)
+  if raw then
+    return tonumber(raw)
+  end
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
+end
+
+-- A token as Redis should store it: '%.0f' keeps every digit, where tostring() would
+-- write 1.8e+15.
+local function fencelock_token(counter)
+  return string.format('%.0f', counter)
+end
+
+-- The TTL a waiter asked for when its line entry names it as a hand-off waiter
+-- ('handoff:<ttl_ms>:<random>', see locker.rs): a release hands such a waiter the lock
+-- directly. nil for any other entry (it is woken and retries instead).
+local function fencelock_handoff_ttl(member)
+  local ttl = tonumber(string.match(member, '^handoff:(%d+):%x+$') or '')
+  if ttl and ttl > 0 then
+    return ttl
+  end
+  return nil
+end
