@@ -255,14 +255,15 @@ impl Locker {
             // One key on one node (no holder record to write): one node's grant is the
             // whole lock, so the release can hand it over itself — the waiter holds
             // the lock one notice after the release, without a retry of its own.
-            let handoff = opts.notifications
-                && self.inner.nodes.len() == 1
-                && spec.keys.len() == 1
-                && spec.holder.is_none();
-            let waiter = if handoff {
-                QueueTicket::handoff_waiter(spec.ttl_ms, &random_value())
-            } else {
-                random_value()
+            let inbox = match self.inner.nodes.as_slice() {
+                [node] if opts.notifications && spec.keys.len() == 1 && spec.holder.is_none() => {
+                    node.inbox()
+                }
+                _ => None,
+            };
+            let waiter = match inbox {
+                Some(inbox) => QueueTicket::handoff_waiter(spec.ttl_ms, inbox, &random_value()),
+                None => random_value(),
             };
             spec.queue = Some(QueueTicket {
                 waiter: waiter.into(),
@@ -305,6 +306,12 @@ impl Locker {
         let mut refused_at: Option<Instant> = None;
         let mut in_line = false;
         let mut trust_notices = true;
+        if opts.notifications && spec.queue.is_some() {
+            // A hot key (already watched by this locker): watch before the first
+            // attempt, for free, so a refusal goes straight to waiting.
+            watches = self.watch_now_all(&spec);
+            watched_once = watches.is_some();
+        }
         loop {
             // A fresh value per attempt: the clean-up of a failed attempt (a late reply,
             // a timed-out request) then never touches the keys of a later attempt that
@@ -450,6 +457,18 @@ impl Locker {
             ),
             errors,
         )
+    }
+
+    /// Watches of every key on every node, if every one is free to arm now (see
+    /// [`crate::store::Store::watch_now`]); `None` otherwise.
+    fn watch_now_all(&self, spec: &LockSpec) -> Option<Vec<Watch>> {
+        let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
+        self.inner
+            .nodes
+            .iter()
+            .flat_map(|n| spec.keys.iter().map(move |k| (n, k)))
+            .map(|(n, k)| n.watch_now(k, waiter.clone()))
+            .collect()
     }
 
     /// Subscribes to release notices of every key on every node that offers them.

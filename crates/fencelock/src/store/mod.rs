@@ -84,8 +84,19 @@ impl QueueTicket {
     /// announces the grant, so the waiter holds the lock one notice after the release
     /// instead of after a notice and a retry. Only for one key on one node, where one
     /// node's grant is the whole lock (see `Locker::acquire_with`).
-    pub(crate) fn handoff_waiter(ttl_ms: u64, random: &str) -> String {
-        format!("{HANDOFF_PREFIX}{ttl_ms}:{random}")
+    ///
+    /// `inbox` names the channel the store sends this waiter's notices to
+    /// ([`Store::inbox`]).
+    pub(crate) fn handoff_waiter(ttl_ms: u64, inbox: &str, random: &str) -> String {
+        format!("{HANDOFF_PREFIX}{ttl_ms}:{inbox}:{random}")
+    }
+
+    /// The inbox a hand-off waiter id names (see [`QueueTicket::handoff_waiter`]).
+    pub(crate) fn handoff_inbox(waiter: &str) -> Option<&str> {
+        let rest = waiter.strip_prefix(HANDOFF_PREFIX)?;
+        let mut parts = rest.split(':');
+        let (_ttl, inbox) = (parts.next()?, parts.next()?);
+        Some(inbox)
     }
 
     /// Whether this waiter takes hand-offs (its id is the value it is handed).
@@ -238,6 +249,21 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// completes only for notices addressed to that waiter or to everyone (a store may
     /// also wake it for any notice).
     fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>>;
+
+    /// [`Store::watch`], armed already, when that needs no round trip (the store is
+    /// subscribed to the key's notices anyway: a hot key); `None` otherwise. Lets a
+    /// waiter on a hot key watch before its first attempt, so a refusal can go
+    /// straight to waiting instead of watching and then attempting again.
+    fn watch_now(&self, _key: &str, _waiter: Option<Arc<str>>) -> Option<Watch> {
+        None
+    }
+
+    /// Where this store delivers notices meant for one client only (a hand-off), if it
+    /// can: waiters that name it in their id are handed locks directly
+    /// ([`QueueTicket::handoff_waiter`]).
+    fn inbox(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A node handle shared by the locker and its background task.
@@ -255,5 +281,26 @@ pub(crate) fn open(url: &str, options: &url::StoreOptions) -> Result<Node, Error
         url::StoreUrl::Redis(r) => Ok(Arc::new(redis::RedisStore::new(r, options)?)),
         url::StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path, options)?)),
         url::StoreUrl::Memory(name) => Ok(Arc::new(memory::MemoryStore::named(&name))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handoff_waiter_ids_carry_ttl_and_inbox() {
+        let id = QueueTicket::handoff_waiter(1500, "00ff", "abcd");
+        assert_eq!(id, "handoff:1500:00ff:abcd");
+        assert_eq!(QueueTicket::handoff_inbox(&id), Some("00ff"));
+        assert_eq!(QueueTicket::handoff_inbox("abcd"), None);
+        assert_eq!(QueueTicket::handoff_inbox("handoff:1500"), None);
+        let ticket = QueueTicket {
+            waiter: id.into(),
+            ticket: 1,
+            grace_ms: 1,
+            fair: false,
+        };
+        assert!(ticket.handoff());
     }
 }

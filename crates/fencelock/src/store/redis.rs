@@ -28,7 +28,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError, Script, Value};
 
 use super::url::{RedisUrl, StoreOptions};
-use super::{Acquired, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use super::{Acquired, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch};
 use crate::checks::Probe;
 use crate::error::{Error, NodeError, NodeErrorKind};
 
@@ -96,6 +96,16 @@ pub(crate) fn queue_deadline_key(key: &str) -> String {
 /// The channel on which a release of `key` is announced.
 pub(crate) fn release_channel(key: &str) -> String {
     format!("{key}:fencelock:released")
+}
+
+/// The channel `waiter` hears its notices on: a hand-off waiter its client's own
+/// `<key>:fencelock:to:<inbox>` (`release.lua` sends hand-offs there, so the other
+/// waiting clients are not woken for them), anyone else the key's release channel.
+fn waiter_channel(key: &str, waiter: Option<&str>) -> String {
+    match waiter.and_then(QueueTicket::handoff_inbox) {
+        Some(inbox) => format!("{key}:fencelock:to:{inbox}"),
+        None => release_channel(key),
+    }
 }
 
 /// A handle on one Redis node; clones share the connection.
@@ -1029,8 +1039,17 @@ impl Store for RedisStore {
 
     fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
         let inner = self.inner.clone();
-        let channel = release_channel(key);
+        let channel = waiter_channel(key, waiter.as_deref());
         Box::pin(async move { inner.notifier.watch(channel, waiter).await.map(Some) })
+    }
+
+    fn watch_now(&self, key: &str, waiter: Option<Arc<str>>) -> Option<Watch> {
+        let channel = waiter_channel(key, waiter.as_deref());
+        self.inner.notifier.watch_now(&channel, waiter)
+    }
+
+    fn inbox(&self) -> Option<&str> {
+        Some(self.inner.notifier.inbox())
     }
 }
 

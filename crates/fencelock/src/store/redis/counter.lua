@@ -22,13 +22,15 @@ local function fencelock_token(counter)
   return string.format('%.0f', counter)
 end
 
--- The TTL a waiter asked for when its line entry names it as a hand-off waiter
--- ('handoff:<ttl_ms>:<random>', see locker.rs): a release hands such a waiter the lock
--- directly. nil for any other entry (it is woken and retries instead).
-local function fencelock_handoff_ttl(member)
-  local ttl = tonumber(string.match(member, '^handoff:(%d+):%x+$') or '')
+-- The TTL a waiter asked for and its client's inbox, when its line entry names it as
+-- a hand-off waiter ('handoff:<ttl_ms>:<inbox>:<random>', see store/mod.rs): a release
+-- hands such a waiter the lock directly and tells it on '<key>:fencelock:to:<inbox>'.
+-- nil for any other entry (it is woken on the key's channel and retries instead).
+local function fencelock_handoff(member)
+  local ttl, inbox = string.match(member, '^handoff:(%d+):(%x+):%x+$')
+  ttl = tonumber(ttl or '')
   if ttl and ttl > 0 then
-    return ttl
+    return ttl, inbox
   end
   return nil
 end

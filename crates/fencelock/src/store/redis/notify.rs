@@ -11,7 +11,7 @@
 //! waiter wakes, so a hand-off costs one retry instead of one per waiter. An empty
 //! notice wakes everyone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,10 @@ use crate::error::{NodeError, NodeErrorKind};
 
 pub(super) struct Notifier {
     shared: Arc<Shared>,
+    /// This notifier's own address: releases send hand-offs for our waiters to
+    /// `<key>:fencelock:to:<inbox>` (see `release.lua`), which only this connection
+    /// subscribes to, instead of the key's channel, which every waiting client hears.
+    inbox: String,
 }
 
 struct Shared {
@@ -38,6 +42,9 @@ struct Shared {
 #[derive(Default)]
 struct State {
     channels: HashMap<String, Channel>,
+    /// Channels subscribed on the current connection, watched or lingering: a new
+    /// watch on one of them is armed at once, with no round trip.
+    live: HashSet<String>,
     task: Option<mpsc::UnboundedSender<Command>>,
 }
 
@@ -57,6 +64,7 @@ enum Command {
 impl Notifier {
     pub(super) fn new(client: Client, name: String, options: StoreOptions) -> Self {
         Notifier {
+            inbox: format!("{:016x}", rand::random::<u64>()),
             shared: Arc::new(Shared {
                 client,
                 name,
@@ -66,14 +74,21 @@ impl Notifier {
         }
     }
 
+    /// See [`Notifier::inbox`](struct.Notifier.html#structfield.inbox).
+    pub(super) fn inbox(&self) -> &str {
+        &self.inbox
+    }
+
     /// A watch on `channel` for `waiter` (or for every notice), armed when this returns.
     pub(super) async fn watch(
         &self,
         channel: String,
         waiter: Option<Arc<str>>,
     ) -> Result<Watch, NodeError> {
-        let (mut notices, subscribe) = {
+        let (notices, subscribe) = {
             let mut state = self.shared.lock();
+            // Lingering (still subscribed): the task just keeps it, nothing to send.
+            let live = state.live.contains(&channel);
             let entry = state
                 .channels
                 .entry(channel.clone())
@@ -83,8 +98,10 @@ impl Notifier {
                     subscribed: false,
                 });
             entry.watchers += 1;
+            entry.subscribed |= live;
             let rx = entry.notices.subscribe();
-            let subscribe = (!entry.subscribed).then(|| self.shared.command_sender(&mut state));
+            let subscribed = entry.subscribed;
+            let subscribe = (!subscribed).then(|| self.shared.command_sender(&mut state));
             (rx, subscribe)
         };
         // From here on, dropping `guard` gives the watcher slot back.
@@ -105,23 +122,74 @@ impl Notifier {
                 .map_err(|_| lost())?;
             confirmed.await.map_err(|_| lost())??;
         }
-        Ok(Watch {
-            notified: Box::pin(async move {
-                let _guard = guard;
-                loop {
-                    match notices.recv().await {
-                        Ok(payload) => {
-                            if let Some(notice) = notice_for(&payload, waiter.as_deref()) {
-                                return notice;
-                            }
+        Ok(armed(notices, guard, waiter))
+    }
+
+    /// A watch on `channel`, armed already, if that costs no round trip (the channel is
+    /// subscribed on the live connection, watched or lingering); `None` otherwise.
+    pub(super) fn watch_now(&self, channel: &str, waiter: Option<Arc<str>>) -> Option<Watch> {
+        let notices = {
+            let mut state = self.shared.lock();
+            if !state.live.contains(channel) {
+                return None;
+            }
+            let entry = state
+                .channels
+                .entry(channel.to_string())
+                .or_insert_with(|| Channel {
+                    watchers: 0,
+                    notices: broadcast::channel(64).0,
+                    subscribed: true,
+                });
+            entry.watchers += 1;
+            entry.subscribed = true;
+            entry.notices.subscribe()
+        };
+        let guard = WatcherGuard {
+            shared: self.shared.clone(),
+            channel: channel.to_string(),
+        };
+        Some(armed(notices, guard, waiter))
+    }
+}
+
+/// Records that `channel` is subscribed on the live connection. Returns whether anyone
+/// still watches it: a subscription that completes after its last watcher left must
+/// linger and then go, or it would stay forever (nobody else unsubscribes it).
+fn mark_subscribed(state: &mut State, channel: &str) -> bool {
+    state.live.insert(channel.to_string());
+    match state.channels.get_mut(channel) {
+        Some(c) => {
+            c.subscribed = true;
+            true
+        }
+        None => false,
+    }
+}
+
+/// The watch over an armed receiver: completes with the first notice meant for
+/// `waiter`; dropping it gives the watcher slot back (`guard`).
+fn armed(
+    mut notices: broadcast::Receiver<Arc<str>>,
+    guard: WatcherGuard,
+    waiter: Option<Arc<str>>,
+) -> Watch {
+    Watch {
+        notified: Box::pin(async move {
+            let _guard = guard;
+            loop {
+                match notices.recv().await {
+                    Ok(payload) => {
+                        if let Some(notice) = notice_for(&payload, waiter.as_deref()) {
+                            return notice;
                         }
-                        // Missed notices (lagged) or the store is gone: wake up, the
-                        // waiter retries and finds out.
-                        Err(_) => return Notice::Retry,
                     }
+                    // Missed notices (lagged) or the store is gone: wake up, the
+                    // waiter retries and finds out.
+                    Err(_) => return Notice::Retry,
                 }
-            }),
-        })
+            }
+        }),
     }
 }
 
@@ -172,6 +240,9 @@ impl Shared {
     /// Wakes every waiter: used when notices may have been missed.
     fn wake_all(&self, unsubscribed: bool) {
         let mut state = self.lock();
+        if unsubscribed {
+            state.live.clear();
+        }
         for ch in state.channels.values_mut() {
             let _ = ch.notices.send(Arc::from(""));
             if unsubscribed {
@@ -258,11 +329,15 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
             backoff(failures).await;
             continue;
         }
+        // Channels nobody waits on any more stay subscribed for a moment: a hot key's
+        // waiters come and go many times a second, and re-subscribing each time would
+        // cost two commands per wait.
+        let mut lingering: HashMap<String, tokio::time::Instant> = HashMap::new();
         {
             let mut state = s.lock();
             for ch in &wanted {
-                if let Some(c) = state.channels.get_mut(ch) {
-                    c.subscribed = true;
+                if !mark_subscribed(&mut state, ch) {
+                    lingering.insert(ch.clone(), tokio::time::Instant::now() + LINGER);
                 }
             }
         }
@@ -272,20 +347,14 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
         for command in pending.drain(..) {
             if let Command::Subscribe(ch, ack) = command {
                 let result = sink.subscribe(&ch).await.map_err(|e| classify(&s.name, &e));
-                if result.is_ok()
-                    && let Some(c) = s.lock().channels.get_mut(&ch)
-                {
-                    c.subscribed = true;
+                if result.is_ok() && !mark_subscribed(&mut s.lock(), &ch) {
+                    lingering.insert(ch.clone(), tokio::time::Instant::now() + LINGER);
                 }
                 let _ = ack.send(result);
             }
         }
         drop(s);
 
-        // Channels nobody waits on any more stay subscribed for a moment: a hot key's
-        // waiters come and go many times a second, and re-subscribing each time would
-        // cost two commands per wait.
-        let mut lingering: HashMap<String, tokio::time::Instant> = HashMap::new();
         loop {
             let linger_end = lingering.values().min().copied();
             tokio::select! {
@@ -299,9 +368,17 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
                     let mut broken = false;
                     for ch in due {
                         lingering.remove(&ch);
-                        let wanted = shared
-                            .upgrade()
-                            .is_some_and(|s| s.lock().channels.contains_key(&ch));
+                        // Decided under the lock: a watch armed after this sees the
+                        // channel gone from `live` and subscribes again (after this
+                        // UNSUBSCRIBE, on the same connection).
+                        let wanted = shared.upgrade().is_some_and(|s| {
+                            let mut state = s.lock();
+                            let wanted = state.channels.contains_key(&ch);
+                            if !wanted {
+                                state.live.remove(&ch);
+                            }
+                            wanted
+                        });
                         if !wanted && sink.unsubscribe(&ch).await.is_err() {
                             broken = true;
                             break;
@@ -324,8 +401,11 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
                             let Some(s) = shared.upgrade() else { return };
                             match result {
                                 Ok(()) => {
-                                    if let Some(c) = s.lock().channels.get_mut(&ch) {
-                                        c.subscribed = true;
+                                    if !mark_subscribed(&mut s.lock(), &ch) {
+                                        lingering.insert(
+                                            ch.clone(),
+                                            tokio::time::Instant::now() + LINGER,
+                                        );
                                     }
                                     let _ = ack.send(Ok(()));
                                 }

@@ -1,7 +1,8 @@
 -- Release: delete every key that still holds our value (never a successor's), drop its
 -- holder record, and pass the key on to the first waiter in line: a hand-off waiter
 -- ('handoff:<ttl>:<random>', see counter.lua) gets the lock right here — the key set to
--- its id with its TTL and the next fencing token, announced as 'granted:<token>:<id>' —
+-- its id with its TTL and the next fencing token, announced as 'granted:<token>:<id>' on
+-- its client's own channel '<key>:fencelock:to:<inbox>' (so no other client wakes) —
 -- so it holds the lock one notice after the release, with no request of its own; any
 -- other waiter is named in the notice and alone retries at once (an empty notice wakes
 -- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
@@ -35,13 +36,19 @@ end
 
 -- Key i is free now: hand it to the first in line, or tell the first in line.
 local function pass_on(i)
-  local channel = KEYS[i] .. ':fencelock:released'
   local head = first_in_line(i)
-  local ttl = head ~= '' and retention and fencelock_handoff_ttl(head)
+  local ttl, inbox
+  if head ~= '' and retention then
+    ttl, inbox = fencelock_handoff(head)
+  end
   local counter = ttl and fencelock_counter(KEYS[4 * n + i])
   if not counter then
     -- Nobody in line, a waiter that retries by itself, or a counter that is not a
     -- number (the waiter's own attempt then reports it).
+    local channel = KEYS[i] .. ':fencelock:released'
+    if inbox then
+      channel = KEYS[i] .. ':fencelock:to:' .. inbox
+    end
     redis.call('PUBLISH', channel, head)
     return
   end
@@ -50,7 +57,7 @@ local function pass_on(i)
   redis.call('SET', KEYS[4 * n + i], token, 'PX', retention)
   redis.call('ZREM', KEYS[2 * n + i], head)
   redis.call('ZREM', KEYS[3 * n + i], head)
-  redis.call('PUBLISH', channel, 'granted:' .. token .. ':' .. head)
+  redis.call('PUBLISH', KEYS[i] .. ':fencelock:to:' .. inbox, 'granted:' .. token .. ':' .. head)
 end
 
 local status = 1
