@@ -172,8 +172,14 @@ async function main() {
     for (;;) {
       let lock;
       try {
-        lock = await redlock.acquire([opts.key], opts.ttlMs);
+        // Bounded calls (redlock's default retry count), repeated until the deadline:
+        // within one call redlock v5 retries with the same value and leaves the
+        // minority grants of failed attempts in place until the call gives up, so with
+        // one long call its own stale keys, expiring at different times on different
+        // nodes, can refuse it for the whole call (seen with MONITOR).
+        lock = await redlock.acquire([opts.key], opts.ttlMs, { retryCount: 10 });
       } catch (err) {
+        if (Date.now() <= deadline) continue;
         die(`could not acquire ${JSON.stringify(opts.key)} within ${opts.acquireTimeoutMs} ms: ` +
           `${err.message}${await describeAttempts(err)}`);
       }

@@ -12,7 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use redis::Script;
 use redis::aio::MultiplexedConnection;
 
-const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+pub(crate) const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// A raw client over one or several nodes.

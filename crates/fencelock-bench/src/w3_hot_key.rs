@@ -75,8 +75,12 @@ pub struct Variant {
     pub handoff_share: Summary,
     /// The busiest contender's fraction of the critical sections.
     pub busiest_share: Summary,
-    /// Redis commands (all nodes) per critical section.
+    /// Redis commands (all nodes) per critical section, as `INFO commandstats` counts
+    /// them: with the commands Lua scripts run.
     pub commands_per_cs: Summary,
+    /// Redis commands the clients sent (all nodes) per critical section: the above
+    /// without the commands run inside scripts (see [`script_commands`]).
+    pub sent_per_cs: Summary,
     /// Time from calling acquire to the grant, p50, µs.
     pub wait_p50: Summary,
     /// Time from calling acquire to the grant, p99, µs.
@@ -105,6 +109,52 @@ impl W3 {
     pub fn variant(&self, kind: Kind) -> Option<&Variant> {
         self.variants.iter().find(|v| v.kind == kind)
     }
+}
+
+/// The commands a client's Lua scripts run (lower case, as commandstats names them):
+/// every `redis.call('NAME'` in the sources.
+pub fn script_commands(sources: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for src in sources {
+        for part in src.split("redis.call(").skip(1) {
+            let name: String = part
+                .trim_start_matches(['\'', '"'])
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect();
+            if !name.is_empty() {
+                names.insert(name.to_ascii_lowercase());
+            }
+        }
+    }
+    names
+}
+
+/// fencelock's scripts, as the library loads them.
+const FENCELOCK_SCRIPTS: &[&str] = &[
+    include_str!("../../fencelock/src/store/redis/counter.lua"),
+    include_str!("../../fencelock/src/store/redis/acquire.lua"),
+    include_str!("../../fencelock/src/store/redis/commit.lua"),
+    include_str!("../../fencelock/src/store/redis/extend.lua"),
+    include_str!("../../fencelock/src/store/redis/release.lua"),
+    include_str!("../../fencelock/src/store/redis/leave_queue.lua"),
+];
+
+/// The commands `kind`'s clients sent themselves: commandstats counts a command run
+/// by a script like one a client sent, so the commands the client's scripts run are
+/// taken out. Sound because neither client sends any of those itself during a run
+/// (fencelock sends EVALSHA and (UN)SUBSCRIBE; the floor `SET` and EVALSHA, and its
+/// script runs only GET and DEL).
+fn sent_calls(kind: Kind, calls: &std::collections::HashMap<String, u64>) -> u64 {
+    let inner = match kind {
+        Kind::Spinning => script_commands(&[crate::raw::RELEASE]),
+        _ => script_commands(FENCELOCK_SCRIPTS),
+    };
+    calls
+        .iter()
+        .filter(|(name, _)| !inner.contains(name.as_str()))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// What one run shares between its contenders.
@@ -235,6 +285,7 @@ struct RunResult {
     handoff_share: f64,
     busiest: f64,
     commands_per_cs: f64,
+    sent_per_cs: f64,
     commands: std::collections::HashMap<String, u64>,
     hist: Histogram<u64>,
 }
@@ -281,6 +332,7 @@ impl Runs {
             handoff_share: pick(|r| r.handoff_share),
             busiest_share: pick(|r| r.busiest),
             commands_per_cs: pick(|r| r.commands_per_cs),
+            sent_per_cs: pick(|r| r.sent_per_cs),
             commands,
             handoffs: hist,
         }
@@ -339,6 +391,7 @@ async fn one_run(
         busiest: s.per.iter().copied().max().unwrap_or(0) as f64 / total,
         // Commands of every critical section executed, counted ones or not.
         commands_per_cs: calls.values().sum::<u64>() as f64 / executed.max(1) as f64,
+        sent_per_cs: sent_calls(kind, &calls) as f64 / executed.max(1) as f64,
         commands: calls,
         hist: s.hist.clone(),
     })
@@ -411,5 +464,28 @@ impl Contender {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_commands_are_read_from_the_sources() {
+        let raw = script_commands(&[crate::raw::RELEASE]);
+        assert_eq!(raw.into_iter().collect::<Vec<_>>(), ["del", "get"]);
+        let ours = script_commands(FENCELOCK_SCRIPTS);
+        for name in ["get", "set", "publish", "zadd", "pexpire", "time"] {
+            assert!(ours.contains(name), "{name} missing from {ours:?}");
+        }
+        // What the clients send themselves is never taken for a script's command.
+        assert!(!ours.contains("evalsha") && !ours.contains("subscribe"));
+        let calls = [("evalsha", 2), ("get", 5), ("set", 3), ("subscribe", 1)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(sent_calls(Kind::Default, &calls), 3);
+        assert_eq!(sent_calls(Kind::Spinning, &calls), 6);
     }
 }
