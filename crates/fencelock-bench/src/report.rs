@@ -421,6 +421,15 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             continue;
         };
         let n = w.nodes;
+        // The issue sets the latency and command targets on 1 node (hand-off in about
+        // one round trip); on more nodes they are shown for reference.
+        let on_one_node = |met: bool| {
+            if n == 1 {
+                yes(met)
+            } else {
+                "reference (target set on 1 node)"
+            }
+        };
         writeln!(
             s,
             "| W3, {n} node(s): critical sections/s ≥ spinning raw client | {:.0} vs {:.0} ({}) | {} |",
@@ -433,14 +442,14 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             s,
             "| W3, {n} node(s): hand-off p99 ≤ 1 ms | {:.0} µs | {} |",
             d.handoff_p99.median,
-            yes(d.handoff_p99.median <= 1000.0)
+            on_one_node(d.handoff_p99.median <= 1000.0)
         )?;
         writeln!(
             s,
             "| W3, {n} node(s): ≤ 5 commands per critical section (sent; {:.2} executed, with the scripts' own) | {:.2} | {} |",
             d.commands_per_cs.median,
             d.sent_per_cs.median,
-            yes(d.sent_per_cs.median <= 5.0)
+            on_one_node(d.sent_per_cs.median <= 5.0)
         )?;
         writeln!(
             s,

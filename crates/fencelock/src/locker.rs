@@ -703,7 +703,9 @@ impl Locker {
     /// The lease a hand-off notice gave us (`release.lua` set the key to our waiter id
     /// and announced `token`), valid from `since`, the start of our latest refused
     /// attempt: the key was handed over after the node refused that attempt. `None`
-    /// when that leaves no validity: the caller's next attempt then renews the key.
+    /// when that leaves less than half the TTL (we waited long since that attempt):
+    /// the caller's next attempt then renews the key, one round trip for a lease that
+    /// is valid for (nearly) the whole TTL, as the caller expects of a fresh grant.
     fn handed_over(
         &self,
         spec: &LockSpec,
@@ -713,7 +715,8 @@ impl Locker {
         since: Instant,
     ) -> Option<Lease> {
         let waiter = spec.queue.as_ref()?.waiter.clone();
-        let validity = quorum::validity(ttl, since.elapsed(), self.inner.options.drift_factor)?;
+        let validity = quorum::validity(ttl, since.elapsed(), self.inner.options.drift_factor)
+            .filter(|v| *v >= ttl / 2)?;
         let spec = LockSpec {
             value: waiter,
             queue: None,

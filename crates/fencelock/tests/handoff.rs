@@ -529,3 +529,41 @@ async fn a_waiter_that_misses_the_hand_off_notice_finds_the_key_handed_to_it() {
     );
     assert_eq!(cluster.get(0, "deaf"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_after_a_long_wait_still_gives_a_lease_of_the_full_ttl() {
+    let cluster = Cluster::start(1);
+    let holder = patient(&cluster);
+    let waiter = patient(&cluster);
+    let lease = holder
+        .acquire("long", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let task = tokio::spawn(async move {
+        let got = waiter
+            .acquire_with("long", Duration::from_secs(2), &forever())
+            .await;
+        (got, waiter)
+    });
+    eventually("the waiter is in line", || in_line(&cluster, "long") == 1).await;
+    // Longer than half the waiter's TTL since its refused attempt: a lease built from
+    // the notice alone would be valid for under a second of its 2 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let released = std::time::Instant::now();
+    lease.release().await.expect("release");
+    let (got, _waiter) = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the waiter never got its hand-off")
+        .expect("task");
+    let got = got.expect("acquire");
+    assert_eq!(Some(got.value().to_string()), cluster.get(0, "long"));
+    // It renewed the key instead (one request, sent after the release) and got the
+    // whole TTL from there, less the drift (2 s × 0.01 + 2 ms): a lease built on the
+    // notice would end before `released` + 0.5 s.
+    assert!(
+        got.valid_until() >= released + Duration::from_millis(1970),
+        "valid for {:?} after the release",
+        got.valid_until().saturating_duration_since(released)
+    );
+    got.release().await.expect("release");
+}
