@@ -746,7 +746,7 @@ impl Locker {
             next_renewal(Instant::now(), ttl, random_spread()),
             ended,
         ));
-        self.inner.background.send(Message::Track(state.clone()));
+        self.inner.background.track(state.clone());
         Lease::new(state, self.clone())
     }
 

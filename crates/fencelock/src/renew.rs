@@ -25,8 +25,6 @@ use crate::store::{Holding, LockSpec, Node};
 /// Work for the background task.
 #[derive(Debug)]
 pub(crate) enum Message {
-    /// Watch this lease: renew it (if asked) and fire `lost()` on time.
-    Track(Arc<LeaseState>),
     /// Release this lock on every node (a dropped lease or acquire).
     Release(LockSpec),
     /// A request for this lock on node `i` timed out: clean up after it.
@@ -44,7 +42,26 @@ pub(crate) enum Message {
 pub(crate) struct Background {
     tx: mpsc::UnboundedSender<Message>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
+    tracked: Arc<Mutex<Tracked>>,
 }
+
+/// New leases waiting for the task, and when the task will next wake by itself.
+///
+/// A new lease's first deadline (its `lost()` time) is almost always later than the
+/// task's next wake-up, so [`Background::track`] just leaves it here and the task picks
+/// it up then: no task wake-up per acquire (on a hot key that is one context switch per
+/// critical section). Only a lease due before that wake-up wakes the task. Both sides
+/// hold the mutex while comparing, so no lease can slip past a sleep.
+#[derive(Debug, Default)]
+struct Tracked {
+    leases: Vec<Arc<LeaseState>>,
+    /// `None`: the task sleeps without a deadline (or has not started).
+    wakes_at: Option<Instant>,
+}
+
+/// Past this many waiting leases, `track` drops the ended ones (a hot key's released
+/// leases would otherwise pile up until the task's next wake-up).
+const TRACKED_PRUNE: usize = 1024;
 
 impl Background {
     pub(crate) fn new() -> Self {
@@ -52,6 +69,24 @@ impl Background {
         Background {
             tx,
             rx: Mutex::new(Some(rx)),
+            tracked: Arc::default(),
+        }
+    }
+
+    /// Hands a new lease to the task (renewal, `lost()` on time); wakes the task only
+    /// if the lease is due before the task would wake anyway (see [`Tracked`]).
+    pub(crate) fn track(&self, lease: Arc<LeaseState>) {
+        let due = first_deadline(&lease);
+        let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+        if tracked.leases.len() >= TRACKED_PRUNE {
+            tracked.leases.retain(|l| !l.is_ended() && !l.is_lost());
+        }
+        tracked.leases.push(lease);
+        if tracked.wakes_at.is_none_or(|at| due < at) {
+            // Woken now, the task sets `wakes_at` itself when it sleeps again.
+            tracked.wakes_at = Some(due);
+            drop(tracked);
+            self.send(Message::Wake);
         }
     }
 
@@ -65,12 +100,22 @@ impl Background {
     pub(crate) fn ensure_started(&self, nodes: &[Node], options: &Options) {
         let mut slot = self.rx.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rx) = slot.take() {
-            tokio::spawn(run(rx, nodes.to_vec(), options.clone()));
+            tokio::spawn(run(
+                rx,
+                self.tracked.clone(),
+                nodes.to_vec(),
+                options.clone(),
+            ));
         }
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Message>, nodes: Vec<Node>, options: Options) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Message>,
+    tracked: Arc<Mutex<Tracked>>,
+    nodes: Vec<Node>,
+    options: Options,
+) {
     let mut task = Task {
         nodes: nodes.into(),
         options,
@@ -79,7 +124,25 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Message>, nodes: Vec<Node>, options
         drains: Vec::new(),
     };
     loop {
-        let next = next_wakeup(&task.leases);
+        let next = {
+            // Take the new leases and publish when we wake next, in one step (see
+            // `Tracked`). New leases get a tick of their own first (one may be due).
+            let mut t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+            if !t.leases.is_empty() {
+                for lease in t.leases.drain(..) {
+                    task.leases.insert(lease.id, lease);
+                }
+                drop(t);
+                task.tick();
+                t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+                for lease in t.leases.drain(..) {
+                    task.leases.insert(lease.id, lease);
+                }
+            }
+            let next = next_wakeup(&task.leases);
+            t.wakes_at = next;
+            next
+        };
         tokio::select! {
             message = rx.recv() => match message {
                 None => break,
@@ -114,9 +177,6 @@ struct Task {
 impl Task {
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Track(lease) => {
-                self.leases.insert(lease.id, lease);
-            }
             Message::Release(spec) => {
                 let nodes = self.nodes.clone();
                 let timeout = self
@@ -227,16 +287,15 @@ fn is_overdue(lease: &LeaseState, now: Instant) -> bool {
 }
 
 fn next_wakeup(leases: &HashMap<u64, Arc<LeaseState>>) -> Option<Instant> {
-    leases
-        .values()
-        .flat_map(|l| {
-            let renew = (l.auto_renew.load(Ordering::Acquire)
-                && !l.renewing.load(Ordering::Acquire))
-            .then(|| l.renew_at());
-            [Some(l.lost_deadline()), renew]
-        })
-        .flatten()
-        .min()
+    leases.values().map(|l| first_deadline(l)).min()
+}
+
+/// When the task must next look at `lease`: its `lost()` time, or its renewal if due
+/// earlier.
+fn first_deadline(l: &LeaseState) -> Instant {
+    let renew = (l.auto_renew.load(Ordering::Acquire) && !l.renewing.load(Ordering::Acquire))
+        .then(|| l.renew_at());
+    renew.map_or(l.lost_deadline(), |r| r.min(l.lost_deadline()))
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -268,3 +268,27 @@ async fn max_hold_stops_renewal_and_fires_lost() {
         .expect("the lock is free once the bounded lease ran out");
     other.release().await.expect("release");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lease_after_a_long_one_is_still_watched_on_time() {
+    let cluster = Cluster::start(1);
+    let l = locker(&cluster);
+    // The background task now sleeps until the long lease's deadline, about a minute
+    // away; a lease due much sooner must wake it, or its lost() would come a minute
+    // late.
+    let long = l
+        .acquire("long-lived", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let short = l
+        .acquire("short-lived", Duration::from_secs(1))
+        .await
+        .expect("acquire");
+    tokio::time::timeout(Duration::from_secs(10), short.lost())
+        .await
+        .expect("lost() of the short lease did not fire while the long one was held");
+    assert!(short.is_lost() && !short.is_valid());
+    assert!(long.is_valid());
+    long.release().await.expect("release");
+}
