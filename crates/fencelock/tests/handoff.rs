@@ -117,25 +117,49 @@ async fn npm_holder_releases_and_fencelock_waiter_gets_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_contenders_exclusive_no_starvation_no_leaks() {
     let cluster = Cluster::start(3);
-    let counts = contend(&cluster, false, 2000).await;
+    let (counts, _lockers) = contend(&cluster, false, 2000).await;
     for (id, &n) in counts.iter().enumerate() {
         assert!(n > 0, "contender {id} starved: {counts:?}");
     }
-    // Every waiter is gone: once the subscriptions' linger time (2 s) is over, no
-    // subscription to the release channel is left.
+    assert_no_subscriptions_left(&cluster, "fair:fencelock:*").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_contenders_on_one_node_take_turns_by_hand_off() {
+    let cluster = Cluster::start(1);
+    // Default mode: on one node a release hands the lock to the first in line, so
+    // the lock goes round even without fair mode.
+    let (counts, _lockers) = contend(&cluster, false, 2000).await;
+    let total: usize = counts.iter().sum();
+    for (id, &n) in counts.iter().enumerate() {
+        assert!(
+            n * 16 >= total,
+            "contender {id} got {n} of {total} sections: {counts:?}"
+        );
+    }
+    assert_eq!(cluster.get(0, "fair"), None, "the lock is still held");
+    assert_eq!(in_line(&cluster, "fair"), 0, "waiters left in line");
+    assert_no_subscriptions_left(&cluster, "fair:fencelock:*").await;
+}
+
+/// Every waiter is gone: once the subscriptions' linger time (2 s) is over, no channel
+/// matching `pattern` has a subscriber on any node.
+async fn assert_no_subscriptions_left(cluster: &Cluster, pattern: &str) {
+    let subscribed = |i: usize| -> Vec<String> {
+        redis::cmd("PUBSUB")
+            .arg("CHANNELS")
+            .arg(pattern)
+            .query(&mut cluster.connection(i))
+            .expect("pubsub channels")
+    };
+    let all = || (0..cluster.len()).flat_map(subscribed).collect::<Vec<_>>();
     for _ in 0..100 {
-        if (0..3).all(|i| cluster.numsub(i, "hot:fencelock:released") == 0) {
+        if all().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for i in 0..3 {
-        assert_eq!(
-            cluster.numsub(i, "hot:fencelock:released"),
-            0,
-            "node {i} still has subscribers"
-        );
-    }
+    assert_eq!(all(), Vec::<String>::new(), "subscriptions left behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,8 +193,9 @@ async fn waiter_survives_pubsub_node_restart() {
 }
 
 /// Runs `CONTENDERS` fair (or default) contenders on one key until `sections` critical
-/// sections are done; returns each contender's count. Asserts mutual exclusion.
-async fn contend(cluster: &Cluster, fair: bool, sections: usize) -> Vec<usize> {
+/// sections are done; returns each contender's count, and the lockers (still alive, so
+/// that what they leave subscribed can be checked). Asserts mutual exclusion.
+async fn contend(cluster: &Cluster, fair: bool, sections: usize) -> (Vec<usize>, Vec<Locker>) {
     const CONTENDERS: usize = 8;
     let inside = Arc::new(AtomicBool::new(false));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -203,25 +228,49 @@ async fn contend(cluster: &Cluster, fair: bool, sections: usize) -> Vec<usize> {
                 inside.store(false, Ordering::SeqCst);
                 lease.release().await.expect("release");
             }
-            mine
+            (mine, l)
         }));
     }
+    // Mid-run the waiters listen for notices (so the leak checks after the run are
+    // about subscriptions that existed).
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while done.load(Ordering::SeqCst) < sections / 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the contenders got stuck before half-way");
+    let listening: usize = (0..cluster.len())
+        .map(|i| {
+            redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .arg("fair:fencelock:*")
+                .query::<Vec<String>>(&mut cluster.connection(i))
+                .expect("pubsub channels")
+                .len()
+        })
+        .sum();
+    assert!(
+        listening > 0,
+        "nobody subscribed to the key's notices mid-run"
+    );
     let mut counts = Vec::new();
+    let mut lockers = Vec::new();
     for t in tasks {
-        counts.push(
-            tokio::time::timeout(Duration::from_secs(120), t)
-                .await
-                .expect("contenders finished")
-                .expect("task"),
-        );
+        let (mine, l) = tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("contenders finished")
+            .expect("task");
+        counts.push(mine);
+        lockers.push(l);
     }
-    counts
+    (counts, lockers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fair_mode_serves_contenders_in_turn() {
     let cluster = Cluster::start(3);
-    let counts = contend(&cluster, true, 800).await;
+    let (counts, _lockers) = contend(&cluster, true, 800).await;
     let total: usize = counts.iter().sum();
     for (id, &n) in counts.iter().enumerate() {
         assert!(
