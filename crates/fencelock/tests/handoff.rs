@@ -145,21 +145,17 @@ async fn eight_contenders_on_one_node_take_turns_by_hand_off() {
 /// Every waiter is gone: once the subscriptions' linger time (2 s) is over, no channel
 /// matching `pattern` has a subscriber on any node.
 async fn assert_no_subscriptions_left(cluster: &Cluster, pattern: &str) {
-    let subscribed = |i: usize| -> Vec<String> {
-        redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .arg(pattern)
-            .query(&mut cluster.connection(i))
-            .expect("pubsub channels")
-    };
-    let all = || (0..cluster.len()).flat_map(subscribed).collect::<Vec<_>>();
     for _ in 0..100 {
-        if all().is_empty() {
+        if channels(cluster, pattern).is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(all(), Vec::<String>::new(), "subscriptions left behind");
+    assert_eq!(
+        channels(cluster, pattern),
+        Vec::<String>::new(),
+        "subscriptions left behind"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,18 +236,8 @@ async fn contend(cluster: &Cluster, fair: bool, sections: usize) -> (Vec<usize>,
     })
     .await
     .expect("the contenders got stuck before half-way");
-    let listening: usize = (0..cluster.len())
-        .map(|i| {
-            redis::cmd("PUBSUB")
-                .arg("CHANNELS")
-                .arg("fair:fencelock:*")
-                .query::<Vec<String>>(&mut cluster.connection(i))
-                .expect("pubsub channels")
-                .len()
-        })
-        .sum();
     assert!(
-        listening > 0,
+        !channels(cluster, "fair:fencelock:*").is_empty(),
         "nobody subscribed to the key's notices mid-run"
     );
     let mut counts = Vec::new();
@@ -425,13 +411,42 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// The channels matching `pattern` that someone subscribes to on node 0.
+/// The channels matching `pattern` that someone subscribes to, on every node.
 fn channels(cluster: &Cluster, pattern: &str) -> Vec<String> {
-    redis::cmd("PUBSUB")
-        .arg("CHANNELS")
-        .arg(pattern)
-        .query(&mut cluster.connection(0))
-        .expect("pubsub channels")
+    (0..cluster.len())
+        .flat_map(|i| {
+            redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .arg(pattern)
+                .query::<Vec<String>>(&mut cluster.connection(i))
+                .expect("pubsub channels")
+        })
+        .collect()
+}
+
+/// A holder of `key` for a minute (with a locker that polls once an hour), and a
+/// waiter for it with `ttl`, already in line; the waiter's task returns its result and
+/// its locker.
+async fn held_with_a_waiter(
+    cluster: &Cluster,
+    key: &'static str,
+    ttl: Duration,
+) -> (
+    fencelock::Lease,
+    tokio::task::JoinHandle<(fencelock::Result<fencelock::Lease>, Locker)>,
+) {
+    let holder = patient(cluster);
+    let waiter = patient(cluster);
+    let lease = holder
+        .acquire(key, Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let task = tokio::spawn(async move {
+        let got = waiter.acquire_with(key, ttl, &forever()).await;
+        (got, waiter)
+    });
+    eventually("the waiter is in line", || in_line(cluster, key) == 1).await;
+    (lease, task)
 }
 
 fn in_line(cluster: &Cluster, key: &str) -> u64 {
@@ -444,19 +459,7 @@ fn in_line(cluster: &Cluster, key: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_release_hands_the_key_to_the_first_waiter() {
     let cluster = Cluster::start(1);
-    let holder = patient(&cluster);
-    let waiter = patient(&cluster);
-    let lease = holder
-        .acquire("direct", Duration::from_secs(60))
-        .await
-        .expect("acquire");
-    let task = tokio::spawn(async move {
-        let got = waiter
-            .acquire_with("direct", Duration::from_secs(30), &forever())
-            .await;
-        (got, waiter)
-    });
-    eventually("the waiter is in line", || in_line(&cluster, "direct") == 1).await;
+    let (lease, task) = held_with_a_waiter(&cluster, "direct", Duration::from_secs(30)).await;
     // It listens on its own client's channel, which no other client hears.
     let inboxes = channels(&cluster, "direct:fencelock:to:*");
     assert_eq!(inboxes.len(), 1, "{inboxes:?}");
@@ -582,19 +585,7 @@ async fn a_waiter_that_misses_the_hand_off_notice_finds_the_key_handed_to_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_after_a_long_wait_still_gives_a_lease_of_the_full_ttl() {
     let cluster = Cluster::start(1);
-    let holder = patient(&cluster);
-    let waiter = patient(&cluster);
-    let lease = holder
-        .acquire("long", Duration::from_secs(60))
-        .await
-        .expect("acquire");
-    let task = tokio::spawn(async move {
-        let got = waiter
-            .acquire_with("long", Duration::from_secs(2), &forever())
-            .await;
-        (got, waiter)
-    });
-    eventually("the waiter is in line", || in_line(&cluster, "long") == 1).await;
+    let (lease, task) = held_with_a_waiter(&cluster, "long", Duration::from_secs(2)).await;
     // Longer than half the waiter's TTL since its refused attempt: a lease built from
     // the notice alone would be valid for under a second of its 2 s.
     tokio::time::sleep(Duration::from_millis(1500)).await;

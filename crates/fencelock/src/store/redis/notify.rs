@@ -87,20 +87,7 @@ impl Notifier {
     ) -> Result<Watch, NodeError> {
         let (notices, subscribe) = {
             let mut state = self.shared.lock();
-            // Lingering (still subscribed): the task just keeps it, nothing to send.
-            let live = state.live.contains(&channel);
-            let entry = state
-                .channels
-                .entry(channel.clone())
-                .or_insert_with(|| Channel {
-                    watchers: 0,
-                    notices: broadcast::channel(64).0,
-                    subscribed: false,
-                });
-            entry.watchers += 1;
-            entry.subscribed |= live;
-            let rx = entry.notices.subscribe();
-            let subscribed = entry.subscribed;
+            let (rx, subscribed) = state.join(&channel);
             let subscribe = (!subscribed).then(|| self.shared.command_sender(&mut state));
             (rx, subscribe)
         };
@@ -133,23 +120,33 @@ impl Notifier {
             if !state.live.contains(channel) {
                 return None;
             }
-            let entry = state
-                .channels
-                .entry(channel.to_string())
-                .or_insert_with(|| Channel {
-                    watchers: 0,
-                    notices: broadcast::channel(64).0,
-                    subscribed: true,
-                });
-            entry.watchers += 1;
-            entry.subscribed = true;
-            entry.notices.subscribe()
+            state.join(channel).0
         };
         let guard = WatcherGuard {
             shared: self.shared.clone(),
             channel: channel.to_string(),
         };
         Some(armed(notices, guard, waiter))
+    }
+}
+
+impl State {
+    /// One more watcher of `channel`: its receiver, and whether the channel is
+    /// subscribed already (watched, or lingering: then the task just keeps it and
+    /// nothing needs to be sent).
+    fn join(&mut self, channel: &str) -> (broadcast::Receiver<Arc<str>>, bool) {
+        let live = self.live.contains(channel);
+        let entry = self
+            .channels
+            .entry(channel.to_string())
+            .or_insert_with(|| Channel {
+                watchers: 0,
+                notices: broadcast::channel(64).0,
+                subscribed: false,
+            });
+        entry.watchers += 1;
+        entry.subscribed |= live;
+        (entry.notices.subscribe(), entry.subscribed)
     }
 }
 
