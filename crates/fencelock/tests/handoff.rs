@@ -607,3 +607,26 @@ async fn a_hand_off_after_a_long_wait_still_gives_a_lease_of_the_full_ttl() {
     );
     got.release().await.expect("release");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_granted_by_a_majority_leaves_the_line_of_the_node_that_refused() {
+    let cluster = Cluster::start(3);
+    // A stray key of someone else on node 0 only: the majority (nodes 1 and 2) grants,
+    // node 0 refuses — and, the acquire being willing to wait, puts us in its line.
+    cluster.set(0, "stray", "someone-else", 60_000);
+    let l = patient(&cluster);
+    let lease = l
+        .acquire_with("stray", Duration::from_secs(30), &forever())
+        .await
+        .expect("granted by the majority");
+    // The entry would otherwise stay for the stray key's minute: the locker takes it
+    // out in the background.
+    let queued = || -> u64 {
+        redis::cmd("ZCARD")
+            .arg("stray:fencelock:queue")
+            .query(&mut cluster.connection(0))
+            .expect("zcard")
+    };
+    eventually("node 0's line is empty again", || queued() == 0).await;
+    lease.release().await.expect("release");
+}

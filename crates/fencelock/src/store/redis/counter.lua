@@ -1,5 +1,6 @@
--- Prepended to acquire.lua and release.lua (see redis.rs): the fencing counter of a
--- lock key on this node, shared so that both scripts number grants the same way.
+-- Prepended to acquire.lua, release.lua and leave_queue.lua (see redis.rs): how a
+-- lock key's fencing counter is read and written, so that acquire and release number
+-- grants the same way, and how a hand-off waiter's line entry is read.
 --
 -- The counter stored in `key`, or for a missing one (first use, node restarted without
 -- persistence, retention over) the node's clock in microseconds, rounded down to the
