@@ -207,7 +207,7 @@ impl Report {
 /// The ACL a fencelock user needs at the least, for a key prefix `app:`. Listed in
 /// `docs/security.md`; kept here so the doctor can print it.
 pub const MINIMUM_ACL: &str = "on >PASSWORD resetkeys ~app:* resetchannels &app:* \
-    +ping +evalsha +script|load +get +set +del +exists +pexpire +pttl +time +publish \
+    +ping +evalsha +script|load +get +set +del +pexpire +pttl +time +publish \
     +subscribe +unsubscribe +zadd +zrange +zrangebyscore +zrem +zscore +info +acl|whoami";
 
 impl Locker {

@@ -215,7 +215,6 @@ async fn each_grant_of_the_minimum_acl_is_needed() {
         "get",
         "set",
         "del",
-        "exists",
         "pexpire",
         "pttl",
         "time",

@@ -254,7 +254,6 @@ pub(crate) const NEEDED_COMMANDS: &[&[&str]] = &[
     &["GET", "{k}"],
     &["SET", "{k}", "v", "PX", "1000"],
     &["DEL", "{k}"],
-    &["EXISTS", "{q}"],
     &["PEXPIRE", "{k}", "1000"],
     &["PTTL", "{k}"],
     &["TIME"],
@@ -1086,7 +1085,8 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
     inv.arg(&*lock.value)
         .arg(lock.keys.len())
         .arg(lock.queue.as_ref().map_or("", |q| &*q.waiter))
-        .arg(ms(COUNTER_RETENTION));
+        .arg(ms(COUNTER_RETENTION))
+        .arg(if lock.holder.is_some() { "1" } else { "0" });
     // After an unanswered acquire of this value: on its connection (see `pinned`).
     let pinned = inner.pins().remove(&lock.value);
     let reply = match pinned {

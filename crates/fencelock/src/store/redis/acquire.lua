@@ -25,8 +25,9 @@ local now_ms = 0
 if queued then
   local t = redis.call('TIME')
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  -- Waiters that stopped coming back (crashed, gave up) leave the line.
-  for i = 1, n do
+  -- Fair mode: waiters that stopped coming back (crashed, gave up) leave the line
+  -- before it is checked. (Otherwise the release that passes the key on skips them.)
+  for i = 1, fair and n or 0 do
     local queue, deadlines = KEYS[3 * n + i], KEYS[4 * n + i]
     local gone = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now_ms)
     for _, w in ipairs(gone) do
@@ -62,13 +63,14 @@ if handed == n then
   local top = 0
   for i = 1, n do
     redis.call('PEXPIRE', KEYS[i], ttl)
-    local counter = fencelock_counter(KEYS[n + i])
-    if counter == nil then
+    local raw = redis.call('GET', KEYS[n + i])
+    local counter = tonumber(raw or '')
+    if raw and counter == nil then
       return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
     end
-    if redis.call('EXISTS', KEYS[n + i]) == 0 then
+    if not raw then
       -- Gone (retention over): number this grant afresh, as a new lock would be.
-      counter = counter + 1
+      counter = fencelock_counter(KEYS[n + i]) + 1
       redis.call('SET', KEYS[n + i], fencelock_token(counter), 'PX', retention)
     end
     if counter > top then

@@ -8,33 +8,43 @@
 -- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
 --
 -- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys, n counter keys.
--- ARGV: value, n, waiter ('' for none), counter_retention_ms
+-- ARGV: value, n, waiter ('' for none), counter_retention_ms, has_holder ('1'/'0')
 -- Returns 1 when every key was ours, -1 when some key has another owner, 0 otherwise
 -- (some key already expired).
 local value = ARGV[1]
 local n = tonumber(ARGV[2])
 local waiter = ARGV[3] or ''
 local retention = ARGV[4]
+-- '0': the lease wrote no holder record, so there is none of ours to delete.
+local has_holder = ARGV[5] ~= '0'
 local leaving = waiter ~= ''
 
--- The first live waiter in line of key i ('' when nobody waits in line).
+-- The first live waiter in line of key i ('' when nobody waits in line). Entries
+-- whose deadline passed (their waiter stopped coming back) are dropped on the way.
 local function first_in_line(i)
   local queue, deadlines = KEYS[2 * n + i], KEYS[3 * n + i]
-  if redis.call('EXISTS', queue) == 0 then
+  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  if not head then
     return ''
   end
   local t = redis.call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if (tonumber(redis.call('ZSCORE', deadlines, head)) or 0) > now_ms then
+    return head
+  end
   local gone = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now_ms)
   for _, w in ipairs(gone) do
     redis.call('ZREM', queue, w)
     redis.call('ZREM', deadlines, w)
   end
-  local head = redis.call('ZRANGE', queue, 0, 0)
-  return head[1] or ''
+  -- (An entry without a deadline is a torn write: it leaves the line too.)
+  redis.call('ZREM', queue, head)
+  return redis.call('ZRANGE', queue, 0, 0)[1] or ''
 end
 
--- Key i is free now: hand it to the first in line, or tell the first in line.
+-- Key i is free now (its holder record too, when the releasing lease wrote one):
+-- hand it to the first in line, or tell the first in line. Returns whether it handed
+-- the key over (then the key is set and nothing needs deleting).
 local function pass_on(i)
   local head = first_in_line(i)
   local ttl, inbox
@@ -50,7 +60,7 @@ local function pass_on(i)
       channel = KEYS[i] .. ':fencelock:to:' .. inbox
     end
     redis.call('PUBLISH', channel, head)
-    return
+    return false
   end
   local token = fencelock_token(counter + 1)
   redis.call('SET', KEYS[i], head, 'PX', ttl)
@@ -58,6 +68,7 @@ local function pass_on(i)
   redis.call('ZREM', KEYS[2 * n + i], head)
   redis.call('ZREM', KEYS[3 * n + i], head)
   redis.call('PUBLISH', KEYS[i] .. ':fencelock:to:' .. inbox, 'granted:' .. token .. ':' .. head)
+  return true
 end
 
 local status = 1
@@ -71,8 +82,12 @@ for i = 1, n do
     redis.call('ZREM', KEYS[3 * n + i], waiter)
   end
   if current == value then
-    redis.call('DEL', KEYS[i], KEYS[n + i])
-    pass_on(i)
+    if has_holder then
+      redis.call('DEL', KEYS[n + i])
+    end
+    if not pass_on(i) then
+      redis.call('DEL', KEYS[i])
+    end
   else
     if current == false then
       if status == 1 then status = 0 end
