@@ -132,7 +132,7 @@ pub fn script_commands(sources: &[&str]) -> std::collections::BTreeSet<String> {
 
 /// fencelock's scripts, as the library loads them.
 const FENCELOCK_SCRIPTS: &[&str] = &[
-    include_str!("../../fencelock/src/store/redis/counter.lua"),
+    include_str!("../../fencelock/src/store/redis/shared.lua"),
     include_str!("../../fencelock/src/store/redis/acquire.lua"),
     include_str!("../../fencelock/src/store/redis/commit.lua"),
     include_str!("../../fencelock/src/store/redis/extend.lua"),

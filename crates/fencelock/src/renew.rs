@@ -57,11 +57,14 @@ struct Tracked {
     leases: Vec<Arc<LeaseState>>,
     /// `None`: the task sleeps without a deadline (or has not started).
     wakes_at: Option<Instant>,
+    /// A wake-up is on its way: no need to send another until the task drains.
+    woken: bool,
 }
 
-/// Past this many waiting leases, `track` drops the ended ones (a hot key's released
-/// leases would otherwise pile up until the task's next wake-up).
-const TRACKED_PRUNE: usize = 1024;
+/// This many waiting leases wake the task too, so that it takes them in (and drops
+/// the ended ones: a hot key's released leases would otherwise pile up here until
+/// its next wake-up).
+const TRACKED_BATCH: usize = 1024;
 
 impl Background {
     pub(crate) fn new() -> Self {
@@ -78,13 +81,11 @@ impl Background {
     pub(crate) fn track(&self, lease: Arc<LeaseState>) {
         let due = first_deadline(&lease);
         let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
-        if tracked.leases.len() >= TRACKED_PRUNE {
-            tracked.leases.retain(|l| !l.is_ended() && !l.is_lost());
-        }
         tracked.leases.push(lease);
-        if tracked.wakes_at.is_none_or(|at| due < at) {
-            // Woken now, the task sets `wakes_at` itself when it sleeps again.
-            tracked.wakes_at = Some(due);
+        let wake =
+            tracked.leases.len() >= TRACKED_BATCH || tracked.wakes_at.is_none_or(|at| due < at);
+        if wake && !tracked.woken {
+            tracked.woken = true;
             drop(tracked);
             self.send(Message::Wake);
         }
@@ -141,6 +142,7 @@ async fn run(
             }
             let next = next_wakeup(&task.leases);
             t.wakes_at = next;
+            t.woken = false;
             next
         };
         tokio::select! {

@@ -105,7 +105,7 @@ impl QueueTicket {
     }
 }
 
-/// Marks a hand-off waiter id (`counter.lua` recognises it by the same prefix).
+/// Marks a hand-off waiter id (`shared.lua` recognises it by the same prefix).
 const HANDOFF_PREFIX: &str = "handoff:";
 
 /// A node's answer to an acquire.

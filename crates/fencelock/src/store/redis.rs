@@ -41,17 +41,17 @@ pub(crate) const COUNTER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60)
 
 /// Prepended to the scripts that number grants (acquire, release with hand-off) or
 /// address hand-off waiters (leave-queue).
-macro_rules! with_counter {
+macro_rules! with_shared {
     ($file:literal) => {
-        concat!(include_str!("redis/counter.lua"), include_str!($file))
+        concat!(include_str!("redis/shared.lua"), include_str!($file))
     };
 }
 
-const ACQUIRE_LUA: &str = with_counter!("redis/acquire.lua");
+const ACQUIRE_LUA: &str = with_shared!("redis/acquire.lua");
 const COMMIT_LUA: &str = include_str!("redis/commit.lua");
 const EXTEND_LUA: &str = include_str!("redis/extend.lua");
-const RELEASE_LUA: &str = with_counter!("redis/release.lua");
-const LEAVE_QUEUE_LUA: &str = with_counter!("redis/leave_queue.lua");
+const RELEASE_LUA: &str = with_shared!("redis/release.lua");
+const LEAVE_QUEUE_LUA: &str = with_shared!("redis/leave_queue.lua");
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));

@@ -23,17 +23,11 @@ local fair = queued and ARGV[9] == '1'
 
 local now_ms = 0
 if queued then
-  local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now_ms = fencelock_now_ms()
   -- Fair mode: waiters that stopped coming back (crashed, gave up) leave the line
   -- before it is checked. (Otherwise the release that passes the key on skips them.)
   for i = 1, fair and n or 0 do
-    local queue, deadlines = KEYS[3 * n + i], KEYS[4 * n + i]
-    local gone = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now_ms)
-    for _, w in ipairs(gone) do
-      redis.call('ZREM', queue, w)
-      redis.call('ZREM', deadlines, w)
-    end
+    fencelock_sweep(KEYS[3 * n + i], KEYS[4 * n + i], now_ms)
   end
 end
 

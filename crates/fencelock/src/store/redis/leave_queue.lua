@@ -13,13 +13,7 @@ for i = 1, n do
   if head[1] == waiter then
     local key = string.sub(KEYS[i], 1, -string.len(suffix) - 1)
     local next = redis.call('ZRANGE', KEYS[i], 0, 0)[1] or ''
-    -- A hand-off waiter listens on its client's own channel (see release.lua).
-    local channel = key .. ':fencelock:released'
-    local _, inbox = fencelock_handoff(next)
-    if inbox then
-      channel = key .. ':fencelock:to:' .. inbox
-    end
-    redis.call('PUBLISH', channel, next)
+    redis.call('PUBLISH', fencelock_channel(key, next), next)
   end
 end
 return 1

@@ -1,6 +1,6 @@
 -- Release: delete every key that still holds our value (never a successor's), drop its
 -- holder record, and pass the key on to the first waiter in line: a hand-off waiter
--- ('handoff:<ttl>:<random>', see counter.lua) gets the lock right here — the key set to
+-- ('handoff:<ttl>:<inbox>:<random>', see shared.lua) gets the lock right here — the key set to
 -- its id with its TTL and the next fencing token, announced as 'granted:<token>:<id>' on
 -- its client's own channel '<key>:fencelock:to:<inbox>' (so no other client wakes) —
 -- so it holds the lock one notice after the release, with no request of its own; any
@@ -27,16 +27,11 @@ local function first_in_line(i)
   if not head then
     return ''
   end
-  local t = redis.call('TIME')
-  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now_ms = fencelock_now_ms()
   if (tonumber(redis.call('ZSCORE', deadlines, head)) or 0) > now_ms then
     return head
   end
-  local gone = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now_ms)
-  for _, w in ipairs(gone) do
-    redis.call('ZREM', queue, w)
-    redis.call('ZREM', deadlines, w)
-  end
+  fencelock_sweep(queue, deadlines, now_ms)
   -- (An entry without a deadline is a torn write: it leaves the line too.)
   redis.call('ZREM', queue, head)
   return redis.call('ZRANGE', queue, 0, 0)[1] or ''
@@ -47,19 +42,12 @@ end
 -- the key over (then the key is set and nothing needs deleting).
 local function pass_on(i)
   local head = first_in_line(i)
-  local ttl, inbox
-  if head ~= '' and retention then
-    ttl, inbox = fencelock_handoff(head)
-  end
+  local ttl = head ~= '' and retention and fencelock_handoff(head)
   local counter = ttl and fencelock_counter(KEYS[4 * n + i])
   if not counter then
     -- Nobody in line, a waiter that retries by itself, or a counter that is not a
     -- number (the waiter's own attempt then reports it).
-    local channel = KEYS[i] .. ':fencelock:released'
-    if inbox then
-      channel = KEYS[i] .. ':fencelock:to:' .. inbox
-    end
-    redis.call('PUBLISH', channel, head)
+    redis.call('PUBLISH', fencelock_channel(KEYS[i], head), head)
     return false
   end
   local token = fencelock_token(counter + 1)
@@ -67,7 +55,7 @@ local function pass_on(i)
   redis.call('SET', KEYS[4 * n + i], token, 'PX', retention)
   redis.call('ZREM', KEYS[2 * n + i], head)
   redis.call('ZREM', KEYS[3 * n + i], head)
-  redis.call('PUBLISH', KEYS[i] .. ':fencelock:to:' .. inbox, 'granted:' .. token .. ':' .. head)
+  redis.call('PUBLISH', fencelock_channel(KEYS[i], head), 'granted:' .. token .. ':' .. head)
   return true
 end
 

@@ -1,6 +1,7 @@
--- Prepended to acquire.lua, release.lua and leave_queue.lua (see redis.rs): how a
--- lock key's fencing counter is read and written, so that acquire and release number
--- grants the same way, and how a hand-off waiter's line entry is read.
+-- Prepended to acquire.lua, release.lua and leave_queue.lua (see redis.rs): what the
+-- scripts share — how a lock key's fencing counter is read and written (so acquire
+-- and release number grants the same way), how a waiter's line entry is read and
+-- reached, and the upkeep of the line.
 --
 -- The counter stored in `key`, or for a missing one (first use, node restarted without
 -- persistence, retention over) the node's clock in microseconds, rounded down to the
@@ -34,4 +35,29 @@ local function fencelock_handoff(member)
     return ttl, inbox
   end
   return nil
+end
+
+-- The channel that reaches the waiter `member` of lock key `key`: a hand-off waiter's
+-- client's own channel, or the key's release channel for anyone else.
+local function fencelock_channel(key, member)
+  local _, inbox = fencelock_handoff(member)
+  if inbox then
+    return key .. ':fencelock:to:' .. inbox
+  end
+  return key .. ':fencelock:released'
+end
+
+-- The node's clock in milliseconds (line deadlines are kept in it).
+local function fencelock_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Drops the line entries whose deadline passed by `now_ms` (their waiter stopped
+-- coming back: crashed, gave up).
+local function fencelock_sweep(queue, deadlines, now_ms)
+  for _, w in ipairs(redis.call('ZRANGEBYSCORE', deadlines, '-inf', now_ms)) do
+    redis.call('ZREM', queue, w)
+    redis.call('ZREM', deadlines, w)
+  end
 end
