@@ -10,6 +10,39 @@ use std::time::Duration;
 
 use fencelock::{Locker, ReleaseOutcome, Result};
 
+use crate::exit::Failure;
+
+/// The arguments naming a lock taken by `fencelock acquire`: its key and the value it
+/// printed (shared by `extend` and `release`).
+#[derive(Debug, clap::Args)]
+pub struct Held {
+    /// The lock's key.
+    pub key: String,
+
+    /// The value printed by `fencelock acquire` (the proof of ownership).
+    #[arg(
+        long,
+        value_name = "VALUE",
+        env = "FENCELOCK_VALUE",
+        hide_env_values = true
+    )]
+    pub value: String,
+}
+
+impl Held {
+    /// Refuses an empty value (it could never match, and is surely a script's mistake).
+    ///
+    /// # Errors
+    ///
+    /// A usage error for an empty value.
+    pub fn check(&self) -> std::result::Result<(), Failure> {
+        if self.value.is_empty() {
+            return Err(Failure::usage("the value is empty"));
+        }
+        Ok(())
+    }
+}
+
 /// Extends the lock on `key` to `ttl` from now, if it still holds `value`; returns
 /// how long it is now proven valid.
 ///

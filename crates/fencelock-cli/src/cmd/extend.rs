@@ -7,23 +7,14 @@ use std::time::Duration;
 
 use crate::cli::Global;
 use crate::duration::{self, millis};
-use crate::exit::{Failure, Outcome};
+use crate::exit::Outcome;
 use crate::{adopt, stores};
 
 /// Options of `fencelock extend`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The lock's key.
-    pub key: String,
-
-    /// The value printed by `fencelock acquire` (the proof of ownership).
-    #[arg(
-        long,
-        value_name = "VALUE",
-        env = "FENCELOCK_VALUE",
-        hide_env_values = true
-    )]
-    pub value: String,
+    #[command(flatten)]
+    pub held: adopt::Held,
 
     /// The new TTL, counted from now.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_ttl)]
@@ -35,13 +26,12 @@ pub struct Args {
 /// # Errors
 ///
 /// The lock expired or is held by another owner: [`crate::exit::LOST`] (it cannot be
-/// extended any more). Otherwise as [`Failure::from_lib`].
+/// extended any more). Otherwise as [`crate::exit::Failure::from_lib`].
 pub async fn run(args: Args, global: &Global) -> Outcome {
-    if args.value.is_empty() {
-        return Err(Failure::usage("the value is empty"));
-    }
+    let Args { held, ttl } = args;
+    held.check()?;
     let locker = stores::locker(global, None)?;
-    let valid = adopt::extend(&locker, &args.key, &args.value, args.ttl).await?;
-    println!("valid_ms={}\nttl_ms={}", millis(valid), millis(args.ttl));
+    let valid = adopt::extend(&locker, &held.key, &held.value, ttl).await?;
+    println!("valid_ms={}\nttl_ms={}", millis(valid), millis(ttl));
     Ok(0)
 }

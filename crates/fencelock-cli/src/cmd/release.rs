@@ -13,17 +13,8 @@ use crate::{adopt, stores};
 /// Options of `fencelock release`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The lock's key.
-    pub key: String,
-
-    /// The value printed by `fencelock acquire` (the proof of ownership).
-    #[arg(
-        long,
-        value_name = "VALUE",
-        env = "FENCELOCK_VALUE",
-        hide_env_values = true
-    )]
-    pub value: String,
+    #[command(flatten)]
+    pub held: adopt::Held,
 }
 
 /// Releases; see the module docs.
@@ -32,31 +23,30 @@ pub struct Args {
 ///
 /// [`exit::EXPIRED`], [`exit::OTHER_OWNER`], or as [`Failure::from_lib`].
 pub async fn run(args: Args, global: &Global) -> Outcome {
-    if args.value.is_empty() {
-        return Err(Failure::usage("the value is empty"));
-    }
+    let held = args.held;
+    held.check()?;
     let locker = stores::locker(global, None)?;
-    let outcome = adopt::release(&locker, &args.key, &args.value).await?;
+    let outcome = adopt::release(&locker, &held.key, &held.value).await?;
     match outcome {
         ReleaseOutcome::Released => Ok(0),
         ReleaseOutcome::Expired => Err(Failure::new(
             exit::EXPIRED,
             format!(
                 "lock {:?} had already expired (nothing to release)",
-                args.key
+                held.key
             ),
         )),
         ReleaseOutcome::OwnedByOther => Err(Failure::new(
             exit::OTHER_OWNER,
             format!(
                 "lock {:?} is held by another owner now (left alone)",
-                args.key
+                held.key
             ),
         )),
         // The outcome list is non-exhaustive; an unknown one is not a success.
         other => Err(Failure::new(
             exit::SOFTWARE,
-            format!("release of lock {:?} found {other:?}", args.key),
+            format!("release of lock {:?} found {other:?}", held.key),
         )),
     }
 }
