@@ -304,7 +304,6 @@ impl Locker {
         // not once our line entry vanished and came back (a hand-off we never read may
         // have come and gone), nor after an attempt whose answer we never saw.
         let mut refused_at: Option<Instant> = None;
-        let mut in_line = false;
         let mut trust_notices = true;
         if opts.notifications && spec.queue.is_some() {
             // A hot key (already watched by this locker): watch before the first
@@ -342,10 +341,10 @@ impl Locker {
                 }
                 Failure::Contended { pttl, joined } => {
                     outages = 0;
-                    if *joined && in_line {
+                    // Joined anew after an earlier refusal had put us in line.
+                    if *joined && refused_at.is_some() {
                         trust_notices = false;
                     }
-                    in_line |= spec.queue.is_some();
                     refused_at = Some(attempt_started);
                     if deadline.is_some_and(|d| now >= d) {
                         return Err(self.gave_up(&wait, &spec, &failure, started));
