@@ -30,6 +30,8 @@ pub(crate) struct Options {
     pub(crate) keys: KeyLimits,
     pub(crate) max_ttl: Duration,
     pub(crate) max_hold: Option<Duration>,
+    /// New leases renew themselves (see [`LockerBuilder::auto_renew`]).
+    pub(crate) auto_renew: bool,
     /// Refuse on start-up-check warnings too, not only errors (`checks.rs`).
     pub(crate) strict_checks: bool,
 }
@@ -51,6 +53,7 @@ impl Default for Options {
             keys: KeyLimits::default(),
             max_ttl: DEFAULT_MAX_TTL,
             max_hold: None,
+            auto_renew: true,
             strict_checks: false,
         }
     }
@@ -67,6 +70,19 @@ impl Options {
                     ttl.as_millis(),
                     MIN_TTL.as_millis()
                 ),
+            ));
+        }
+        // Validity and renewal deadlines are instants on the monotonic clock: a TTL
+        // that cannot be added to it (near `Duration::MAX`) is refused, not a panic.
+        if ttl
+            .checked_mul(2)
+            .and_then(|twice| std::time::Instant::now().checked_add(twice))
+            .is_none()
+            || u64::try_from(ttl.as_millis()).is_err()
+        {
+            return Err(Error::invalid(
+                "TTL",
+                format!("{ttl:?} is beyond what the clock can represent"),
             ));
         }
         if ttl > self.max_ttl {
@@ -250,6 +266,17 @@ impl LockerBuilder {
     /// TTL and `lost()` fires, so a stuck job cannot hold a lock forever.
     pub fn max_hold(mut self, limit: Option<Duration>) -> Self {
         self.options.max_hold = limit;
+        self
+    }
+
+    /// Whether leases renew themselves (default on). On, the locker's background task
+    /// extends every lease at about a third of its TTL until it is released or dropped
+    /// (bounded by [`LockerBuilder::max_hold`]), and `lost()` fires the moment a
+    /// majority can no longer be shown to hold it. Off, a lease runs out at the end of
+    /// its TTL unless extended; [`crate::Lease::set_auto_renew`] turns it on or off for
+    /// one lease.
+    pub fn auto_renew(mut self, on: bool) -> Self {
+        self.options.auto_renew = on;
         self
     }
 

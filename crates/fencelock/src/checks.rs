@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared, join_all};
 
 use crate::error::{Error, NodeError, Result};
 use crate::locker::Locker;
@@ -27,8 +28,14 @@ use crate::locker::Locker;
 /// How the finding about a node that could not be asked begins.
 const NOT_CHECKED: &str = "could not be checked: ";
 
-/// Where a locker remembers that its start-up checks passed.
-pub(crate) type CheckCell = tokio::sync::OnceCell<()>;
+/// The start-up checks of a locker, run once on a task of their own beside its first
+/// acquire (see [`Locker::startup_checks`]).
+pub(crate) type StartupChecks = Shared<BoxFuture<'static, Result<()>>>;
+
+/// Where a locker keeps its start-up checks: `None` until the first acquire, and again
+/// after checks that failed (a failure is not remembered: fixing the set-up needs no
+/// new locker).
+pub(crate) type CheckCell = std::sync::Mutex<Option<StartupChecks>>;
 
 /// How long one node may take to answer all the check's questions.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -288,25 +295,32 @@ impl Locker {
         self.examine(ttl, true, PROBE_TIMEOUT).await
     }
 
-    /// [`Locker::check`] until it passes once: meant for every acquire, it costs
-    /// nothing after the first success. A failure is not remembered, so fixing the
-    /// set-up (a password, a node) needs no new locker. Unreachable nodes do not fail
-    /// the check; a node that comes back is still vetted (not a replica) when it
-    /// reconnects.
-    ///
-    /// # Errors
-    ///
-    /// As [`Locker::check`].
-    pub(crate) async fn check_once(&self, cell: &CheckCell) -> Result<()> {
-        cell.get_or_try_init(|| async {
-            // Node errors are left to the acquire that follows: it reports them the
-            // usual way (and retries the ones retrying can fix).
-            let timeout = self.options().request_timeout * 3;
-            let report = self.examine(self.default_ttl(), false, timeout).await;
-            self.judged(report, false).map(|_| ())
-        })
-        .await
-        .map(|_| ())
+    /// The start-up checks ([`Locker::check`]) until they pass once, started on a task
+    /// of their own on the first call. Every acquire looks at them, but none waits for
+    /// them: an acquire that completes first goes ahead (a silent node, which the quorum
+    /// does not need, must not hold it back), and checks that fail while an acquire is
+    /// under way fail that acquire and every later one until they pass. A failure is not
+    /// remembered, so fixing the set-up (a password, a node) needs no new locker.
+    /// Unreachable nodes do not fail the checks; a node that comes back is still vetted
+    /// (not a replica) when it reconnects.
+    pub(crate) fn startup_checks(&self, cell: &CheckCell) -> StartupChecks {
+        let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(checks) = slot.as_ref()
+            && !matches!(checks.peek(), Some(Err(_)))
+        {
+            return checks.clone();
+        }
+        let locker = self.clone();
+        let task = tokio::spawn(async move {
+            // Node errors are left to the acquires: they report them the usual way (and
+            // retry the ones retrying can fix).
+            let timeout = locker.options().request_timeout * 3;
+            let report = locker.examine(locker.default_ttl(), false, timeout).await;
+            locker.judged(report, false).map(|_| ())
+        });
+        let checks = async move { task.await.unwrap_or(Ok(())) }.boxed().shared();
+        *slot = Some(checks.clone());
+        checks
     }
 
     async fn examine(&self, ttl: Duration, thorough: bool, timeout: Duration) -> Report {

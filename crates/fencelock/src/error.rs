@@ -45,11 +45,12 @@ impl fmt::Display for ErrorKind {
 ///
 /// It is cheap to move (one box) and says what happened in its `Display` text, with
 /// the failing node named (never with its password).
+#[derive(Clone)]
 pub struct Error {
     inner: Box<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     kind: ErrorKind,
     message: String,

@@ -114,6 +114,15 @@ pub(crate) fn validate(
             ));
         }
         let k = format!("{prefix}{key}");
+        if k.contains(RESERVED) {
+            return Err(Error::invalid(
+                "key",
+                format!(
+                    "the prefix {prefix:?} and the key {key:?} together contain {RESERVED:?}, \
+                     which fencelock reserves for its own records"
+                ),
+            ));
+        }
         if !full.contains(&k) {
             full.push(k);
         }

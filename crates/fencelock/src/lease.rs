@@ -47,6 +47,15 @@ pub(crate) struct LeaseState {
     pub(crate) auto_renew: AtomicBool,
     /// A renewal round for this lease is in flight.
     pub(crate) renewing: AtomicBool,
+    /// Held by whatever extends the lease (a renewal round, a user's extend): at most
+    /// one is in flight, so their answers cannot overtake each other's decisions.
+    pub(crate) op: Arc<tokio::sync::Mutex<()>>,
+    /// Nodes that may still apply an extend to a *shorter* TTL ([`crate::store::Expiry::Exactly`])
+    /// that did not answer: such a late landing can cut the key short, so the node
+    /// proves the lease valid no later than the floor (`docs/fencing.md`, "Validity").
+    floors: Mutex<Vec<(usize, Instant)>>,
+    /// What the nodes said in the latest renewal round, for the message of a loss.
+    pub(crate) last_round: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for LeaseState {
@@ -98,7 +107,58 @@ impl LeaseState {
             ended,
             auto_renew: AtomicBool::new(false),
             renewing: AtomicBool::new(false),
+            op: Arc::default(),
+            floors: Mutex::default(),
+            last_round: Mutex::default(),
         }
+    }
+
+    fn floors(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Instant)>> {
+        self.floors.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Node `node` may still apply an exact extend that proves no more than `until`.
+    pub(crate) fn add_floor(&self, node: usize, until: Instant) {
+        self.floors().push((node, until));
+    }
+
+    /// The exact extend behind the floor `(node, until)` has answered: it landed before
+    /// anything later is sent (the lease's `op` lock is held until then).
+    pub(crate) fn remove_floor(&self, node: usize, until: Instant) {
+        let mut floors = self.floors();
+        if let Some(at) = floors.iter().position(|f| *f == (node, until)) {
+            floors.swap_remove(at);
+        }
+    }
+
+    /// The end of validity that an extend started at `start` with `ttl` proves when the
+    /// nodes `confirmed` answered "ours": every one of them keeps the keys until at least
+    /// `start + ttl` (less a node's floor), so the `quorum`-th latest of those, less the
+    /// drift allowance. `None` when fewer than `quorum` confirmed, or that is not in the
+    /// future.
+    pub(crate) fn proven_until(
+        &self,
+        confirmed: &[usize],
+        start: Instant,
+        ttl: Duration,
+        drift_factor: f64,
+        quorum: usize,
+    ) -> Option<Instant> {
+        let base = crate::quorum::valid_until(start, ttl, drift_factor)?;
+        let floors = self.floors();
+        let mut bounds: Vec<Instant> = confirmed
+            .iter()
+            .map(|&node| {
+                floors
+                    .iter()
+                    .filter(|(n, _)| *n == node)
+                    .map(|(_, until)| *until)
+                    .fold(base, Instant::min)
+            })
+            .collect();
+        bounds.sort_unstable_by(|a, b| b.cmp(a));
+        let until = *bounds.get(quorum.checked_sub(1)?)?;
+        (until > Instant::now()).then_some(until)
     }
 
     fn timing(&self) -> std::sync::MutexGuard<'_, Timing> {
@@ -135,7 +195,10 @@ impl LeaseState {
         self.timing().renew_at
     }
 
-    /// Records a successful extension. Ignored once the lease is lost: a lost lease
+    /// Records a successful extension: the lease is now valid until `valid_until` —
+    /// what this extension proved, also when that is sooner than before (an extend to a
+    /// shorter TTL). Extensions of one lease never overlap (`op`), so the latest one to
+    /// complete is the latest one sent. Ignored once the lease is lost: a lost lease
     /// never becomes valid again.
     pub(crate) fn extended(&self, ttl: Duration, valid_until: Instant, renew_at: Instant) {
         let mut t = self.timing();
@@ -146,8 +209,24 @@ impl LeaseState {
             u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        t.valid_until = t.valid_until.max(valid_until);
+        t.valid_until = valid_until;
         t.renew_at = renew_at;
+    }
+
+    /// Lowers the validity to at most `until` (never raises it): before an extend to a
+    /// shorter TTL is sent, so that whatever becomes of it — confirmed, refused,
+    /// cancelled, answered by some nodes only — the lease never claims more than the
+    /// shortened keys prove.
+    ///
+    /// The lease takes `ttl` (the shorter one) at once too: later renewals use it, and
+    /// the safety margin before `lost()` is a tenth of it, not of the longer one.
+    pub(crate) fn cap_validity(&self, ttl: Duration, until: Instant) {
+        let mut t = self.timing();
+        self.ttl_ms.store(
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        t.valid_until = t.valid_until.min(until);
     }
 
     pub(crate) fn retry_renewal_at(&self, at: Instant) {

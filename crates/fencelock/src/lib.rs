@@ -79,6 +79,7 @@
 mod builder;
 mod checks;
 pub mod error;
+mod fanout;
 pub mod fence;
 mod keys;
 mod lease;

@@ -4,17 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use futures_util::future::{join_all, select_all};
-use futures_util::stream::FuturesUnordered;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::builder::{LockerBuilder, Options};
 use crate::error::{Error, ErrorKind, KeyList, NodeError, NodeErrorKind, Result};
+use crate::fanout::FanOut;
 use crate::keys::{IntoKeys, validate};
 use crate::lease::{Lease, LeaseState, ReleaseOutcome, lost_error};
-use crate::quorum::{self, Tally, Verdict};
+use crate::quorum::{self, Hold, HoldTally, Tally, Verdict};
 use crate::renew::{Background, Message, next_renewal, random_spread};
-use crate::store::{Acquired, Holding, LockSpec, Node, Notice, QueueTicket, Watch};
+use crate::store::{Acquired, Expiry, Holding, LockSpec, Node, Notice, QueueTicket, Watch};
 
 /// Acquires, extends and releases leases over one store, or a Redlock quorum of Redis
 /// nodes. Cheap to clone: clones share the connections and the background task.
@@ -40,7 +40,7 @@ struct Inner {
     options: Options,
     background: Background,
     next_id: AtomicU64,
-    /// Set once the start-up checks passed (`checks.rs`), on the first acquire.
+    /// The start-up checks (`checks.rs`), started on the first acquire.
     checked: crate::checks::CheckCell,
 }
 
@@ -157,7 +157,7 @@ impl Locker {
                 options,
                 background: Background::new(),
                 next_id: AtomicU64::new(1),
-                checked: crate::checks::CheckCell::new(),
+                checked: crate::checks::CheckCell::default(),
             }),
         }
     }
@@ -225,11 +225,40 @@ impl Locker {
         let user_keys = keys.into_keys();
         let full = validate(user_keys.clone(), &opts.prefix, &opts.keys)?;
         opts.check_ttl(ttl)?;
-        // Until they pass once: a replica, the same server twice … refuse before any lock.
-        self.check_once(&self.inner.checked).await?;
         self.inner
             .background
             .ensure_started(&self.inner.nodes, opts);
+        // A replica, the same server twice …: the start-up checks refuse those. They run
+        // beside the acquire, never before it: a node the quorum does not need (a silent
+        // one) must not hold the acquire back. Checks that fail first fail the acquire
+        // (dropping it leaves nothing behind); an acquire that completes first goes
+        // ahead, and the checks judge the next one.
+        let checks = self.startup_checks(&self.inner.checked);
+        if let Some(checked) = checks.peek() {
+            checked.clone()?;
+            return self.acquire_checked(user_keys, full, ttl, options).await;
+        }
+        let acquire = self.acquire_checked(user_keys, full, ttl, options);
+        tokio::pin!(acquire);
+        tokio::select! {
+            biased;
+            checked = checks => {
+                checked?;
+                acquire.await
+            }
+            lease = &mut acquire => lease,
+        }
+    }
+
+    /// [`Locker::acquire_with`] once the keys and TTL are valid.
+    async fn acquire_checked(
+        &self,
+        user_keys: Vec<String>,
+        full: Vec<String>,
+        ttl: Duration,
+        options: &AcquireOptions,
+    ) -> Result<Lease> {
+        let opts = &self.inner.options;
         let mut spec = LockSpec {
             keys: full.into(),
             value: random_value().into(),
@@ -261,18 +290,24 @@ impl Locker {
                 }
                 _ => None,
             };
+            let grace_ms = u64::try_from(
+                (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            // A release holds a handed-over key for the waiter only for a short claim
+            // (the line entry's grace), and the waiter makes it its full TTL itself: a
+            // waiter that died in line costs the lock that claim, not its TTL.
             let waiter = match inbox {
-                Some(inbox) => QueueTicket::handoff_waiter(spec.ttl_ms, inbox, &random_value()),
+                Some(inbox) => {
+                    QueueTicket::handoff_waiter(grace_ms.min(spec.ttl_ms), inbox, &random_value())
+                }
                 None => random_value(),
             };
             spec.queue = Some(QueueTicket {
                 waiter: waiter.into(),
                 ticket: unix_micros(),
-                grace_ms: u64::try_from(
-                    (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
-                        .as_millis(),
-                )
-                .unwrap_or(u64::MAX),
+                grace_ms,
                 fair,
             });
             // Until disarmed, dropping this (cancelled, gave up) leaves the line — and
@@ -297,12 +332,11 @@ impl Locker {
         let mut outages: u32 = 0;
         let mut polls: u32 = 0;
         let mut attempts: u32 = 0;
-        // Hand-off notices: the start of our latest refused attempt bounds when the
-        // release handed us the key (it can only hand it to a waiter in line, after
-        // the node refused us), so a lease built on a notice is valid from there. A
-        // notice is trusted only while every notice for us must postdate that refusal:
-        // not once our line entry vanished and came back (a hand-off we never read may
-        // have come and gone), nor after an attempt whose answer we never saw.
+        // Hand-off notices: a release can only hand us the key after a node refused us
+        // and put us in line. A notice's token is trusted only while every notice for
+        // us must postdate our latest refusal: not once our line entry vanished and
+        // came back (a hand-off we never read may have come and gone, and its notice
+        // would name an older token), nor after an attempt whose answer we never saw.
         let mut refused_at: Option<Instant> = None;
         let mut trust_notices = true;
         if opts.notifications && spec.queue.is_some() {
@@ -401,9 +435,9 @@ impl Locker {
                             _ = sleep => None,
                         }
                     };
-                    if let (Some(Notice::Granted { token }), Some(since), true) =
+                    if let (Some(Notice::Granted { token }), Some(_), true) =
                         (notice, refused_at, trust_notices)
-                        && let Some(lease) = self.handed_over(&spec, &user_keys, ttl, token, since)
+                        && let Some(lease) = self.handed_over(&spec, &user_keys, ttl, token).await
                     {
                         if let Some(mut g) = queue_guard {
                             g.disarm();
@@ -517,15 +551,7 @@ impl Locker {
             locker: Some(self.clone()),
             spec: spec.clone(),
         };
-        let mut pending: FuturesUnordered<_> = inner
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let request = node.acquire(attempt_spec);
-                async move { (i, tokio::time::timeout(timeout, request).await) }
-            })
-            .collect();
+        let mut fan = FanOut::start(&inner.nodes, timeout, |node| node.acquire(attempt_spec));
         let mut tally = Tally::new(n);
         let mut grants: Vec<(usize, u64)> = Vec::with_capacity(n);
         let mut errors: Vec<NodeError> = Vec::new();
@@ -537,7 +563,7 @@ impl Locker {
         let mut timed_out: Vec<usize> = Vec::new();
         let mut joined = false;
         let mut handed = false;
-        while let Some((i, reply)) = pending.next().await {
+        while let Some((i, reply)) = fan.next().await {
             match reply {
                 Ok(Ok(Acquired::Granted { counter })) => {
                     tally.granted += 1;
@@ -561,19 +587,16 @@ impl Locker {
                 }
                 Ok(Err(e)) => {
                     tally.failed += 1;
-                    if e.kind() == NodeErrorKind::Io {
-                        // The request may have reached the node before the link broke.
+                    if matches!(e.kind(), NodeErrorKind::Io | NodeErrorKind::Protocol) {
+                        // The request may have reached the node before the link broke,
+                        // or ran and answered something we could not read.
                         touched.push(i);
                     }
                     errors.push(e);
                 }
                 Err(_) => {
                     tally.failed += 1;
-                    errors.push(NodeError::new(
-                        NodeErrorKind::Timeout,
-                        inner.nodes[i].name(),
-                        format!("no answer within {} ms", timeout.as_millis()),
-                    ));
+                    errors.push(fan.timeout_error(inner.nodes[i].name()));
                     // What to do about it depends on the verdict (below).
                     timed_out.push(i);
                 }
@@ -584,32 +607,28 @@ impl Locker {
         }
         let verdict = tally.early().unwrap_or_else(|| tally.last());
         // Nodes still to answer: their replies are handled in the background.
-        if !pending.is_empty() {
+        {
             let locker = self.clone();
             let spec = spec.clone();
             let ended = ended.clone();
             let granted = verdict == Verdict::Granted;
             let queued = attempt_spec.queue.is_some().then(|| attempt_spec.clone());
-            tokio::spawn(async move {
-                while let Some((i, reply)) = pending.next().await {
-                    // (A hand-over answer never comes late: hand-off waiters lock one
-                    // key on one node, whose answer is the verdict.)
-                    let late_grant = matches!(reply, Ok(Ok(Acquired::Granted { .. })));
-                    let failed_attempt_or_ended = !granted || ended.load(Ordering::Acquire);
-                    let background = &locker.inner.background;
-                    if granted
-                        && !late_grant
-                        && let Some(queued) = &queued
-                    {
-                        // We hold the lock: a late refusal put us in line for nothing.
-                        background.send(Message::LeaveQueue(i, queued.clone()));
-                    }
-                    if reply.is_err() && failed_attempt_or_ended {
-                        background.send(Message::Abandon(i, spec.clone()));
-                    } else if late_grant && failed_attempt_or_ended {
-                        let node = locker.inner.nodes[i].clone();
-                        let _ = tokio::time::timeout(timeout, node.release(&spec)).await;
-                    }
+            fan.finish_in_background(move |i, reply| {
+                // (A hand-over answer never comes late: hand-off waiters lock one key
+                // on one node, whose answer is the verdict.)
+                let late_grant = matches!(reply, Ok(Ok(Acquired::Granted { .. })));
+                let failed_attempt_or_ended = !granted || ended.load(Ordering::Acquire);
+                let background = &locker.inner.background;
+                if granted
+                    && !late_grant
+                    && let Some(queued) = &queued
+                {
+                    // We hold the lock: a late refusal put us in line for nothing.
+                    background.send(Message::LeaveQueue(i, queued.clone()));
+                }
+                if (reply.is_err() || late_grant) && failed_attempt_or_ended {
+                    // A time-out may still land; a late grant is ours to undo.
+                    background.send(Message::Abandon(i, spec.clone()));
                 }
             });
         }
@@ -656,8 +675,8 @@ impl Locker {
                 .await;
             committed += commits.iter().filter(|r| matches!(r, Ok(Ok(true)))).count();
         }
-        let validity = quorum::validity(ttl, start.elapsed(), inner.options.drift_factor);
-        let (true, Some(validity)) = (committed >= q, validity) else {
+        let valid_until = quorum::valid_until(start, ttl, inner.options.drift_factor);
+        let (true, Some(valid_until)) = (committed >= q, valid_until) else {
             // Failed after all: late grants are undone by the task above, timed-out
             // requests are abandoned.
             ended.store(true, Ordering::Release);
@@ -696,33 +715,36 @@ impl Locker {
             }
             None => spec,
         };
-        Ok(self.track(spec, user_keys, ttl, token, start + validity, ended))
+        Ok(self.track(spec, user_keys, ttl, token, valid_until, ended))
     }
 
-    /// The lease a hand-off notice gave us (`release.lua` set the key to our waiter id
-    /// and announced `token`), valid from `since`, the start of our latest refused
-    /// attempt: the key was handed over after the node refused that attempt. `None`
-    /// when that leaves less than half the TTL (we waited long since that attempt):
-    /// the caller's next attempt then renews the key, one round trip for a lease that
-    /// is valid for (nearly) the whole TTL, as the caller expects of a fresh grant.
-    fn handed_over(
+    /// The lease a hand-off notice gave us: `release.lua` set the key to our waiter id
+    /// for a short claim and announced `token`; we make it ours for the full TTL with
+    /// one extend, whose start bounds the validity like a fresh grant's. `None` when the
+    /// extend does not confirm it (the claim ran out first, a node did not answer): the
+    /// caller's next attempt then finds out where the key stands.
+    ///
+    /// The notice's token is trusted only as the caller allows (`trust_notices`): the
+    /// key holding our id proves that the hand-off happened, not which one.
+    async fn handed_over(
         &self,
         spec: &LockSpec,
         user_keys: &[String],
         ttl: Duration,
         token: u64,
-        since: Instant,
     ) -> Option<Lease> {
         let waiter = spec.queue.as_ref()?.waiter.clone();
-        let validity = quorum::validity(ttl, since.elapsed(), self.inner.options.drift_factor)
-            .filter(|v| *v >= ttl / 2)?;
         let spec = LockSpec {
             value: waiter,
             queue: None,
             ..spec.clone()
         };
+        let until = self
+            .extend_spec(&spec, user_keys, ttl, Expiry::AtLeast, None)
+            .await
+            .ok()?;
         let ended = Arc::new(AtomicBool::new(false));
-        Some(self.track(&spec, user_keys, ttl, token, since + validity, ended))
+        Some(self.track(&spec, user_keys, ttl, token, until, ended))
     }
 
     /// Hands a granted lock to the background task (renewal, `lost()`) as a lease.
@@ -745,6 +767,9 @@ impl Locker {
             next_renewal(Instant::now(), ttl, random_spread()),
             ended,
         ));
+        state
+            .auto_renew
+            .store(self.inner.options.auto_renew, Ordering::Release);
         self.inner.background.track(state.clone());
         Lease::new(state, self.clone())
     }
@@ -853,16 +878,34 @@ impl Locker {
 
     pub(crate) async fn extend_lease(&self, state: &Arc<LeaseState>, ttl: Duration) -> Result<()> {
         self.inner.options.check_ttl(ttl)?;
+        // At most one extension of a lease in flight: a renewal round under way finishes
+        // first, so the two cannot overtake each other's answers.
+        let op = state.op.clone().lock_owned().await;
         if state.is_lost() || state.is_ended() {
             return Err(lost_error(state, "it was already lost or released"));
         }
-        let spec = state.spec_with_ttl(ttl);
         let start = Instant::now();
-        match self.extend_spec(&spec, &state.keys, ttl).await {
-            Ok(validity) => {
+        let expiry = if ttl < state.ttl() {
+            // Shorter: the keys may be cut short on any node from now on, whatever
+            // becomes of this call — the lease stops claiming more than that first.
+            state.cap_validity(
+                ttl,
+                quorum::proven_bound(start, ttl, self.inner.options.drift_factor),
+            );
+            Expiry::Exactly
+        } else {
+            Expiry::AtLeast
+        };
+        let spec = state.spec_with_ttl(ttl);
+        let lease = Some((state.clone(), op));
+        match self
+            .extend_spec(&spec, &state.keys, ttl, expiry, lease)
+            .await
+        {
+            Ok(until) => {
                 state.extended(
                     ttl,
-                    start + validity,
+                    until,
                     next_renewal(Instant::now(), ttl, random_spread()),
                 );
                 self.wake_background();
@@ -899,9 +942,10 @@ impl Locker {
         ttl: Duration,
     ) -> Result<Duration> {
         let (spec, user_keys) = self.adopt(keys, value, ttl)?;
-        let start = Instant::now();
-        let validity = self.extend_spec(&spec, &user_keys, ttl).await?;
-        Ok(validity.saturating_sub(start.elapsed()))
+        let until = self
+            .extend_spec(&spec, &user_keys, ttl, Expiry::Exactly, None)
+            .await?;
+        Ok(until.saturating_duration_since(Instant::now()))
     }
 
     /// Releases the lock on `keys` held with `value`, without the [`Lease`] object.
@@ -952,151 +996,179 @@ impl Locker {
         Ok((spec, user_keys))
     }
 
-    /// Extends `spec` on every node; the validity counted from the call's start.
+    /// Extends `spec` on every node and decides at the first majority (the shared
+    /// [`HoldTally`]); returns the end of the validity that majority proves.
+    ///
+    /// With `lease` (the lease and its `op` lock), the lease's floors bound what each
+    /// node proves, and an [`Expiry::Exactly`] extend keeps the lock until every node
+    /// has answered or timed out: a node that has not answered may still cut the keys
+    /// short, so it gets a floor, lifted when its answer comes.
     async fn extend_spec(
         &self,
         spec: &LockSpec,
         keys: &[String],
         ttl: Duration,
-    ) -> Result<Duration> {
+        expiry: Expiry,
+        lease: Option<(Arc<LeaseState>, OwnedMutexGuard<()>)>,
+    ) -> Result<Instant> {
         let inner = &self.inner;
+        let n = inner.nodes.len();
+        let q = quorum::quorum(n);
+        let drift_factor = inner.options.drift_factor;
         let lost = |why: &str| Error::lost(format!("lock {} lost: {why}", KeyList(keys)));
         let batch = [spec.clone()];
         let timeout = inner.options.request_timeout_for(ttl);
         let start = Instant::now();
-        let replies = join_all(
-            inner
-                .nodes
-                .iter()
-                .map(|n| tokio::time::timeout(timeout, n.extend(&batch))),
-        )
-        .await;
-        let (mut ours, mut expired, mut errors) = (0, 0, Vec::new());
-        for (node, reply) in inner.nodes.iter().zip(replies) {
-            match reply {
-                Ok(Ok(h)) => match h.first() {
-                    Some(Holding::Ours) => ours += 1,
-                    Some(Holding::Expired) => expired += 1,
-                    Some(Holding::Other) => {
-                        return Err(lost(&format!(
-                            "{} reports another owner of the key",
-                            node.name()
-                        )));
+        let mut fan = FanOut::start(&inner.nodes, timeout, |node| node.extend(&batch, expiry));
+        let mut tally = HoldTally::new(n);
+        let mut confirmed = Vec::with_capacity(n);
+        let mut answered = vec![false; n];
+        let mut errors = Vec::new();
+        let decision = loop {
+            let Some((i, answer)) = fan.next().await else {
+                break None;
+            };
+            answered[i] = true;
+            let name = inner.nodes[i].name();
+            match answer {
+                Ok(Ok(states)) => match states.first() {
+                    Some(&holding) => {
+                        tally.add(name, holding);
+                        if holding == Holding::Ours {
+                            confirmed.push(i);
+                        }
                     }
-                    None => errors.push(NodeError::new(
-                        NodeErrorKind::Protocol,
-                        node.name(),
-                        "empty extend reply",
-                    )),
+                    None => {
+                        let e = NodeError::new(NodeErrorKind::Protocol, name, "empty extend reply");
+                        tally.fail(name, &e);
+                        errors.push(e);
+                    }
                 },
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push(NodeError::new(
-                    NodeErrorKind::Timeout,
-                    node.name(),
-                    format!("no answer within {} ms", timeout.as_millis()),
-                )),
+                Ok(Err(e)) => {
+                    tally.fail(name, &e);
+                    errors.push(e);
+                }
+                Err(_) => {
+                    let e = fan.timeout_error(name);
+                    tally.fail(name, &e);
+                    errors.push(e);
+                }
             }
+            if let Some(decision) = tally.decided() {
+                break Some(decision);
+            }
+        };
+        let proven = match &lease {
+            Some((state, _)) => state.proven_until(&confirmed, start, ttl, drift_factor, q),
+            None => quorum::valid_until(start, ttl, drift_factor),
+        };
+        if let Some((state, op)) = lease
+            && expiry == Expiry::Exactly
+            && !fan.is_done()
+        {
+            let floor = quorum::proven_bound(start, ttl, drift_factor);
+            for i in (0..n).filter(|&i| !answered[i]) {
+                state.add_floor(i, floor);
+            }
+            fan.finish_in_background(move |i, answer| {
+                let _held_until_every_node_answered = &op;
+                if answer.is_ok() {
+                    state.remove_floor(i, floor);
+                }
+            });
         }
-        let q = quorum::quorum(inner.nodes.len());
-        if ours >= q {
-            return quorum::validity(ttl, start.elapsed(), inner.options.drift_factor).ok_or_else(
-                || Error::unavailable("extend reached a majority too late to count", errors),
-            );
+        match decision {
+            Some(Hold::Held) => proven.ok_or_else(|| {
+                Error::unavailable("extend reached a majority too late to count", errors)
+            }),
+            Some(Hold::Gone { .. }) => Err(lost(&format!(
+                "the keys are gone on a majority of nodes ({})",
+                tally.said()
+            ))),
+            None => Err(Error::unavailable(
+                &format!(
+                    "cannot extend lock {}: fewer than {q} of {n} nodes confirmed ({})",
+                    KeyList(keys),
+                    tally.said()
+                ),
+                errors,
+            )),
         }
-        if expired >= q {
-            return Err(lost("the keys had expired on a majority of nodes"));
-        }
-        Err(Error::unavailable(
-            &format!(
-                "cannot extend lock {}: fewer than {q} of {} nodes confirmed",
-                KeyList(keys),
-                inner.nodes.len()
-            ),
-            errors,
-        ))
     }
 
     pub(crate) async fn release_lease(&self, state: &Arc<LeaseState>) -> Result<ReleaseOutcome> {
         self.release_spec(&state.spec(), &state.keys).await
     }
 
+    /// Releases `spec` on every node; decides at the first majority (the shared
+    /// [`HoldTally`]) and lets the other nodes finish in the background.
     async fn release_spec(&self, spec: &LockSpec, keys: &[String]) -> Result<ReleaseOutcome> {
         let inner = &self.inner;
-        let spec = spec.clone();
+        let n = inner.nodes.len();
         // Not capped by the TTL: a release races no validity, and a short lease must
         // not turn a slow answer into "not confirmed".
         let timeout = inner.options.request_timeout;
-        let q = quorum::quorum(inner.nodes.len());
-        let mut pending: FuturesUnordered<_> = inner
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let request = n.release(&spec);
-                async move { (i, tokio::time::timeout(timeout, request).await) }
-            })
-            .collect();
-        let (mut ours, mut expired, mut other, mut errors) = (0, 0, 0, Vec::new());
-        while let Some((i, reply)) = pending.next().await {
-            let node = &inner.nodes[i];
-            match reply {
-                Ok(Ok(Holding::Ours)) => ours += 1,
-                Ok(Ok(Holding::Expired)) => expired += 1,
-                Ok(Ok(Holding::Other)) => other += 1,
-                Ok(Err(e)) => errors.push(e),
+        let mut fan = FanOut::start(&inner.nodes, timeout, |node| node.release(spec));
+        let mut tally = HoldTally::new(n);
+        let mut errors = Vec::new();
+        while let Some((i, answer)) = fan.next().await {
+            let name = inner.nodes[i].name();
+            match answer {
+                Ok(Ok(holding)) => tally.add(name, holding),
+                Ok(Err(e)) => {
+                    tally.fail(name, &e);
+                    errors.push(e);
+                }
                 Err(_) => {
                     inner.background.send(Message::Abandon(i, spec.clone()));
-                    errors.push(NodeError::new(
-                        NodeErrorKind::Timeout,
-                        node.name(),
-                        format!("no answer within {} ms", timeout.as_millis()),
-                    ));
+                    let e = fan.timeout_error(name);
+                    tally.fail(name, &e);
+                    errors.push(e);
                 }
             }
-            if ours >= q {
+            if tally.decided().is_some() {
                 break;
             }
         }
-        if !pending.is_empty() {
-            // Released on a majority: the others finish in the background (a node that
-            // does not answer in time gets its clean-up like any other).
-            let locker = self.clone();
-            let spec = spec.clone();
-            tokio::spawn(async move {
-                while let Some((i, reply)) = pending.next().await {
-                    if reply.is_err() {
-                        locker
-                            .inner
-                            .background
-                            .send(Message::Abandon(i, spec.clone()));
-                    }
-                }
-            });
-        }
-        let unanswered = inner.nodes.len() - ours - expired - other;
-        if ours >= q {
-            Ok(ReleaseOutcome::Released)
-        } else if other >= q {
+        // Decided: the other nodes finish in the background (a node that does not
+        // answer in time gets its clean-up like any other).
+        let locker = self.clone();
+        let late = spec.clone();
+        fan.finish_in_background(move |i, answer| {
+            if answer.is_err() {
+                locker
+                    .inner
+                    .background
+                    .send(Message::Abandon(i, late.clone()));
+            }
+        });
+        let unanswered = n - tally.answered() + tally.failed;
+        let q = quorum::quorum(n);
+        match tally.decided() {
+            Some(Hold::Held) => Ok(ReleaseOutcome::Released),
             // A successor holds (held) a majority.
-            Ok(ReleaseOutcome::OwnedByOther)
-        } else if ours + unanswered >= q {
-            // The silent nodes may be the ones that made our majority: we cannot tell
-            // whether the lease was still held, so the release is not confirmed.
-            Err(Error::unavailable(
-                &format!(
-                    "release of lock {} not confirmed: {ours} of {} nodes released it, \
-                     {unanswered} did not answer (the keys still expire with their TTL)",
-                    KeyList(keys),
-                    inner.nodes.len()
-                ),
-                errors,
-            ))
-        } else if other > 0 && ours == 0 {
-            Ok(ReleaseOutcome::OwnedByOther)
-        } else {
-            // Held on no majority any more: it had expired (a key of another owner on
-            // a minority of nodes is a waiter's attempt or a stray, not a successor).
-            Ok(ReleaseOutcome::Expired)
+            Some(Hold::Gone {
+                other_majority: true,
+            }) => Ok(ReleaseOutcome::OwnedByOther),
+            _ if tally.ours + unanswered >= q => {
+                // The silent nodes may be the ones that made our majority: we cannot
+                // tell whether the lease was still held, so the release is not confirmed.
+                Err(Error::unavailable(
+                    &format!(
+                        "release of lock {} not confirmed: {} of {n} nodes released it, \
+                         {unanswered} did not answer (the keys still expire with their \
+                         TTL): {}",
+                        KeyList(keys),
+                        tally.ours,
+                        tally.said()
+                    ),
+                    errors,
+                ))
+            }
+            _ if tally.other > 0 && tally.ours == 0 => Ok(ReleaseOutcome::OwnedByOther),
+            // Held on no majority any more: it had expired (a key of another owner on a
+            // minority of nodes is a waiter's attempt or a stray, not a successor).
+            _ => Ok(ReleaseOutcome::Expired),
         }
     }
 }

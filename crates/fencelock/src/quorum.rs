@@ -2,9 +2,11 @@
 //!
 //! Pure functions, kept apart from the I/O so they can be tested exhaustively.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
+
+use crate::store::Holding;
 
 /// How many of `n` nodes make a majority.
 pub(crate) fn quorum(n: usize) -> usize {
@@ -17,12 +19,22 @@ pub(crate) fn drift(ttl: Duration, drift_factor: f64) -> Duration {
     Duration::from_secs_f64(ttl.as_secs_f64() * drift_factor) + Duration::from_millis(2)
 }
 
-/// How long a lease granted by a majority stays valid, counted from the start of the
-/// attempt: `ttl − elapsed − drift`, or `None` when that is not positive.
-pub(crate) fn validity(ttl: Duration, elapsed: Duration, drift_factor: f64) -> Option<Duration> {
-    ttl.checked_sub(elapsed)?
-        .checked_sub(drift(ttl, drift_factor))
-        .filter(|v| !v.is_zero())
+/// The end of a lease's validity for a lease of `ttl` confirmed by an operation that
+/// started at `start` (acquire, renewal, extend): `start + ttl − drift`, or `None` when
+/// that is not in the future — the majority was reached too late to count. The one
+/// place every path computes `valid_until` (`docs/fencing.md`, "Validity").
+pub(crate) fn valid_until(start: Instant, ttl: Duration, drift_factor: f64) -> Option<Instant> {
+    let until = proven_bound(start, ttl, drift_factor);
+    (until > Instant::now()).then_some(until)
+}
+
+/// `start + ttl − drift`, the latest instant an extend or grant started at `start`
+/// proves, whether or not it is still ahead (`start` itself when the drift eats it
+/// all, or the sum does not fit the clock).
+pub(crate) fn proven_bound(start: Instant, ttl: Duration, drift_factor: f64) -> Instant {
+    ttl.checked_sub(drift(ttl, drift_factor))
+        .and_then(|v| start.checked_add(v))
+        .unwrap_or(start)
 }
 
 /// `base` plus a uniformly random extra in `[0, jitter]`.
@@ -106,6 +118,100 @@ impl Tally {
     }
 }
 
+/// Whether a majority holds a lease, from the nodes' answers to an extend, a renewal
+/// or a release: the one tally every path that touches a live lease shares.
+///
+/// A lease is held when a majority answers "ours". It is gone only when so many nodes
+/// answered "not ours" (expired, or another owner) that no majority can say "ours"
+/// any more; one node of three restarted empty, or holding a waiter's key, never
+/// takes down a lease that the other two still hold. Anything in between (silent
+/// nodes, errors) is undecided: the caller retries while the lease is still valid.
+#[derive(Debug, Clone)]
+pub(crate) struct HoldTally {
+    nodes: usize,
+    pub(crate) ours: usize,
+    pub(crate) expired: usize,
+    pub(crate) other: usize,
+    pub(crate) failed: usize,
+    /// What each node said, in the order the answers came, for messages.
+    said: Vec<String>,
+}
+
+/// What a [`HoldTally`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// A majority answered "ours".
+    Held,
+    /// No majority can answer "ours" any more: the lease is gone. `other_majority`:
+    /// another owner holds a majority (a successor), as opposed to keys that expired.
+    Gone { other_majority: bool },
+}
+
+impl HoldTally {
+    pub(crate) fn new(nodes: usize) -> Self {
+        HoldTally {
+            nodes,
+            ours: 0,
+            expired: 0,
+            other: 0,
+            failed: 0,
+            said: Vec::new(),
+        }
+    }
+
+    /// Counts one node's answer.
+    pub(crate) fn add(&mut self, node: &str, holding: Holding) {
+        let what = match holding {
+            Holding::Ours => {
+                self.ours += 1;
+                "ours"
+            }
+            Holding::Expired => {
+                self.expired += 1;
+                "expired"
+            }
+            Holding::Other => {
+                self.other += 1;
+                "another owner"
+            }
+        };
+        self.said.push(format!("{node}: {what}"));
+    }
+
+    /// Counts a node that did not answer usefully (`why`: an error or a time-out).
+    pub(crate) fn fail(&mut self, node: &str, why: impl std::fmt::Display) {
+        self.failed += 1;
+        self.said.push(format!("{node}: {why}"));
+    }
+
+    pub(crate) fn answered(&self) -> usize {
+        self.ours + self.expired + self.other + self.failed
+    }
+
+    /// The decision once it is certain, before every answer is in where possible.
+    pub(crate) fn decided(&self) -> Option<Hold> {
+        let q = quorum(self.nodes);
+        if self.ours >= q {
+            Some(Hold::Held)
+        } else if self.expired + self.other > self.nodes - q {
+            Some(Hold::Gone {
+                other_majority: self.other >= q,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// What every node said so far ("node: ours, node: no answer …").
+    pub(crate) fn said(&self) -> String {
+        if self.said.is_empty() {
+            "no node answered".to_string()
+        } else {
+            self.said.join("; ")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,15 +223,18 @@ mod tests {
     }
 
     #[test]
-    fn validity_subtracts_elapsed_and_drift() {
+    fn validity_subtracts_drift_from_the_start() {
         let ttl = Duration::from_millis(10_000);
+        let start = Instant::now();
         // drift = 10 s * 0.01 + 2 ms = 102 ms
         assert_eq!(
-            validity(ttl, Duration::from_millis(100), 0.01),
-            Some(Duration::from_millis(9_798))
+            valid_until(start, ttl, 0.01),
+            Some(start + Duration::from_millis(9_898))
         );
-        assert_eq!(validity(ttl, Duration::from_millis(9_898), 0.01), None);
-        assert_eq!(validity(ttl, Duration::from_secs(60), 0.01), None);
+        assert_eq!(
+            valid_until(start - Duration::from_millis(9_898), ttl, 0.01),
+            None
+        );
     }
 
     #[test]
@@ -150,7 +259,62 @@ mod tests {
         assert_eq!(t.early(), Some(Verdict::Contended));
     }
 
+    #[test]
+    fn one_other_owner_of_three_does_not_take_a_lease_down() {
+        let mut t = HoldTally::new(3);
+        t.add("a", Holding::Other);
+        assert_eq!(t.decided(), None);
+        t.add("b", Holding::Ours);
+        assert_eq!(t.decided(), None);
+        t.add("c", Holding::Ours);
+        assert_eq!(t.decided(), Some(Hold::Held));
+        let mut t = HoldTally::new(3);
+        t.add("a", Holding::Other);
+        t.add("b", Holding::Expired);
+        assert_eq!(
+            t.decided(),
+            Some(Hold::Gone {
+                other_majority: false
+            })
+        );
+        let mut t = HoldTally::new(3);
+        t.fail("a", "no answer");
+        t.fail("b", "no answer");
+        t.add("c", Holding::Ours);
+        assert_eq!(t.decided(), None);
+        assert!(t.said().contains("a: no answer"));
+    }
+
+    #[test]
+    fn valid_until_is_never_past_the_ttl_and_never_overflows() {
+        let now = Instant::now();
+        let v = valid_until(now, Duration::from_secs(10), 0.01).expect("valid");
+        assert!(v <= now + Duration::from_secs(10));
+        assert_eq!(valid_until(now, Duration::MAX, 0.01), None);
+        assert_eq!(
+            valid_until(now - Duration::from_secs(20), Duration::from_secs(10), 0.01),
+            None
+        );
+    }
+
     proptest! {
+        #[test]
+        fn hold_needs_a_majority_and_gone_needs_a_majority_against(
+            ours in 0usize..4, other in 0usize..4, failed in 0usize..4, silent in 0usize..3
+        ) {
+            let n = ours + other + failed + silent;
+            prop_assume!(n > 0);
+            let mut t = HoldTally::new(n);
+            for _ in 0..ours { t.add("n", Holding::Ours); }
+            for _ in 0..other { t.add("n", Holding::Other); }
+            for _ in 0..failed { t.fail("n", "x"); }
+            match t.decided() {
+                Some(Hold::Held) => prop_assert!(ours >= quorum(n)),
+                Some(Hold::Gone { .. }) => prop_assert!(ours + (n - ours - other) < quorum(n)),
+                None => prop_assert!(ours < quorum(n) && other <= n - quorum(n)),
+            }
+        }
+
         #[test]
         fn verdict_never_grants_without_majority(n in 1usize..9, g in 0usize..9, h in 0usize..9) {
             prop_assume!(g + h <= n);
@@ -170,11 +334,10 @@ mod tests {
         }
 
         #[test]
-        fn validity_never_exceeds_ttl(ttl in 1u64..1_000_000, el in 0u64..1_000_000, f in 0.0f64..0.5) {
-            if let Some(v) = validity(Duration::from_millis(ttl), Duration::from_millis(el), f) {
-                prop_assert!(v < Duration::from_millis(ttl));
-                prop_assert!(!v.is_zero());
-            }
+        fn validity_never_exceeds_ttl(ttl in 1u64..1_000_000, f in 0.0f64..0.5) {
+            let start = Instant::now();
+            let bound = proven_bound(start, Duration::from_millis(ttl), f);
+            prop_assert!(bound < start + Duration::from_millis(ttl));
         }
     }
 }

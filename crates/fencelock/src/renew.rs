@@ -17,10 +17,13 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use tokio::sync::OwnedMutexGuard;
+
 use crate::builder::Options;
+use crate::fanout::FanOut;
 use crate::lease::LeaseState;
-use crate::quorum;
-use crate::store::{Holding, LockSpec, Node};
+use crate::quorum::{self, Hold, HoldTally};
+use crate::store::{Expiry, Holding, LockSpec, Node};
 
 /// Work for the background task.
 #[derive(Debug)]
@@ -60,6 +63,9 @@ struct Tracked {
     /// A wake-up is on its way: no need to send another until the task drains.
     woken: bool,
 }
+
+/// How many times a waiter's request to leave a node's line is tried.
+const LEAVE_QUEUE_TRIES: u32 = 4;
 
 /// This many waiting leases wake the task too, so that it takes them in (and drops
 /// the ended ones: a hot key's released leases would otherwise pile up here until
@@ -203,8 +209,23 @@ impl Task {
                     let timeout = self
                         .options
                         .request_timeout_for(Duration::from_millis(spec.ttl_ms));
+                    // Retried a few times: an entry left behind would make a release
+                    // hand the lock to a waiter that is gone (for a short claim) or
+                    // wake it for nothing, until the entry's own deadline.
                     self.work.spawn(async move {
-                        let _ = tokio::time::timeout(timeout, node.leave_queue(&spec)).await;
+                        for attempt in 0..LEAVE_QUEUE_TRIES {
+                            if let Ok(Ok(())) =
+                                tokio::time::timeout(timeout, node.leave_queue(&spec)).await
+                            {
+                                return;
+                            }
+                            tokio::time::sleep(quorum::backoff(
+                                attempt,
+                                Duration::from_millis(50),
+                                Duration::from_secs(1),
+                            ))
+                            .await;
+                        }
                     });
                 }
             }
@@ -229,17 +250,30 @@ impl Task {
             // Checked even while a renewal round is in flight: a slow round must not
             // let the lease claim validity it can no longer prove.
             if now >= lease.lost_deadline() {
-                let why = if held_too_long(lease, &self.options, now) {
-                    "it was held longer than the locker's max_hold, so renewal stopped"
+                let why: String = if held_too_long(lease, &self.options, now) {
+                    "it was held longer than the locker's max_hold, so renewal stopped".into()
                 } else if lease.auto_renew.load(Ordering::Acquire) {
-                    "renewal did not reach a majority of nodes before the lease ran out"
+                    let last = lease
+                        .last_round
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone()
+                        .unwrap_or_else(|| "no renewal round completed".to_string());
+                    format!(
+                        "renewal did not reach a majority of nodes before the lease ran \
+                         out (last round: {last})"
+                    )
                 } else {
-                    "its validity ran out (it was not extended)"
+                    "its validity ran out (it was not extended)".into()
                 };
-                lease.lose(why);
-            } else if round && is_due(lease, now) {
+                lease.lose(&why);
+            } else if round
+                && is_due(lease, now)
+                // A user's extend in flight: it renews the lease itself.
+                && let Ok(op) = lease.op.clone().try_lock_owned()
+            {
                 lease.renewing.store(true, Ordering::Release);
-                due.push(lease.clone());
+                due.push((lease.clone(), op));
             }
         }
         if !due.is_empty() {
@@ -319,56 +353,119 @@ pub(crate) fn random_spread() -> f64 {
     0.9 + rand::random::<f64>() * 0.2
 }
 
-/// One renewal round: one batched extend per node, in parallel.
-async fn renew(nodes: &[Node], options: &Options, due: Vec<Arc<LeaseState>>) {
+/// One lease in a renewal round: the lease, its `op` lock (no user extend overlaps the
+/// round), and what the nodes said about it so far.
+struct InRound {
+    lease: Arc<LeaseState>,
+    _op: OwnedMutexGuard<()>,
+    tally: HoldTally,
+    confirmed: Vec<usize>,
+}
+
+/// One renewal round: one batched extend per node, in parallel. Each lease is decided
+/// at the first majority of answers about it (the shared [`HoldTally`]); a node that
+/// does not answer holds nobody back, and its late extend can only push an expiry later
+/// ([`Expiry::AtLeast`]), so it is simply not waited for.
+async fn renew(
+    nodes: &[Node],
+    options: &Options,
+    due: Vec<(Arc<LeaseState>, OwnedMutexGuard<()>)>,
+) {
     let start = Instant::now();
-    let specs: Vec<LockSpec> = due.iter().map(|l| l.spec()).collect();
-    let shortest = due.iter().map(|l| l.ttl()).min().unwrap_or(options.ttl);
+    let specs: Vec<LockSpec> = due.iter().map(|(l, _)| l.spec()).collect();
+    let shortest = due
+        .iter()
+        .map(|(l, _)| l.ttl())
+        .min()
+        .unwrap_or(options.ttl);
     // A batch can be large (100k leases): allow it a third of the shortest TTL.
     let timeout = options.request_timeout_for(shortest).max(shortest / 3);
-    let replies = join_all(
-        nodes
-            .iter()
-            .map(|n| tokio::time::timeout(timeout, n.extend(&specs))),
-    )
-    .await;
     let q = quorum::quorum(nodes.len());
     let spread = random_spread();
-    for (i, lease) in due.iter().enumerate() {
-        let mut ours = 0;
-        let mut expired = 0;
-        let mut other = None;
-        for (node, reply) in nodes.iter().zip(&replies) {
-            match reply {
-                Ok(Ok(states)) => match states.get(i) {
-                    Some(Holding::Ours) => ours += 1,
-                    Some(Holding::Expired) => expired += 1,
-                    Some(Holding::Other) => other = Some(node.name().to_string()),
-                    None => {}
+    let mut fan = FanOut::start(nodes, timeout, |n| n.extend(&specs, Expiry::AtLeast));
+    let mut open: Vec<Option<InRound>> = due
+        .into_iter()
+        .map(|(lease, op)| {
+            Some(InRound {
+                lease,
+                _op: op,
+                tally: HoldTally::new(nodes.len()),
+                confirmed: Vec::new(),
+            })
+        })
+        .collect();
+    let mut undecided = open.len();
+    while undecided > 0
+        && let Some((i, answer)) = fan.next().await
+    {
+        let name = nodes[i].name();
+        for (j, slot) in open.iter_mut().enumerate() {
+            let Some(entry) = slot else { continue };
+            match &answer {
+                Ok(Ok(states)) => match states.get(j) {
+                    Some(&holding) => {
+                        entry.tally.add(name, holding);
+                        if holding == Holding::Ours {
+                            entry.confirmed.push(i);
+                        }
+                    }
+                    None => entry
+                        .tally
+                        .fail(name, "no answer for this lease in the batch"),
                 },
-                Ok(Err(e)) => tracing::debug!("renewal failed on {}: {e}", node.name()),
-                Err(_) => tracing::debug!("renewal timed out on {}", node.name()),
+                Ok(Err(e)) => entry.tally.fail(name, e),
+                Err(_) => entry.tally.fail(name, fan.timeout_error(name)),
+            }
+            if let Some(decision) = entry.tally.decided() {
+                decide(entry, decision, start, q, options, spread);
+                *slot = None;
+                undecided -= 1;
             }
         }
-        let ttl = lease.ttl();
-        if let Some(node) = other {
-            lease.lose(&format!("{node} reports another owner of the key"));
-        } else if ours >= q {
-            match quorum::validity(ttl, start.elapsed(), options.drift_factor) {
-                Some(v) => {
-                    lease.extended(ttl, start + v, next_renewal(Instant::now(), ttl, spread))
+    }
+    // Every node answered (or timed out) and these leases are still undecided: try
+    // again soon; lost() fires if their validity runs out first.
+    for entry in open.into_iter().flatten() {
+        let ttl = entry.lease.ttl();
+        *entry
+            .lease
+            .last_round
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(entry.tally.said());
+        let soon = (ttl / 10).min(Duration::from_millis(500));
+        entry.lease.retry_renewal_at(Instant::now() + soon);
+        entry.lease.renewing.store(false, Ordering::Release);
+    }
+}
+
+/// Applies a renewal round's decision about one lease.
+fn decide(
+    entry: &InRound,
+    decision: Hold,
+    start: Instant,
+    q: usize,
+    options: &Options,
+    spread: f64,
+) {
+    let lease = &entry.lease;
+    let ttl = lease.ttl();
+    *lease.last_round.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.tally.said());
+    match decision {
+        Hold::Held => {
+            match lease.proven_until(&entry.confirmed, start, ttl, options.drift_factor, q) {
+                Some(until) => {
+                    lease.extended(ttl, until, next_renewal(Instant::now(), ttl, spread))
                 }
+                // The majority came too late to prove anything: go again at once.
                 None => lease.retry_renewal_at(Instant::now()),
             }
-        } else if expired >= q {
-            lease.lose("the keys expired on a majority of nodes before renewal");
-        } else {
-            // Not decided: try again soon; lost() fires if validity runs out first.
-            let soon = (ttl / 10).min(Duration::from_millis(500));
-            lease.retry_renewal_at(Instant::now() + soon);
         }
-        lease.renewing.store(false, Ordering::Release);
+        Hold::Gone { .. } => lease.lose(&format!(
+            "renewal found the keys gone on a majority of nodes ({})",
+            entry.tally.said()
+        )),
     }
+    lease.renewing.store(false, Ordering::Release);
 }
 
 /// Releases a lock on every node, for a lease or acquire nobody waits on.

@@ -54,6 +54,11 @@ impl Backend {
     fn locker(&self) -> Locker {
         self.builder().build().expect("locker")
     }
+
+    /// A locker whose leases run out at the end of their TTL unless extended.
+    fn locker_without_renewal(&self) -> Locker {
+        self.builder().auto_renew(false).build().expect("locker")
+    }
 }
 
 const TTL: Duration = Duration::from_secs(5);
@@ -118,7 +123,7 @@ async fn token_order(b: &Backend) {
 }
 
 async fn expiry(b: &Backend) {
-    let (x, y) = (b.locker(), b.locker());
+    let (x, y) = (b.locker_without_renewal(), b.locker());
     let lease = x
         .acquire("exp", Duration::from_millis(200))
         .await
@@ -151,7 +156,7 @@ async fn expiry(b: &Backend) {
 }
 
 async fn lost_fires_at_expiry_without_renewal(b: &Backend) {
-    let x = b.locker();
+    let x = b.locker_without_renewal();
     let lease = x
         .acquire("lost", Duration::from_millis(300))
         .await
@@ -163,7 +168,7 @@ async fn lost_fires_at_expiry_without_renewal(b: &Backend) {
 }
 
 async fn extend_outcomes(b: &Backend) {
-    let (x, y) = (b.locker(), b.locker());
+    let (x, y) = (b.locker_without_renewal(), b.locker());
     let lease = x
         .acquire("extend", Duration::from_secs(1))
         .await

@@ -230,7 +230,13 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_of_expired_lease_says_so_and_spares_successor() {
     let cluster = Cluster::start(3);
-    let a = locker(&cluster);
+    // Leases that run out: no renewal.
+    let a = Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_secs(1))
+        .auto_renew(false)
+        .build()
+        .expect("locker");
     let b = locker(&cluster);
     let lease = a
         .acquire("exp", Duration::from_millis(150))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
-use super::{Acquired, Holding, KeyInfo, LockSpec, Notice, Store, StoreFuture, Watch};
+use super::{Acquired, Expiry, Holding, KeyInfo, LockSpec, Notice, Store, StoreFuture, Watch};
 use crate::error::{NodeError, NodeErrorKind};
 
 /// A fencing counter unused for this long, on a key nobody holds, may be forgotten.
@@ -231,13 +231,16 @@ impl State {
         }
     }
 
-    fn extend(&mut self, lock: &LockSpec, now: Instant) -> Holding {
+    fn extend(&mut self, lock: &LockSpec, expiry: Expiry, now: Instant) -> Holding {
         let holding = self.holding(lock, now);
         if holding == Holding::Ours {
             let expires = now + ttl(lock);
             for key in lock.keys.iter() {
                 if let Some(h) = self.locks.get_mut(key) {
-                    h.expires = expires;
+                    h.expires = match expiry {
+                        Expiry::AtLeast => h.expires.max(expires),
+                        Expiry::Exactly => expires,
+                    };
                 }
             }
         }
@@ -343,11 +346,11 @@ impl Store for MemoryStore {
         self.run(move |s| Ok(s.commit_fence(&lock, token, Instant::now(), wall_micros())))
     }
 
-    fn extend(&self, locks: &[LockSpec]) -> StoreFuture<Vec<Holding>> {
+    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>> {
         let locks = locks.to_vec();
         self.run(move |s| {
             let now = Instant::now();
-            Ok(locks.iter().map(|l| s.extend(l, now)).collect())
+            Ok(locks.iter().map(|l| s.extend(l, expiry, now)).collect())
         })
     }
 
@@ -603,7 +606,10 @@ mod tests {
         granted(&s, &gone).await;
         sleep(Duration::from_millis(70)).await;
         let longer = spec(&["o1", "o2"], "A", 60_000);
-        let out = s.extend(&[longer, other, gone]).await.unwrap();
+        let out = s
+            .extend(&[longer, other, gone], Expiry::Exactly)
+            .await
+            .unwrap();
         assert_eq!(out, [Holding::Ours, Holding::Other, Holding::Expired]);
         for key in ["o1", "o2"] {
             let pttl = s.inspect(key).await.unwrap().pttl.unwrap();
@@ -611,7 +617,7 @@ mod tests {
         }
         // The other owner's key is untouched.
         assert_eq!(s.inspect("x").await.unwrap().value.as_deref(), Some("B"));
-        assert_eq!(s.extend(&[]).await.unwrap(), []);
+        assert_eq!(s.extend(&[], Expiry::Exactly).await.unwrap(), []);
     }
 
     #[tokio::test]
@@ -621,7 +627,10 @@ mod tests {
         granted(&s, &lock).await;
         s.release(&spec(&["b"], "A", 0)).await.unwrap();
         let before = s.inspect("a").await.unwrap().pttl.unwrap();
-        let out = s.extend(&[spec(&["a", "b"], "A", 60_000)]).await.unwrap();
+        let out = s
+            .extend(&[spec(&["a", "b"], "A", 60_000)], Expiry::Exactly)
+            .await
+            .unwrap();
         assert_eq!(out, [Holding::Expired]);
         let after = s.inspect("a").await.unwrap().pttl.unwrap();
         assert!(
@@ -694,7 +703,9 @@ mod tests {
         let pttl = info.pttl.unwrap();
         assert!(pttl > Duration::from_secs(9) && pttl <= Duration::from_secs(10));
         // Extending keeps the holder.
-        s.extend(std::slice::from_ref(&lock)).await.unwrap();
+        s.extend(std::slice::from_ref(&lock), Expiry::Exactly)
+            .await
+            .unwrap();
         let info = s.inspect("k").await.unwrap();
         assert_eq!(info.holder.as_deref(), Some("host-1 pid 42"));
         s.release(&lock).await.unwrap();
@@ -719,7 +730,9 @@ mod tests {
             .unwrap()
             .expect("memory store notifies");
         // None of these is a release of "k".
-        s.extend(std::slice::from_ref(&lock)).await.unwrap();
+        s.extend(std::slice::from_ref(&lock), Expiry::Exactly)
+            .await
+            .unwrap();
         granted(&s, &lock).await;
         held_for(&s, &spec(&["k"], "B", 10_000)).await;
         s.release(&spec(&["k"], "B", 10_000)).await.unwrap();
@@ -854,7 +867,10 @@ mod tests {
         let s = store();
         let lock = spec(&["k"], "A", u64::MAX);
         granted(&s, &lock).await;
-        assert_eq!(s.extend(&[lock]).await.unwrap(), [Holding::Ours]);
+        assert_eq!(
+            s.extend(&[lock], Expiry::Exactly).await.unwrap(),
+            [Holding::Ours]
+        );
         assert!(s.inspect("k").await.unwrap().pttl.unwrap() > Duration::from_secs(86_400));
     }
 }

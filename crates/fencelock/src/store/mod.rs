@@ -80,15 +80,17 @@ pub(crate) struct QueueTicket {
 
 impl QueueTicket {
     /// The waiter id of a waiter that takes the lock straight from a release: the
-    /// release sets the key to this id with `ttl_ms` (hence the TTL inside it) and
-    /// announces the grant, so the waiter holds the lock one notice after the release
-    /// instead of after a notice and a retry. Only for one key on one node, where one
-    /// node's grant is the whole lock (see `Locker::acquire_with`).
+    /// release sets the key to this id for `claim_ms` (hence the claim inside it) and
+    /// announces the grant; the waiter then extends the key to its own TTL, so it holds
+    /// the lock one notice and one extend after the release instead of after a notice
+    /// and a full retry, and a waiter that died in line costs the lock the short claim
+    /// only. Only for one key on one node, where one node's grant is the whole lock (see
+    /// `Locker::acquire_with`).
     ///
     /// `inbox` names the channel the store sends this waiter's notices to
     /// ([`Store::inbox`]).
-    pub(crate) fn handoff_waiter(ttl_ms: u64, inbox: &str, random: &str) -> String {
-        format!("{HANDOFF_PREFIX}{ttl_ms}:{inbox}:{random}")
+    pub(crate) fn handoff_waiter(claim_ms: u64, inbox: &str, random: &str) -> String {
+        format!("{HANDOFF_PREFIX}{claim_ms}:{inbox}:{random}")
     }
 
     /// The inbox a hand-off waiter id names (see [`QueueTicket::handoff_waiter`]).
@@ -149,6 +151,21 @@ pub(crate) enum Holding {
     Other,
 }
 
+/// How an extend sets a key's expiry.
+///
+/// Renewals and lengthening extends only ever push an expiry later ([`Expiry::AtLeast`]):
+/// a request that lands late — after a later one, on a node that was slow — then cannot
+/// shorten the key under a lease that already counted on the later expiry. Only an
+/// extend to a shorter TTL than the lease had sets the expiry as asked
+/// ([`Expiry::Exactly`]); the locker allows for its late landings (`Lease` floors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// `max(current expiry, now + ttl)`.
+    AtLeast,
+    /// `now + ttl`, also when that is sooner than the current expiry.
+    Exactly,
+}
+
 /// What one node knows about one key, for `status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyInfo {
@@ -168,7 +185,7 @@ pub(crate) enum Notice {
     /// Retry now: the lock may be free (also sent when notices may have been missed).
     Retry,
     /// The release handed the key to this waiter: it now holds the waiter id's value,
-    /// with the TTL the waiter asked for, and `token` is its fencing token.
+    /// for a short claim (the waiter extends it to its TTL), and `token` is its fencing token.
     Granted {
         /// The fencing token the node issued with the hand-off.
         token: u64,
@@ -202,9 +219,11 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// `token`. Returns whether it did.
     fn commit_fence(&self, lock: &LockSpec, token: u64) -> StoreFuture<bool>;
 
-    /// For each lock (compare value, then set the expiry to its TTL): one round trip
-    /// for the whole batch. Extends only locks whose keys are all still ours.
-    fn extend(&self, locks: &[LockSpec]) -> StoreFuture<Vec<Holding>>;
+    /// For each lock (compare value, then set the expiry to its TTL as `expiry` says):
+    /// one round trip for the whole batch. Extends only locks whose keys are all still
+    /// ours; a key that holds something other than a string counts as another owner's
+    /// and fails only its own lock, never the batch.
+    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>>;
 
     /// Compare value and delete every key that is ours, then publish a release notice.
     /// With `lock.queue`, the waiter also leaves the line of every key (it gives up).

@@ -28,7 +28,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError, Script, Value};
 
 use super::url::{RedisUrl, StoreOptions};
-use super::{Acquired, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch};
+use super::{Acquired, Expiry, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch};
 use crate::checks::Probe;
 use crate::error::{Error, NodeError, NodeErrorKind};
 
@@ -865,7 +865,7 @@ impl Store for RedisStore {
         })
     }
 
-    fn extend(&self, locks: &[LockSpec]) -> StoreFuture<Vec<Holding>> {
+    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>> {
         let inner = self.inner.clone();
         let locks = locks.to_vec();
         Box::pin(async move {
@@ -886,7 +886,11 @@ impl Store for RedisStore {
                 cmd.arg(EXTEND.get_hash())
                     .arg(keys.len())
                     .arg(&keys)
-                    .arg(chunk.len());
+                    .arg(chunk.len())
+                    .arg(match expiry {
+                        Expiry::AtLeast => "at-least",
+                        Expiry::Exactly => "exactly",
+                    });
                 for lock in chunk {
                     cmd.arg(lock.keys.len())
                         .arg(&*lock.value)

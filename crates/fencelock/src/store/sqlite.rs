@@ -44,7 +44,7 @@ use rand::Rng;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::url::StoreOptions;
-use super::{Acquired, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use super::{Acquired, Expiry, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
 use crate::error::{Error, NodeError, NodeErrorKind};
 
 /// The tables; see the file for what each column means.
@@ -487,20 +487,27 @@ fn commit_fence(conn: &mut Connection, lock: &LockSpec, token: u64) -> Result<bo
     Ok(true)
 }
 
-fn extend(conn: &mut Connection, locks: &[LockSpec]) -> Result<Vec<Holding>, Failure> {
+fn extend(
+    conn: &mut Connection,
+    locks: &[LockSpec],
+    expiry: Expiry,
+) -> Result<Vec<Holding>, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = Now::read();
     let mut out = Vec::with_capacity(locks.len());
+    let exactly = expiry == Expiry::Exactly;
     {
         let mut push = tx.prepare_cached(
-            "UPDATE fencelock_lock SET expires_ms = ?3 WHERE key = ?1 AND value = ?2",
+            "UPDATE fencelock_lock SET expires_ms = \
+             CASE WHEN ?4 THEN ?3 ELSE MAX(expires_ms, ?3) END \
+             WHERE key = ?1 AND value = ?2",
         )?;
         for lock in locks {
             let h = holding(&tx, lock, now)?;
             if h == Holding::Ours {
                 let expires = now.expiry(lock.ttl_ms);
                 for key in lock.keys.iter() {
-                    push.execute(params![key, &*lock.value, expires])?;
+                    push.execute(params![key, &*lock.value, expires, exactly])?;
                 }
             }
             out.push(h);
@@ -792,14 +799,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn extend(&self, locks: &[LockSpec]) -> StoreFuture<Vec<Holding>> {
+    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>> {
         if locks.is_empty() {
             return Box::pin(async { Ok(Vec::new()) });
         }
         let locks = locks.to_vec();
         let values = locks.iter().map(|l| Arc::clone(&l.value)).collect();
         self.spawn(values, move |inner| {
-            inner.with_connection(|c| extend(c, &locks))
+            inner.with_connection(|c| extend(c, &locks, expiry))
         })
     }
 
@@ -1178,14 +1185,17 @@ mod tests {
         granted(&s, &gone).await;
         sleep(Duration::from_millis(70)).await;
         let longer = spec(&["o1", "o2"], "A", 60_000);
-        let out = s.extend(&[longer, other, gone]).await.unwrap();
+        let out = s
+            .extend(&[longer, other, gone], Expiry::Exactly)
+            .await
+            .unwrap();
         assert_eq!(out, [Holding::Ours, Holding::Other, Holding::Expired]);
         for key in ["o1", "o2"] {
             let pttl = s.inspect(key).await.unwrap().pttl.unwrap();
             assert!(pttl > Duration::from_secs(50), "{key}: {pttl:?}");
         }
         assert_eq!(s.inspect("x").await.unwrap().value.as_deref(), Some("B"));
-        assert_eq!(s.extend(&[]).await.unwrap(), []);
+        assert_eq!(s.extend(&[], Expiry::Exactly).await.unwrap(), []);
     }
 
     #[tokio::test]
@@ -1194,7 +1204,10 @@ mod tests {
         granted(&s, &spec(&["a", "b"], "A", 10_000)).await;
         s.release(&spec(&["b"], "A", 0)).await.unwrap();
         let before = s.inspect("a").await.unwrap().pttl.unwrap();
-        let out = s.extend(&[spec(&["a", "b"], "A", 60_000)]).await.unwrap();
+        let out = s
+            .extend(&[spec(&["a", "b"], "A", 60_000)], Expiry::Exactly)
+            .await
+            .unwrap();
         assert_eq!(out, [Holding::Expired]);
         let after = s.inspect("a").await.unwrap().pttl.unwrap();
         assert!(
@@ -1325,7 +1338,9 @@ mod tests {
         assert_eq!(info.last_token, Some(t));
         let pttl = info.pttl.unwrap();
         assert!(pttl > Duration::from_secs(9) && pttl <= Duration::from_secs(10));
-        s.extend(std::slice::from_ref(&lock)).await.unwrap();
+        s.extend(std::slice::from_ref(&lock), Expiry::Exactly)
+            .await
+            .unwrap();
         let info = s.inspect("k").await.unwrap();
         assert_eq!(info.holder.as_deref(), Some("host-1 pid 42"));
         s.release(&lock).await.unwrap();
@@ -1488,7 +1503,10 @@ mod tests {
         let (_dir, s) = store();
         let lock = spec(&["k"], "A", u64::MAX);
         granted(&s, &lock).await;
-        assert_eq!(s.extend(&[lock]).await.unwrap(), [Holding::Ours]);
+        assert_eq!(
+            s.extend(&[lock], Expiry::Exactly).await.unwrap(),
+            [Holding::Ours]
+        );
         assert!(s.inspect("k").await.unwrap().pttl.unwrap() > Duration::from_secs(86_400));
     }
 }

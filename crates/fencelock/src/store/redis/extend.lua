@@ -1,23 +1,45 @@
 -- Extend a batch of locks in one round trip (renewal of every live lease of a locker).
 -- Each lock is extended only if all its keys still hold its value.
 --
--- ARGV: count, then per lock: n, value, ttl_ms, has_holder (0/1)
+-- ARGV: count, mode ('at-least' or 'exactly'), then per lock: n, value, ttl_ms,
+--       has_holder (0/1)
 -- KEYS: per lock, its n lock keys, then (when has_holder) its n holder keys.
 -- Returns one status per lock: 1 extended, 0 expired (some key gone), -1 another owner.
+--
+-- 'at-least' never shortens a key's expiry (renewals, lengthening extends): a request
+-- that lands late, after a later one, cannot cut the key short under a lease that
+-- counted on the later expiry. 'exactly' sets it as asked (an extend to a shorter TTL).
+-- A key that holds something other than a string (WRONGTYPE) counts as another
+-- owner's: it fails its own lock, never the whole batch.
 local count = tonumber(ARGV[1])
-local a = 2
+local exactly = ARGV[2] == 'exactly'
+local a = 3
 local k = 1
 local out = {}
+
+local function push_expiry(key, ttl)
+  if not exactly then
+    local left = redis.call('PTTL', key)
+    if left < 0 or left >= ttl then
+      -- Already lives at least that long (or has no expiry: not ours to change).
+      return
+    end
+  end
+  redis.call('PEXPIRE', key, ttl)
+end
+
 for l = 1, count do
   local n = tonumber(ARGV[a])
   local value = ARGV[a + 1]
-  local ttl = ARGV[a + 2]
+  local ttl = tonumber(ARGV[a + 2])
   local has_holder = ARGV[a + 3] == '1'
   a = a + 4
   local status = 1
   for i = 0, n - 1 do
-    local current = redis.call('GET', KEYS[k + i])
-    if current == false then
+    local current = redis.pcall('GET', KEYS[k + i])
+    if type(current) == 'table' and current.err then
+      status = -1
+    elseif current == false then
       if status == 1 then status = 0 end
     elseif current ~= value then
       status = -1
@@ -25,9 +47,9 @@ for l = 1, count do
   end
   if status == 1 then
     for i = 0, n - 1 do
-      redis.call('PEXPIRE', KEYS[k + i], ttl)
+      push_expiry(KEYS[k + i], ttl)
       if has_holder then
-        redis.call('PEXPIRE', KEYS[k + n + i], ttl)
+        push_expiry(KEYS[k + n + i], ttl)
       end
     end
   end

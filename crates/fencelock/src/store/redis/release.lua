@@ -1,9 +1,9 @@
 -- Release: delete every key that still holds our value (never a successor's), drop its
 -- holder record, and pass the key on to the first waiter in line: a hand-off waiter
--- ('handoff:<ttl>:<inbox>:<random>', see shared.lua) gets the lock right here — the key set to
--- its id with its TTL and the next fencing token, announced as 'granted:<token>:<id>' on
+-- ('handoff:<claim>:<inbox>:<random>', see shared.lua) gets the lock right here — the key set
+-- to its id for a short claim (the waiter extends it to its TTL) and the next fencing token, announced as 'granted:<token>:<id>' on
 -- its client's own channel '<key>:fencelock:to:<inbox>' (so no other client wakes) —
--- so it holds the lock one notice after the release, with no request of its own; any
+-- so it holds the lock one notice and one extend after the release; any
 -- other waiter is named in the notice and alone retries at once (an empty notice wakes
 -- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
 --
@@ -42,8 +42,8 @@ end
 -- the key over (then the key is set and nothing needs deleting).
 local function pass_on(i)
   local head = first_in_line(i)
-  local ttl = head ~= '' and retention and fencelock_handoff(head)
-  local counter = ttl and fencelock_counter(KEYS[4 * n + i])
+  local claim = head ~= '' and retention and fencelock_handoff(head)
+  local counter = claim and fencelock_counter(KEYS[4 * n + i])
   if not counter then
     -- Nobody in line, a waiter that retries by itself, or a counter that is not a
     -- number (the waiter's own attempt then reports it).
@@ -51,7 +51,7 @@ local function pass_on(i)
     return false
   end
   local token = fencelock_token(counter + 1)
-  redis.call('SET', KEYS[i], head, 'PX', ttl)
+  redis.call('SET', KEYS[i], head, 'PX', claim)
   redis.call('SET', KEYS[4 * n + i], token, 'PX', retention)
   redis.call('ZREM', KEYS[2 * n + i], head)
   redis.call('ZREM', KEYS[3 * n + i], head)

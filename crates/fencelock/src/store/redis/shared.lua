@@ -24,15 +24,18 @@ local function fencelock_token(counter)
   return string.format('%.0f', counter)
 end
 
--- The TTL a waiter asked for and its client's inbox, when its line entry names it as
--- a hand-off waiter ('handoff:<ttl_ms>:<inbox>:<random>', see store/mod.rs): a release
--- hands such a waiter the lock directly and tells it on '<key>:fencelock:to:<inbox>'.
--- nil for any other entry (it is woken on the key's channel and retries instead).
+-- The claim a waiter asked for and its client's inbox, when its line entry names it as
+-- a hand-off waiter ('handoff:<claim_ms>:<inbox>:<random>', see store/mod.rs): a
+-- release hands such a waiter the lock directly — the key set to the waiter's id for
+-- the claim, at most a minute, which the waiter itself then extends to its TTL — and
+-- tells it on '<key>:fencelock:to:<inbox>'. A waiter that died in line costs the lock
+-- the claim, never its TTL. nil for any other entry (it is woken on the key's channel
+-- and retries instead).
 local function fencelock_handoff(member)
-  local ttl, inbox = string.match(member, '^handoff:(%d+):(%x+):%x+$')
-  ttl = tonumber(ttl or '')
-  if ttl and ttl > 0 then
-    return ttl, inbox
+  local claim, inbox = string.match(member, '^handoff:(%d+):(%x+):%x+$')
+  claim = tonumber(claim or '')
+  if claim and claim > 0 then
+    return math.min(claim, 60000), inbox
   end
   return nil
 end

@@ -1,0 +1,99 @@
+//! The node fan-out: one operation sent to every node at once, each request under its
+//! own time-out, answers taken in the order they come.
+//!
+//! Every path that touches a live lease — an acquire attempt, a renewal round, an
+//! extend, a release — goes through here, so they all follow the same rule: the caller
+//! decides as soon as the answers it has make the decision certain (a majority), and the
+//! nodes that have not answered yet finish in the background
+//! ([`FanOut::finish_in_background`]) instead of holding the caller — and the lease —
+//! back. A silent minority (paused, partitioned, swapping) then costs nothing but its
+//! own answers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use crate::error::{NodeError, NodeErrorKind};
+use crate::store::{Node, StoreFuture};
+
+/// One node's answer: the store's reply, or `Err(TimedOut)` when it did not come within
+/// the time-out (the request may still be applied later: see [`crate::store::Store::abandon`]).
+pub(crate) type Answer<T> = Result<Result<T, NodeError>, TimedOut>;
+
+/// A request that got no answer within its time-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimedOut;
+
+type Pending<T> = Pin<Box<dyn Future<Output = (usize, Answer<T>)> + Send>>;
+
+/// Requests in flight to every node (see the module docs).
+pub(crate) struct FanOut<T> {
+    pending: FuturesUnordered<Pending<T>>,
+    timeout: Duration,
+}
+
+impl<T: Send + 'static> FanOut<T> {
+    /// Sends `request(node)` to every node at once, each under `timeout`.
+    pub(crate) fn start(
+        nodes: &[Node],
+        timeout: Duration,
+        mut request: impl FnMut(&Node) -> StoreFuture<T>,
+    ) -> Self {
+        let pending = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let call = request(node);
+                Box::pin(async move {
+                    let answer = tokio::time::timeout(timeout, call)
+                        .await
+                        .map_err(|_| TimedOut);
+                    (i, answer)
+                }) as Pending<T>
+            })
+            .collect();
+        FanOut { pending, timeout }
+    }
+
+    /// The next answer, from whichever node gives it first; `None` when every node has
+    /// answered or timed out.
+    ///
+    /// Cancelling it loses no answer: the request stays in the fan-out.
+    pub(crate) async fn next(&mut self) -> Option<(usize, Answer<T>)> {
+        self.pending.next().await
+    }
+
+    /// Whether every node has answered or timed out.
+    pub(crate) fn is_done(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The error that stands for a node's time-out in messages.
+    pub(crate) fn timeout_error(&self, node: &str) -> NodeError {
+        NodeError::new(
+            NodeErrorKind::Timeout,
+            node,
+            format!("no answer within {} ms", self.timeout.as_millis()),
+        )
+    }
+
+    /// Lets the nodes that have not answered yet finish on a task of their own, handing
+    /// each answer to `on_answer` (for clean-up: undo a late grant, abandon a request
+    /// that timed out). Spawns nothing when every node has answered.
+    pub(crate) fn finish_in_background(
+        mut self,
+        mut on_answer: impl FnMut(usize, Answer<T>) + Send + 'static,
+    ) {
+        if self.pending.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some((i, answer)) = self.pending.next().await {
+                on_answer(i, answer);
+            }
+        });
+    }
+}

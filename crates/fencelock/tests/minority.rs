@@ -1,0 +1,370 @@
+//! A minority of faulty nodes never takes a healthy lease down, and a lease never
+//! claims validity it does not have — on real redis-server processes.
+//!
+//! Every test asserts outcomes (the lease stayed valid and exclusive, the key's expiry
+//! on the node), never how long something took: TTLs are a few seconds so that a loaded
+//! 2-core machine does not starve a healthy renewal.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fencelock::{Locker, ReleaseOutcome};
+use support::Cluster;
+
+fn locker(cluster: &Cluster) -> Locker {
+    Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_millis(300))
+        .build()
+        .expect("locker")
+}
+
+/// Holds `key` under auto-renewal for `rounds` of `ttl`, checking on every step that
+/// the lease is valid and that a rival is refused; `fault` runs after the first step.
+async fn hold_through(
+    cluster: &Cluster,
+    key: &str,
+    ttl: Duration,
+    rounds: u32,
+    fault: impl FnOnce(&Cluster),
+) {
+    let holder = locker(cluster);
+    let rival = locker(cluster);
+    let lease = holder.acquire(key, ttl).await.expect("acquire");
+    lease.set_auto_renew(true);
+    let mut fault = Some(fault);
+    let end = Instant::now() + ttl * rounds;
+    let mut steps = 0;
+    while Instant::now() < end {
+        assert!(
+            !lease.is_lost(),
+            "a healthy majority's lease was lost after {steps} steps"
+        );
+        let err = rival
+            .try_acquire(key, ttl)
+            .await
+            .expect_err("a rival got the lock while the lease was held");
+        assert!(err.is_contended() || err.is_unavailable(), "{err}");
+        if let Some(f) = fault.take() {
+            f(cluster);
+        }
+        steps += 1;
+        tokio::time::sleep(ttl / 10).await;
+    }
+    assert!(lease.is_valid(), "lease invalid at the end: {lease:?}");
+    assert!(!lease.is_lost());
+    let outcome = lease.release().await.expect("release");
+    assert_eq!(outcome, ReleaseOutcome::Released);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_minority_of_three_does_not_take_a_renewing_lease_down() {
+    let cluster = Cluster::start(3);
+    hold_through(
+        &cluster,
+        "minority-paused",
+        Duration::from_secs(3),
+        4,
+        |c| c.pause(2),
+    )
+    .await;
+    cluster.resume(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_minority_of_five_does_not_take_a_renewing_lease_down() {
+    let cluster = Cluster::start(5);
+    hold_through(
+        &cluster,
+        "minority-paused-5",
+        Duration::from_secs(3),
+        4,
+        |c| {
+            c.pause(3);
+            c.pause(4);
+        },
+    )
+    .await;
+    cluster.resume(3);
+    cluster.resume(4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_restarted_empty_does_not_take_a_renewing_lease_down() {
+    let cluster = Cluster::start(3);
+    hold_through(
+        &cluster,
+        "minority-restarted",
+        Duration::from_secs(3),
+        4,
+        |c| c.restart(0),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owner_on_one_node_does_not_take_the_lease_down() {
+    let cluster = Cluster::start(3);
+    hold_through(&cluster, "minority-other", Duration::from_secs(3), 4, |c| {
+        // A waiter's attempt, a stray, or an overwrite: one node of three says
+        // "another owner" while two still hold our value.
+        c.set(1, "minority-other", "someone-else", 60_000)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_owner_on_a_majority_loses_the_lease() {
+    let cluster = Cluster::start(3);
+    let l = locker(&cluster);
+    let lease = l
+        .acquire("majority-other", Duration::from_secs(3))
+        .await
+        .expect("acquire");
+    lease.set_auto_renew(true);
+    cluster.set(0, "majority-other", "someone-else", 60_000);
+    cluster.set(1, "majority-other", "someone-else", 60_000);
+    tokio::time::timeout(Duration::from_secs(30), lease.lost())
+        .await
+        .expect("lost() did not fire");
+    assert!(lease.is_lost());
+    assert!(!lease.is_valid());
+}
+
+/// Issue: `extend` to a shorter TTL kept the old validity.
+async fn extend_shorter_is_believed(urls: Vec<String>) {
+    let build = || {
+        Locker::builder()
+            .stores(urls.clone())
+            .request_timeout(Duration::from_millis(300))
+            .build()
+            .expect("locker")
+    };
+    let first = build();
+    let second = build();
+    let lease = first
+        .acquire("shorter", Duration::from_secs(10))
+        .await
+        .expect("acquire");
+    lease.set_auto_renew(false);
+    lease
+        .extend(Duration::from_millis(200))
+        .await
+        .expect("extend");
+    assert!(
+        lease.remaining() <= Duration::from_millis(200),
+        "the lease claims {:?} after extend(200 ms)",
+        lease.remaining()
+    );
+    // Whenever a second locker gets the lock, the first lease must not be valid.
+    let taken = second
+        .acquire_with(
+            "shorter",
+            Duration::from_secs(10),
+            &fencelock::AcquireOptions::default().max_wait(Duration::from_secs(20)),
+        )
+        .await
+        .expect("the keys expire 200 ms after the extend");
+    assert!(
+        !lease.is_valid(),
+        "two valid leases at once: the first claims {:?} more",
+        lease.remaining()
+    );
+    drop(taken);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_to_a_shorter_ttl_shortens_the_validity_on_redis() {
+    let cluster = Cluster::start(3);
+    extend_shorter_is_believed(cluster.urls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_to_a_shorter_ttl_shortens_the_validity_in_memory() {
+    extend_shorter_is_believed(vec!["memory://extend-shorter".into()]).await;
+}
+
+/// Issue: a key replaced by a non-string made the whole renewal batch fail on that
+/// node, and every healthy lease of the locker was lost with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_poisoned_key_costs_one_lease_not_the_batch() {
+    let cluster = Cluster::start(1);
+    let l = locker(&cluster);
+    let ttl = Duration::from_secs(2);
+    let poisoned = l.acquire("poisoned", ttl).await.expect("acquire");
+    let healthy = l.acquire("healthy", ttl).await.expect("acquire");
+    poisoned.set_auto_renew(true);
+    healthy.set_auto_renew(true);
+    {
+        let mut c = cluster.connection(0);
+        redis::cmd("DEL").arg("poisoned").exec(&mut c).expect("DEL");
+        redis::cmd("HSET")
+            .arg("poisoned")
+            .arg("f")
+            .arg("v")
+            .exec(&mut c)
+            .expect("HSET");
+    }
+    tokio::time::timeout(Duration::from_secs(30), poisoned.lost())
+        .await
+        .expect("the poisoned lease was never declared lost");
+    // Several renewal rounds later the healthy lease still holds.
+    let end = Instant::now() + ttl * 3;
+    while Instant::now() < end {
+        assert!(
+            !healthy.is_lost(),
+            "a healthy lease was lost with the batch"
+        );
+        tokio::time::sleep(ttl / 10).await;
+    }
+    assert!(healthy.is_valid());
+    assert_eq!(
+        healthy.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
+}
+
+/// Issue: `acquire()` leases did not renew unless `with_lock` turned it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_leases_renew_by_default() {
+    let cluster = Cluster::start(1);
+    let l = locker(&cluster);
+    let rival = locker(&cluster);
+    let ttl = Duration::from_secs(1);
+    let lease = l.acquire("renews", ttl).await.expect("acquire");
+    let end = Instant::now() + ttl * 4;
+    while Instant::now() < end {
+        tokio::time::sleep(ttl / 10).await;
+    }
+    assert!(lease.is_valid(), "an acquire() lease ran out: {lease:?}");
+    let err = rival.try_acquire("renews", ttl).await.expect_err("held");
+    assert!(err.is_contended(), "{err}");
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
+    // The opt-out still lets a lease run out.
+    let lease = l.acquire("no-renew", ttl).await.expect("acquire");
+    lease.set_auto_renew(false);
+    tokio::time::timeout(Duration::from_secs(30), lease.lost())
+        .await
+        .expect("a lease without renewal ran out without lost()");
+}
+
+/// Issue: the start-up checks held every first acquire back until a silent node's
+/// probe timed out. Here the silent node's connection alone may take 30 s to time
+/// out; the acquire needs a round trip or two of the two healthy nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_minority_does_not_hold_back_the_first_acquire() {
+    let cluster = Cluster::start(3);
+    cluster.pause(2);
+    let l = Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .expect("locker");
+    let lease = tokio::time::timeout(
+        Duration::from_secs(15),
+        l.acquire("silent-minority", Duration::from_secs(60)),
+    )
+    .await
+    .expect("the first acquire waited for the silent node's checks")
+    .expect("acquire");
+    assert!(lease.is_valid());
+    lease.release().await.expect("release");
+    cluster.resume(2);
+}
+
+/// Issue: a one-node hand-off set the key to the waiter's id with the TTL the waiter
+/// asked for, so a waiter that died in line blocked the lock for its whole TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_to_a_dead_waiter_costs_at_most_a_short_claim() {
+    let cluster = Cluster::start(1);
+    let url = cluster.url(0);
+    let holder = locker(&cluster);
+    let lease = holder
+        .acquire("dead-waiter", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    // The waiter runs on a runtime of its own, which stops running it mid-wait.
+    let waiter = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let l = Locker::builder().store(url).build().expect("locker");
+            tokio::spawn(async move {
+                let options =
+                    fencelock::AcquireOptions::default().max_wait(Duration::from_secs(600));
+                l.acquire_with("dead-waiter", Duration::from_secs(120), &options)
+                    .await
+            });
+            // Let it stand in line, then stop running it.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+        // The waiter's task is never polled or dropped again: no clean-up runs, as
+        // in a process that hangs or died (forgetting the runtime keeps it so).
+        std::mem::forget(rt);
+    });
+    // The line entry outlives the waiter's process (until its deadline).
+    let mut in_line = false;
+    for _ in 0..400 {
+        let mut c = cluster.connection(0);
+        let n: u64 = redis::cmd("ZCARD")
+            .arg("dead-waiter:fencelock:queue")
+            .query(&mut c)
+            .expect("ZCARD");
+        if n > 0 {
+            in_line = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(in_line, "the waiter never stood in line");
+    waiter.join().expect("waiter thread");
+    lease.release().await.expect("release");
+    let value = cluster.get(0, "dead-waiter");
+    let pttl = cluster.pttl(0, "dead-waiter");
+    if let Some(v) = value {
+        assert!(v.starts_with("handoff:"), "{v}");
+        assert!(
+            pttl <= 5_000,
+            "the hand-off holds the key for the dead waiter for {pttl} ms \
+             (it asked for 120 000 ms)"
+        );
+    }
+}
+
+/// Issue 9, smaller: a TTL near `Duration::MAX` panicked; a prefix could name another
+/// lock's counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_ttls_and_reserved_prefixes_are_clear_errors() {
+    let l = Locker::builder()
+        .store("memory://huge-ttl")
+        .max_ttl(Duration::MAX)
+        .build()
+        .expect("locker");
+    let err = l
+        .acquire("k", Duration::MAX)
+        .await
+        .expect_err("Duration::MAX");
+    assert!(err.is_invalid_input(), "{err}");
+    let err = l
+        .acquire("k", Duration::from_secs(u64::MAX / 4))
+        .await
+        .expect_err("a TTL past the clock's range");
+    assert!(err.is_invalid_input(), "{err}");
+    let l = Locker::builder()
+        .store("memory://reserved-prefix")
+        .prefix("a:fencelock")
+        .build()
+        .expect("locker");
+    let err = l
+        .acquire(":fence", Duration::from_secs(1))
+        .await
+        .expect_err("prefix + key name a counter");
+    assert!(err.is_invalid_input(), "{err}");
+}
