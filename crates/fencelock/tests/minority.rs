@@ -185,6 +185,44 @@ async fn extend_to_a_shorter_ttl_shortens_the_validity_in_memory() {
     extend_shorter_is_believed(vec!["memory://extend-shorter".into()]).await;
 }
 
+/// Issue: a user's `extend(10 s)` in flight when a renewal round of the 3 s lease
+/// started: the renewal's `PEXPIRE 3000` landed after the extend's `PEXPIRE 10000`,
+/// while the lease took the larger validity and claimed 10 s. The node is paused so
+/// that both requests queue up in that order and are answered together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extend_racing_a_renewal_never_overstates_the_validity() {
+    let cluster = Cluster::start(1);
+    let l = Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .expect("locker");
+    let ttl = Duration::from_secs(3);
+    let lease = std::sync::Arc::new(l.acquire("racing", ttl).await.expect("acquire"));
+    lease.set_auto_renew(true);
+    cluster.pause(0);
+    let extending = {
+        let lease = lease.clone();
+        tokio::spawn(async move { lease.extend(Duration::from_secs(10)).await })
+    };
+    // The renewal round falls due (a third of the TTL) while the extend waits.
+    tokio::time::sleep(ttl / 2).await;
+    cluster.resume(0);
+    extending
+        .await
+        .expect("task")
+        .expect("the extend reached the node");
+    // Let the renewal's answer come in too, then stop renewing and compare.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lease.set_auto_renew(false);
+    let pttl = cluster.pttl(0, "racing");
+    let claimed = lease.remaining();
+    assert!(
+        claimed <= Duration::from_millis(u64::try_from(pttl).unwrap_or(0) + 1),
+        "the lease claims {claimed:?} while its key expires in {pttl} ms"
+    );
+}
+
 /// Issue: a key replaced by a non-string made the whole renewal batch fail on that
 /// node, and every healthy lease of the locker was lost with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
