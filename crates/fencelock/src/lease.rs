@@ -281,9 +281,16 @@ pub(crate) fn safety_margin(ttl: Duration) -> Duration {
 /// Proof of holding a lock: its keys, its fencing token, how long it is valid, and a
 /// signal for the moment it is lost.
 ///
+/// A lease renews itself (see [`Lease::set_auto_renew`]) until it is released, dropped
+/// or lost, or the locker's `max_hold` runs out.
+///
 /// Dropping a lease without [`Lease::release`] stops its renewal and has the locker's
-/// background task release it (best effort; the TTL frees it otherwise).
-#[must_use = "dropping a Lease releases the lock at once"]
+/// background task release it at once — on the runtime the locker started on. That
+/// task runs only while the runtime does: a lease dropped as `main` returns (or as the
+/// runtime shuts down) stays held until its TTL runs out, because nothing is left to
+/// send the release. Call [`crate::Locker::shutdown`] before returning: it waits for
+/// every queued release.
+#[must_use = "dropping a Lease releases the lock (through the locker's background task)"]
 #[derive(Debug)]
 pub struct Lease {
     state: Arc<LeaseState>,
@@ -304,8 +311,11 @@ impl Lease {
         &self.state.keys
     }
 
-    /// The random value stored in the keys: the proof of ownership. Keep it secret;
-    /// anyone who has it can release the lock.
+    /// The value stored in the keys: the proof of ownership. Keep it secret; anyone who
+    /// has it can release the lock. For a lease granted by an acquire attempt it is that
+    /// attempt's random value (32 hex characters); for a lease handed over by a release
+    /// on one node it is the waiter's id (`handoff:<claim_ms>:<inbox>:<random>`, see
+    /// `docs/waiting.md`), which the release wrote into the key.
     pub fn value(&self) -> &str {
         &self.state.value
     }
@@ -361,9 +371,13 @@ impl Lease {
         self.state.signal.child_token()
     }
 
-    /// Turns automatic renewal on or off. On, the locker's background task extends the
-    /// lease at about a third of its TTL for as long as it is held, batched with every
-    /// other live lease of the locker (one round trip per node per tick).
+    /// Turns automatic renewal on or off (a new lease renews itself unless the locker
+    /// was built with [`crate::LockerBuilder::auto_renew`]`(false)`). On, the locker's
+    /// background task extends the lease at about a third of its TTL for as long as it
+    /// is held, batched with every other live lease of the locker (one round trip per
+    /// node per tick), and decides at the first majority of answers: a silent minority
+    /// holds nothing back. Off, the lease runs out at the end of its TTL unless
+    /// extended, and `lost()` fires just before.
     pub fn set_auto_renew(&self, on: bool) {
         self.state.auto_renew.store(on, Ordering::Release);
         if on {
@@ -371,7 +385,10 @@ impl Lease {
         }
     }
 
-    /// Extends the lease to `ttl` from now on a majority of nodes.
+    /// Extends the lease to `ttl` from now on a majority of nodes; later renewals use
+    /// `ttl` too. A renewal round in flight finishes first (at most one extension of a
+    /// lease is in flight). An extend to a shorter TTL shortens the keys and the
+    /// lease's validity at once, whatever its outcome.
     ///
     /// # Errors
     ///
@@ -382,7 +399,8 @@ impl Lease {
     /// current validity).
     ///
     /// Cancelling this future leaves the lease as it was or extended on some nodes;
-    /// its validity is only raised by a completed majority.
+    /// its validity is only raised by a completed majority (and already lowered, for a
+    /// shorter TTL).
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
         self.locker.extend_lease(&self.state, ttl).await
     }

@@ -30,6 +30,10 @@
 //!     .await
 //!     .into_result()?;
 //! assert!(next > token);
+//!
+//! // Before the program ends: a lease dropped without release() is released by the
+//! // locker's background task, which only runs while the runtime does.
+//! locker.shutdown().await;
 //! # Ok(()) }
 //! ```
 //!
@@ -51,13 +55,17 @@
 //!
 //! ## Layout
 //!
-//! - [`Locker`] (`locker.rs`): the Redlock algorithm over N stores — parallel requests,
-//!   early quorum decision, the fencing commit round, validity, waiting, release.
+//! - [`Locker`] (`locker.rs`): the Redlock algorithm over N stores — attempts, the
+//!   fencing commit round, waiting, extend, release.
+//! - `fanout.rs`: the node fan-out every path uses — one request per node under its
+//!   own time-out, decided at the first majority, the rest finishing in the background.
 //! - [`LockerBuilder`] (`builder.rs`): stores and options.
 //! - [`Lease`] (`lease.rs`): keys, value, token, validity, `lost()`; extend and release.
 //! - `renew.rs`: the locker's background task — batched renewal, the `lost()` timers,
 //!   releases of dropped leases and cancelled acquires.
-//! - `quorum.rs`: the pure arithmetic (quorum, drift, validity, back-off).
+//! - `quorum.rs`: the pure rules — quorum, drift, the one validity computation
+//!   (`valid_until`), the acquire tally and the one "held on a majority" tally
+//!   (`HoldTally`) that renewal, extend and release share, back-off.
 //! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.
 //! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
 //! - `keys.rs`: [`IntoKeys`] and key validation.

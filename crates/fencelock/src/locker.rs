@@ -178,7 +178,10 @@ impl Locker {
 
     /// Acquires the lock on `keys` (all or nothing) for `ttl`, waiting up to the
     /// locker's `max_wait` (default 10 s) while it is held. Waiters wake on the holder's
-    /// release notice, or when the holder's TTL runs out.
+    /// release notice, or when the holder's TTL runs out. The lease renews itself until
+    /// it is released or dropped (unless the locker was built with
+    /// [`LockerBuilder::auto_renew`]`(false)`); the locker's start-up checks run beside
+    /// its first acquire and never hold it back.
     ///
     /// # Errors
     ///
@@ -848,7 +851,10 @@ impl Locker {
         Scoped { work, release }
     }
 
-    /// Finishes every release queued by dropped leases and cancelled acquires.
+    /// Finishes every release queued by dropped leases and cancelled acquires. Call it
+    /// before the program (or the runtime) ends: the background task that sends those
+    /// releases runs only while the runtime does, and a lease whose release was never
+    /// sent stays held until its TTL runs out.
     ///
     /// Cancelling this future stops waiting; the releases still go on in the background.
     pub async fn shutdown(&self) {
