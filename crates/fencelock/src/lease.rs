@@ -56,6 +56,8 @@ pub(crate) struct LeaseState {
     floors: Mutex<Vec<(usize, Instant)>>,
     /// What the nodes said in the latest renewal round, for the message of a loss.
     pub(crate) last_round: Mutex<Option<String>>,
+    /// Why the lease was lost, for the errors that report it later.
+    lost_because: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for LeaseState {
@@ -110,6 +112,7 @@ impl LeaseState {
             op: Arc::default(),
             floors: Mutex::default(),
             last_round: Mutex::default(),
+            lost_because: Mutex::default(),
         }
     }
 
@@ -258,6 +261,7 @@ impl LeaseState {
         let now = Instant::now();
         t.valid_until = t.valid_until.min(now);
         drop(t);
+        *self.lost_because.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
         if !self.is_ended() {
             tracing::warn!(keys = ?self.keys, token = self.token, "lease lost: {why}");
         }
@@ -457,11 +461,18 @@ impl Drop for Lease {
     }
 }
 
-/// Used by the locker to report errors about a lease.
+/// Used by the locker to report errors about a lease; names why it was lost, when it
+/// was.
 pub(crate) fn lost_error(state: &LeaseState, why: &str) -> Error {
+    let because = state
+        .lost_because
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     Error::lost(format!(
-        "lease on {} (token {}) lost: {why}",
+        "lease on {} (token {}) lost: {why}{}",
         crate::error::KeyList(&state.keys),
-        state.token
+        state.token,
+        because.map(|b| format!(" ({b})")).unwrap_or_default()
     ))
 }

@@ -127,15 +127,10 @@ fn pause_makes_requests_time_out_until_resume() {
     assert!(cluster.is_running(1), "a paused node is still running");
 
     // The kernel still completes TCP handshakes for a stopped process, so this
-    // is a timeout, not a refusal: it must take about the client timeout.
-    let started = Instant::now();
-    let result = ping(&cluster.url(1), Duration::from_millis(300));
-    let elapsed = started.elapsed();
-    let err = result.expect_err("PING to a paused node must fail");
-    assert!(
-        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3),
-        "PING failed after {elapsed:?} ({err}); expected a ~300 ms timeout"
-    );
+    // is a timeout, not a refusal.
+    let err = ping(&cluster.url(1), Duration::from_millis(300))
+        .expect_err("PING to a paused node must fail");
+    assert!(err.is_timeout(), "expected a time-out, not a refusal: {err}");
 
     // Other nodes are unaffected.
     assert_eq!(
@@ -496,13 +491,8 @@ fn restart_waits_out_a_port_held_by_another_process() {
         std::thread::sleep(Duration::from_millis(500));
         drop(squatter);
     });
-    let started = Instant::now();
     cluster.restart(0);
     releaser.join().expect("releaser thread");
-    assert!(
-        started.elapsed() >= Duration::from_millis(450),
-        "restart did not wait for the port"
-    );
     assert_eq!(cluster.port(0), port);
     assert_eq!(
         ping(&cluster.url(0), Duration::from_secs(2)).expect("PING"),
