@@ -23,7 +23,16 @@ fn a_paused_node_of_three_does_not_kill_a_running_job() {
         finished.display()
     );
     let mut args: Vec<&str> = stores.iter().map(String::as_str).collect();
-    args.extend(["run", "--ttl", "3s", "minority-job", "--", "sh", "-c", &script]);
+    args.extend([
+        "run",
+        "--ttl",
+        "3s",
+        "minority-job",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     let job = spawn(state.path(), &args);
     wait_for_file(&started);
     // One node stops answering (a pause, a partition, a swapping host) two seconds in:
@@ -37,8 +46,15 @@ fn a_paused_node_of_three_does_not_kill_a_running_job() {
     let refused = finish(spawn(state.path(), &rival));
     assert_eq!(refused.code, Some(1), "{refused:#?}");
     let done = finish(job);
-    assert_eq!(done.code, Some(0), "the job was not left to finish: {done:#?}");
-    assert!(finished.exists(), "the job was stopped before its end: {done:#?}");
+    assert_eq!(
+        done.code,
+        Some(0),
+        "the job was not left to finish: {done:#?}"
+    );
+    assert!(
+        finished.exists(),
+        "the job was stopped before its end: {done:#?}"
+    );
     cluster.resume(2);
 }
 

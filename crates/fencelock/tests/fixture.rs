@@ -130,7 +130,10 @@ fn pause_makes_requests_time_out_until_resume() {
     // is a timeout, not a refusal.
     let err = ping(&cluster.url(1), Duration::from_millis(300))
         .expect_err("PING to a paused node must fail");
-    assert!(err.is_timeout(), "expected a time-out, not a refusal: {err}");
+    assert!(
+        err.is_timeout(),
+        "expected a time-out, not a refusal: {err}"
+    );
 
     // Other nodes are unaffected.
     assert_eq!(

@@ -170,7 +170,10 @@ async fn acl_user_confined_to_a_prefix_can_do_everything() {
     for _ in 0..4 {
         tokio::time::sleep(short).await;
     }
-    assert!(!renewed.is_lost(), "renewal failed under the ACL: {renewed:?}");
+    assert!(
+        !renewed.is_lost(),
+        "renewal failed under the ACL: {renewed:?}"
+    );
     assert!(locker.status(["job"]).await.expect("status")[0].is_held());
     renewed.release().await.unwrap();
     let fair = locker
@@ -712,6 +715,9 @@ async fn max_hold_lets_an_auto_renewed_lease_go() {
     assert!(e.is_lost(), "{e:?}");
     assert!(e.to_string().contains("max_hold"), "{e}");
     if seen_at < max_hold {
-        assert!(seen.is_some(), "not renewed: the key was gone at {seen_at:?}");
+        assert!(
+            seen.is_some(),
+            "not renewed: the key was gone at {seen_at:?}"
+        );
     }
 }

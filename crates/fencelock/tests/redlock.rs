@@ -388,9 +388,18 @@ async fn cancelled_acquire_leaves_no_key_of_ours() {
             }
             l.shutdown().await;
             let ctx = format!("scenario {replies:?}, cancelled after {cancel} ms");
+            // Nor a place in line (a refusing node puts a waiter in line).
+            let in_line = |i: usize| -> u64 {
+                redis::cmd("ZCARD")
+                    .arg(format!("{key}:fencelock:queue"))
+                    .query(&mut cluster.connection(i))
+                    .expect("ZCARD")
+            };
             for _ in 0..200 {
                 let left: Vec<usize> = (0..3)
-                    .filter(|&i| cluster.get(i, &key).is_some_and(|v| v != "someone-else"))
+                    .filter(|&i| {
+                        cluster.get(i, &key).is_some_and(|v| v != "someone-else") || in_line(i) > 0
+                    })
                     .collect();
                 if left.is_empty() {
                     break;
@@ -403,6 +412,7 @@ async fn cancelled_acquire_leaves_no_key_of_ours() {
                     v.is_none() || v.as_deref() == Some("someone-else"),
                     "{ctx}: node {i} still has our key ({v:?})"
                 );
+                assert_eq!(in_line(i), 0, "{ctx}: node {i} still has us in line");
             }
         }
     }
