@@ -55,6 +55,12 @@ pub enum Kind {
     /// failed or abandoned attempt left its key behind (it blocks others until it
     /// expires).
     StrayKey,
+    /// A renewing lease was lost while its holder worked under it (its job stopped).
+    LeaseLost,
+    /// A lease claimed more time left than its keys lived on a majority of nodes.
+    ValidityOverstated,
+    /// The lock stayed unused for longer than the bound while someone waited for it.
+    Blocked,
     /// The harness itself failed (resource errors): the run proves nothing.
     Harness,
 }
@@ -72,6 +78,9 @@ impl std::fmt::Display for Kind {
             Kind::AcquireOverran => write!(f, "acquire overran"),
             Kind::NoRecovery => write!(f, "no recovery"),
             Kind::StrayKey => write!(f, "stray key"),
+            Kind::LeaseLost => write!(f, "lease lost"),
+            Kind::ValidityOverstated => write!(f, "validity overstated"),
+            Kind::Blocked => write!(f, "lock blocked"),
             Kind::Harness => write!(f, "harness error"),
         }
     }
@@ -113,6 +122,13 @@ pub struct Stats {
     pub max_acquire_ms: f64,
     /// Longest stall of a worker process that the harness did not cause, ms.
     pub longest_stall_ms: f64,
+    /// Renewing leases lost while held (jobs stopped).
+    pub leases_lost: usize,
+    /// Claims compared with the nodes after an extend.
+    pub claims_checked: usize,
+    /// Longest time the lock stayed unused while a worker waited, ms (scenarios with
+    /// a bound on it).
+    pub longest_gap_ms: f64,
 }
 
 /// What the checker found.
@@ -140,6 +156,9 @@ pub struct Bounds {
     pub retry_ns: u64,
     /// Extra time allowed for restarts, reconnects and a loaded machine.
     pub slack_ns: u64,
+    /// With a value: the longest the lock may stay unused while a live worker waits
+    /// for it (`Blocked` beyond that).
+    pub max_gap_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -151,10 +170,20 @@ struct Grant {
     t_grant: u64,
     valid_until: u64,
     releasing: Option<u64>,
+    /// Renewed while held: claimed until released or lost, not until `valid_until`.
+    renewing: bool,
+    lost_at: Option<u64>,
 }
 
 impl Grant {
     fn claim_end(&self) -> u64 {
+        if self.renewing {
+            return match (self.releasing, self.lost_at) {
+                (Some(r), Some(l)) => r.min(l),
+                (Some(e), None) | (None, Some(e)) => e,
+                (None, None) => self.valid_until,
+            };
+        }
         self.releasing
             .map_or(self.valid_until, |r| r.min(self.valid_until))
     }
@@ -214,6 +243,9 @@ pub fn check(h: &History, bounds: Bounds) -> Findings {
     let mut f = Findings::default();
     let mut grants: Vec<Grant> = Vec::new();
     let mut releasing: HashMap<LeaseId, u64> = HashMap::new();
+    let mut lost: HashMap<LeaseId, u64> = HashMap::new();
+    let mut lost_leases: Vec<String> = Vec::new();
+    let mut overstated: Vec<String> = Vec::new();
     let mut harness: Vec<String> = Vec::new();
     let mut overran: Vec<String> = Vec::new();
     let mut values: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -254,6 +286,7 @@ pub fn check(h: &History, bounds: Bounds) -> Findings {
                 t_grant,
                 valid_until,
                 max_wait_ms,
+                renewing,
             } => {
                 f.stats.max_acquire_ms = f.stats.max_acquire_ms.max(ms(t_grant - t_req));
                 if over(*t_req, *t_grant, *max_wait_ms)
@@ -275,6 +308,8 @@ pub fn check(h: &History, bounds: Bounds) -> Findings {
                     t_grant: *t_grant,
                     valid_until: *valid_until,
                     releasing: None,
+                    renewing: *renewing,
+                    lost_at: None,
                 });
             }
             WorkerEvent::AcquireFailed {
@@ -298,6 +333,33 @@ pub fn check(h: &History, bounds: Bounds) -> Findings {
             WorkerEvent::Releasing { lease, t } => {
                 releasing.insert(*lease, *t);
             }
+            WorkerEvent::Lost { lease, t, message } => {
+                lost.insert(*lease, *t);
+                lost_leases.push(format!(
+                    "{} lost at {}: {message}",
+                    Fmt::lease(*lease),
+                    fmt.t(*t)
+                ));
+            }
+            WorkerEvent::ClaimChecked {
+                lease,
+                t,
+                claimed_us,
+                majority_us,
+                extend_ms,
+            } => {
+                f.stats.claims_checked += 1;
+                // PTTL is whole milliseconds, rounded down.
+                if *claimed_us > majority_us + 1000 {
+                    overstated.push(format!(
+                        "{} at {} (after extend to {extend_ms} ms) claimed {:.1} ms left; its keys lived {:.1} ms on a majority",
+                        Fmt::lease(*lease),
+                        fmt.t(*t),
+                        *claimed_us as f64 / 1000.0,
+                        *majority_us as f64 / 1000.0
+                    ));
+                }
+            }
             WorkerEvent::ResourceError { lease, message } => {
                 harness.push(format!("{}: resource error: {message}", Fmt::lease(*lease)));
             }
@@ -308,7 +370,21 @@ pub fn check(h: &History, bounds: Bounds) -> Findings {
     }
     for g in &mut grants {
         g.releasing = releasing.get(&g.lease).copied();
+        g.lost_at = lost.get(&g.lease).copied();
     }
+    f.stats.leases_lost = lost_leases.len();
+    push(
+        &mut f,
+        Kind::LeaseLost,
+        lost_leases,
+        "renewing leases were lost while their holders worked (jobs stopped)",
+    );
+    push(
+        &mut f,
+        Kind::ValidityOverstated,
+        overstated,
+        "a lease claimed more time than its keys had left on a majority",
+    );
     grants.sort_by_key(|g| g.t_grant);
     f.stats.grants = grants.len();
 
@@ -332,6 +408,9 @@ pub fn check(h: &History, bounds: Bounds) -> Findings {
         check_resource(&mut f, res, &ops, &by_lease, h.ledger_total, &fmt);
     }
     check_recovery(&mut f, h, &grants, bounds, &fmt);
+    if let Some(max_gap) = bounds.max_gap_ns {
+        check_blocked(&mut f, h, &grants, max_gap, &fmt);
+    }
     check_strays(&mut f, h, &values, &fmt);
     f
 }
@@ -602,4 +681,63 @@ fn check_recovery(f: &mut Findings, h: &History, grants: &[Grant], b: Bounds, fm
             )],
         });
     }
+}
+
+/// The lock must not stay unused for longer than `max_gap` while a worker waits for
+/// it: from the end of the leases so far (released, lost, or — for a holder that died
+/// without either — its grant) to the next grant, if an acquire that later completed
+/// was already waiting then. Acquires that never completed (their worker was killed)
+/// do not count as waiting.
+fn check_blocked(f: &mut Findings, h: &History, grants: &[Grant], max_gap: u64, fmt: &Fmt) {
+    let waits: Vec<(u64, u64)> = h
+        .workers
+        .iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Grant { t_req, t_grant, .. } => Some((*t_req, *t_grant)),
+            WorkerEvent::AcquireFailed { t_req, t_end, .. } => Some((*t_req, *t_end)),
+            _ => None,
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut longest = 0u64;
+    let mut busy_until: Option<(u64, &Grant)> = None;
+    for g in grants {
+        if let Some((end, prev)) = busy_until
+            && g.t_grant > end
+        {
+            let waited = waits
+                .iter()
+                .any(|&(req, done)| req < end && done >= g.t_grant);
+            let gap = g.t_grant - end;
+            if waited {
+                longest = longest.max(gap);
+                if gap > max_gap {
+                    found.push(format!(
+                        "{} ended at {}; next grant {} at {} ({:.0} ms later, bound {:.0} ms) while a worker waited",
+                        Fmt::lease(prev.lease),
+                        fmt.t(end),
+                        Fmt::lease(g.lease),
+                        fmt.t(g.t_grant),
+                        ms(gap),
+                        ms(max_gap)
+                    ));
+                }
+            }
+        }
+        let end = match (g.releasing, g.lost_at) {
+            (Some(r), Some(l)) => r.min(l),
+            (Some(e), None) | (None, Some(e)) => e,
+            (None, None) => g.t_grant,
+        };
+        if busy_until.is_none_or(|(e, _)| end > e) {
+            busy_until = Some((end, g));
+        }
+    }
+    f.stats.longest_gap_ms = ms(longest);
+    push(
+        f,
+        Kind::Blocked,
+        found,
+        "the lock stayed unused past the bound while a worker waited",
+    );
 }

@@ -60,6 +60,34 @@ pub enum WorkerEvent {
         valid_until: u64,
         /// The wait the acquire was given, ms.
         max_wait_ms: u64,
+        /// The lease renews itself and the worker stops at `lost()`: it claims the lock
+        /// from its grant until it is released or lost, not until `valid_until`.
+        #[serde(default)]
+        renewing: bool,
+    },
+    /// A renewing lease's `lost()` fired while the worker held it: the job under it
+    /// was stopped.
+    Lost {
+        /// Which lease.
+        lease: LeaseId,
+        /// When.
+        t: u64,
+        /// The error the lease reported.
+        message: String,
+    },
+    /// After an extend, the worker compared the time its lease claims to have left with
+    /// how long the keys still live on a majority of nodes (read first, from every node).
+    ClaimChecked {
+        /// Which lease.
+        lease: LeaseId,
+        /// When the claim was read.
+        t: u64,
+        /// What the lease claimed to have left, µs.
+        claimed_us: u64,
+        /// How long its keys lived on a majority when read, µs (PTTL: whole ms).
+        majority_us: u64,
+        /// The extend's TTL, ms.
+        extend_ms: u64,
     },
     /// An acquire returned an error.
     AcquireFailed {

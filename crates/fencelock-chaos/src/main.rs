@@ -215,6 +215,17 @@ fn on_interrupt() {
 }
 
 fn worker(config: &std::path::Path) -> ExitCode {
+    // The library's warnings (a lease lost, and why) go to the worker's log, which a
+    // run that was not as expected keeps beside its history. `RUST_LOG` can ask for
+    // more (`fencelock=debug`).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("fencelock=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let cfg: workload::WorkerConfig = match std::fs::read(config)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))

@@ -100,6 +100,15 @@ pub enum Step {
     Proxy(usize, ProxyMode),
     /// Move a node's wall clock by this many ms (from now on).
     ClockJump(usize, i64),
+    /// Another client takes the key on one node (`SET key other PX ms`, overwriting
+    /// whatever is there): one node reports another owner.
+    SetKey(usize, Duration),
+    /// SIGKILL a victim worker (see [`Scenario::victims`]) that does not hold the lock
+    /// right now: most of the time it is waiting in line.
+    KillWaiter,
+    /// SIGKILL the next victim worker that announces it holds the lock: it leaves its
+    /// lease to run out (the negative control of the hand-off scenarios).
+    KillHolder,
     /// Record what every lock node holds for the key (value and PTTL) in the history.
     Probe,
     /// Every fault is healed: liveness is measured from here.
@@ -137,6 +146,23 @@ pub struct Scenario {
     pub expect: Vec<Kind>,
     /// Violations that may be flagged.
     pub allow: Vec<Kind>,
+    /// Workers hold under automatic renewal and stop at `lost()` (a lost lease is a
+    /// violation unless expected).
+    pub renew: bool,
+    /// Renewing workers also extend their lease to a TTL in this range (ms) every
+    /// quarter TTL and check its claim against the nodes.
+    pub extend_ms: Option<(u64, u64)>,
+    /// Negative control of the claim check: workers report claims this much larger.
+    pub overstate_ms: u64,
+    /// The last this many workers are victims of [`Step::KillWaiter`] /
+    /// [`Step::KillHolder`], and take leases of `victim_ttl`.
+    pub victims: u32,
+    /// The TTL the victims ask for (longer than the others': a hand-off that gave a
+    /// dead victim its own TTL would block the lock for it).
+    pub victim_ttl: Duration,
+    /// With a value: the lock must never stay unused longer than this while someone
+    /// waits (the checker's `Blocked`).
+    pub max_gap: Option<Duration>,
 }
 
 fn is_unfenced(k: Kind) -> bool {
@@ -170,12 +196,18 @@ impl Scenario {
             schedule: Vec::new(),
             expect: Vec::new(),
             allow: Vec::new(),
+            renew: false,
+            extend_ms: None,
+            overstate_ms: 0,
+            victims: 0,
+            victim_ttl: Duration::ZERO,
+            max_gap: None,
         }
     }
 
     /// The workload, in words (for the report).
     pub fn workload(&self) -> String {
-        format!(
+        let mut w = format!(
             "{} nodes, {} workers, TTL {} ms, hold {}–{} ms, {}",
             self.nodes.len(),
             self.workers,
@@ -187,7 +219,21 @@ impl Scenario {
             } else {
                 "polling"
             }
-        )
+        );
+        if self.renew {
+            w.push_str(", auto-renewal");
+        }
+        if let Some((lo, hi)) = self.extend_ms {
+            w.push_str(&format!(", extends to {lo}–{hi} ms"));
+        }
+        if self.victims > 0 {
+            w.push_str(&format!(
+                ", {} victims (TTL {} ms)",
+                self.victims,
+                self.victim_ttl.as_millis()
+            ));
+        }
+        w
     }
 
     /// Scales durations for a soak round (`factor` ≥ 1 makes runs longer).
@@ -389,6 +435,181 @@ pub fn all() -> Vec<Scenario> {
         Step::Healed,
     ];
     v.push(s);
+
+    v.extend(renewal_scenarios());
+    v.extend(handoff_scenarios());
+    v
+}
+
+/// Long critical sections (two to three TTLs) under automatic renewal while a
+/// minority of the nodes is faulty: zero leases may be lost (no job stopped). The
+/// control pauses a majority, which must cost leases.
+fn renewal_scenarios() -> Vec<Scenario> {
+    let renewing = |name: &str, fault: &str| {
+        let mut s = Scenario::base(name, fault, 3);
+        s.renew = true;
+        s.notifications = true;
+        s.workers = 3;
+        s.ttl = ms(2000);
+        s.hold_ms = (4000, 6000);
+        s.duration = Duration::from_secs(16);
+        s.request_timeout = ms(200);
+        s.max_wait = Duration::from_secs(20);
+        s
+    };
+    let mut v = Vec::new();
+
+    let mut s = renewing(
+        "renew-minority-paused",
+        "SIGSTOP node 2 for 10 s while leases of 2–3 TTLs renew, then SIGCONT",
+    );
+    s.schedule = vec![
+        Step::Sleep(ms(2000)),
+        Step::PauseNode(2),
+        Step::Sleep(ms(10_000)),
+        Step::ResumeNode(2),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = renewing(
+        "renew-minority-partitioned",
+        "node 0 in a netns: iptables DROP for 10 s while leases renew, heal",
+    );
+    s.nodes[0].netns = true;
+    s.schedule = vec![
+        Step::Sleep(ms(2000)),
+        Step::Cut(0, Cut::Drop),
+        Step::Sleep(ms(10_000)),
+        Step::Heal(0, Cut::Drop),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = renewing(
+        "renew-minority-restarted",
+        "kill -9 node 1 and restart it empty, twice, while leases renew",
+    );
+    s.schedule = vec![
+        Step::Sleep(ms(3000)),
+        Step::CrashNode(1),
+        Step::StartNode(1),
+        Step::Sleep(ms(5000)),
+        Step::CrashNode(1),
+        Step::StartNode(1),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = renewing(
+        "renew-other-owner",
+        "another client SETs the key on node 1 (5 s), three times, while leases renew",
+    );
+    s.schedule = vec![
+        Step::Sleep(ms(2000)),
+        Step::SetKey(1, ms(5000)),
+        Step::Sleep(ms(4000)),
+        Step::SetKey(1, ms(5000)),
+        Step::Sleep(ms(4000)),
+        Step::SetKey(1, ms(5000)),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = renewing(
+        "renew-majority-paused",
+        "control: SIGSTOP nodes 0 and 1 for 2×TTL while leases renew, then SIGCONT",
+    );
+    s.schedule = vec![
+        Step::Sleep(ms(3000)),
+        Step::PauseNode(0),
+        Step::PauseNode(1),
+        Step::Sleep(ms(4000)),
+        Step::ResumeNode(0),
+        Step::ResumeNode(1),
+        Step::Healed,
+    ];
+    s.expect = vec![Kind::LeaseLost];
+    v.push(s);
+
+    let mut s = renewing(
+        "extend-racing-renewal",
+        "proxy on node 1 delays 150 ms; holders extend to 0.3–4 s every TTL/4, racing renewal",
+    );
+    s.nodes[1].proxy = true;
+    s.extend_ms = Some((300, 4000));
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::Proxy(1, ProxyMode::Delay(ms(150))),
+        Step::Sleep(ms(12_000)),
+        Step::Proxy(1, ProxyMode::Pass),
+        Step::Healed,
+    ];
+    // An extend to 300 ms with a node 150 ms away can be confirmed too late to count,
+    // and such a lease may then run out (it was shortened on purpose): not the fault
+    // this scenario is about.
+    s.allow = vec![Kind::LeaseLost];
+    v.push(s);
+
+    let mut s = v.last().cloned().unwrap_or_else(|| renewing("", ""));
+    s.name = "extend-overstated".into();
+    s.fault =
+        "control: as extend-racing-renewal, with workers reporting claims 500 ms too long".into();
+    s.overstate_ms = 500;
+    s.expect = vec![Kind::ValidityOverstated];
+    v.push(s);
+    v
+}
+
+/// One node, a hot key handed from holder to waiter on release, and waiters that are
+/// SIGKILLed while they stand in line. The victims ask for long leases: a hand-off
+/// that gave a dead victim its own TTL would block the lock for it. The lock may stay
+/// unused while someone waits for at most the holder's TTL plus the hand-off claim
+/// (plus slack). The control kills a victim while it holds the lock.
+fn handoff_scenarios() -> Vec<Scenario> {
+    let hot = |name: &str, fault: &str| {
+        let mut s = Scenario::base(name, fault, 1);
+        s.notifications = true;
+        s.workers = 6;
+        s.victims = 3;
+        s.ttl = ms(1500);
+        s.victim_ttl = ms(10_000);
+        s.hold_ms = (10, 40);
+        s.duration = Duration::from_secs(10);
+        s.request_timeout = ms(100);
+        s.max_wait = Duration::from_secs(20);
+        // The claim: the line entry's grace (jitter + 2 request time-outs + 500 ms).
+        let claim = s.retry_delay / 2 + s.request_timeout * 2 + ms(500);
+        s.max_gap = Some(s.ttl + claim + ms(1000));
+        s
+    };
+    let mut v = Vec::new();
+    let mut s = hot(
+        "handoff-dead-waiters",
+        "one node, hot key: SIGKILL a waiting victim (10 s TTL) every 2 s, three times",
+    );
+    s.schedule = vec![
+        Step::Sleep(ms(1500)),
+        Step::KillWaiter,
+        Step::Sleep(ms(2000)),
+        Step::KillWaiter,
+        Step::Sleep(ms(2000)),
+        Step::KillWaiter,
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = hot(
+        "handoff-dead-holder",
+        "control: one node, hot key: SIGKILL a victim (10 s TTL) while it holds the lock",
+    );
+    s.duration = Duration::from_secs(14);
+    s.schedule = vec![Step::Sleep(ms(1500)), Step::KillHolder, Step::Healed];
+    s.expect = vec![Kind::Blocked];
+    // Healed right after the kill: the next grant comes only when the dead holder's
+    // 10 s lease runs out.
+    s.allow = vec![Kind::NoRecovery];
+    v.push(s);
     v
 }
 
@@ -443,6 +664,20 @@ impl Outcome {
                 .recovery_ms
                 .map_or_else(|| "n/a".to_string(), |r| format!("{r:.0} ms")),
         );
+        let st = &self.findings.stats;
+        if self.scenario.renew {
+            s.push_str(&format!(
+                "   leases lost {}, claims checked against the nodes {}\n",
+                st.leases_lost, st.claims_checked
+            ));
+        }
+        if let Some(bound) = self.scenario.max_gap {
+            s.push_str(&format!(
+                "   longest the lock stayed unused while someone waited {:.0} ms (bound {} ms)\n",
+                st.longest_gap_ms,
+                bound.as_millis()
+            ));
+        }
         for v in &self.findings.violations {
             let tag = if self.scenario.expect.contains(&v.kind) {
                 "expected"
@@ -576,11 +811,12 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
     let deadline = start + nanos(sc.duration);
     let mut pids = Vec::new();
     for w in 0..sc.workers {
+        let victim = w >= sc.workers.saturating_sub(sc.victims);
         let cfg = WorkerConfig {
             worker: w,
             stores: urls.clone(),
             key: KEY.into(),
-            ttl_ms: ms_u64(sc.ttl),
+            ttl_ms: ms_u64(if victim { sc.victim_ttl } else { sc.ttl }),
             hold_ms: sc.hold_ms,
             idle_ms: 5,
             max_wait_ms: ms_u64(sc.max_wait),
@@ -590,6 +826,9 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
             resource: resource_url.clone(),
             deadline_ns: deadline,
             history: rig.dir.path().join(format!("worker{w}.jsonl")),
+            renew: sc.renew,
+            extend_ms: sc.extend_ms,
+            overstate_ms: sc.overstate_ms,
         };
         let cfg_path = rig.dir.path().join(format!("worker{w}.json"));
         std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap_or_default())
@@ -610,10 +849,19 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
 
     let mut faults = Vec::new();
     let mut healed_at = None;
+    let mut killed: Vec<usize> = Vec::new();
     for step in &sc.schedule {
         interrupted()?;
         let mut probe = Vec::new();
-        let what = do_step(&mut rig, sc, step, &pids, &mut res_con, &mut probe)?;
+        let what = do_step(
+            &mut rig,
+            sc,
+            step,
+            &pids,
+            &mut res_con,
+            &mut probe,
+            &mut killed,
+        )?;
         let t = mono_ns();
         if *step == Step::Healed {
             healed_at = Some(t);
@@ -641,7 +889,7 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
         loop {
             match w.try_wait() {
                 Ok(Some(status)) => {
-                    if !status.success() {
+                    if !status.success() && !killed.contains(&i) {
                         let log =
                             std::fs::read_to_string(rig.dir.path().join(format!("worker{i}.log")))
                                 .unwrap_or_default();
@@ -707,6 +955,12 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
     };
     if keep || !outcome.passed() {
         std::fs::create_dir_all(save_dir).map_err(|e| format!("{}: {e}", save_dir.display()))?;
+        // The workers' own output (warnings of the library) beside the history.
+        for w in 0..sc.workers {
+            let log = rig.dir.path().join(format!("worker{w}.log"));
+            let to = save_dir.join(format!("{}-{}.worker{w}.log", sc.name, std::process::id()));
+            let _ = std::fs::copy(&log, &to);
+        }
         let p = save_dir.join(format!("{}-{}.history.json", sc.name, std::process::id()));
         history
             .save(&p)
@@ -719,10 +973,18 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
 /// The liveness bounds of a scenario: slack covers a node restart, reconnects, and a
 /// debug build on a loaded two-core machine.
 pub fn bounds(sc: &Scenario) -> Bounds {
+    // With long critical sections, the holder at the heal may keep the lock for up to
+    // its hold time before anyone else gets a turn.
+    let holding = if sc.renew {
+        ms(sc.hold_ms.1)
+    } else {
+        Duration::ZERO
+    };
     Bounds {
         ttl_ns: nanos(sc.ttl),
         retry_ns: nanos(sc.retry_delay + sc.retry_delay / 2),
-        slack_ns: nanos(Duration::from_millis(2000)),
+        slack_ns: nanos(Duration::from_millis(2000) + holding),
+        max_gap_ns: sc.max_gap.map(nanos),
     }
 }
 
@@ -738,6 +1000,7 @@ fn do_step(
     pids: &[u32],
     res: &mut redis::Connection,
     probe: &mut Vec<NodeProbe>,
+    killed: &mut Vec<usize>,
 ) -> Result<(String, Option<u32>), String> {
     let node = |rig: &Rig, i: usize| -> Result<(), String> {
         if i < rig.nodes.len() {
@@ -893,6 +1156,60 @@ fn do_step(
                 parts.push(format!("node {}: {v}@{pttl_ms}ms", n.index));
             }
             (format!("probe {}", parts.join(", ")), None)
+        }
+        Step::SetKey(i, px) => {
+            node(rig, *i)?;
+            let mut c = rig.nodes[*i].connection()?;
+            redis::cmd("SET")
+                .arg(KEY)
+                .arg("another-owner")
+                .arg("PX")
+                .arg(ms_u64(*px))
+                .exec(&mut c)
+                .map_err(|e| format!("SET on node {i}: {e}"))?;
+            (
+                format!(
+                    "another client SETs the key on node {i} for {} ms",
+                    px.as_millis()
+                ),
+                None,
+            )
+        }
+        Step::KillWaiter | Step::KillHolder => {
+            let first_victim = sc.workers.saturating_sub(sc.victims) as usize;
+            let holder = |res: &mut redis::Connection| -> Option<usize> {
+                let h: Option<String> = redis::cmd("GET").arg(HOLDER_KEY).query(res).ok()?;
+                h?.split_whitespace().next()?.parse().ok()
+            };
+            let t = Instant::now();
+            let victim = loop {
+                let now = holder(res);
+                let pick = match step {
+                    Step::KillHolder => now.filter(|w| *w >= first_victim && !killed.contains(w)),
+                    _ => {
+                        (first_victim..pids.len()).find(|w| Some(*w) != now && !killed.contains(w))
+                    }
+                };
+                if let Some(w) = pick {
+                    break w;
+                }
+                if t.elapsed() > Duration::from_secs(15) {
+                    return Err(format!(
+                        "scenario {}: no victim to kill within 15 s",
+                        sc.name
+                    ));
+                }
+                std::thread::sleep(ms(1));
+            };
+            let pid = Pid::from_raw(i32::try_from(pids[victim]).unwrap_or(i32::MAX));
+            kill(pid, Signal::SIGKILL).map_err(|e| format!("SIGKILL worker {victim}: {e}"))?;
+            killed.push(victim);
+            let what = if *step == Step::KillHolder {
+                "holder"
+            } else {
+                "waiter"
+            };
+            (format!("SIGKILL {what} w{victim}"), None)
         }
         Step::Healed => ("all faults healed".into(), None),
     })

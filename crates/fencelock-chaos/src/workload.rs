@@ -54,6 +54,18 @@ pub struct WorkerConfig {
     pub deadline_ns: u64,
     /// The history file.
     pub history: PathBuf,
+    /// Hold under automatic renewal and stop the job at `lost()` (long critical
+    /// sections of several TTLs): a lost lease is recorded, and the write skipped.
+    #[serde(default)]
+    pub renew: bool,
+    /// While holding, extend the lease every quarter TTL to a TTL drawn from this range
+    /// (ms), racing its renewal, and check its claim against the nodes after each.
+    #[serde(default)]
+    pub extend_ms: Option<(u64, u64)>,
+    /// Negative control: report claims this much larger than the lease's (ms), so
+    /// the checker must flag them.
+    #[serde(default)]
+    pub overstate_ms: u64,
 }
 
 /// Runs one worker until its deadline. Errors of the lock are recorded, not returned:
@@ -77,6 +89,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
         .retry_delay(Duration::from_millis(cfg.retry_delay_ms))
         .retry_jitter(Duration::from_millis(cfg.retry_delay_ms / 2))
         .notifications(cfg.notifications)
+        .auto_renew(cfg.renew)
         .build()
         .map_err(|e| format!("locker: {e}"))?;
     let mut res = ResourceClient::connect(&cfg.resource)
@@ -97,6 +110,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
         }
     });
     let ttl = Duration::from_millis(cfg.ttl_ms);
+    let mut nodes = NodeReader::new(&cfg.stores, cfg.overstate_ms);
     let opts = AcquireOptions::default().max_wait(Duration::from_millis(cfg.max_wait_ms));
     let mut seq: u32 = 0;
     while mono_ns() < cfg.deadline_ns {
@@ -135,13 +149,50 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
             t_grant,
             valid_until: instant_to_mono_ns(lease.valid_until()),
             max_wait_ms: cfg.max_wait_ms,
+            renewing: cfg.renew,
         });
         let holder = format!("{} {pid} {id} {token}", cfg.worker);
         match res.read(id, token, &holder).await {
             Ok(read) => {
                 let (lo, hi) = cfg.hold_ms;
-                let think = rand::rng().random_range(lo..=hi.max(lo));
-                tokio::time::sleep(Duration::from_millis(think)).await;
+                let think = Duration::from_millis(rand::rng().random_range(lo..=hi.max(lo)));
+                if cfg.renew {
+                    if let Err(message) = hold_renewing(&cfg, &lease, think, &mut nodes).await {
+                        hist.record(&WorkerEvent::Lost {
+                            lease: id,
+                            t: mono_ns(),
+                            message,
+                        });
+                    }
+                    for (t, claimed_us, majority_us, extend_ms) in nodes.take_checks() {
+                        hist.record(&WorkerEvent::ClaimChecked {
+                            lease: id,
+                            t,
+                            claimed_us,
+                            majority_us,
+                            extend_ms,
+                        });
+                    }
+                } else {
+                    tokio::time::sleep(think).await;
+                }
+                if lease.is_lost() {
+                    // The job was stopped: no write under a lost lease.
+                    hist.record(&WorkerEvent::Releasing {
+                        lease: id,
+                        t: mono_ns(),
+                    });
+                    let outcome = match lease.release().await {
+                        Ok(o) => format!("{o:?}"),
+                        Err(e) => format!("error {:?}: {e}", e.kind()),
+                    };
+                    hist.record(&WorkerEvent::Released {
+                        lease: id,
+                        t: mono_ns(),
+                        outcome,
+                    });
+                    continue;
+                }
                 let amount = rand::rng().random_range(1..=10);
                 if let Err(e) = res.write(id, token, &read, amount).await {
                     hist.record(&WorkerEvent::ResourceError {
@@ -182,4 +233,125 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
     }
     locker.shutdown().await;
     Ok(())
+}
+
+/// Holds `lease` for `think` under automatic renewal, like `with_lock`: the hold stops
+/// the moment `lost()` fires. With `extend_ms`, extends the lease every quarter TTL to
+/// a random TTL from that range, checking its claim against the nodes after each.
+///
+/// # Errors
+///
+/// The lease was lost (its error, as text).
+async fn hold_renewing(
+    cfg: &WorkerConfig,
+    lease: &fencelock::Lease,
+    think: Duration,
+    nodes: &mut NodeReader,
+) -> Result<(), String> {
+    let lost = lease.lost();
+    let work = async {
+        let Some((lo, hi)) = cfg.extend_ms else {
+            tokio::time::sleep(think).await;
+            return;
+        };
+        let end = tokio::time::Instant::now() + think;
+        let every = Duration::from_millis(cfg.ttl_ms / 4);
+        while tokio::time::Instant::now() < end {
+            tokio::time::sleep(every.min(end - tokio::time::Instant::now())).await;
+            let ttl = rand::rng().random_range(lo..=hi.max(lo));
+            if lease.extend(Duration::from_millis(ttl)).await.is_ok() {
+                nodes.check(lease, &cfg.key, ttl).await;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        () = work => {}
+        () = lost => {}
+    }
+    if lease.is_lost() {
+        return Err(format!(
+            "lease lost while held: {}",
+            lease
+                .extend(Duration::from_millis(cfg.ttl_ms))
+                .await
+                .err()
+                .map_or_else(|| "lost".to_string(), |e| e.to_string())
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the lock key's remaining TTL on every node, behind the library's back, to
+/// check what a lease claims (the checker's `ValidityOverstated`).
+struct NodeReader {
+    conns: Vec<Option<redis::aio::MultiplexedConnection>>,
+    urls: Vec<String>,
+    overstate_us: u64,
+    /// (when, claimed µs, majority µs, extend ms) per check since the last take.
+    checks: Vec<(u64, u64, u64, u64)>,
+}
+
+impl NodeReader {
+    fn new(urls: &[String], overstate_ms: u64) -> Self {
+        NodeReader {
+            conns: vec![None; urls.len()],
+            urls: urls.to_vec(),
+            overstate_us: overstate_ms * 1000,
+            checks: Vec::new(),
+        }
+    }
+
+    /// Remaining TTL of `key` on node `i` in µs (0 when gone or unreachable).
+    async fn pttl_us(&mut self, i: usize, key: &str) -> u64 {
+        if self.conns[i].is_none()
+            && let Ok(client) = redis::Client::open(self.urls[i].as_str())
+            && let Ok(Ok(c)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+        {
+            self.conns[i] = Some(c);
+        }
+        let Some(c) = self.conns[i].as_mut() else {
+            return 0;
+        };
+        let pttl = tokio::time::timeout(
+            Duration::from_millis(500),
+            redis::cmd("PTTL").arg(key).query_async::<i64>(c),
+        )
+        .await;
+        match pttl {
+            Ok(Ok(ms)) if ms > 0 => u64::try_from(ms).unwrap_or(0) * 1000,
+            Ok(Ok(_)) => 0,
+            _ => {
+                self.conns[i] = None;
+                0
+            }
+        }
+    }
+
+    /// Reads every node first, then the lease's claim (so a slow read only makes the
+    /// comparison stricter), and keeps the result for the history.
+    async fn check(&mut self, lease: &fencelock::Lease, key: &str, extend_ms: u64) {
+        let mut lives = Vec::with_capacity(self.urls.len());
+        for i in 0..self.urls.len() {
+            lives.push(self.pttl_us(i, key).await);
+        }
+        lives.sort_unstable_by(|a, b| b.cmp(a));
+        let majority_us = lives[lives.len() / 2];
+        let claimed_us = u64::try_from(lease.remaining().as_micros()).unwrap_or(u64::MAX)
+            + if lease.is_valid() {
+                self.overstate_us
+            } else {
+                0
+            };
+        self.checks
+            .push((mono_ns(), claimed_us, majority_us, extend_ms));
+    }
+
+    fn take_checks(&mut self) -> Vec<(u64, u64, u64, u64)> {
+        std::mem::take(&mut self.checks)
+    }
 }

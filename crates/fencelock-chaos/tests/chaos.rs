@@ -91,3 +91,48 @@ fn latency_blackhole_and_reset() {
 fn no_stray_key_after_a_node_resumes() {
     run("stray-key");
 }
+
+#[test]
+fn renewal_rides_out_a_paused_minority() {
+    run("renew-minority-paused");
+}
+
+#[test]
+fn renewal_rides_out_a_partitioned_minority() {
+    run("renew-minority-partitioned");
+}
+
+#[test]
+fn renewal_rides_out_a_minority_restarted_empty() {
+    run("renew-minority-restarted");
+}
+
+#[test]
+fn renewal_rides_out_another_owner_on_one_node() {
+    run("renew-other-owner");
+}
+
+#[test]
+fn renewal_with_a_paused_majority_loses_leases() {
+    run("renew-majority-paused");
+}
+
+#[test]
+fn extend_racing_renewal_never_overstates_validity() {
+    run("extend-racing-renewal");
+}
+
+#[test]
+fn overstated_claims_are_flagged() {
+    run("extend-overstated");
+}
+
+#[test]
+fn handoff_to_dead_waiters_costs_at_most_a_claim() {
+    run("handoff-dead-waiters");
+}
+
+#[test]
+fn a_dead_holder_blocking_the_lock_is_flagged() {
+    run("handoff-dead-holder");
+}

@@ -13,6 +13,7 @@ fn bounds() -> Bounds {
         ttl_ns: 1000 * MS,
         retry_ns: 100 * MS,
         slack_ns: 500 * MS,
+        max_gap_ns: None,
     }
 }
 
@@ -34,6 +35,7 @@ fn grant(
         t_grant: t,
         valid_until: t + valid_ms * MS,
         max_wait_ms: 1000,
+        renewing: false,
     }];
     if let Some(r) = release_ms {
         v.push(WorkerEvent::Releasing {
@@ -227,4 +229,72 @@ fn a_key_no_lease_was_granted_with_is_a_stray() {
     // A granted lease's value is not a stray.
     h.faults = vec![probe(300, "v0-1", 900), probe(700, "v0-1", 500)];
     assert!(check(&h, bounds()).get(Kind::StrayKey).is_none());
+}
+
+#[test]
+fn a_renewing_lease_claims_until_released_and_a_loss_is_flagged() {
+    let mut h = clean();
+    // Renewing: its claim runs past `valid_until` at grant, until it is released …
+    h.workers = grant(0, 1, 10, 100 * MS, 50, Some(300));
+    if let WorkerEvent::Grant { renewing, .. } = &mut h.workers[0] {
+        *renewing = true;
+    }
+    h.workers.extend(grant(1, 1, 11, 200 * MS, 1000, Some(50)));
+    assert!(check(&h, bounds()).get(Kind::LockOverlap).is_some());
+    // … or lost, which is a violation of its own.
+    h.workers.push(WorkerEvent::Lost {
+        lease: lease_id(0, 1),
+        t: 150 * MS,
+        message: "renewal did not reach a majority".into(),
+    });
+    let f = check(&h, bounds());
+    assert!(f.get(Kind::LockOverlap).is_none(), "{:#?}", f.violations);
+    assert!(f.get(Kind::LeaseLost).is_some());
+    assert_eq!(f.stats.leases_lost, 1);
+}
+
+#[test]
+fn an_overstated_claim_is_flagged() {
+    let mut h = clean();
+    let ok = WorkerEvent::ClaimChecked {
+        lease: lease_id(0, 1),
+        t: 120 * MS,
+        claimed_us: 1_000_000,
+        majority_us: 1_000_500,
+        extend_ms: 1000,
+    };
+    h.workers.push(ok);
+    assert!(check(&h, bounds()).get(Kind::ValidityOverstated).is_none());
+    h.workers.push(WorkerEvent::ClaimChecked {
+        lease: lease_id(0, 1),
+        t: 130 * MS,
+        claimed_us: 1_000_000,
+        majority_us: 500_000,
+        extend_ms: 1000,
+    });
+    let f = check(&h, bounds());
+    assert_eq!(f.get(Kind::ValidityOverstated).map(|v| v.count), Some(1));
+}
+
+#[test]
+fn a_lock_left_unused_while_someone_waits_is_flagged() {
+    let mut h = clean();
+    // w0 releases at 150 ms; w1 waited since 120 ms and gets it at 2 s.
+    h.workers = grant(0, 1, 10, 100 * MS, 1000, Some(50));
+    h.workers.extend(grant(1, 1, 11, 2000 * MS, 1000, Some(50)));
+    if let WorkerEvent::Grant { t_req, .. } = &mut h.workers[2] {
+        *t_req = 120 * MS;
+    }
+    h.end = 3000 * MS;
+    h.healed_at = None;
+    let b = Bounds {
+        max_gap_ns: Some(1000 * MS),
+        ..bounds()
+    };
+    assert!(check(&h, b).get(Kind::Blocked).is_some());
+    // Nobody waiting: an idle lock is no violation.
+    if let WorkerEvent::Grant { t_req, .. } = &mut h.workers[2] {
+        *t_req = 1990 * MS;
+    }
+    assert!(check(&h, b).get(Kind::Blocked).is_none());
 }

@@ -887,6 +887,11 @@ impl Locker {
         // At most one extension of a lease in flight: a renewal round under way finishes
         // first, so the two cannot overtake each other's answers.
         let op = state.op.clone().lock_owned().await;
+        if !state.is_lost() && state.valid_until() <= Instant::now() {
+            // Ran out before the background task said so: lost, never revived (an
+            // extend would otherwise take the gone keys back).
+            state.lose("its validity ran out before it was extended");
+        }
         if state.is_lost() || state.is_ended() {
             return Err(lost_error(state, "it was already lost or released"));
         }
@@ -1017,6 +1022,8 @@ impl Locker {
         expiry: Expiry,
         lease: Option<(Arc<LeaseState>, OwnedMutexGuard<()>)>,
     ) -> Result<Instant> {
+        // Only a lease that is still valid may take gone keys back (see `Store::extend`).
+        let reclaim = lease.is_some();
         let inner = &self.inner;
         let n = inner.nodes.len();
         let q = quorum::quorum(n);
@@ -1025,7 +1032,9 @@ impl Locker {
         let batch = [spec.clone()];
         let timeout = inner.options.request_timeout_for(ttl);
         let start = Instant::now();
-        let mut fan = FanOut::start(&inner.nodes, timeout, |node| node.extend(&batch, expiry));
+        let mut fan = FanOut::start(&inner.nodes, timeout, |node| {
+            node.extend(&batch, expiry, reclaim)
+        });
         let mut tally = HoldTally::new(n);
         let mut confirmed = Vec::with_capacity(n);
         let mut answered = vec![false; n];
@@ -1040,7 +1049,7 @@ impl Locker {
                 Ok(Ok(states)) => match states.first() {
                     Some(&holding) => {
                         tally.add(name, holding);
-                        if holding == Holding::Ours {
+                        if matches!(holding, Holding::Ours | Holding::Reclaimed) {
                             confirmed.push(i);
                         }
                     }

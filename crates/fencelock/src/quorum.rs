@@ -121,10 +121,13 @@ impl Tally {
 /// Whether a majority holds a lease, from the nodes' answers to an extend, a renewal
 /// or a release: the one tally every path that touches a live lease shares.
 ///
-/// A lease is held when a majority answers "ours". It is gone only when so many nodes
-/// answered "not ours" (expired, or another owner) that no majority can say "ours"
-/// any more; one node of three restarted empty, or holding a waiter's key, never
-/// takes down a lease that the other two still hold. Anything in between (silent
+/// A lease is held when a majority answers "ours" — counting nodes that got a gone key
+/// back ("reclaimed", see [`Holding::Reclaimed`]) only beside at least one node whose
+/// key was still there, so that keys gone on every node read as gone, not as a fresh
+/// lock. It is gone only when so many nodes answered "not ours" (expired, or another
+/// owner) that no majority can say "ours" any more, or every node answered and none
+/// still had the key; one node of three restarted empty, or holding a waiter's key,
+/// never takes down a lease that the other two still hold. Anything in between (silent
 /// nodes, errors) is undecided: the caller retries while the lease is still valid.
 #[derive(Debug, Clone)]
 pub(crate) struct HoldTally {
@@ -132,6 +135,7 @@ pub(crate) struct HoldTally {
     pub(crate) ours: usize,
     pub(crate) expired: usize,
     pub(crate) other: usize,
+    pub(crate) reclaimed: usize,
     pub(crate) failed: usize,
     /// What each node said, in the order the answers came, for messages.
     said: Vec<String>,
@@ -154,6 +158,7 @@ impl HoldTally {
             ours: 0,
             expired: 0,
             other: 0,
+            reclaimed: 0,
             failed: 0,
             said: Vec::new(),
         }
@@ -174,6 +179,10 @@ impl HoldTally {
                 self.other += 1;
                 "another owner"
             }
+            Holding::Reclaimed => {
+                self.reclaimed += 1;
+                "gone, reclaimed"
+            }
         };
         self.said.push(format!("{node}: {what}"));
     }
@@ -185,18 +194,22 @@ impl HoldTally {
     }
 
     pub(crate) fn answered(&self) -> usize {
-        self.ours + self.expired + self.other + self.failed
+        self.ours + self.expired + self.other + self.reclaimed + self.failed
     }
 
     /// The decision once it is certain, before every answer is in where possible.
     pub(crate) fn decided(&self) -> Option<Hold> {
         let q = quorum(self.nodes);
-        if self.ours >= q {
+        let gone = || Hold::Gone {
+            other_majority: self.other >= q,
+        };
+        if self.ours >= 1 && self.ours + self.reclaimed >= q {
             Some(Hold::Held)
         } else if self.expired + self.other > self.nodes - q {
-            Some(Hold::Gone {
-                other_majority: self.other >= q,
-            })
+            Some(gone())
+        } else if self.ours == 0 && self.failed == 0 && self.answered() == self.nodes {
+            // Every node answered and none still had the key.
+            Some(gone())
         } else {
             None
         }
@@ -286,6 +299,30 @@ mod tests {
     }
 
     #[test]
+    fn reclaimed_keys_count_only_beside_a_key_still_held() {
+        let mut t = HoldTally::new(3);
+        t.add("a", Holding::Reclaimed);
+        t.fail("b", "no answer");
+        assert_eq!(t.decided(), None);
+        t.add("c", Holding::Ours);
+        assert_eq!(t.decided(), Some(Hold::Held));
+        let mut t = HoldTally::new(3);
+        t.add("a", Holding::Reclaimed);
+        t.add("b", Holding::Reclaimed);
+        assert_eq!(t.decided(), None);
+        t.add("c", Holding::Reclaimed);
+        assert_eq!(
+            t.decided(),
+            Some(Hold::Gone {
+                other_majority: false
+            })
+        );
+        let mut t = HoldTally::new(1);
+        t.add("a", Holding::Reclaimed);
+        assert!(matches!(t.decided(), Some(Hold::Gone { .. })));
+    }
+
+    #[test]
     fn valid_until_is_never_past_the_ttl_and_never_overflows() {
         let now = Instant::now();
         let v = valid_until(now, Duration::from_secs(10), 0.01).expect("valid");
@@ -310,6 +347,7 @@ mod tests {
             for _ in 0..failed { t.fail("n", "x"); }
             match t.decided() {
                 Some(Hold::Held) => prop_assert!(ours >= quorum(n)),
+                Some(Hold::Gone { .. }) if ours + failed + silent == 0 => {}
                 Some(Hold::Gone { .. }) => prop_assert!(ours + (n - ours - other) < quorum(n)),
                 None => prop_assert!(ours < quorum(n) && other <= n - quorum(n)),
             }

@@ -382,7 +382,10 @@ async fn renew(
     let timeout = options.request_timeout_for(shortest).max(shortest / 3);
     let q = quorum::quorum(nodes.len());
     let spread = random_spread();
-    let mut fan = FanOut::start(nodes, timeout, |n| n.extend(&specs, Expiry::AtLeast));
+    // Reclaiming: these leases are valid (a lost one is never renewed), so a node that
+    // lost a key — restarted empty, or never granted it — takes it back, and the lease
+    // spreads to every healthy node again.
+    let mut fan = FanOut::start(nodes, timeout, |n| n.extend(&specs, Expiry::AtLeast, true));
     let mut open: Vec<Option<InRound>> = due
         .into_iter()
         .map(|(lease, op)| {
@@ -405,7 +408,7 @@ async fn renew(
                 Ok(Ok(states)) => match states.get(j) {
                     Some(&holding) => {
                         entry.tally.add(name, holding);
-                        if holding == Holding::Ours {
+                        if matches!(holding, Holding::Ours | Holding::Reclaimed) {
                             entry.confirmed.push(i);
                         }
                     }

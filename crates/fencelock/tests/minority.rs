@@ -406,3 +406,47 @@ async fn huge_ttls_and_reserved_prefixes_are_clear_errors() {
         .expect_err("prefix + key name a counter");
     assert!(err.is_invalid_input(), "{err}");
 }
+
+/// Found by the chaos suite: contenders that start together can leave a lease on a
+/// bare majority (a rival's attempt held one node for a moment, then undid it). Without
+/// taking the gone key back, a pause of one of the two remaining nodes then cost the
+/// lease, though two healthy nodes were there to hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_on_a_bare_majority_spreads_back_and_survives_a_paused_node() {
+    let cluster = Cluster::start(3);
+    // A rival's attempt holds node 1 for a moment: the lease is granted by 0 and 2.
+    cluster.set(1, "bare-majority", "rival-attempt", 300);
+    let ttl = Duration::from_secs(2);
+    let l = locker(&cluster);
+    let lease = l.acquire("bare-majority", ttl).await.expect("acquire");
+    assert_eq!(
+        cluster.get(1, "bare-majority").as_deref(),
+        Some("rival-attempt")
+    );
+    // Once the rival's key is gone, a renewal takes node 1 back…
+    let mut spread = false;
+    for _ in 0..400 {
+        if cluster.get(1, "bare-majority").as_deref() == Some(lease.value()) {
+            spread = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(spread, "the lease never took node 1 back");
+    // … so losing node 2 leaves two nodes holding it.
+    cluster.pause(2);
+    let end = Instant::now() + ttl * 4;
+    while Instant::now() < end {
+        assert!(
+            !lease.is_lost(),
+            "the lease was lost with one node of three paused"
+        );
+        tokio::time::sleep(ttl / 10).await;
+    }
+    assert!(lease.is_valid());
+    cluster.resume(2);
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
+}

@@ -231,20 +231,37 @@ impl State {
         }
     }
 
-    fn extend(&mut self, lock: &LockSpec, expiry: Expiry, now: Instant) -> Holding {
+    fn extend(&mut self, lock: &LockSpec, expiry: Expiry, reclaim: bool, now: Instant) -> Holding {
         let holding = self.holding(lock, now);
-        if holding == Holding::Ours {
+        let reclaiming = reclaim && holding == Holding::Expired;
+        if holding == Holding::Ours || reclaiming {
             let expires = now + ttl(lock);
             for key in lock.keys.iter() {
-                if let Some(h) = self.locks.get_mut(key) {
-                    h.expires = match expiry {
-                        Expiry::AtLeast => h.expires.max(expires),
-                        Expiry::Exactly => expires,
-                    };
+                match self.locks.get_mut(key) {
+                    Some(h) if h.value == lock.value && h.expires > now => {
+                        h.expires = match expiry {
+                            Expiry::AtLeast => h.expires.max(expires),
+                            Expiry::Exactly => expires,
+                        };
+                    }
+                    _ => {
+                        self.locks.insert(
+                            key.clone(),
+                            Held {
+                                value: Arc::clone(&lock.value),
+                                expires,
+                                holder: lock.holder.clone(),
+                            },
+                        );
+                    }
                 }
             }
         }
-        holding
+        if reclaiming {
+            Holding::Reclaimed
+        } else {
+            holding
+        }
     }
 
     fn release(&mut self, lock: &LockSpec, now: Instant) -> Holding {
@@ -346,11 +363,19 @@ impl Store for MemoryStore {
         self.run(move |s| Ok(s.commit_fence(&lock, token, Instant::now(), wall_micros())))
     }
 
-    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>> {
+    fn extend(
+        &self,
+        locks: &[LockSpec],
+        expiry: Expiry,
+        reclaim: bool,
+    ) -> StoreFuture<Vec<Holding>> {
         let locks = locks.to_vec();
         self.run(move |s| {
             let now = Instant::now();
-            Ok(locks.iter().map(|l| s.extend(l, expiry, now)).collect())
+            Ok(locks
+                .iter()
+                .map(|l| s.extend(l, expiry, reclaim, now))
+                .collect())
         })
     }
 
@@ -607,7 +632,7 @@ mod tests {
         sleep(Duration::from_millis(70)).await;
         let longer = spec(&["o1", "o2"], "A", 60_000);
         let out = s
-            .extend(&[longer, other, gone], Expiry::Exactly)
+            .extend(&[longer, other, gone], Expiry::Exactly, false)
             .await
             .unwrap();
         assert_eq!(out, [Holding::Ours, Holding::Other, Holding::Expired]);
@@ -617,7 +642,7 @@ mod tests {
         }
         // The other owner's key is untouched.
         assert_eq!(s.inspect("x").await.unwrap().value.as_deref(), Some("B"));
-        assert_eq!(s.extend(&[], Expiry::Exactly).await.unwrap(), []);
+        assert_eq!(s.extend(&[], Expiry::Exactly, false).await.unwrap(), []);
     }
 
     #[tokio::test]
@@ -628,7 +653,7 @@ mod tests {
         s.release(&spec(&["b"], "A", 0)).await.unwrap();
         let before = s.inspect("a").await.unwrap().pttl.unwrap();
         let out = s
-            .extend(&[spec(&["a", "b"], "A", 60_000)], Expiry::Exactly)
+            .extend(&[spec(&["a", "b"], "A", 60_000)], Expiry::Exactly, false)
             .await
             .unwrap();
         assert_eq!(out, [Holding::Expired]);
@@ -703,7 +728,7 @@ mod tests {
         let pttl = info.pttl.unwrap();
         assert!(pttl > Duration::from_secs(9) && pttl <= Duration::from_secs(10));
         // Extending keeps the holder.
-        s.extend(std::slice::from_ref(&lock), Expiry::Exactly)
+        s.extend(std::slice::from_ref(&lock), Expiry::Exactly, false)
             .await
             .unwrap();
         let info = s.inspect("k").await.unwrap();
@@ -730,7 +755,7 @@ mod tests {
             .unwrap()
             .expect("memory store notifies");
         // None of these is a release of "k".
-        s.extend(std::slice::from_ref(&lock), Expiry::Exactly)
+        s.extend(std::slice::from_ref(&lock), Expiry::Exactly, false)
             .await
             .unwrap();
         granted(&s, &lock).await;
@@ -868,7 +893,7 @@ mod tests {
         let lock = spec(&["k"], "A", u64::MAX);
         granted(&s, &lock).await;
         assert_eq!(
-            s.extend(&[lock], Expiry::Exactly).await.unwrap(),
+            s.extend(&[lock], Expiry::Exactly, false).await.unwrap(),
             [Holding::Ours]
         );
         assert!(s.inspect("k").await.unwrap().pttl.unwrap() > Duration::from_secs(86_400));

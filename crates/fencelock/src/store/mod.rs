@@ -149,6 +149,12 @@ pub(crate) enum Holding {
     Expired,
     /// Some key holds another owner's value.
     Other,
+    /// Extend only, when asked to reclaim: no key holds another value, some key of ours
+    /// was gone (it expired, or the node restarted empty, or an acquire race left it to
+    /// a rival that then undid its attempt), and every such key now holds our value
+    /// again with the TTL; the others were extended. Counts toward a majority only
+    /// beside a node that answered [`Holding::Ours`] (see `quorum::HoldTally`).
+    Reclaimed,
 }
 
 /// How an extend sets a key's expiry.
@@ -221,9 +227,19 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// For each lock (compare value, then set the expiry to its TTL as `expiry` says):
     /// one round trip for the whole batch. Extends only locks whose keys are all still
-    /// ours; a key that holds something other than a string counts as another owner's
-    /// and fails only its own lock, never the batch.
-    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>>;
+    /// ours — or, with `reclaim`, ours or free: free keys are set to our value again
+    /// ([`Holding::Reclaimed`]), so a lease that rests on a bare majority spreads back
+    /// to every healthy node and a later minority fault cannot take it down. Only a
+    /// lease that is still valid may reclaim (the locker's renewal and `Lease::extend`;
+    /// never an extend by value or a hand-off, which have no validity to go on). A key
+    /// that holds something other than a string counts as another owner's and fails
+    /// only its own lock, never the batch.
+    fn extend(
+        &self,
+        locks: &[LockSpec],
+        expiry: Expiry,
+        reclaim: bool,
+    ) -> StoreFuture<Vec<Holding>>;
 
     /// Compare value and delete every key that is ours, then publish a release notice.
     /// With `lock.queue`, the waiter also leaves the line of every key (it gives up).

@@ -734,7 +734,7 @@ fn decode_extend(replies: &[Value]) -> Result<Vec<Holding>, &Value> {
             return Err(reply);
         };
         for item in items {
-            out.push(as_i64(item).and_then(holding).ok_or(reply)?);
+            out.push(as_i64(item).and_then(extend_holding).ok_or(reply)?);
         }
     }
     Ok(out)
@@ -773,6 +773,14 @@ fn holding(status: i64) -> Option<Holding> {
         0 => Some(Holding::Expired),
         -1 => Some(Holding::Other),
         _ => None,
+    }
+}
+
+/// An extend's status per lock: a release's, or 2 for keys taken back (`extend.lua`).
+fn extend_holding(status: i64) -> Option<Holding> {
+    match status {
+        2 => Some(Holding::Reclaimed),
+        other => holding(other),
     }
 }
 
@@ -865,7 +873,12 @@ impl Store for RedisStore {
         })
     }
 
-    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>> {
+    fn extend(
+        &self,
+        locks: &[LockSpec],
+        expiry: Expiry,
+        reclaim: bool,
+    ) -> StoreFuture<Vec<Holding>> {
         let inner = self.inner.clone();
         let locks = locks.to_vec();
         Box::pin(async move {
@@ -890,7 +903,8 @@ impl Store for RedisStore {
                     .arg(match expiry {
                         Expiry::AtLeast => "at-least",
                         Expiry::Exactly => "exactly",
-                    });
+                    })
+                    .arg(if reclaim { "1" } else { "0" });
                 for lock in chunk {
                     cmd.arg(lock.keys.len())
                         .arg(&*lock.value)
@@ -1233,7 +1247,9 @@ mod tests {
             assert_eq!(decode_acquire(&bad), None, "{bad:?}");
         }
         assert!(decode_extend(&[V::Array(vec![V::Int(1), V::Int(0), V::Int(-1)])]).is_ok());
-        assert!(decode_extend(&[V::Array(vec![V::Int(2)])]).is_err());
+        assert!(decode_extend(&[V::Array(vec![V::Int(2)])]).is_ok());
+        assert!(decode_extend(&[V::Array(vec![V::Int(3)])]).is_err());
+        assert_eq!(holding(2), None, "a release never reclaims");
         assert!(decode_extend(&[V::Int(1)]).is_err());
         fuzz_decode_reply(b"*2\r\n:1\r\n:0\r\n");
         fuzz_decode_reply(b"garbage");

@@ -491,6 +491,7 @@ fn extend(
     conn: &mut Connection,
     locks: &[LockSpec],
     expiry: Expiry,
+    reclaim: bool,
 ) -> Result<Vec<Holding>, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = Now::read();
@@ -502,15 +503,32 @@ fn extend(
              CASE WHEN ?4 THEN ?3 ELSE MAX(expires_ms, ?3) END \
              WHERE key = ?1 AND value = ?2",
         )?;
+        // Reclaiming: a free key (missing, or expired whoever held it) is ours again.
+        let mut put = tx.prepare_cached(
+            "INSERT INTO fencelock_lock (key, value, expires_ms, holder) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+             expires_ms = excluded.expires_ms, holder = excluded.holder \
+             WHERE fencelock_lock.expires_ms <= ?5",
+        )?;
         for lock in locks {
             let h = holding(&tx, lock, now)?;
-            if h == Holding::Ours {
+            let reclaiming = reclaim && h == Holding::Expired;
+            if h == Holding::Ours || reclaiming {
                 let expires = now.expiry(lock.ttl_ms);
                 for key in lock.keys.iter() {
                     push.execute(params![key, &*lock.value, expires, exactly])?;
+                    if reclaiming {
+                        put.execute(params![
+                            key,
+                            &*lock.value,
+                            expires,
+                            lock.holder.as_deref(),
+                            now.ms
+                        ])?;
+                    }
                 }
             }
-            out.push(h);
+            out.push(if reclaiming { Holding::Reclaimed } else { h });
         }
     }
     tx.commit()?;
@@ -799,14 +817,19 @@ impl Store for SqliteStore {
         })
     }
 
-    fn extend(&self, locks: &[LockSpec], expiry: Expiry) -> StoreFuture<Vec<Holding>> {
+    fn extend(
+        &self,
+        locks: &[LockSpec],
+        expiry: Expiry,
+        reclaim: bool,
+    ) -> StoreFuture<Vec<Holding>> {
         if locks.is_empty() {
             return Box::pin(async { Ok(Vec::new()) });
         }
         let locks = locks.to_vec();
         let values = locks.iter().map(|l| Arc::clone(&l.value)).collect();
         self.spawn(values, move |inner| {
-            inner.with_connection(|c| extend(c, &locks, expiry))
+            inner.with_connection(|c| extend(c, &locks, expiry, reclaim))
         })
     }
 
@@ -1186,7 +1209,7 @@ mod tests {
         sleep(Duration::from_millis(70)).await;
         let longer = spec(&["o1", "o2"], "A", 60_000);
         let out = s
-            .extend(&[longer, other, gone], Expiry::Exactly)
+            .extend(&[longer, other, gone], Expiry::Exactly, false)
             .await
             .unwrap();
         assert_eq!(out, [Holding::Ours, Holding::Other, Holding::Expired]);
@@ -1195,7 +1218,7 @@ mod tests {
             assert!(pttl > Duration::from_secs(50), "{key}: {pttl:?}");
         }
         assert_eq!(s.inspect("x").await.unwrap().value.as_deref(), Some("B"));
-        assert_eq!(s.extend(&[], Expiry::Exactly).await.unwrap(), []);
+        assert_eq!(s.extend(&[], Expiry::Exactly, false).await.unwrap(), []);
     }
 
     #[tokio::test]
@@ -1205,7 +1228,7 @@ mod tests {
         s.release(&spec(&["b"], "A", 0)).await.unwrap();
         let before = s.inspect("a").await.unwrap().pttl.unwrap();
         let out = s
-            .extend(&[spec(&["a", "b"], "A", 60_000)], Expiry::Exactly)
+            .extend(&[spec(&["a", "b"], "A", 60_000)], Expiry::Exactly, false)
             .await
             .unwrap();
         assert_eq!(out, [Holding::Expired]);
@@ -1338,7 +1361,7 @@ mod tests {
         assert_eq!(info.last_token, Some(t));
         let pttl = info.pttl.unwrap();
         assert!(pttl > Duration::from_secs(9) && pttl <= Duration::from_secs(10));
-        s.extend(std::slice::from_ref(&lock), Expiry::Exactly)
+        s.extend(std::slice::from_ref(&lock), Expiry::Exactly, false)
             .await
             .unwrap();
         let info = s.inspect("k").await.unwrap();
@@ -1504,7 +1527,7 @@ mod tests {
         let lock = spec(&["k"], "A", u64::MAX);
         granted(&s, &lock).await;
         assert_eq!(
-            s.extend(&[lock], Expiry::Exactly).await.unwrap(),
+            s.extend(&[lock], Expiry::Exactly, false).await.unwrap(),
             [Holding::Ours]
         );
         assert!(s.inspect("k").await.unwrap().pttl.unwrap() > Duration::from_secs(86_400));

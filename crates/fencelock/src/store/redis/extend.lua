@@ -1,10 +1,14 @@
 -- Extend a batch of locks in one round trip (renewal of every live lease of a locker).
 -- Each lock is extended only if all its keys still hold its value.
 --
--- ARGV: count, mode ('at-least' or 'exactly'), then per lock: n, value, ttl_ms,
---       has_holder (0/1)
+-- ARGV: count, mode ('at-least' or 'exactly'), reclaim ('1'/'0'), then per lock: n,
+--       value, ttl_ms, has_holder (0/1)
 -- KEYS: per lock, its n lock keys, then (when has_holder) its n holder keys.
--- Returns one status per lock: 1 extended, 0 expired (some key gone), -1 another owner.
+-- Returns one status per lock: 1 extended, 0 expired (some key gone), -1 another owner,
+-- 2 reclaimed: with reclaim, a lock none of whose keys has another owner gets its gone
+-- keys back (set to its value with the TTL) and the others extended — so a lease that
+-- rests on a bare majority spreads back to every healthy node. Only a lease that is
+-- still valid asks for it (the client's renewal and Lease::extend).
 --
 -- 'at-least' never shortens a key's expiry (renewals, lengthening extends): a request
 -- that lands late, after a later one, cannot cut the key short under a lease that
@@ -13,7 +17,8 @@
 -- owner's: it fails its own lock, never the whole batch.
 local count = tonumber(ARGV[1])
 local exactly = ARGV[2] == 'exactly'
-local a = 3
+local reclaim = ARGV[3] == '1'
+local a = 4
 local k = 1
 local out = {}
 
@@ -45,7 +50,14 @@ for l = 1, count do
       status = -1
     end
   end
-  if status == 1 then
+  if status == 0 and reclaim then
+    for i = 0, n - 1 do
+      -- NX: only the gone keys (ours are extended below).
+      redis.call('SET', KEYS[k + i], value, 'PX', ttl, 'NX')
+    end
+    status = 2
+  end
+  if status >= 1 then
     for i = 0, n - 1 do
       push_expiry(KEYS[k + i], ttl)
       if has_holder then
