@@ -62,6 +62,7 @@ pub struct Global {
         value_name = "PREFIX",
         env = "FENCELOCK_PREFIX",
         hide_env_values = true,
+        value_parser = parse_key,
         global = true
     )]
     pub prefix: Option<String>,
@@ -116,6 +117,26 @@ pub enum Command {
 
     #[command(hide = true)]
     DemoWorker(crate::demo::WorkerArgs),
+}
+
+/// Parses a lock key for clap: any text without control characters.
+///
+/// A key is echoed into shell assignments (`acquire`), log lines and `status`
+/// output; a newline or an escape sequence in it could forge a line a script reads or
+/// repaint the operator's terminal, and no sane resource name has one. Empty and
+/// reserved keys are left to the library, which knows its own rules.
+///
+/// # Errors
+///
+/// A message naming the first control character and where it is.
+pub fn parse_key(text: &str) -> Result<String, String> {
+    match text.char_indices().find(|(_, c)| c.is_control()) {
+        Some((at, c)) => Err(format!(
+            "the key has a control character (U+{:04X} at byte {at}); keys must be printable text",
+            u32::from(c)
+        )),
+        None => Ok(text.to_string()),
+    }
 }
 
 /// The lease's TTL, as `run` and `acquire` take it.

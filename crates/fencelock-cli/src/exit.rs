@@ -25,6 +25,8 @@ pub const SOFTWARE: u8 = 70;
 /// `EX_OSERR`: the operating system refused something fencelock needs (signal
 /// handlers, the async runtime, a state directory).
 pub const OS_ERROR: u8 = 71;
+/// `EX_IOERR`: the answer could not be written (stdout closed or full).
+pub const OUTPUT: u8 = 74;
 /// `EX_TEMPFAIL`: the lease was lost while the command ran (`run`: the command was
 /// stopped), or it could not be extended because it is lost (`extend`).
 pub const LOST: u8 = 75;

@@ -12,6 +12,7 @@
 //! - `wait.rs`, `spinner.rs`, `signals.rs`: waiting for a lock with the user watching.
 //! - `terminal.rs`: lending the terminal to `run`'s command.
 //! - `adopt.rs`: acting on a lock by key and value (for `extend`/`release`).
+//! - `output.rs`: answers on stdout (quoted for `eval`, or JSON).
 //! - `duration.rs`, `logging.rs`: small helpers.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ mod duration;
 mod exit;
 mod holder;
 mod logging;
+mod output;
 mod signals;
 mod spinner;
 mod stores;

@@ -12,6 +12,7 @@ use crate::cli::{Global, TtlArg, WaitArgs};
 use crate::duration::millis;
 use crate::exit::{self, Outcome};
 use crate::holder::Holder;
+use crate::output::{self, Format};
 use crate::signals::Signals;
 use crate::{stores, wait};
 
@@ -19,6 +20,7 @@ use crate::{stores, wait};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The lock's key: the name of the shared resource.
+    #[arg(value_parser = crate::cli::parse_key)]
     pub key: String,
 
     #[command(flatten)]
@@ -27,8 +29,15 @@ pub struct Args {
     #[command(flatten)]
     pub wait: WaitArgs,
 
-    /// Print one JSON object instead of key=value lines.
-    #[arg(long)]
+    /// How to print the answer: `shell` assignments (FENCELOCK_KEY, FENCELOCK_VALUE,
+    /// FENCELOCK_TOKEN, FENCELOCK_VALID_MS, FENCELOCK_TTL_MS), quoted so that
+    /// `eval "$(fencelock acquire KEY)"` is safe whatever the key holds, or one `json`
+    /// object.
+    #[arg(long, value_enum, default_value_t = Format::Shell)]
+    pub format: Format,
+
+    /// Same as --format json (kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
 }
 
@@ -71,13 +80,17 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         valid_ms: millis(lease.remaining()),
         ttl_ms: millis(lease.ttl()),
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+    let text = if args.json || args.format == Format::Json {
+        format!("{}\n", serde_json::to_string(&answer).unwrap_or_default())
     } else {
-        println!(
-            "key={}\nvalue={}\ntoken={}\nvalid_ms={}\nttl_ms={}",
-            answer.key, answer.value, answer.token, answer.valid_ms, answer.ttl_ms
-        );
-    }
+        output::assignments(&[
+            ("FENCELOCK_KEY", answer.key.to_string()),
+            ("FENCELOCK_VALUE", answer.value.to_string()),
+            ("FENCELOCK_TOKEN", answer.token.to_string()),
+            ("FENCELOCK_VALID_MS", answer.valid_ms.to_string()),
+            ("FENCELOCK_TTL_MS", answer.ttl_ms.to_string()),
+        ])
+    };
+    output::emit(&text)?;
     Ok(0)
 }

@@ -36,6 +36,7 @@ use crate::wait::{self, SHUTDOWN_GRACE};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The lock's key: the name of the shared resource.
+    #[arg(value_parser = crate::cli::parse_key)]
     pub key: String,
 
     #[command(flatten)]

@@ -16,6 +16,7 @@ use crate::cli::Global;
 use crate::duration::{millis, short};
 use crate::exit::Outcome;
 use crate::holder::Holder;
+use crate::output::{self, StatusFormat};
 use crate::stores;
 
 /// The most keys `status` without keys lists.
@@ -26,11 +27,15 @@ const LIST_LIMIT: usize = 1000;
 pub struct Args {
     /// The keys to show. Without keys: every key locked recently (within 24 h) under
     /// the global --prefix, held or not.
-    #[arg(value_name = "KEY", num_args = 0..)]
+    #[arg(value_name = "KEY", num_args = 0.., value_parser = crate::cli::parse_key)]
     pub keys: Vec<String>,
 
-    /// Print one JSON object instead of text.
-    #[arg(long)]
+    /// How to print: `text` for people, or one `json` object for programs.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
+    /// Same as --format json (kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
 }
 
@@ -68,6 +73,7 @@ struct NodeReport {
 /// [`crate::exit::UNAVAILABLE`], or [`crate::exit::CONFIG`] if a store refused for good (wrong
 /// password …) — after printing what is known.
 pub async fn run(args: Args, global: &Global) -> Outcome {
+    let json = args.json || args.format == StatusFormat::Json;
     let locker = stores::locker(global, None)?;
     let keys = if args.keys.is_empty() {
         locker.known_keys("", LIST_LIMIT).await?
@@ -75,24 +81,24 @@ pub async fn run(args: Args, global: &Global) -> Outcome {
         args.keys
     };
     if keys.is_empty() {
-        if args.json {
-            println!("{}", serde_json::json!({ "keys": [] }));
+        output::emit(if json {
+            "{\"keys\":[]}\n"
         } else {
-            println!("no keys locked recently");
-        }
+            "no keys locked recently\n"
+        })?;
         return Ok(0);
     }
     let statuses = locker.status(keys.as_slice()).await?;
     let report = Report {
         keys: statuses.iter().map(key_report).collect(),
     };
-    if args.json {
-        println!(
-            "{}",
+    if json {
+        output::emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        ))?;
     } else {
-        print!("{}", text(&report));
+        output::emit(&text(&report))?;
     }
     match stores::unanswered(&statuses) {
         Some(failure) => Err(failure),

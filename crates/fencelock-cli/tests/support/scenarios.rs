@@ -26,6 +26,17 @@ impl Setup {
         }
     }
 
+    /// An SQLite store in the private directory.
+    pub fn sqlite() -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stores = vec![super::sqlite_url(dir.path())];
+        Setup {
+            store_args: super::store_args(&stores),
+            stores,
+            dir,
+        }
+    }
+
     /// A file in the private directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -216,24 +227,25 @@ pub fn acquire_extend_release_script(t: &Setup) {
     let script = r#"
         set -x
         out=$("$FL" acquire job --ttl 20s) || exit 10
-        value=$(printf '%s\n' "$out" | sed -n 's/^value=//p')
-        token=$(printf '%s\n' "$out" | sed -n 's/^token=//p')
+        eval "$out"
+        value=$FENCELOCK_VALUE
+        token=$FENCELOCK_TOKEN
         [ -n "$value" ] && [ -n "$token" ] || exit 11
-        printf '%s\n' "$out" | grep -q '^valid_ms=[1-9]' || exit 12
+        printf '%s\n' "$out" | grep -q '^FENCELOCK_VALID_MS=[1-9]' || exit 12
         "$FL" run -n job -- true; [ $? -eq 1 ] || exit 13
         ext=$("$FL" extend job --value "$value" --ttl 30s) || exit 14
-        printf '%s\n' "$ext" | grep -q '^valid_ms=[1-9]' || exit 25
-        printf '%s\n' "$ext" | grep -q '^ttl_ms=30000$' || exit 26
+        printf '%s\n' "$ext" | grep -q '^FENCELOCK_VALID_MS=[1-9]' || exit 25
+        printf '%s\n' "$ext" | grep -q '^FENCELOCK_TTL_MS=30000$' || exit 26
         "$FL" status job | grep -q '^job: held' || exit 15
         "$FL" release job --value "$value" || exit 16
         "$FL" release job --value "$value"; [ $? -eq 3 ] || exit 17
-        "$FL" extend job --value "$value" >/dev/null 2>&1; [ $? -eq 75 ] || exit 18
-        out2=$("$FL" acquire job --json) || exit 19
+        "$FL" extend job --value "$value" --ttl 5s >/dev/null 2>&1; [ $? -eq 75 ] || exit 18
+        out2=$("$FL" acquire job --format json) || exit 19
         value2=$(printf '%s' "$out2" | sed -n 's/.*"value":"\([0-9a-f]*\)".*/\1/p')
         token2=$(printf '%s' "$out2" | sed -n 's/.*"token":\([0-9]*\).*/\1/p')
         [ "$token2" -gt "$token" ] || exit 20
         "$FL" release job --value "$value"; [ $? -eq 4 ] || exit 21
-        "$FL" extend job --value "$value" >/dev/null 2>&1; [ $? -eq 75 ] || exit 22
+        "$FL" extend job --value "$value" --ttl 5s >/dev/null 2>&1; [ $? -eq 75 ] || exit 22
         FENCELOCK_VALUE="$value2" "$FL" release job || exit 23
         "$FL" status job | grep -q '^job: free' || exit 24
         echo ok
