@@ -11,20 +11,45 @@ use fencelock::{KeyStatus, Locker, NodeErrorKind};
 /// The store URLs to use: the user's, or the library's default (an SQLite file in
 /// the user's state directory; the store creates the file and its directories).
 ///
+/// An empty or blank setting — `FENCELOCK_STORE=` from an unset variable in a deploy
+/// script, `--store ''`, a stray comma — is refused rather than read as "none given":
+/// falling back to the local file would silently turn a lock meant to span hosts into
+/// one that spans only this host, and every host would run the job at once.
+///
 /// # Errors
 ///
-/// [`CONFIG`] when there is no store given and no state directory for the default.
+/// [`crate::exit::USAGE`] for a blank entry or `memory://`; [`CONFIG`] when there is no store
+/// given and no state directory for the default.
 pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
-    let given: Vec<String> = global
-        .stores
-        .iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if !given.is_empty() {
-        return Ok(given);
+    if global.stores.is_empty() {
+        // clap treats a variable set to "" as absent: ask the environment itself.
+        if std::env::var_os("FENCELOCK_STORE").is_some() {
+            return Err(Failure::usage(
+                "FENCELOCK_STORE is set but empty; name a store (redis://host:port, \
+                 sqlite:///path/locks.db) or unset it to use the default",
+            ));
+        }
+        return Ok(vec![Locker::default_store_url()?]);
     }
-    Ok(vec![Locker::default_store_url()?])
+    let mut urls = Vec::with_capacity(global.stores.len());
+    for url in &global.stores {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(Failure::usage(
+                "an empty store URL was given (--store '', or a blank entry in \
+                 FENCELOCK_STORE); name every store, or give none to use the default",
+            ));
+        }
+        if url.starts_with("memory:") {
+            return Err(Failure::usage(
+                "memory:// keeps its locks inside one process, and every fencelock \
+                 command is a process of its own, so it would exclude nothing; use \
+                 sqlite:///path/locks.db on one host or redis://host:port across hosts",
+            ));
+        }
+        urls.push(url.to_string());
+    }
+    Ok(urls)
 }
 
 /// Builds the locker every command uses. `holder` is the JSON description stored
@@ -45,7 +70,7 @@ pub fn locker(global: &Global, holder: Option<String>) -> Result<Locker, Failure
         builder = builder.holder(h);
     }
     let locker = builder.build()?;
-    tracing::debug!(stores = ?locker.stores(), "stores");
+    tracing::info!("stores: {}", locker.stores().join(", "));
     Ok(locker)
 }
 

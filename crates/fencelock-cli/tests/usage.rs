@@ -137,3 +137,79 @@ fn help_matches_the_snapshot() {
         path.display()
     );
 }
+
+/// An empty or blank store setting is a mistake (an unset variable in a deploy
+/// script), never a silent fall back to the local file.
+#[test]
+fn empty_store_settings_are_usage_errors() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for value in ["", " ", ",", " , ", "redis://127.0.0.1:1,"] {
+        Command::from_std(support::fencelock(state.path()))
+            .env("FENCELOCK_STORE", value)
+            .args(["run", "k", "--", "true"])
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(one_usage_line().and(predicate::str::contains("store")));
+    }
+    for args in [
+        &["--store", "", "run", "k", "--", "true"][..],
+        &["--store", " ", "status"],
+        &["--store", "redis://127.0.0.1:1", "--store", "", "status"],
+    ] {
+        Command::from_std(support::fencelock(state.path()))
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(one_usage_line().and(predicate::str::contains("store")));
+    }
+    // Nothing fell back to the default file.
+    assert!(!state.path().join("fencelock").exists());
+}
+
+/// A memory store lives and dies with one process: each fencelock command is its own
+/// process, so it would exclude nothing.
+#[test]
+fn memory_store_is_refused_with_the_reason() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for args in [
+        &["--store", "memory://", "run", "k", "--", "true"][..],
+        &["--store", "memory://", "acquire", "k"],
+    ] {
+        Command::from_std(support::fencelock(state.path()))
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(
+                one_usage_line()
+                    .and(predicate::str::contains("memory://"))
+                    .and(predicate::str::contains("process")),
+            );
+    }
+}
+
+/// `-v` says which stores are in use, without their passwords.
+#[test]
+fn verbose_names_the_stores() {
+    let state = tempfile::tempdir().expect("temp dir");
+    Command::from_std(support::fencelock(state.path()))
+        .args([
+            "-v",
+            "--store",
+            "redis://:topsecret@127.0.0.1:1",
+            "status",
+            "k",
+        ])
+        .assert()
+        .code(69)
+        .stderr(
+            predicate::str::contains("stores: redis://")
+                .and(predicate::str::contains("127.0.0.1:1"))
+                .and(predicate::str::contains("topsecret").not()),
+        );
+    Command::from_std(support::fencelock(state.path()))
+        .args(["-v", "run", "k", "--", "true"])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("stores: sqlite://"));
+}
