@@ -132,3 +132,32 @@ fn json_answers() {
     t.run(&["release", "j s\"on", "--value", &value])
         .expect_code(0);
 }
+
+/// Runs `fencelock` with its stdout a pipe whose reading end is already closed (as in
+/// `fencelock acquire k | head -0`, or a reader that died).
+fn with_closed_stdout(t: &Setup, args: &[&str]) -> Finished {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut cmd = support::fencelock(t.dir.path());
+    cmd.args(support::store_args(&t.stores))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped());
+    finish(cmd.spawn().expect("spawn"))
+}
+
+/// A lock taken by a command that cannot report it is of use to no one: `acquire`
+/// releases it and says so by its exit code, with no panic.
+#[test]
+fn acquire_with_a_closed_stdout_releases_the_lock() {
+    let t = sqlite();
+    let out = with_closed_stdout(&t, &["acquire", "piped", "--ttl", "60s"]);
+    out.expect_code(74).expect_one_error_line();
+    assert!(out.stderr.contains("released"), "{out:#?}");
+    // Free at once, not after the 60 s TTL.
+    t.run(&["run", "-n", "piped", "--", "true"]).expect_code(0);
+
+    let out = with_closed_stdout(&t, &["status", "piped"]);
+    out.expect_code(74).expect_one_error_line();
+}

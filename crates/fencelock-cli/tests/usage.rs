@@ -43,6 +43,8 @@ fn bad_input_is_a_usage_error() {
         &["status", ""],
         &["extend", "k"],
         &["extend", "k", "--value", ""],
+        // No default TTL: a default could shorten a long lease by accident.
+        &["extend", "k", "--value", "v"],
         &["release", "k"],
         &["release", "k", "--value", ""],
         &["release", "a:fencelock:fence", "--value", "v"],

@@ -3,9 +3,6 @@
 //! Prints the lock's value (the proof of ownership that `extend` and `release` need),
 //! its fencing token and how long it is proven valid, then exits with the lock still
 //! held: it lives until its TTL runs out unless the script extends or releases it.
-
-use std::mem::ManuallyDrop;
-
 use serde::Serialize;
 
 use crate::cli::{Global, TtlArg, WaitArgs};
@@ -68,11 +65,6 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         global.quiet,
     )
     .await?;
-    // Dropping a `Lease` releases the lock, and this lock must outlive the process:
-    // the script that ran us owns it now, by its value. So the lease is never dropped;
-    // process exit then leaves the keys in the stores until their TTL (or until
-    // `fencelock extend`/`release`). Nothing else leaks: the process ends right after.
-    let lease = ManuallyDrop::new(lease);
     let answer = Acquired {
         key: &args.key,
         value: lease.value(),
@@ -91,6 +83,24 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
             ("FENCELOCK_TTL_MS", answer.ttl_ms.to_string()),
         ])
     };
-    output::emit(&text)?;
+    if let Err(mut failure) = output::emit(&text) {
+        // Nobody learnt the value, so nobody can use or release this lock: free it now
+        // rather than block every other holder for the whole TTL.
+        let released = tokio::time::timeout(wait::SHUTDOWN_GRACE, lease.release()).await;
+        let _ = tokio::time::timeout(wait::SHUTDOWN_GRACE, locker.shutdown()).await;
+        failure.message = match released {
+            Ok(Ok(_)) => format!("{}; lock {:?} released", failure.message, args.key),
+            _ => format!(
+                "{}; lock {:?} not confirmed released, it expires with its TTL",
+                failure.message, args.key
+            ),
+        };
+        return Err(failure);
+    }
+    // Dropping a `Lease` releases the lock, and this lock must outlive the process:
+    // the script that ran us owns it now, by its value. So the lease is never dropped;
+    // process exit then leaves the keys in the stores until their TTL (or until
+    // `fencelock extend`/`release`). Nothing else leaks: the process ends right after.
+    std::mem::forget(lease);
     Ok(0)
 }

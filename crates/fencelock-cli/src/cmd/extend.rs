@@ -18,8 +18,9 @@ pub struct Args {
     #[command(flatten)]
     pub held: adopt::Held,
 
-    /// The new TTL, counted from now.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration::parse_ttl)]
+    /// The new TTL, counted from now (required: a default would silently shorten a
+    /// lease taken for longer, e.g. a 10-minute lease cut to 30 s).
+    #[arg(long, value_name = "DURATION", required = true, value_parser = duration::parse_ttl)]
     pub ttl: Duration,
 
     /// How to print the answer: `shell` assignments (FENCELOCK_VALID_MS,
