@@ -20,7 +20,7 @@ use crate::{cmd, duration, exit};
                   Locks live in an embedded SQLite file on this host by default, or in one or \
                   several Redis servers (Redlock) with --store. Every holder gets a fencing \
                   token larger than every earlier holder's.",
-    after_help = exit::TABLE,
+    after_help = exit::help(None),
     subcommand_required = true,
     arg_required_else_help = true
 )]
@@ -90,27 +90,32 @@ pub enum Command {
     #[command(
         override_usage = "fencelock run [OPTIONS] <KEY> -- <COMMAND> [ARGS]...\n       \
                           fencelock run [OPTIONS] <KEY> -c <SHELL-COMMAND>",
-        after_help = exit::TABLE
+        after_help = exit::help(Some("run"))
     )]
     Run(cmd::run::Args),
 
     /// Take a lock and print its value, fencing token and validity; it stays held
     /// until its TTL runs out unless extended or released.
+    #[command(after_help = exit::help(Some("acquire")))]
     Acquire(cmd::acquire::Args),
 
     /// Extend a lock taken with `acquire`, by key and value.
+    #[command(after_help = exit::help(Some("extend")))]
     Extend(cmd::extend::Args),
 
     /// Release a lock taken with `acquire`, by key and value.
+    #[command(after_help = exit::help(Some("release")))]
     Release(cmd::release::Args),
 
     /// Show whether keys are held, by whom, for how long, and their last fencing
     /// token.
+    #[command(after_help = exit::help(Some("status")))]
     Status(cmd::status::Args),
 
     /// Check that the stores are fit for locking: per node its version, role,
     /// persistence, eviction policy, clock offset, round trip and ACL permissions, then
     /// a probe lock. Exit 0 only when all is well.
+    #[command(after_help = exit::help(Some("doctor")))]
     Doctor(cmd::doctor::Args),
 
     Demo(crate::demo::DemoArgs),

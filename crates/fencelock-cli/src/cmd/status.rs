@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::cli::Global;
 use crate::duration::{millis, short};
-use crate::exit::Outcome;
+use crate::exit::{self, Failure, Outcome};
 use crate::holder::Holder;
 use crate::output::{self, StatusFormat};
 use crate::stores;
@@ -33,6 +33,11 @@ pub struct Args {
     /// How to print: `text` for people, or one `json` object for programs.
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub format: StatusFormat,
+
+    /// Print nothing; exit 0 if every KEY is held, 5 if any is free (for `if fencelock
+    /// status --held KEY; then …`).
+    #[arg(long, requires = "keys")]
+    pub held: bool,
 
     /// Same as --format json (kept for older scripts).
     #[arg(long, hide = true, conflicts_with = "format")]
@@ -92,6 +97,18 @@ pub async fn run(args: Args, global: &Global) -> Outcome {
     let report = Report {
         keys: statuses.iter().map(key_report).collect(),
     };
+    if args.held {
+        if let Some(failure) = stores::unanswered(&statuses) {
+            return Err(failure);
+        }
+        return match report.keys.iter().find(|k| !k.held) {
+            Some(free) => Err(Failure::new(
+                exit::NOT_HELD,
+                format!("lock {:?} is {}", free.key, free.state),
+            )),
+            None => Ok(0),
+        };
+    }
     if json {
         output::emit(&format!(
             "{}\n",
