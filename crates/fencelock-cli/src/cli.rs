@@ -3,6 +3,7 @@
 //! Each subcommand's own options live beside its code in `cmd/`; what several share
 //! (TTL, how long to wait) is here so that it reads and behaves the same everywhere.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -42,9 +43,11 @@ pub struct Global {
     /// rustdoc would read as links).
     #[arg(
         long = "store",
-        help = "Store URL: redis://[user:pass@]host:port[/db], rediss://… (TLS), or \
-                sqlite:///path/file.db. Repeat it with several independent Redis servers \
-                for a Redlock quorum. [default: $XDG_STATE_HOME/fencelock/locks.db, else \
+        help = "Store URL: redis://[user@]host:port[/db], rediss://… (TLS, see --ca-cert), \
+                or sqlite:///path/file.db. Repeat it with several independent Redis servers \
+                for a Redlock quorum. Give Redis passwords with FENCELOCK_PASSWORD or \
+                --password-file rather than in the URL, which `ps` shows. \
+                [default: $XDG_STATE_HOME/fencelock/locks.db, else \
                 ~/.local/state/fencelock/locks.db]",
         value_name = "URL",
         env = "FENCELOCK_STORE",
@@ -66,6 +69,29 @@ pub struct Global {
         global = true
     )]
     pub prefix: Option<String>,
+
+    /// A PEM file of CA certificates to trust for rediss:// stores, instead of the
+    /// system's (a URL's own ?ca= wins). Used by every command.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "FENCELOCK_CA_CERT",
+        hide_env_values = true,
+        global = true
+    )]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Read the Redis password from the first line of this file (a mounted secret),
+    /// for every store whose URL has none. FENCELOCK_PASSWORD gives it directly; both
+    /// keep it out of `ps`.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "FENCELOCK_PASSWORD_FILE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub password_file: Option<PathBuf>,
 
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]

@@ -6,7 +6,7 @@
 
 use crate::cli::Global;
 use crate::exit::{CONFIG, Failure, UNAVAILABLE};
-use fencelock::{KeyStatus, Locker, NodeErrorKind};
+use fencelock::{KeyStatus, Locker, LockerBuilder, NodeErrorKind};
 
 /// The store URLs to use: the user's, or the library's default (an SQLite file in
 /// the user's state directory; the store creates the file and its directories).
@@ -52,6 +52,36 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
     Ok(urls)
 }
 
+/// The locker builder every command starts from (`doctor` included, so that what it
+/// checks is what the others use): the stores, the prefix, the CA certificate and the
+/// password from `--password-file` / `FENCELOCK_PASSWORD_FILE` or `FENCELOCK_PASSWORD`
+/// (a URL's own password wins). Both password sources keep it out of `ps`.
+///
+/// # Errors
+///
+/// As [`urls`]; a usage error when both a password file and `FENCELOCK_PASSWORD` are
+/// given (which one was meant?).
+pub fn builder(global: &Global) -> Result<LockerBuilder, Failure> {
+    let mut builder = Locker::builder()
+        .stores(urls(global)?)
+        .prefix(global.prefix.clone().unwrap_or_default());
+    if let Some(ca) = &global.ca_cert {
+        builder = builder.ca_cert(ca);
+    }
+    let from_env = std::env::var_os("FENCELOCK_PASSWORD").is_some();
+    builder = match (&global.password_file, from_env) {
+        (Some(_), true) => {
+            return Err(Failure::usage(
+                "both FENCELOCK_PASSWORD and a password file are given; keep one",
+            ));
+        }
+        (Some(file), false) => builder.password_file(file),
+        (None, true) => builder.password_from_env("FENCELOCK_PASSWORD"),
+        (None, false) => builder,
+    };
+    Ok(builder)
+}
+
 /// Builds the locker every command uses. `holder` is the JSON description stored
 /// beside each key this process acquires (for `fencelock status`).
 ///
@@ -60,10 +90,7 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
 /// The library's own: a bad URL is a usage error (2), an unopenable store a config
 /// error (78). Its messages never contain passwords.
 pub fn locker(global: &Global, holder: Option<String>) -> Result<Locker, Failure> {
-    let urls = urls(global)?;
-    let mut builder = crate::cmd::doctor::secrets_from_env(Locker::builder())
-        .stores(urls)
-        .prefix(global.prefix.clone().unwrap_or_default())
+    let mut builder = builder(global)?
         // Each command passes its own wait to `acquire_with`; this is only the fallback.
         .max_wait(None);
     if let Some(h) = holder {
@@ -76,8 +103,8 @@ pub fn locker(global: &Global, holder: Option<String>) -> Result<Locker, Failure
 
 /// The failure to report when fewer than a majority of stores answered a status
 /// query for some key: [`CONFIG`] if a store refused for good (wrong password, a
-/// replica, a foreign key type, a Redis Cluster node, an unusable file — the kinds
-/// the library itself treats as permanent), else [`UNAVAILABLE`]. `None` when every key was
+/// replica, a foreign key type, a Redis Cluster node, an unusable file, an untrusted
+/// certificate — retrying fixes none of them), else [`UNAVAILABLE`]. `None` when every key was
 /// answered by a majority.
 pub fn unanswered(statuses: &[KeyStatus]) -> Option<Failure> {
     statuses.iter().find_map(|s| {
@@ -93,6 +120,7 @@ pub fn unanswered(statuses: &[KeyStatus]) -> Option<Failure> {
                     | NodeErrorKind::WrongType
                     | NodeErrorKind::Cluster
                     | NodeErrorKind::Storage
+                    | NodeErrorKind::Tls
             )
         });
         let errors: Vec<String> = failed.iter().map(ToString::to_string).collect();
