@@ -161,3 +161,57 @@ fn acquire_with_a_closed_stdout_releases_the_lock() {
     let out = with_closed_stdout(&t, &["status", "piped"]);
     out.expect_code(74).expect_one_error_line();
 }
+
+/// The holder record names the program and host, never the arguments (which may hold
+/// secrets, as in `mysql -pSECRET`); `--holder` replaces the name.
+#[test]
+fn holder_record_has_no_arguments() {
+    let t = sqlite();
+    let ready = t.path("ready");
+    let script = format!("touch '{}'; exec sleep 60", ready.display());
+    let holder = t.spawn(&["run", "k", "--", "sh", "-c", &script, "sh", "-pSECRET"]);
+    support::wait_for_file(&ready);
+    let text = t.run(&["status", "k"]);
+    let json = t.run(&["status", "--format", "json", "k"]);
+    support::scenarios::stop(holder);
+    for out in [&text, &json] {
+        out.expect_code(0);
+        assert!(!out.stdout.contains("SECRET"), "{out:#?}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(v["keys"][0]["holder"]["name"], "sh", "{v}");
+
+    // `acquire` records its parent, by name only.
+    let out = script_with(
+        &t,
+        r#""$FL" acquire k2 --ttl 20s >/dev/null && "$FL" status --format json k2 # SECRET"#,
+    );
+    out.expect_code(0);
+    assert!(!out.stdout.contains("SECRET"), "{out:#?}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(v["keys"][0]["holder"]["name"], "sh", "{v}");
+
+    // --holder names the holder instead.
+    let ready = t.path("ready2");
+    let script = format!("touch '{}'; exec sleep 60", ready.display());
+    let holder = t.spawn(&["run", "--holder", "nightly report", "k3", "-c", &script]);
+    support::wait_for_file(&ready);
+    let out = t.run(&["status", "k3"]);
+    support::scenarios::stop(holder);
+    assert!(out.stdout.contains("nightly report"), "{out:#?}");
+}
+
+fn script_with(t: &Setup, text: &str) -> Finished {
+    script(t, text, &[])
+}
+
+/// `doctor`'s probe lock leaves nothing that `status` lists.
+#[test]
+fn doctor_leaves_no_probe_keys() {
+    let t = sqlite();
+    t.run(&["doctor"]).expect_code(0);
+    t.run(&["doctor"]).expect_code(0);
+    let out = t.run(&["status"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "no keys locked recently\n", "{out:#?}");
+}

@@ -26,6 +26,11 @@ pub struct Args {
     #[command(flatten)]
     pub wait: WaitArgs,
 
+    /// How `status` and waiters name the holder [default: the program's name, never
+    /// its arguments, which may hold secrets].
+    #[arg(long, value_name = "TEXT", value_parser = crate::holder::parse_label)]
+    pub holder: Option<String>,
+
     /// How to print the answer: `shell` assignments (FENCELOCK_KEY, FENCELOCK_VALUE,
     /// FENCELOCK_TOKEN, FENCELOCK_VALID_MS, FENCELOCK_TTL_MS), quoted so that
     /// `eval "$(fencelock acquire KEY)"` is safe whatever the key holds, or one `json`
@@ -54,7 +59,10 @@ struct Acquired<'a> {
 ///
 /// Not acquired: [`exit::CONFLICT`]; otherwise as [`crate::exit::Failure::from_lib`].
 pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome {
-    let locker = stores::locker(global, Some(Holder::for_acquire().to_json()))?;
+    let locker = stores::locker(
+        global,
+        Some(Holder::for_acquire(args.holder.as_deref()).to_json()),
+    )?;
     let lease = wait::acquire(
         &locker,
         &args.key,

@@ -137,19 +137,26 @@ fn describe(out: &mut String, n: &NodeReport) {
     out.push('\n');
 }
 
+/// The key of the probe lock, under `--prefix`.
+pub const PROBE_KEY: &str = "fencelock-doctor-probe";
+
 /// What the probe lock found: `Ok(token)` or the error's text.
 type ProbeResult = Result<String, String>;
 
 /// Acquires, extends and releases a random key under the prefix: every script, every
 /// permission, the whole Redlock path.
 async fn probe_lock(locker: &Locker, ttl: Duration) -> ProbeResult {
-    let key = format!("fencelock-doctor-{}", std::process::id());
+    // One fixed name, not one per run: the library keeps a key's fencing counter
+    // after its release (a counter must never go back), and has no call to forget it,
+    // so a name per run would leave one more key for `status` to list each time.
+    // `status` leaves this one out of its listing.
+    let key = PROBE_KEY;
     let ttl = ttl.clamp(
         fencelock::MIN_TTL.max(Duration::from_secs(1)),
         Duration::from_secs(30),
     );
     let lease = locker
-        .try_acquire(key.as_str(), ttl)
+        .try_acquire(key, ttl)
         .await
         .map_err(|e| format!("acquire: {e}"))?;
     let token = lease.token().to_string();

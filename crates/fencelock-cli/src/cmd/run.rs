@@ -45,6 +45,11 @@ pub struct Args {
     #[command(flatten)]
     pub wait: WaitArgs,
 
+    /// How `status` and waiters name the holder [default: the program's name, never
+    /// its arguments, which may hold secrets].
+    #[arg(long, value_name = "TEXT", value_parser = crate::holder::parse_label)]
+    pub holder: Option<String>,
+
     /// Exit code when the lock is not acquired (held, with -n; or the -w wait ran out).
     #[arg(short = 'E', long, value_name = "N", default_value_t = exit::CONFLICT)]
     pub conflict_exit_code: u8,
@@ -90,7 +95,10 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     let Some((program, program_args)) = argv.split_first().filter(|(p, _)| !p.is_empty()) else {
         return Err(Failure::usage("the command to run is empty"));
     };
-    let locker = stores::locker(global, Some(Holder::for_run(&argv).to_json()))?;
+    let locker = stores::locker(
+        global,
+        Some(Holder::for_run(program, args.holder.as_deref()).to_json()),
+    )?;
     let ttl = args.ttl.ttl;
     let lease = wait::acquire(
         &locker,

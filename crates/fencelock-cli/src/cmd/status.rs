@@ -81,7 +81,10 @@ pub async fn run(args: Args, global: &Global) -> Outcome {
     let json = args.json || args.format == StatusFormat::Json;
     let locker = stores::locker(global, None)?;
     let keys = if args.keys.is_empty() {
-        locker.known_keys("", LIST_LIMIT).await?
+        let mut keys = locker.known_keys("", LIST_LIMIT).await?;
+        // doctor's probe lock is not a lock of anyone's (see `doctor::PROBE_KEY`).
+        keys.retain(|k| k != crate::cmd::doctor::PROBE_KEY);
+        keys
     } else {
         args.keys
     };
@@ -173,15 +176,11 @@ fn text(report: &Report) -> String {
             Some(record) => match serde_json::from_value::<Holder>(record.clone()) {
                 Ok(h) => {
                     out.push_str(&format!(
-                        "  holder: pid {} on {}, for {} (via {})\n",
-                        h.pid,
-                        h.host,
+                        "  holder: {}, for {} (via {})\n",
+                        h.describe(),
                         short(h.age()),
                         h.via
                     ));
-                    if !h.command.is_empty() {
-                        out.push_str(&format!("  command: {}\n", h.command));
-                    }
                 }
                 Err(_) => out.push_str(&format!("  holder: {record}\n")),
             },

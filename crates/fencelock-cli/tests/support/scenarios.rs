@@ -285,11 +285,10 @@ pub fn status_shows_the_holder(t: &Setup) {
     assert!(out.stdout.starts_with("shown: held\n"), "{out:#?}");
     assert!(
         out.stdout
-            .contains(&format!("holder: pid {} on ", holder.id())),
+            .contains(&format!("holder: sh (pid {} on ", holder.id())),
         "{out:#?}"
     );
     assert!(out.stdout.contains("via run"), "{out:#?}");
-    assert!(out.stdout.contains("command: sh -c"), "{out:#?}");
     assert!(out.stdout.contains("other: free\n"), "{out:#?}");
 
     let json = t.run(&["status", "--json", "shown"]);
