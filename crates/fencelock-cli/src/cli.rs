@@ -116,34 +116,62 @@ pub enum Command {
     #[command(
         override_usage = "fencelock run [OPTIONS] <KEY> -- <COMMAND> [ARGS]...\n       \
                           fencelock run [OPTIONS] <KEY> -c <SHELL-COMMAND>",
-        after_help = exit::help(Some("run"))
+        after_help = after("run", &[
+            "fencelock run nightly-report -- ./make-report --date today",
+            "fencelock run -n backup -c 'pg_dump app | gzip > /backups/app.gz'",
+            "FENCELOCK_STORE=redis://10.0.0.1,redis://10.0.0.2,redis://10.0.0.3 \\\n    \
+             fencelock run -w 5m ledger:42 -- ./rebalance",
+        ])
     )]
     Run(cmd::run::Args),
 
     /// Take a lock and print its value, fencing token and validity; it stays held
     /// until its TTL runs out unless extended or released.
-    #[command(after_help = exit::help(Some("acquire")))]
+    #[command(after_help = after("acquire", &[
+            "eval \"$(fencelock acquire deploy --ttl 10m)\" || exit",
+            "./deploy --fencing-token \"$FENCELOCK_TOKEN\"",
+            "fencelock acquire -n deploy --format json | jq -r .value",
+        ]))]
     Acquire(cmd::acquire::Args),
 
     /// Extend a lock taken with `acquire`, by key and value.
-    #[command(after_help = exit::help(Some("extend")))]
+    #[command(after_help = after("extend", &[
+            "fencelock extend deploy --value \"$FENCELOCK_VALUE\" --ttl 10m",
+            "eval \"$(fencelock extend deploy --value \"$FENCELOCK_VALUE\" --ttl 5m)\"",
+        ]))]
     Extend(cmd::extend::Args),
 
     /// Release a lock taken with `acquire`, by key and value.
-    #[command(after_help = exit::help(Some("release")))]
+    #[command(after_help = after("release", &[
+            "fencelock release deploy --value \"$FENCELOCK_VALUE\"",
+            "FENCELOCK_VALUE=$v fencelock release deploy || echo \"lost: exit $?\"",
+        ]))]
     Release(cmd::release::Args),
 
     /// Show whether keys are held, by whom, for how long, and their last fencing
     /// token.
-    #[command(after_help = exit::help(Some("status")))]
+    #[command(after_help = after("status", &[
+            "fencelock status deploy",
+            "fencelock --prefix app: status --format json",
+            "if fencelock status --held deploy; then echo busy; fi",
+        ]))]
     Status(cmd::status::Args),
 
     /// Check that the stores are fit for locking: per node its version, role,
     /// persistence, eviction policy, clock offset, round trip and ACL permissions, then
     /// a probe lock. Exit 0 only when all is well.
-    #[command(after_help = exit::help(Some("doctor")))]
+    #[command(after_help = after("doctor", &[
+            "fencelock doctor",
+            "fencelock --store rediss://10.0.0.1:6380 --ca-cert ca.pem doctor --ttl 10s",
+            "FENCELOCK_PASSWORD_FILE=/run/secrets/redis fencelock doctor --strict",
+        ]))]
     Doctor(cmd::doctor::Args),
 
+    #[command(after_help = after("", &[
+        "fencelock demo",
+        "fencelock demo --workers 8 --accounts 3",
+        "fencelock --store redis://127.0.0.1:6379 demo --json --keep",
+    ]))]
     Demo(crate::demo::DemoArgs),
 
     #[command(hide = true)]
@@ -168,6 +196,22 @@ pub fn parse_key(text: &str) -> Result<String, String> {
         )),
         None => Ok(text.to_string()),
     }
+}
+
+/// What ends a command's `--help`: a few examples, then the exit codes that concern
+/// it (see [`exit::help`]).
+fn after(command: &str, examples: &[&str]) -> String {
+    let mut text = String::from("Examples:\n");
+    for e in examples {
+        text.push_str("  ");
+        text.push_str(e);
+        text.push('\n');
+    }
+    if !command.is_empty() {
+        text.push('\n');
+        text.push_str(&exit::help(Some(command)));
+    }
+    text
 }
 
 /// The lease's TTL, as `run` and `acquire` take it.

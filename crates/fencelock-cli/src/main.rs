@@ -89,16 +89,35 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 }
 
 /// clap's multi-line error as one line: the error and its tips, without the usage.
+///
+/// clap lists missing arguments on indented lines after a colon; they are joined into
+/// the sentence (`…not provided: --value <VALUE>, --ttl <DURATION>`), and tips become
+/// sentences of their own.
 fn one_line(rendered: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for line in rendered.lines() {
-        let line = line.trim();
+    let mut parts: Vec<String> = Vec::new();
+    for raw in rendered.lines() {
+        let line = raw.trim();
         if line.starts_with("Usage:") || line.starts_with("For more information") {
             break;
         }
-        if !line.is_empty() {
-            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.strip_prefix("error: ").unwrap_or(line);
+        match parts.last_mut() {
+            Some(last) if raw.starts_with(' ') && !line.starts_with("tip:") => {
+                last.push_str(if last.ends_with(':') { " " } else { ", " });
+                last.push_str(line);
+            }
+            _ => parts.push(line.to_string()),
         }
     }
-    format!("{} (see --help)", parts.join("; "))
+    let mut text = parts.join("; ");
+    // The commonest slip deserves a message that says what to do.
+    if text.contains("not provided") && text.contains("<COMMAND>") {
+        text = "no command to run: give it after the key and `--` \
+                (fencelock run KEY -- COMMAND [ARGS]...), or as -c 'SHELL-COMMAND'"
+            .into();
+    }
+    format!("{text} (see --help)")
 }

@@ -215,3 +215,47 @@ fn verbose_names_the_stores() {
         .code(0)
         .stderr(predicate::str::contains("stores: sqlite://"));
 }
+
+/// Every command's help shows a few examples, and its own exit codes.
+#[test]
+fn every_command_has_examples() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for command in [
+        "run", "acquire", "extend", "release", "status", "doctor", "demo",
+    ] {
+        let out = Command::from_std(support::fencelock(state.path()))
+            .args([command, "--help"])
+            .output()
+            .expect("run");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let examples = help
+            .split("Examples:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{command}: no examples in\n{help}"));
+        let shown = examples
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .filter(|l| l.contains("fencelock "))
+            .count();
+        assert!(
+            (2..=4).contains(&shown),
+            "{command}: {shown} examples\n{help}"
+        );
+        if command != "demo" {
+            assert!(help.contains("Exit codes:"), "{command}:\n{help}");
+        }
+    }
+}
+
+/// clap's multi-line errors read as one sentence on one line.
+#[test]
+fn errors_read_as_one_sentence() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for args in [&["run", "k"][..], &["extend", "k"], &["run"]] {
+        fencelock(&state).args(args).assert().code(2).stderr(
+            one_usage_line()
+                .and(predicate::str::contains(":;").not())
+                .and(predicate::str::contains("  ").not()),
+        );
+    }
+}
