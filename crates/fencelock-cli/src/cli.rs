@@ -108,9 +108,18 @@ pub enum Command {
     /// Run a command while holding a lock (renewed while it runs, released when it
     /// exits).
     ///
-    /// The command runs in its own process group. SIGINT, SIGTERM, SIGHUP, SIGQUIT,
-    /// SIGUSR1 and SIGUSR2 sent to fencelock are forwarded to that group, and fencelock
-    /// waits for the command before releasing the lock. If the lease is lost while the
+    /// The command runs in its own process group, under a small guard process that
+    /// kills the whole group if fencelock dies (kill -9, the OOM killer): the command
+    /// never runs without the lock. When the command exits, the lock is held until
+    /// nothing is left in its group (background jobs it started), as flock(1) holds
+    /// the lock while the lock file is open.
+    ///
+    /// SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to fencelock are
+    /// forwarded to the group (SIGINT, SIGTERM, SIGHUP and SIGQUIT followed by SIGCONT,
+    /// so a stopped command gets them too); a second SIGINT or SIGTERM kills the group.
+    /// Ctrl-Z suspends the job and gives the shell its prompt back; nothing renews the
+    /// lease meanwhile. On fg the lease is renewed if it is still valid, else the
+    /// command is killed and fencelock exits with 75. If the lease is lost while the
     /// command runs, the group gets SIGTERM at once and SIGKILL after --kill-after (or
     /// when the lease's proven validity ends, if sooner), and fencelock exits with 75.
     #[command(

@@ -10,7 +10,9 @@
 //! - `stores.rs`: which stores (flags, `FENCELOCK_STORE`, the default SQLite file).
 //! - `holder.rs`: the holder record stored beside each key for `status`.
 //! - `wait.rs`, `spinner.rs`, `signals.rs`: waiting for a lock with the user watching.
-//! - `terminal.rs`: lending the terminal to `run`'s command.
+//! - `terminal.rs`: lending the terminal to `run`'s command; `jobs.rs`: Ctrl-Z.
+//! - `guard.rs`: the process between `run` and its command (dies with fencelock,
+//!   waits for the command's whole process group).
 //! - `adopt.rs`: acting on a lock by key and value (for `extend`/`release`).
 //! - `output.rs`: answers on stdout (quoted for `eval`, or JSON).
 //! - `duration.rs`, `logging.rs`: small helpers.
@@ -22,7 +24,9 @@ mod cmd;
 mod demo;
 mod duration;
 mod exit;
+mod guard;
 mod holder;
+mod jobs;
 mod logging;
 mod output;
 mod signals;
@@ -37,6 +41,12 @@ use std::time::Duration;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `run`'s command runs under fencelock itself as its guard (see `guard.rs`), which
+    // must not go through the command line, the logs or the runtime.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == guard::ARG) {
+        return guard::main(argv.collect());
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),

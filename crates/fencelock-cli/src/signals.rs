@@ -21,6 +21,15 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// Whether `sig` asks a process to end (as opposed to reload or report): these are
+/// followed by SIGCONT when forwarded, and a second one escalates to SIGKILL.
+pub fn terminates(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT
+    )
+}
+
 /// Streams of the caught signals.
 #[derive(Debug)]
 pub struct Signals {

@@ -118,8 +118,24 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         "acquired"
     );
 
-    let mut command = tokio::process::Command::new(program);
+    // The command runs under the guard (see `guard.rs`): fencelock itself, started
+    // again as the leader of the command's process group. Spawned from this thread —
+    // the main thread, which lives as long as fencelock — because the guard's
+    // parent-death signal fires when the spawning *thread* exits.
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            finish(&locker, lease).await;
+            return Err(Failure::new(
+                exit::OS_ERROR,
+                format!("cannot find fencelock's own executable to start the command: {e}"),
+            ));
+        }
+    };
+    let mut command = tokio::process::Command::new(exe);
     command
+        .args(crate::guard::args(std::process::id()))
+        .arg(program)
         .args(program_args)
         .process_group(0)
         .env("FENCELOCK_KEY", &args.key)
@@ -130,7 +146,10 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         Ok(child) => child,
         Err(e) => {
             finish(&locker, lease).await;
-            return Err(spawn_failure(program, &e));
+            return Err(Failure::new(
+                exit::OS_ERROR,
+                format!("cannot start the command {program:?}: {e}"),
+            ));
         }
     };
     supervise(child, lease, &locker, &args, signals).await
@@ -156,7 +175,8 @@ async fn supervise(
             ));
         }
     };
-    let terminal = crate::terminal::lend(group);
+    let mut terminal = crate::terminal::lend(group);
+    let mut stops = crate::jobs::Stops::watch(group);
     let lost = lease.lost();
     tokio::pin!(lost);
     // `valid_until` is cut to "now" when the lease is lost, so remember the last value
@@ -167,7 +187,12 @@ async fn supervise(
         (lease.ttl() / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
     );
     let mut lost_at: Option<Instant> = None;
+    // Set when fencelock stopped the command because the lock was no longer its own
+    // (lost while running, or expired while the job was suspended).
+    let mut stopped_for_loss = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
+    // Terminating signals received so far: the second one escalates to SIGKILL.
+    let mut terminations = 0u32;
     let status = loop {
         let kill_timer = async move {
             match kill_at {
@@ -179,8 +204,16 @@ async fn supervise(
             biased;
             status = child.wait() => break status,
             sig = signals.recv() => {
-                tracing::debug!("forwarding {sig} to the command");
-                signal_group(group, sig);
+                if crate::signals::terminates(sig) {
+                    terminations += 1;
+                }
+                if terminations >= 2 && crate::signals::terminates(sig) {
+                    tracing::warn!("{sig} again: killing the command (SIGKILL)");
+                    signal_group(group, Signal::SIGKILL);
+                } else {
+                    tracing::debug!("forwarding {sig} to the command");
+                    forward(group, sig);
+                }
             }
             () = &mut lost, if lost_at.is_none() => {
                 // `lost()` also fires when a lease ends; only a real loss stops the command.
@@ -192,17 +225,38 @@ async fn supervise(
                         args.key,
                         short(grace)
                     );
-                    signal_group(group, Signal::SIGTERM);
-                    lost_at = Some(now);
+                    forward(group, Signal::SIGTERM);
+                    stopped_for_loss = true;
                     kill_at = Some(tokio::time::Instant::now() + grace);
-                } else {
-                    lost_at = Some(Instant::now());
                 }
+                lost_at = Some(Instant::now());
             }
             () = kill_timer => {
                 tracing::warn!("the command outlived its grace: SIGKILL");
                 signal_group(group, Signal::SIGKILL);
                 kill_at = None;
+            }
+            stop = stops.next() => {
+                // The job was suspended (Ctrl-Z, or a read of the terminal from the
+                // background): suspend fencelock with it, so the shell gets its prompt
+                // back, and check the lease when it is resumed.
+                drop(terminal.take());
+                crate::jobs::suspend_self(stop);
+                if lost_at.is_none() && resumable(&lease).await {
+                    terminal = crate::terminal::lend(group);
+                    if terminal.is_none() {
+                        // Resumed in the background (`bg`): let it run there.
+                        signal_group(group, Signal::SIGCONT);
+                    }
+                } else if !stopped_for_loss {
+                    tracing::warn!(
+                        "lease on {:?} expired while the job was suspended: killing the command",
+                        args.key
+                    );
+                    signal_group(group, Signal::SIGKILL);
+                    stopped_for_loss = true;
+                    lost_at = lost_at.or(Some(Instant::now()));
+                }
             }
             _ = refresh.tick(), if lost_at.is_none() => {
                 if !lease.is_lost() {
@@ -216,8 +270,8 @@ async fn supervise(
         .map_err(|e| Failure::new(exit::OS_ERROR, format!("cannot wait for the command: {e}")))?;
     let code = status_code(status);
 
-    if lost_at.is_some() && lease.is_lost() {
-        // The direct child is gone, but what it started may live on in its group:
+    if stopped_for_loss {
+        // The guard is gone, but what the command started may live on in its group:
         // none of it may outlive the grace.
         stop_group(group, kill_at).await;
         finish(locker, lease).await;
@@ -230,8 +284,68 @@ async fn supervise(
             ),
         ));
     }
+    // The guard waits for its group where the system lets it (Linux); elsewhere what
+    // the command left behind may still run: the lock is held until it is gone.
+    wait_group(group, signals).await;
     finish(locker, lease).await;
     Ok(code)
+}
+
+/// After the job was resumed: is the lock still ours? Renews it at once if its proven
+/// validity has not run out (so the job continues with a full TTL ahead), else no.
+async fn resumable(lease: &Lease) -> bool {
+    if lease.is_lost() || !lease.is_valid() {
+        return false;
+    }
+    match lease.extend(lease.ttl()).await {
+        Ok(()) => {
+            tracing::info!("resumed: lease renewed");
+            true
+        }
+        Err(e) => {
+            tracing::debug!("resumed, but the lease cannot be renewed: {e}");
+            false
+        }
+    }
+}
+
+/// Forwards `sig` to the command's group; a signal that asks it to end is followed by
+/// SIGCONT, so that it also reaches a command that is stopped (a stopped process only
+/// acts on SIGKILL and SIGCONT).
+fn forward(group: Pid, sig: Signal) {
+    signal_group(group, sig);
+    if crate::signals::terminates(sig) {
+        signal_group(group, Signal::SIGCONT);
+    }
+}
+
+/// After the command's normal exit: waits until nothing is left in its process group,
+/// still forwarding signals (a second SIGINT/SIGTERM kills what is left).
+async fn wait_group(group: Pid, signals: &mut Signals) {
+    let mut terminations = 0u32;
+    let mut said = false;
+    loop {
+        if killpg(group, None) == Err(Errno::ESRCH) {
+            return;
+        }
+        if !said {
+            tracing::warn!(
+                "the command exited, but processes it started still run in its group: holding the lock until they end"
+            );
+            said = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            sig = signals.recv() => {
+                terminations += u32::from(crate::signals::terminates(sig));
+                if terminations >= 2 {
+                    signal_group(group, Signal::SIGKILL);
+                } else {
+                    forward(group, sig);
+                }
+            }
+        }
+    }
 }
 
 /// Releases the lease and waits (bounded) for the library's clean-up. Failures are
@@ -310,14 +424,4 @@ fn describe_status(status: ExitStatus) -> String {
         },
         (None, None) => "it ended".into(),
     }
-}
-
-/// `command not found` (127) or `cannot execute` (126), as POSIX shells report them.
-fn spawn_failure(program: &str, error: &std::io::Error) -> Failure {
-    let code = if error.kind() == std::io::ErrorKind::NotFound {
-        exit::NOT_FOUND
-    } else {
-        exit::CANNOT_EXECUTE
-    };
-    Failure::new(code, format!("cannot run {program:?}: {error}"))
 }
