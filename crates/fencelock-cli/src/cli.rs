@@ -47,8 +47,8 @@ pub struct Global {
                 or sqlite:///path/file.db. Repeat it with several independent Redis servers \
                 for a Redlock quorum. Give Redis passwords with FENCELOCK_PASSWORD or \
                 --password-file rather than in the URL, which `ps` shows. \
-                [default: $XDG_STATE_HOME/fencelock/locks.db, else \
-                ~/.local/state/fencelock/locks.db]",
+                [default: sqlite:///run/lock/fencelock/locks.db, shared by every local \
+                user]",
         value_name = "URL",
         env = "FENCELOCK_STORE",
         value_delimiter = ',',

@@ -7,7 +7,8 @@
 //! - `cli.rs`: the command line (global options and what commands share).
 //! - `cmd/`: one file per command — `run`, `acquire`, `extend`, `release`, `status`.
 //! - `exit.rs`: the exit codes (part of the interface) and `Failure`.
-//! - `stores.rs`: which stores (flags, `FENCELOCK_STORE`, the default SQLite file).
+//! - `stores.rs`: which stores (flags, `FENCELOCK_STORE`, the default SQLite file);
+//!   `shared.rs`: the host-wide default file every local user can lock in.
 //! - `holder.rs`: the holder record stored beside each key for `status`.
 //! - `wait.rs`, `spinner.rs`, `signals.rs`: waiting for a lock with the user watching.
 //! - `terminal.rs`: lending the terminal to `run`'s command; `jobs.rs`: Ctrl-Z.
@@ -29,6 +30,7 @@ mod holder;
 mod jobs;
 mod logging;
 mod output;
+mod shared;
 mod signals;
 mod spinner;
 mod stores;

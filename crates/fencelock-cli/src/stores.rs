@@ -1,15 +1,16 @@
 //! Which stores to use, and building the [`Locker`] over them.
 //!
 //! Stores come from `--store URL` (repeatable) or `FENCELOCK_STORE` (comma-separated,
-//! read by clap); with neither, the embedded SQLite file under the user's state
-//! directory, so that `fencelock run` works on one host with no server at all.
+//! read by clap); with neither, the embedded SQLite file in a host-wide place that every
+//! local user can lock in (see `shared.rs`), so that `fencelock run` works on one host
+//! with no server at all, and means "one at a time on this host" for every user.
 
 use crate::cli::Global;
 use crate::exit::{CONFIG, Failure, UNAVAILABLE};
 use fencelock::{KeyStatus, Locker, LockerBuilder, NodeErrorKind};
 
-/// The store URLs to use: the user's, or the library's default (an SQLite file in
-/// the user's state directory; the store creates the file and its directories).
+/// The store URLs to use: the user's, or the host-wide default SQLite file that every
+/// local user can lock in (see `shared.rs`).
 ///
 /// An empty or blank setting — `FENCELOCK_STORE=` from an unset variable in a deploy
 /// script, `--store ''`, a stray comma — is refused rather than read as "none given":
@@ -29,7 +30,7 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
                  sqlite:///path/locks.db) or unset it to use the default",
             ));
         }
-        return Ok(vec![Locker::default_store_url()?]);
+        return Ok(vec![crate::shared::default_url()?]);
     }
     let mut urls = Vec::with_capacity(global.stores.len());
     for url in &global.stores {
@@ -47,6 +48,7 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
                  sqlite:///path/locks.db on one host or redis://host:port across hosts",
             ));
         }
+        crate::shared::prepare_explicit(url);
         urls.push(url.to_string());
     }
     Ok(urls)

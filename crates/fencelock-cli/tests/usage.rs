@@ -210,7 +210,13 @@ fn verbose_names_the_stores() {
                 .and(predicate::str::contains("topsecret").not()),
         );
     Command::from_std(support::fencelock(state.path()))
-        .args(["-v", "run", "k", "--", "true"])
+        .args([
+            "-v",
+            "run",
+            &format!("verbose-{}", std::process::id()),
+            "--",
+            "true",
+        ])
         .assert()
         .code(0)
         .stderr(predicate::str::contains("stores: sqlite://"));

@@ -155,8 +155,11 @@ async fn probe_lock(locker: &Locker, ttl: Duration) -> ProbeResult {
         fencelock::MIN_TTL.max(Duration::from_secs(1)),
         Duration::from_secs(30),
     );
+    // The default store is shared by every user of the host: another doctor may be
+    // probing right now, so wait for it (a few seconds at most) rather than fail.
+    let options = fencelock::AcquireOptions::default().max_wait(Duration::from_secs(5));
     let lease = locker
-        .try_acquire(key, ttl)
+        .acquire_with(key, ttl, &options)
         .await
         .map_err(|e| format!("acquire: {e}"))?;
     let token = lease.token().to_string();
