@@ -39,6 +39,8 @@ pub const LOST: u8 = 75;
 /// ACL permission, an untrusted TLS certificate, a read-only replica, an unusable
 /// SQLite file), or no store could be determined.
 pub const CONFIG: u8 = 78;
+/// `run --max-runtime`: the command ran too long and was stopped (as `timeout(1)`).
+pub const TIMED_OUT: u8 = 124;
 /// `run`: the command was found but could not be executed (as in POSIX shells).
 pub const CANNOT_EXECUTE: u8 = 126;
 /// `run`: the command was not found (as in POSIX shells).
@@ -126,6 +128,11 @@ pub const CODES: &[Code] = &[
         commands: &["run", "acquire", "extend", "release", "status", "doctor"],
         meaning: "configuration error: wrong password, missing ACL permission, untrusted \
                   TLS certificate, replica, unusable SQLite file, no place for the default store",
+    },
+    Code {
+        code: "124",
+        commands: &["run"],
+        meaning: "--max-runtime: the command ran too long and was stopped; the lock was released",
     },
     Code {
         code: "126/127",

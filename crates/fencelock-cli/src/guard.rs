@@ -22,31 +22,32 @@
 //!   the lock file open. Processes that left the group (`setsid` daemons) are not
 //!   waited for.
 //! - **Surviving the signals meant for the command.** Ctrl-C from the terminal and the
-//!   signals fencelock forwards reach the whole group; the guard catches them (they are
-//!   blocked and read with `sigwait`) and keeps waiting, so that fencelock learns the
-//!   command's own exit status rather than the guard's.
+//!   signals fencelock forwards reach the whole group; the guard catches them and keeps
+//!   waiting, so that fencelock learns the command's own exit status rather than the
+//!   guard's. (Caught, not blocked: exec resets a caught signal to its default in the
+//!   command, but std would leave a blocked one blocked there.)
 //!
 //! The guard exits with the command's status (128+S when it died of signal S). It
 //! never touches the terminal, and it stops with its group on Ctrl-Z (the stop signals
 //! keep their default action), which is how `run` sees that the job was suspended.
 //!
-//! Everything here is plain system calls: the guard runs no async runtime, opens no
-//! store, and reads no option but its arguments.
+//! The guard opens no store and reads no option but its arguments; a one-thread
+//! runtime only delivers its signals.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, pthread_sigmask};
+use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpgrp, getppid};
 
 /// The hidden first argument that makes `fencelock` the guard.
 pub const ARG: &str = "__guard";
 
-/// The signals the guard reads with `sigwait` instead of dying of them: the ones
-/// forwarded to the group, SIGCHLD (a child changed state), and the parent-death
-/// signal.
+/// The signals the guard catches instead of dying of them: the ones forwarded to the
+/// group (SIGHUP is also the parent-death signal), and SIGCHLD (a child changed
+/// state).
 const WAITED: [Signal; 7] = [
     Signal::SIGINT,
     Signal::SIGTERM,
@@ -76,6 +77,14 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 type Failed = (u8, String);
 
 fn guard(args: Vec<OsString>) -> Result<u8, Failed> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (crate::exit::OS_ERROR, format!("guard: cannot start: {e}")))?;
+    runtime.block_on(supervise(args))
+}
+
+async fn supervise(args: Vec<OsString>) -> Result<u8, Failed> {
     let mut args = args.into_iter();
     let parent = args
         .next()
@@ -90,14 +99,8 @@ fn guard(args: Vec<OsString>) -> Result<u8, Failed> {
         .ok_or((crate::exit::USAGE, "the guard needs a command".into()))?;
     let os = |what: &str, e: Errno| (crate::exit::OS_ERROR, format!("guard: {what}: {e}"));
 
-    let mut waited = SigSet::empty();
-    for sig in WAITED {
-        waited.add(sig);
-    }
-    // Blocked before anything can arrive. The command does not inherit the mask: std
-    // resets it in the child before exec.
-    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&waited), None)
-        .map_err(|e| os("cannot block signals", e))?;
+    // Caught before anything can arrive.
+    let mut signals = crate::signals::Signals::catch(&WAITED).map_err(|f| (f.code, f.message))?;
     watch_parent(parent).map_err(|e| os("cannot watch fencelock", e))?;
     if getppid() != parent {
         // fencelock died before the guard could watch it: the command must not start.
@@ -121,7 +124,7 @@ fn guard(args: Vec<OsString>) -> Result<u8, Failed> {
     let group = Pid::from_raw(-getpgrp().as_raw());
     let mut status: Option<u8> = None;
     loop {
-        let sig = waited.wait().map_err(|e| os("sigwait", e))?;
+        let sig = signals.recv().await;
         if sig != Signal::SIGCHLD {
             if getppid() != parent {
                 // fencelock is gone and the lease with it: stop everything at once.
@@ -130,6 +133,7 @@ fn guard(args: Vec<OsString>) -> Result<u8, Failed> {
             // Otherwise it was sent to the whole group, the command included.
             continue;
         }
+        // SIGCHLDs coalesce: collect every child that has changed.
         loop {
             match waitpid(group, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == command => {
@@ -150,8 +154,8 @@ fn guard(args: Vec<OsString>) -> Result<u8, Failed> {
     }
 }
 
-/// Arranges to hear of fencelock's death as a signal that `sigwait` returns: on
-/// Linux the parent-death signal (SIGHUP), and the subreaper bit so that what the
+/// Arranges to hear of fencelock's death as a caught SIGHUP: on Linux the
+/// parent-death signal, and the subreaper bit so that what the
 /// command leaves behind becomes ours to wait for.
 #[cfg(target_os = "linux")]
 fn watch_parent(_parent: Pid) -> nix::Result<()> {
@@ -159,9 +163,8 @@ fn watch_parent(_parent: Pid) -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
-/// Without `PR_SET_PDEATHSIG`: a thread looks at `getppid()` once a second and
-/// signals the guard when fencelock is gone (the thread shares the blocked mask, so
-/// the signal is read by `sigwait`).
+/// Without `PR_SET_PDEATHSIG`: a thread looks at `getppid()` once a second and sends
+/// the guard SIGHUP when fencelock is gone.
 #[cfg(not(target_os = "linux"))]
 fn watch_parent(parent: Pid) -> nix::Result<()> {
     let me = nix::unistd::getpid();

@@ -131,3 +131,36 @@ fn a_second_termination_signal_kills_the_command() {
     // The lock was released after the kill.
     t.run(&["run", "-n", "k", "--", "true"]).expect_code(0);
 }
+
+/// The command starts as if run by a shell: no signal blocked or caught because
+/// fencelock (or its guard) handles them.
+#[test]
+fn the_command_starts_with_default_signal_handling() {
+    let t = Setup::sqlite();
+    let out = t.run(&[
+        "run",
+        "k",
+        "--",
+        "grep",
+        "-E",
+        "^Sig(Blk|Ign)",
+        "/proc/self/status",
+    ]);
+    out.expect_code(0);
+    let field = |name: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).expect("hex"))
+            .expect("field")
+    };
+    assert_eq!(field("SigBlk:"), 0, "{out:#?}");
+    // SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD are not ignored.
+    for sig in [2, 15, 1, 3, 13, 17] {
+        assert_eq!(
+            field("SigIgn:") & (1 << (sig - 1)),
+            0,
+            "signal {sig}: {out:#?}"
+        );
+    }
+}

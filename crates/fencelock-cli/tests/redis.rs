@@ -40,6 +40,8 @@ on_cluster!(
     status_lists_keys_under_prefix,
     command_cannot_run,
     prefix_separates_namespaces,
+    hold_at_least_runs_a_job_once,
+    max_runtime_stops_an_overrunning_job,
 );
 
 /// Freezes two of three nodes while `run` holds a short lease: renewal cannot reach a

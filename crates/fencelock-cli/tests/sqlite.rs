@@ -25,6 +25,8 @@ on_sqlite!(
     status_lists_keys_under_prefix,
     command_cannot_run,
     prefix_separates_namespaces,
+    hold_at_least_runs_a_job_once,
+    max_runtime_stops_an_overrunning_job,
 );
 
 /// With no --store and no FENCELOCK_STORE, the host-wide file is used: a directory

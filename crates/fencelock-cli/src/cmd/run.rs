@@ -59,6 +59,18 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration::parse)]
     pub kill_after: Duration,
 
+    /// Scheduled jobs: keep the lock at least this long from when it was taken, even if
+    /// the command ends sooner (ShedLock's lockAtLeastFor), so that the same job fired
+    /// on several hosts at once runs once. fencelock does not stay: it leaves the key
+    /// to expire at the end of the hold. Held whatever the command's status.
+    #[arg(long, value_name = "DURATION", value_parser = parse_hold)]
+    pub hold_at_least: Option<Duration>,
+
+    /// Stop the command when it has run this long (SIGTERM, then SIGKILL after
+    /// --kill-after), release the lock and exit 124, as timeout(1) does.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse_ttl)]
+    pub max_runtime: Option<Duration>,
+
     /// A shell command line, run with `sh -c` instead of a command and arguments.
     #[arg(
         short = 'c',
@@ -110,6 +122,7 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         global.quiet,
     )
     .await?;
+    let acquired_at = Instant::now();
     lease.set_auto_renew(true);
     tracing::info!(
         key = args.key,
@@ -152,7 +165,20 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
             ));
         }
     };
-    supervise(child, lease, &locker, &args, signals).await
+    supervise(child, lease, &locker, &args, signals, acquired_at).await
+}
+
+/// Parses `--hold-at-least`: a TTL the stores accept (at most a week, the library's
+/// longest), since the hold is the key's TTL once fencelock has gone.
+fn parse_hold(text: &str) -> Result<Duration, String> {
+    let d = duration::parse_ttl(text)?;
+    if d > fencelock::DEFAULT_MAX_TTL {
+        return Err(format!(
+            "at most {} (the longest TTL a lock may have)",
+            humantime::format_duration(fencelock::DEFAULT_MAX_TTL)
+        ));
+    }
+    Ok(d)
 }
 
 /// Waits for the command, forwarding signals and stopping it if the lease is lost.
@@ -162,6 +188,7 @@ async fn supervise(
     locker: &Locker,
     args: &Args,
     signals: &mut Signals,
+    acquired_at: Instant,
 ) -> Outcome {
     // A child that has not been waited for always has an id; 0 would address our
     // own process group, so refuse it rather than ever signal ourselves.
@@ -193,7 +220,16 @@ async fn supervise(
     let mut kill_at: Option<tokio::time::Instant> = None;
     // Terminating signals received so far: the second one escalates to SIGKILL.
     let mut terminations = 0u32;
+    // `--max-runtime`: when the command must be stopped, and whether it was.
+    let mut deadline = args.max_runtime.map(|d| tokio::time::Instant::now() + d);
+    let mut overran = false;
     let status = loop {
+        let runtime_timer = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let kill_timer = async move {
             match kill_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -230,6 +266,19 @@ async fn supervise(
                     kill_at = Some(tokio::time::Instant::now() + grace);
                 }
                 lost_at = Some(Instant::now());
+            }
+            () = runtime_timer => {
+                tracing::warn!(
+                    "the command ran longer than --max-runtime: stopping it (SIGTERM now, \
+                     SIGKILL in {})",
+                    short(args.kill_after)
+                );
+                forward(group, Signal::SIGTERM);
+                overran = true;
+                deadline = None;
+                if kill_at.is_none() {
+                    kill_at = Some(tokio::time::Instant::now() + args.kill_after);
+                }
             }
             () = kill_timer => {
                 tracing::warn!("the command outlived its grace: SIGKILL");
@@ -284,11 +333,52 @@ async fn supervise(
             ),
         ));
     }
+    if overran {
+        stop_group(group, kill_at).await;
+        finish(locker, lease).await;
+        return Err(Failure::new(
+            exit::TIMED_OUT,
+            format!(
+                "the command ran longer than --max-runtime {} and was stopped ({}); lock {:?} released",
+                short(args.max_runtime.unwrap_or_default()),
+                describe_status(status),
+                args.key
+            ),
+        ));
+    }
     // The guard waits for its group where the system lets it (Linux); elsewhere what
     // the command left behind may still run: the lock is held until it is gone.
     wait_group(group, signals).await;
-    finish(locker, lease).await;
+    match args.hold_at_least {
+        Some(hold) => hold_or_finish(locker, lease, acquired_at + hold, &args.key).await,
+        None => finish(locker, lease).await,
+    }
     Ok(code)
+}
+
+/// `--hold-at-least`: instead of releasing, sets the key to expire at `until` and
+/// leaves it there (fencelock exits; nothing renews it any more). Releases as usual
+/// when the hold is already over or the lease cannot be extended.
+async fn hold_or_finish(locker: &Locker, lease: Lease, until: Instant, key: &str) {
+    let left = until.saturating_duration_since(Instant::now());
+    if left < fencelock::MIN_TTL || lease.is_lost() {
+        return finish(locker, lease).await;
+    }
+    lease.set_auto_renew(false);
+    match tokio::time::timeout(SHUTDOWN_GRACE, lease.extend(left)).await {
+        Ok(Ok(())) => {
+            tracing::info!(
+                "holding lock {key:?} for {} more (--hold-at-least); it expires by itself",
+                short(left)
+            );
+            // Dropping a lease releases it: this one must outlive the process.
+            std::mem::forget(lease);
+        }
+        _ => {
+            tracing::warn!("cannot keep lock {key:?} for --hold-at-least; releasing it");
+            finish(locker, lease).await;
+        }
+    }
 }
 
 /// After the job was resumed: is the lock still ours? Renews it at once if its proven

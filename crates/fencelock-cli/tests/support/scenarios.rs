@@ -341,3 +341,82 @@ pub fn prefix_separates_namespaces(t: &Setup) {
         .expect_code(1);
     stop(holder);
 }
+
+/// Scheduled jobs: `--hold-at-least` keeps the lock after a short job, so that the
+/// same job fired at once on several hosts (processes here) runs once; the key then
+/// expires on its own, with fencelock long gone.
+pub fn hold_at_least_runs_a_job_once(t: &Setup) {
+    let log = t.path("hold.log");
+    let script = format!("echo ran >> '{}'", log.display());
+    let hosts: Vec<Child> = (0..4)
+        .map(|_| {
+            t.spawn(&[
+                "run",
+                "-n",
+                "--hold-at-least",
+                "60s",
+                "nightly",
+                "-c",
+                &script,
+            ])
+        })
+        .collect();
+    let mut codes: Vec<Option<i32>> = hosts.into_iter().map(|h| finish(h).code).collect();
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(1), Some(1), Some(1)], "{codes:?}");
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "ran\n");
+    // Every fencelock has exited, and the lock is still held.
+    t.run(&["status", "--held", "nightly"]).expect_code(0);
+    t.run(&["run", "-n", "nightly", "-c", &script])
+        .expect_code(1);
+
+    // A short hold runs out by itself.
+    t.run(&["run", "--hold-at-least", "300ms", "short", "--", "true"])
+        .expect_code(0);
+    let deadline = Instant::now() + PATIENCE;
+    while t.run(&["status", "--held", "short"]).code != Some(5) {
+        assert!(Instant::now() < deadline, "the hold never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.run(&["run", "-n", "short", "--", "true"]).expect_code(0);
+}
+
+/// `--max-runtime` stops an overrunning job (SIGTERM, SIGKILL after --kill-after),
+/// releases the lock and exits 124, as timeout(1) does.
+pub fn max_runtime_stops_an_overrunning_job(t: &Setup) {
+    let out = t.run(&[
+        "run",
+        "--max-runtime",
+        "300ms",
+        "overrun",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    out.expect_code(124);
+    // A warning when it happens, then the reason for the exit code.
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fencelock: the command ran longer than --max-runtime"),
+        "{out:#?}"
+    );
+    t.run(&["run", "-n", "overrun", "--", "true"])
+        .expect_code(0);
+    // A job that ignores SIGTERM is killed.
+    t.run(&[
+        "run",
+        "--max-runtime",
+        "300ms",
+        "--kill-after",
+        "200ms",
+        "overrun",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.05; done",
+    ])
+    .expect_code(124);
+    t.run(&["run", "-n", "overrun", "--", "true"])
+        .expect_code(0);
+    // A job that finishes in time is not touched.
+    t.run(&["run", "--max-runtime", "60s", "overrun", "-c", "exit 3"])
+        .expect_code(3);
+}
