@@ -506,12 +506,17 @@ fn status_code(status: ExitStatus) -> u8 {
 
 fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
+    let name = |sig: i32| match Signal::try_from(sig) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!("signal {sig}"),
+    };
     match (status.code(), status.signal()) {
+        // The guard reports a command killed by signal S as status 128+S.
+        (Some(code), _) if (129..=128 + 64).contains(&code) => {
+            format!("it was ended by {} (status {code})", name(code - 128))
+        }
         (Some(code), _) => format!("it exited with status {code}"),
-        (None, Some(sig)) => match Signal::try_from(sig) {
-            Ok(s) => format!("killed by {s}"),
-            Err(_) => format!("killed by signal {sig}"),
-        },
+        (None, Some(sig)) => format!("killed by {}", name(sig)),
         (None, None) => "it ended".into(),
     }
 }
