@@ -291,6 +291,45 @@ mod tests {
         );
     }
 
+    /// Every documented code is produced by some test scenario (a black-box test that
+    /// runs fencelock and checks for it), except those no test can provoke on purpose.
+    #[test]
+    fn every_code_is_produced_by_a_test() {
+        /// 70: only a bug produces it. 71: the OS refusing signal handlers or a runtime.
+        const UNPROVOKED: [&str; 2] = ["70", "71"];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+        let mut text = String::new();
+        let mut dirs = vec![dir];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("tests/").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    text.push_str(&std::fs::read_to_string(&path).expect("read"));
+                }
+            }
+        }
+        for code in CODES.iter().flat_map(|c| c.code.split('/')) {
+            if code == "N" || UNPROVOKED.contains(&code) {
+                continue;
+            }
+            let shapes = [
+                format!("expect_code({code})"),
+                format!(".code({code})"),
+                format!("Some({code})"),
+                format!("-eq {code} "),
+                format!("RC={code}"),
+                format!(", {code})]"),
+                format!(", {code}),"),
+            ];
+            assert!(
+                shapes.iter().any(|s| text.contains(s.as_str())),
+                "no test checks for exit code {code}"
+            );
+        }
+    }
+
     /// Every constant has its row, and no row is listed twice.
     #[test]
     fn every_code_is_in_the_table() {
