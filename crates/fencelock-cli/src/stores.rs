@@ -19,8 +19,8 @@ use fencelock::{KeyStatus, Locker, LockerBuilder, NodeErrorKind};
 ///
 /// # Errors
 ///
-/// [`crate::exit::USAGE`] for a blank entry or `memory://`; [`CONFIG`] when there is no store
-/// given and no state directory for the default.
+/// [`crate::exit::USAGE`] for a blank entry or `memory://`; [`CONFIG`] when no store
+/// is given and the host-wide default cannot be used (the message says what to do).
 pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
     if global.stores.is_empty() {
         // clap treats a variable set to "" as absent: ask the environment itself.
