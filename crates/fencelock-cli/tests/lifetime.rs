@@ -164,3 +164,67 @@ fn the_command_starts_with_default_signal_handling() {
         );
     }
 }
+
+/// fencelock stopped by SIGTSTP (Ctrl-Z when the terminal is not lent to the command,
+/// or `kill -TSTP`) stops the command too — it must not run on while nobody renews
+/// the lease — and SIGCONT resumes both while the lease is valid.
+#[test]
+fn sigtstp_to_fencelock_stops_the_command_too() {
+    let t = Setup::sqlite();
+    let file = t.path("pid");
+    let script = format!(
+        "echo $$ > '{}'; while :; do sleep 0.05; done",
+        file.display()
+    );
+    let mut child = t.spawn(&["run", "--ttl", "30s", "k", "-c", &script]);
+    let pid = pids(&file)[0];
+    let fencelock = child.id() as i32;
+    // The handler is in place before the command starts (it wrote its pid).
+    send(&child, Signal::SIGTSTP);
+    wait_state(fencelock, 'T', true);
+    wait_state(pid, 'T', true);
+    send(&child, Signal::SIGCONT);
+    wait_state(pid, 'T', false);
+    t.run(&["status", "--held", "k"]).expect_code(0);
+    send(&child, Signal::SIGTERM);
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(128 + 15), "{:#?}", finish(child));
+}
+
+/// Continued after the lease expired: the command is killed, and fencelock exits 75.
+#[test]
+fn sigcont_after_the_lease_expired_kills_the_command() {
+    let t = Setup::sqlite();
+    let file = t.path("pid");
+    let script = format!(
+        "echo $$ > '{}'; while :; do sleep 0.05; done",
+        file.display()
+    );
+    let mut child = t.spawn(&["run", "--ttl", "1s", "k", "-c", &script]);
+    let pid = pids(&file)[0];
+    send(&child, Signal::SIGTSTP);
+    wait_state(child.id() as i32, 'T', true);
+    wait_state(pid, 'T', true);
+    let deadline = Instant::now() + PATIENCE;
+    while t.run(&["status", "--held", "k"]).code != Some(5) {
+        assert!(Instant::now() < deadline, "the stopped job kept the lock");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    send(&child, Signal::SIGCONT);
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(75), "{:#?}", finish(child));
+    wait_gone(pid);
+}
+
+/// Waits until process `pid` is (or is no longer) in state `letter`.
+fn wait_state(pid: i32, letter: char, is: bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while (state(pid) == Some(letter)) != is {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid}: state {:?}",
+            state(pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -145,6 +145,8 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
             ));
         }
     };
+    // Before the command starts, so that no stop is missed.
+    let stops = crate::jobs::Stops::install();
     let mut command = tokio::process::Command::new(exe);
     command
         .args(crate::guard::args(std::process::id()))
@@ -165,7 +167,7 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
             ));
         }
     };
-    supervise(child, lease, &locker, &args, signals, acquired_at).await
+    supervise(child, lease, &locker, &args, signals, stops, acquired_at).await
 }
 
 /// Parses `--hold-at-least`: a TTL the stores accept (at most a week, the library's
@@ -188,6 +190,7 @@ async fn supervise(
     locker: &Locker,
     args: &Args,
     signals: &mut Signals,
+    mut stops: crate::jobs::Stops,
     acquired_at: Instant,
 ) -> Outcome {
     // A child that has not been waited for always has an id; 0 would address our
@@ -203,7 +206,7 @@ async fn supervise(
         }
     };
     let mut terminal = crate::terminal::lend(group);
-    let mut stops = crate::jobs::Stops::watch(group);
+    stops.watch(group);
     let lost = lease.lost();
     tokio::pin!(lost);
     // `valid_until` is cut to "now" when the lease is lost, so remember the last value
@@ -285,12 +288,12 @@ async fn supervise(
                 signal_group(group, Signal::SIGKILL);
                 kill_at = None;
             }
-            stop = stops.next() => {
-                // The job was suspended (Ctrl-Z, or a read of the terminal from the
+            why = stops.next() => {
+                // The job is suspended (Ctrl-Z, or a read of the terminal from the
                 // background): suspend fencelock with it, so the shell gets its prompt
                 // back, and check the lease when it is resumed.
                 drop(terminal.take());
-                crate::jobs::suspend_self(stop);
+                crate::jobs::suspend(why, group);
                 if lost_at.is_none() && resumable(&lease).await {
                     terminal = crate::terminal::lend(group);
                     if terminal.is_none() {
