@@ -172,3 +172,31 @@ fn fg_after_the_lease_expired_kills_the_job_and_exits_75() {
     pane.wait_for("RC=75");
     wait_state(pid, |s| s.is_none() || s == Some('Z'), "died");
 }
+
+/// Started in the background, a command that reads the terminal is stopped (SIGTTIN)
+/// and the job with it, as a shell's would be; `fg` gives it the terminal.
+#[test]
+fn a_background_job_that_reads_the_terminal_waits_for_fg() {
+    let t = Setup::sqlite();
+    let pane = Pane::start(&t);
+    pane.type_line(&format!(
+        "\"$FL\" --store '{}' run bg -- sh -c 'read x; echo got-$x' &",
+        t.stores[0]
+    ));
+    // bash reports a background job's stop with its next prompt: ask with `jobs`.
+    let deadline = Instant::now() + PATIENCE;
+    while !pane.screen().contains("Stopped") {
+        assert!(
+            Instant::now() < deadline,
+            "never stopped:\n{}",
+            pane.screen()
+        );
+        pane.type_line("jobs");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pane.type_line("fg");
+    pane.type_line("hello");
+    pane.wait_for("got-hello");
+    pane.type_line("echo RC=$?");
+    pane.wait_for("RC=0");
+}
