@@ -1,12 +1,20 @@
 //! `fencelock run KEY -- COMMAND…`: run a command while holding a lock.
 //!
 //! The life of a run: acquire (waiting as asked, Ctrl-C aborts cleanly), turn on
-//! automatic renewal, start the command in its own process group, then wait for
+//! automatic renewal, start the command in its own process group under the guard
+//! (`guard.rs`: it dies with fencelock and waits for the whole group), then wait for
 //! whichever comes first:
 //!
-//! - the command exits: release the lock and exit with the command's status;
+//! - the command (and all of its group) is done: release the lock — or, with
+//!   `--hold-at-least`, leave it to expire — and exit with the command's status;
 //! - a signal arrives: forward it to the command's process group and keep waiting
-//!   (so Ctrl-C stops the command, and fencelock still releases the lock after it);
+//!   (so Ctrl-C stops the command, and fencelock still releases the lock after it); a
+//!   second SIGINT/SIGTERM kills the group;
+//! - the job is suspended (Ctrl-Z, `jobs.rs`): suspend fencelock too; when continued,
+//!   renew the lease if it is still valid, else kill the command and exit with
+//!   [`exit::LOST`];
+//! - `--max-runtime` runs out: stop the command as on a loss, exit with
+//!   [`exit::TIMED_OUT`];
 //! - the lease is lost (renewal could not reach a majority in time, or another owner
 //!   appeared): the command no longer holds the lock, so it must stop before anyone
 //!   else can take it — SIGTERM to its group at once, SIGKILL after `--kill-after`,
