@@ -23,6 +23,8 @@ pub const EXPIRED: u8 = 3;
 pub const OTHER_OWNER: u8 = 4;
 /// `status --held`: some key is free (or not held by a majority of stores).
 pub const NOT_HELD: u8 = 5;
+/// `run --once-per`: the job is already done in this slot (skipped, quietly).
+pub const DONE: u8 = 6;
 /// `EX_UNAVAILABLE`: no quorum of stores answered (down, unreachable, timed out).
 pub const UNAVAILABLE: u8 = 69;
 /// `EX_SOFTWARE`: a bug, or an error kind this version does not know.
@@ -96,6 +98,11 @@ pub const CODES: &[Code] = &[
         code: "5",
         commands: &["status"],
         meaning: "status --held: some key is free",
+    },
+    Code {
+        code: "6",
+        commands: &["run"],
+        meaning: "--once-per: the job is already done in this slot; skipped (nothing printed)",
     },
     Code {
         code: "69",
@@ -199,6 +206,12 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+
+    /// A failure that prints nothing: the exit code says it all (a skipped
+    /// `--once-per` run, quiet by default so that cron mails nothing).
+    pub fn quiet(code: u8) -> Self {
+        Failure::new(code, "")
     }
 
     /// A usage error (exit 2).

@@ -16,6 +16,7 @@
 //!   waits for the command's whole process group).
 //! - `adopt.rs`: acting on a lock by key and value (for `extend`/`release`).
 //! - `output.rs`: answers on stdout (quoted for `eval`, or JSON).
+//! - `once.rs`: `run --once-per` (the record of a completed slot).
 //! - `duration.rs`, `logging.rs`: small helpers.
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ mod guard;
 mod holder;
 mod jobs;
 mod logging;
+mod once;
 mod output;
 mod shared;
 mod signals;
@@ -79,7 +81,10 @@ fn main() -> ExitCode {
 
 /// Prints `fencelock: <message>` on stderr and returns `code`.
 fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("fencelock: {message}");
+    // An empty message is a quiet failure (see `Failure::quiet`).
+    if !message.is_empty() {
+        eprintln!("fencelock: {message}");
+    }
     ExitCode::from(code)
 }
 

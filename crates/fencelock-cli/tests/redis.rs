@@ -42,6 +42,7 @@ on_cluster!(
     prefix_separates_namespaces,
     hold_at_least_runs_a_job_once,
     max_runtime_stops_an_overrunning_job,
+    once_per_runs_a_job_once_per_slot,
 );
 
 /// Freezes two of three nodes while `run` holds a short lease: renewal cannot reach a

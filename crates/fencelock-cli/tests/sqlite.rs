@@ -27,6 +27,7 @@ on_sqlite!(
     prefix_separates_namespaces,
     hold_at_least_runs_a_job_once,
     max_runtime_stops_an_overrunning_job,
+    once_per_runs_a_job_once_per_slot,
 );
 
 /// With no --store and no FENCELOCK_STORE, the host-wide file is used: a directory

@@ -74,6 +74,14 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_hold)]
     pub hold_at_least: Option<Duration>,
 
+    /// Scheduled jobs: run at most once per SLOT across hosts. SLOT is a duration (1d,
+    /// 1h: slots of that length in UTC, by the stores' clock) or a name of your own
+    /// (2026-W49). A run that succeeds records the slot in the stores; every other run
+    /// in that slot is skipped with exit 6 and prints nothing (-v says why). A failed
+    /// run records nothing, so the job is tried again.
+    #[arg(long, value_name = "SLOT", value_parser = crate::once::parse)]
+    pub once_per: Option<crate::once::Slot>,
+
     /// Stop the command when it has run this long (SIGTERM, then SIGKILL after
     /// --kill-after), release the lock and exit 124, as timeout(1) does.
     #[arg(long, value_name = "DURATION", value_parser = duration::parse_ttl)]
@@ -120,6 +128,18 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         Some(Holder::for_run(program, args.holder.as_deref()).to_json()),
     )?;
     let ttl = args.ttl.ttl;
+    // `--once-per`: skip at once when the slot is done; looked at again below, once
+    // the lock is ours (the host that held it may have just done the job).
+    let record = match &args.once_per {
+        Some(slot) => {
+            let record = crate::once::record(&locker, &args.key, slot).await?;
+            if crate::once::done(&locker, &record).await? {
+                return Err(crate::once::skipped(&record));
+            }
+            Some(record)
+        }
+        None => None,
+    };
     let lease = wait::acquire(
         &locker,
         &args.key,
@@ -131,6 +151,19 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     )
     .await?;
     let acquired_at = Instant::now();
+    if let Some(record) = &record {
+        match crate::once::done(&locker, record).await {
+            Ok(false) => {}
+            Ok(true) => {
+                finish(&locker, lease).await;
+                return Err(crate::once::skipped(record));
+            }
+            Err(failure) => {
+                finish(&locker, lease).await;
+                return Err(failure);
+            }
+        }
+    }
     lease.set_auto_renew(true);
     tracing::info!(
         key = args.key,
@@ -175,7 +208,11 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
             ));
         }
     };
-    supervise(child, lease, &locker, &args, signals, stops, acquired_at).await
+    let after = After {
+        acquired_at,
+        record,
+    };
+    supervise(child, lease, &locker, &args, signals, stops, after).await
 }
 
 /// Parses `--hold-at-least`: a TTL the stores accept (at most a week, the library's
@@ -191,6 +228,14 @@ fn parse_hold(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// What a successful run leaves behind: the hold, counted from `acquired_at`, and
+/// the `--once-per` record.
+#[derive(Debug)]
+struct After {
+    acquired_at: Instant,
+    record: Option<crate::once::Record>,
+}
+
 /// Waits for the command, forwarding signals and stopping it if the lease is lost.
 async fn supervise(
     mut child: tokio::process::Child,
@@ -199,7 +244,7 @@ async fn supervise(
     args: &Args,
     signals: &mut Signals,
     mut stops: crate::jobs::Stops,
-    acquired_at: Instant,
+    after: After,
 ) -> Outcome {
     // A child that has not been waited for always has an id; 0 would address our
     // own process group, so refuse it rather than ever signal ourselves.
@@ -360,8 +405,13 @@ async fn supervise(
     // The guard waits for its group where the system lets it (Linux); elsewhere what
     // the command left behind may still run: the lock is held until it is gone.
     wait_group(group, signals).await;
+    // Recorded while the lock is still ours: a host waiting for it must find the
+    // record when it gets the lock.
+    if let Some(record) = after.record.as_ref().filter(|_| code == 0) {
+        crate::once::write(locker, record).await;
+    }
     match args.hold_at_least {
-        Some(hold) => hold_or_finish(locker, lease, acquired_at + hold, &args.key).await,
+        Some(hold) => hold_or_finish(locker, lease, after.acquired_at + hold, &args.key).await,
         None => finish(locker, lease).await,
     }
     Ok(code)

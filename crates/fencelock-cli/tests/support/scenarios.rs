@@ -420,3 +420,48 @@ pub fn max_runtime_stops_an_overrunning_job(t: &Setup) {
     t.run(&["run", "--max-runtime", "60s", "overrun", "-c", "exit 3"])
         .expect_code(3);
 }
+
+/// `--once-per`: the job fired on several hosts (processes) at once runs once in the
+/// slot; later runs in the slot are skipped (exit 6, silent); a failed run records
+/// nothing; named slots work the same way.
+pub fn once_per_runs_a_job_once_per_slot(t: &Setup) {
+    let log = t.path("once.log");
+    let script = format!("echo ran >> '{}'", log.display());
+    // Weekly slots: a slot boundary during the test is as unlikely as it gets.
+    let once = ["--once-per", "7d"];
+    let hosts: Vec<Child> = (0..4)
+        .map(|_| {
+            let mut args = vec!["run", "-w", "60s"];
+            args.extend(once);
+            args.extend(["weekly", "-c", &script]);
+            t.spawn(&args)
+        })
+        .collect();
+    let mut outs: Vec<Finished> = hosts.into_iter().map(finish).collect();
+    outs.sort_by_key(|o| o.code);
+    let codes: Vec<Option<i32>> = outs.iter().map(|o| o.code).collect();
+    assert_eq!(codes, [Some(0), Some(6), Some(6), Some(6)], "{outs:#?}");
+    assert!(outs.iter().all(|o| o.stderr.is_empty()), "{outs:#?}");
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "ran\n");
+    // Later in the slot: skipped, silently; -v says why.
+    let out = t.run(&["run", "--once-per", "7d", "weekly", "-c", &script]);
+    out.expect_code(6);
+    assert_eq!(out.stderr, "", "{out:#?}");
+    let out = t.run(&["-v", "run", "--once-per", "7d", "weekly", "-c", &script]);
+    out.expect_code(6);
+    assert!(out.stderr.contains("already done"), "{out:#?}");
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "ran\n");
+    // The record is a key of its own, beside the job's.
+    let listed = t.run(&["status"]);
+    assert!(listed.stdout.contains("weekly:once:7days:"), "{listed:#?}");
+
+    // A failed run records nothing: the next one runs.
+    t.run(&["run", "--once-per", "retry-1", "flaky", "-c", "exit 3"])
+        .expect_code(3);
+    t.run(&["run", "--once-per", "retry-1", "flaky", "--", "true"])
+        .expect_code(0);
+    t.run(&["run", "--once-per", "retry-1", "flaky", "--", "true"])
+        .expect_code(6);
+    t.run(&["run", "--once-per", "retry-2", "flaky", "--", "true"])
+        .expect_code(0);
+}
