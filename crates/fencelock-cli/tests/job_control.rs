@@ -1,6 +1,8 @@
 //! Job control in a real terminal: `bash -i` in a tmux pane, keys sent as a person
 //! types them. Ctrl-Z suspends the job and gives the prompt back; `fg` resumes it if
 //! the lease is still valid, and kills it (exit 75) if the lease expired meanwhile.
+// Linux only: reads process states from /proc; Ctrl-Z handling is Linux-only.
+#![cfg(target_os = "linux")]
 
 mod support;
 

@@ -1,6 +1,8 @@
 //! The command never runs without the lock, and the lock is never released while a
 //! process of the command still runs: `run` and the life of its command's process
 //! group (against the embedded SQLite store).
+// Linux only: reads process states from /proc and relies on PR_SET_PDEATHSIG.
+#![cfg(target_os = "linux")]
 
 mod support;
 
