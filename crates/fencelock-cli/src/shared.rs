@@ -53,17 +53,19 @@ const COMPANIONS: [&str; 2] = ["-wal", "-shm"];
 ///
 /// [`CONFIG`] when the place cannot be used, saying what to do about it.
 pub fn default_url() -> Result<String, Failure> {
-    let base = BASES
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_dir())
-        .ok_or_else(|| {
-            Failure::new(
-                CONFIG,
-                "no host-wide place for the default store (none of /run/lock, /var/lock, \
+    default_url_in(&BASES.map(Path::new))
+}
+
+/// [`default_url`] with the first existing directory of `bases` as the host-wide
+/// place (the unit tests give a temporary one).
+fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
+    let base = bases.iter().copied().find(|p| p.is_dir()).ok_or_else(|| {
+        Failure::new(
+            CONFIG,
+            "no host-wide place for the default store (none of /run/lock, /var/lock, \
                  /tmp is a directory); name a store with --store or FENCELOCK_STORE",
-            )
-        })?;
+        )
+    })?;
     let dir = base.join(DIR);
     let file = dir.join(FILE);
     let advice = |what: String| {
@@ -183,6 +185,41 @@ fn adopt_companions(file: &Path) {
             && (meta.uid(), meta.gid()) != (owner.uid(), owner.gid())
         {
             let _ = std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unusable host-wide place is a configuration error that says what to do.
+    #[test]
+    fn an_unusable_place_says_what_to_do() {
+        let base = tempfile::tempdir().expect("temp dir");
+        // Something that is not a directory where the directory should be.
+        std::fs::write(base.path().join(DIR), "not a directory").expect("write");
+        let failure = default_url_in(&[base.path()]).expect_err("refused");
+        assert_eq!(failure.code, CONFIG);
+        assert!(
+            failure.message.contains("install -d -m 1777"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("--store"), "{}", failure.message);
+    }
+
+    /// Created fresh: a sticky world-writable directory and world-writable files.
+    #[test]
+    fn a_fresh_place_is_open_to_every_user() {
+        let base = tempfile::tempdir().expect("temp dir");
+        let url = default_url_in(&[base.path()]).expect("usable");
+        let dir = base.path().join(DIR);
+        assert_eq!(url, format!("sqlite://{}", dir.join(FILE).display()));
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o1777);
+        for name in ["locks.db", "locks.db-wal", "locks.db-shm"] {
+            assert_eq!(mode(&dir.join(name)), 0o666, "{name}");
         }
     }
 }
