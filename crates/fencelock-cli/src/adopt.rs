@@ -17,6 +17,7 @@ use crate::exit::Failure;
 #[derive(Debug, clap::Args)]
 pub struct Held {
     /// The lock's key.
+    #[arg(value_parser = crate::cli::parse_key)]
     pub key: String,
 
     /// The value printed by `fencelock acquire` (the proof of ownership).

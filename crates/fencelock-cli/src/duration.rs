@@ -41,7 +41,7 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// Milliseconds as an integer, saturating (for env vars and `valid_ms=` lines).
+/// Milliseconds as an integer, saturating (for env vars and `FENCELOCK_VALID_MS=` lines).
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -7,11 +7,16 @@
 //! - `cli.rs`: the command line (global options and what commands share).
 //! - `cmd/`: one file per command — `run`, `acquire`, `extend`, `release`, `status`.
 //! - `exit.rs`: the exit codes (part of the interface) and `Failure`.
-//! - `stores.rs`: which stores (flags, `FENCELOCK_STORE`, the default SQLite file).
+//! - `stores.rs`: which stores (flags, `FENCELOCK_STORE`, the default SQLite file);
+//!   `shared.rs`: the host-wide default file every local user can lock in.
 //! - `holder.rs`: the holder record stored beside each key for `status`.
 //! - `wait.rs`, `spinner.rs`, `signals.rs`: waiting for a lock with the user watching.
-//! - `terminal.rs`: lending the terminal to `run`'s command.
+//! - `terminal.rs`: lending the terminal to `run`'s command; `jobs.rs`: Ctrl-Z.
+//! - `guard.rs`: the process between `run` and its command (dies with fencelock,
+//!   waits for the command's whole process group).
 //! - `adopt.rs`: acting on a lock by key and value (for `extend`/`release`).
+//! - `output.rs`: answers on stdout (quoted for `eval`, or JSON).
+//! - `once.rs`: `run --once-per` (the record of a completed slot).
 //! - `duration.rs`, `logging.rs`: small helpers.
 #![forbid(unsafe_code)]
 
@@ -21,8 +26,13 @@ mod cmd;
 mod demo;
 mod duration;
 mod exit;
+mod guard;
 mod holder;
+mod jobs;
 mod logging;
+mod once;
+mod output;
+mod shared;
 mod signals;
 mod spinner;
 mod stores;
@@ -35,6 +45,12 @@ use std::time::Duration;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `run`'s command runs under fencelock itself as its guard (see `guard.rs`), which
+    // must not go through the command line, the logs or the runtime.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == guard::ARG) {
+        return guard::main(argv.collect());
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -65,7 +81,10 @@ fn main() -> ExitCode {
 
 /// Prints `fencelock: <message>` on stderr and returns `code`.
 fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("fencelock: {message}");
+    // An empty message is a quiet failure (see `Failure::quiet`).
+    if !message.is_empty() {
+        eprintln!("fencelock: {message}");
+    }
     ExitCode::from(code)
 }
 
@@ -87,16 +106,35 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 }
 
 /// clap's multi-line error as one line: the error and its tips, without the usage.
+///
+/// clap lists missing arguments on indented lines after a colon; they are joined into
+/// the sentence (`…not provided: --value <VALUE>, --ttl <DURATION>`), and tips become
+/// sentences of their own.
 fn one_line(rendered: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for line in rendered.lines() {
-        let line = line.trim();
+    let mut parts: Vec<String> = Vec::new();
+    for raw in rendered.lines() {
+        let line = raw.trim();
         if line.starts_with("Usage:") || line.starts_with("For more information") {
             break;
         }
-        if !line.is_empty() {
-            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        if line.is_empty() {
+            continue;
+        }
+        let line = line.strip_prefix("error: ").unwrap_or(line);
+        match parts.last_mut() {
+            Some(last) if raw.starts_with(' ') && !line.starts_with("tip:") => {
+                last.push_str(if last.ends_with(':') { " " } else { ", " });
+                last.push_str(line);
+            }
+            _ => parts.push(line.to_string()),
         }
     }
-    format!("{} (see --help)", parts.join("; "))
+    let mut text = parts.join("; ");
+    // The commonest slip deserves a message that says what to do.
+    if text.contains("not provided") && text.contains("<COMMAND>") {
+        text = "no command to run: give it after the key and `--` \
+                (fencelock run KEY -- COMMAND [ARGS]...), or as -c 'SHELL-COMMAND'"
+            .into();
+    }
+    format!("{text} (see --help)")
 }

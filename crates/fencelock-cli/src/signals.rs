@@ -21,6 +21,15 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// Whether `sig` asks a process to end (as opposed to reload or report): these are
+/// followed by SIGCONT when forwarded, and a second one escalates to SIGKILL.
+pub fn terminates(sig: Signal) -> bool {
+    matches!(
+        sig,
+        Signal::SIGINT | Signal::SIGTERM | Signal::SIGHUP | Signal::SIGQUIT
+    )
+}
+
 /// Streams of the caught signals.
 #[derive(Debug)]
 pub struct Signals {
@@ -34,8 +43,19 @@ impl Signals {
     ///
     /// [`OS_ERROR`] when the handlers cannot be installed.
     pub fn install() -> Result<Signals, Failure> {
-        let mut streams = Vec::with_capacity(FORWARDED.len());
-        for sig in FORWARDED {
+        Signals::catch(&FORWARDED)
+    }
+
+    /// Installs handlers for `signals` (the guard catches SIGCHLD too). Caught, not
+    /// blocked: a caught signal is reset to its default in an exec'd child, while a
+    /// blocked one would stay blocked in it (std does not reset the mask).
+    ///
+    /// # Errors
+    ///
+    /// [`OS_ERROR`] when the handlers cannot be installed.
+    pub fn catch(signals: &[Signal]) -> Result<Signals, Failure> {
+        let mut streams = Vec::with_capacity(signals.len());
+        for &sig in signals {
             let stream = signal(SignalKind::from_raw(sig as i32)).map_err(|e| {
                 Failure::new(OS_ERROR, format!("cannot install a {sig} handler: {e}"))
             })?;

@@ -216,10 +216,18 @@ fn table_is_the_default_output_and_the_temp_dir_is_removed() {
     for row in [
         "1 no lock",
         "2 fencelock",
-        "3 fencelock + stall",
-        "4 fencelock + stall",
+        "3 stall, unfenced",
+        "4 stall, fenced",
     ] {
         assert!(stdout.contains(row), "no row {row:?} in:\n{stdout}");
+    }
+    // It fits an 80-column terminal without wrapping.
+    for line in stdout.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "{} columns: {line}\n{stdout}",
+            line.chars().count()
+        );
     }
     assert!(stdout.contains("late write refused"), "{stdout}");
     assert_eq!(

@@ -40,6 +40,9 @@ on_cluster!(
     status_lists_keys_under_prefix,
     command_cannot_run,
     prefix_separates_namespaces,
+    hold_at_least_runs_a_job_once,
+    max_runtime_stops_an_overrunning_job,
+    once_per_runs_a_job_once_per_slot,
 );
 
 /// Freezes two of three nodes while `run` holds a short lease: renewal cannot reach a
@@ -195,4 +198,46 @@ fn sigint_is_forwarded_and_fencelock_waits_for_the_command() {
     assert_eq!(status.code(), Some(130), "{:#?}", finish(child));
     assert!(done.exists(), "fencelock exited before its command");
     t.run(&["run", "-n", "ctrlc", "--", "true"]).expect_code(0);
+}
+
+/// A user with the minimum ACL may lock but not list keys (no SCAN): `status` without
+/// keys is refused for good, a configuration error (78) and not "unavailable" (69),
+/// since retrying cannot help.
+#[test]
+fn missing_acl_permission_is_a_config_error() {
+    let cluster = Cluster::start(1);
+    let mut args = vec!["ACL", "SETUSER", "app", "reset"];
+    args.extend(
+        fencelock::MINIMUM_ACL
+            .split_whitespace()
+            .map(|rule| if rule == ">PASSWORD" { ">pw-42" } else { rule }),
+    );
+    cluster.command(0, &args);
+    let t = Setup::new(vec![cluster.url_for_user(0, "app", "pw-42")]);
+    t.run(&["--prefix", "app:", "run", "k", "--", "true"])
+        .expect_code(0);
+    let out = t.run(&["--prefix", "app:", "status"]);
+    out.expect_code(78).expect_one_error_line();
+    assert!(!out.stderr.contains("pw-42"), "{out:#?}");
+}
+
+/// `status --held` answers "is it held?" by its exit code, printing nothing.
+#[test]
+fn status_held_is_an_exit_code() {
+    let cluster = Cluster::start(3);
+    let t = Setup::new(cluster.urls());
+    let holder = t.hold("busy");
+    let out = t.run(&["status", "--held", "busy"]);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "", "{out:#?}");
+    t.run(&["status", "--held", "free"])
+        .expect_code(5)
+        .expect_one_error_line();
+    t.run(&["status", "--held", "busy", "free"]).expect_code(5);
+    scenarios::stop(holder);
+    t.run(&["status", "--held", "busy"]).expect_code(5);
+    // The stores cannot tell: not "free".
+    Setup::new(vec!["redis://127.0.0.1:1".into()])
+        .run(&["status", "--held", "busy"])
+        .expect_code(69);
 }

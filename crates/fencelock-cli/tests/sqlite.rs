@@ -25,16 +25,31 @@ on_sqlite!(
     status_lists_keys_under_prefix,
     command_cannot_run,
     prefix_separates_namespaces,
+    hold_at_least_runs_a_job_once,
+    max_runtime_stops_an_overrunning_job,
+    once_per_runs_a_job_once_per_slot,
 );
 
-/// With no --store and no FENCELOCK_STORE, the file under $XDG_STATE_HOME is used
-/// (created with its directory), and two runs exclude each other through it.
+/// With no --store and no FENCELOCK_STORE, the host-wide file is used: a directory
+/// every user may create files in (1777, as /tmp), and a lock file every user may
+/// write (0666), whatever the umask.
 #[test]
-fn default_store_is_the_state_file() {
+fn default_store_is_host_wide() {
+    use std::os::unix::fs::PermissionsExt;
     let state = tempfile::tempdir().expect("temp dir");
-    let out = support::run(state.path(), &["run", "dflt", "--", "true"]);
+    let key = format!("host-wide-{}", std::process::id());
+    let out = support::run(state.path(), &["-v", "run", &key, "--", "true"]);
     out.expect_code(0);
-    assert!(state.path().join("fencelock/locks.db").exists(), "{out:#?}");
+    let file = std::path::Path::new("/run/lock/fencelock/locks.db");
+    assert!(
+        out.stderr
+            .contains(&format!("stores: sqlite://{}", file.display())),
+        "{out:#?}"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode();
+    assert_eq!(mode(file.parent().unwrap()) & 0o7777, 0o1777);
+    assert_eq!(mode(file) & 0o777, 0o666);
+    assert!(!state.path().join("fencelock").exists(), "{out:#?}");
 }
 
 #[test]

@@ -43,6 +43,8 @@ fn bad_input_is_a_usage_error() {
         &["status", ""],
         &["extend", "k"],
         &["extend", "k", "--value", ""],
+        // No default TTL: a default could shorten a long lease by accident.
+        &["extend", "k", "--value", "v"],
         &["release", "k"],
         &["release", "k", "--value", ""],
         &["release", "a:fencelock:fence", "--value", "v"],
@@ -136,4 +138,130 @@ fn help_matches_the_snapshot() {
          {}\n--- got:\n{text}",
         path.display()
     );
+}
+
+/// An empty or blank store setting is a mistake (an unset variable in a deploy
+/// script), never a silent fall back to the local file.
+#[test]
+fn empty_store_settings_are_usage_errors() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for value in ["", " ", ",", " , ", "redis://127.0.0.1:1,"] {
+        Command::from_std(support::fencelock(state.path()))
+            .env("FENCELOCK_STORE", value)
+            .args(["run", "k", "--", "true"])
+            .assert()
+            .code(2)
+            .stdout("")
+            .stderr(one_usage_line().and(predicate::str::contains("store")));
+    }
+    for args in [
+        &["--store", "", "run", "k", "--", "true"][..],
+        &["--store", " ", "status"],
+        &["--store", "redis://127.0.0.1:1", "--store", "", "status"],
+    ] {
+        Command::from_std(support::fencelock(state.path()))
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(one_usage_line().and(predicate::str::contains("store")));
+    }
+    // Nothing fell back to the default file.
+    assert!(!state.path().join("fencelock").exists());
+}
+
+/// A memory store lives and dies with one process: each fencelock command is its own
+/// process, so it would exclude nothing.
+#[test]
+fn memory_store_is_refused_with_the_reason() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for args in [
+        &["--store", "memory://", "run", "k", "--", "true"][..],
+        &["--store", "memory://", "acquire", "k"],
+    ] {
+        Command::from_std(support::fencelock(state.path()))
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(
+                one_usage_line()
+                    .and(predicate::str::contains("memory://"))
+                    .and(predicate::str::contains("process")),
+            );
+    }
+}
+
+/// `-v` says which stores are in use, without their passwords.
+#[test]
+fn verbose_names_the_stores() {
+    let state = tempfile::tempdir().expect("temp dir");
+    Command::from_std(support::fencelock(state.path()))
+        .args([
+            "-v",
+            "--store",
+            "redis://:topsecret@127.0.0.1:1",
+            "status",
+            "k",
+        ])
+        .assert()
+        .code(69)
+        .stderr(
+            predicate::str::contains("stores: redis://")
+                .and(predicate::str::contains("127.0.0.1:1"))
+                .and(predicate::str::contains("topsecret").not()),
+        );
+    Command::from_std(support::fencelock(state.path()))
+        .args([
+            "-v",
+            "run",
+            &format!("verbose-{}", std::process::id()),
+            "--",
+            "true",
+        ])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains("stores: sqlite://"));
+}
+
+/// Every command's help shows a few examples, and its own exit codes.
+#[test]
+fn every_command_has_examples() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for command in [
+        "run", "acquire", "extend", "release", "status", "doctor", "demo",
+    ] {
+        let out = Command::from_std(support::fencelock(state.path()))
+            .args([command, "--help"])
+            .output()
+            .expect("run");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let examples = help
+            .split("Examples:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{command}: no examples in\n{help}"));
+        let shown = examples
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .filter(|l| l.contains("fencelock "))
+            .count();
+        assert!(
+            (2..=4).contains(&shown),
+            "{command}: {shown} examples\n{help}"
+        );
+        if command != "demo" {
+            assert!(help.contains("Exit codes:"), "{command}:\n{help}");
+        }
+    }
+}
+
+/// clap's multi-line errors read as one sentence on one line.
+#[test]
+fn errors_read_as_one_sentence() {
+    let state = tempfile::tempdir().expect("temp dir");
+    for args in [&["run", "k"][..], &["extend", "k"], &["run"]] {
+        fencelock(&state).args(args).assert().code(2).stderr(
+            one_usage_line()
+                .and(predicate::str::contains(":;").not())
+                .and(predicate::str::contains("  ").not()),
+        );
+    }
 }

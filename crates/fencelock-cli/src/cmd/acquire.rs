@@ -3,15 +3,13 @@
 //! Prints the lock's value (the proof of ownership that `extend` and `release` need),
 //! its fencing token and how long it is proven valid, then exits with the lock still
 //! held: it lives until its TTL runs out unless the script extends or releases it.
-
-use std::mem::ManuallyDrop;
-
 use serde::Serialize;
 
 use crate::cli::{Global, TtlArg, WaitArgs};
 use crate::duration::millis;
 use crate::exit::{self, Outcome};
 use crate::holder::Holder;
+use crate::output::{self, Format};
 use crate::signals::Signals;
 use crate::{stores, wait};
 
@@ -19,6 +17,7 @@ use crate::{stores, wait};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The lock's key: the name of the shared resource.
+    #[arg(value_parser = crate::cli::parse_key)]
     pub key: String,
 
     #[command(flatten)]
@@ -27,8 +26,20 @@ pub struct Args {
     #[command(flatten)]
     pub wait: WaitArgs,
 
-    /// Print one JSON object instead of key=value lines.
-    #[arg(long)]
+    /// How `status` and waiters name the holder [default: the program's name, never
+    /// its arguments, which may hold secrets].
+    #[arg(long, value_name = "TEXT", value_parser = crate::holder::parse_label)]
+    pub holder: Option<String>,
+
+    /// How to print the answer: `shell` assignments (FENCELOCK_KEY, FENCELOCK_VALUE,
+    /// FENCELOCK_TOKEN, FENCELOCK_VALID_MS, FENCELOCK_TTL_MS), quoted so that
+    /// `eval "$(fencelock acquire KEY)"` is safe whatever the key holds, or one `json`
+    /// object.
+    #[arg(long, value_enum, default_value_t = Format::Shell)]
+    pub format: Format,
+
+    /// Same as --format json (kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
 }
 
@@ -48,7 +59,10 @@ struct Acquired<'a> {
 ///
 /// Not acquired: [`exit::CONFLICT`]; otherwise as [`crate::exit::Failure::from_lib`].
 pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome {
-    let locker = stores::locker(global, Some(Holder::for_acquire().to_json()))?;
+    let locker = stores::locker(
+        global,
+        Some(Holder::for_acquire(args.holder.as_deref()).to_json()),
+    )?;
     let lease = wait::acquire(
         &locker,
         &args.key,
@@ -59,11 +73,6 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         global.quiet,
     )
     .await?;
-    // Dropping a `Lease` releases the lock, and this lock must outlive the process:
-    // the script that ran us owns it now, by its value. So the lease is never dropped;
-    // process exit then leaves the keys in the stores until their TTL (or until
-    // `fencelock extend`/`release`). Nothing else leaks: the process ends right after.
-    let lease = ManuallyDrop::new(lease);
     let answer = Acquired {
         key: &args.key,
         value: lease.value(),
@@ -71,13 +80,35 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         valid_ms: millis(lease.remaining()),
         ttl_ms: millis(lease.ttl()),
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&answer).unwrap_or_default());
+    let text = if args.json || args.format == Format::Json {
+        format!("{}\n", serde_json::to_string(&answer).unwrap_or_default())
     } else {
-        println!(
-            "key={}\nvalue={}\ntoken={}\nvalid_ms={}\nttl_ms={}",
-            answer.key, answer.value, answer.token, answer.valid_ms, answer.ttl_ms
-        );
+        output::assignments(&[
+            ("FENCELOCK_KEY", answer.key.to_string()),
+            ("FENCELOCK_VALUE", answer.value.to_string()),
+            ("FENCELOCK_TOKEN", answer.token.to_string()),
+            ("FENCELOCK_VALID_MS", answer.valid_ms.to_string()),
+            ("FENCELOCK_TTL_MS", answer.ttl_ms.to_string()),
+        ])
+    };
+    if let Err(mut failure) = output::emit(&text) {
+        // Nobody learnt the value, so nobody can use or release this lock: free it now
+        // rather than block every other holder for the whole TTL.
+        let released = tokio::time::timeout(wait::SHUTDOWN_GRACE, lease.release()).await;
+        let _ = tokio::time::timeout(wait::SHUTDOWN_GRACE, locker.shutdown()).await;
+        failure.message = match released {
+            Ok(Ok(_)) => format!("{}; lock {:?} released", failure.message, args.key),
+            _ => format!(
+                "{}; lock {:?} not confirmed released, it expires with its TTL",
+                failure.message, args.key
+            ),
+        };
+        return Err(failure);
     }
+    // Dropping a `Lease` releases the lock, and this lock must outlive the process:
+    // the script that ran us owns it now, by its value. So the lease is never dropped;
+    // process exit then leaves the keys in the stores until their TTL (or until
+    // `fencelock extend`/`release`). Nothing else leaks: the process ends right after.
+    std::mem::forget(lease);
     Ok(0)
 }

@@ -12,10 +12,9 @@
 //! stores cannot even be opened (2 for a bad URL, 78 for an unreadable password file).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use fencelock::{Locker, LockerBuilder, NodeReport, Report, Severity};
+use fencelock::{Locker, NodeReport, Report, Severity};
 
 use crate::cli::Global;
 use crate::exit::Outcome;
@@ -32,10 +31,6 @@ pub struct Args {
     #[arg(long)]
     pub strict: bool,
 
-    /// A PEM file of CA certificates to trust for rediss:// stores.
-    #[arg(long, env = "FENCELOCK_CA_CERT", value_name = "PATH")]
-    pub ca_cert: Option<PathBuf>,
-
     /// Do not take the probe lock (a read-only check).
     #[arg(long)]
     pub no_probe: bool,
@@ -48,14 +43,8 @@ pub struct Args {
 /// A [`crate::exit::Failure`] when the stores cannot be opened (bad URL, password
 /// file).
 pub async fn run(args: Args, global: &Global) -> Outcome {
-    let urls = crate::stores::urls(global)?;
-    let mut builder = Locker::builder()
-        .stores(urls)
-        .prefix(global.prefix.clone().unwrap_or_default());
-    if let Some(ca) = &args.ca_cert {
-        builder = builder.ca_cert(ca);
-    }
-    let locker = secrets_from_env(builder).build()?;
+    let locker = crate::stores::builder(global)?.build()?;
+    tracing::info!("stores: {}", locker.stores().join(", "));
     let report = locker.diagnose(args.ttl).await;
     let mut out = String::new();
     for node in &report.nodes {
@@ -67,21 +56,8 @@ pub async fn run(args: Args, global: &Global) -> Outcome {
         Some(probe_lock(&locker, args.ttl).await)
     };
     let ok = summarize(&mut out, &report, probe.as_ref(), args.strict);
-    print!("{out}");
+    crate::output::emit(&out)?;
     Ok(if ok { 0 } else { 1 })
-}
-
-/// Applies the password for Redis stores from `FENCELOCK_PASSWORD`, or from the first
-/// line of the file named by `FENCELOCK_PASSWORD_FILE`, so it never shows in `ps`; a
-/// URL's own password wins. Every command that builds a locker should go through this.
-pub fn secrets_from_env(builder: LockerBuilder) -> LockerBuilder {
-    if std::env::var_os("FENCELOCK_PASSWORD").is_some() {
-        builder.password_from_env("FENCELOCK_PASSWORD")
-    } else if let Some(path) = std::env::var_os("FENCELOCK_PASSWORD_FILE") {
-        builder.password_file(PathBuf::from(path))
-    } else {
-        builder
-    }
 }
 
 /// One node's block of the report.
@@ -161,19 +137,29 @@ fn describe(out: &mut String, n: &NodeReport) {
     out.push('\n');
 }
 
+/// The key of the probe lock, under `--prefix`.
+pub const PROBE_KEY: &str = "fencelock-doctor-probe";
+
 /// What the probe lock found: `Ok(token)` or the error's text.
 type ProbeResult = Result<String, String>;
 
 /// Acquires, extends and releases a random key under the prefix: every script, every
 /// permission, the whole Redlock path.
 async fn probe_lock(locker: &Locker, ttl: Duration) -> ProbeResult {
-    let key = format!("fencelock-doctor-{}", std::process::id());
+    // One fixed name, not one per run: the library keeps a key's fencing counter
+    // after its release (a counter must never go back), and has no call to forget it,
+    // so a name per run would leave one more key for `status` to list each time.
+    // `status` leaves this one out of its listing.
+    let key = PROBE_KEY;
     let ttl = ttl.clamp(
         fencelock::MIN_TTL.max(Duration::from_secs(1)),
         Duration::from_secs(30),
     );
+    // The default store is shared by every user of the host: another doctor may be
+    // probing right now, so wait for it (a few seconds at most) rather than fail.
+    let options = fencelock::AcquireOptions::default().max_wait(Duration::from_secs(5));
     let lease = locker
-        .try_acquire(key.as_str(), ttl)
+        .acquire_with(key, ttl, &options)
         .await
         .map_err(|e| format!("acquire: {e}"))?;
     let token = lease.token().to_string();

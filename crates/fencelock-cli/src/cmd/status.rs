@@ -14,8 +14,9 @@ use serde_json::Value;
 
 use crate::cli::Global;
 use crate::duration::{millis, short};
-use crate::exit::Outcome;
+use crate::exit::{self, Failure, Outcome};
 use crate::holder::Holder;
+use crate::output::{self, StatusFormat};
 use crate::stores;
 
 /// The most keys `status` without keys lists.
@@ -26,11 +27,20 @@ const LIST_LIMIT: usize = 1000;
 pub struct Args {
     /// The keys to show. Without keys: every key locked recently (within 24 h) under
     /// the global --prefix, held or not.
-    #[arg(value_name = "KEY", num_args = 0..)]
+    #[arg(value_name = "KEY", num_args = 0.., value_parser = crate::cli::parse_key)]
     pub keys: Vec<String>,
 
-    /// Print one JSON object instead of text.
-    #[arg(long)]
+    /// How to print: `text` for people, or one `json` object for programs.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+
+    /// Print nothing; exit 0 if every KEY is held, 5 if any is free (for `if fencelock
+    /// status --held KEY; then …`).
+    #[arg(long, requires = "keys")]
+    pub held: bool,
+
+    /// Same as --format json (kept for older scripts).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
 }
 
@@ -68,31 +78,47 @@ struct NodeReport {
 /// [`crate::exit::UNAVAILABLE`], or [`crate::exit::CONFIG`] if a store refused for good (wrong
 /// password …) — after printing what is known.
 pub async fn run(args: Args, global: &Global) -> Outcome {
+    let json = args.json || args.format == StatusFormat::Json;
     let locker = stores::locker(global, None)?;
     let keys = if args.keys.is_empty() {
-        locker.known_keys("", LIST_LIMIT).await?
+        let mut keys = locker.known_keys("", LIST_LIMIT).await?;
+        // doctor's probe lock is not a lock of anyone's (see `doctor::PROBE_KEY`).
+        keys.retain(|k| k != crate::cmd::doctor::PROBE_KEY);
+        keys
     } else {
         args.keys
     };
     if keys.is_empty() {
-        if args.json {
-            println!("{}", serde_json::json!({ "keys": [] }));
+        output::emit(if json {
+            "{\"keys\":[]}\n"
         } else {
-            println!("no keys locked recently");
-        }
+            "no keys locked recently\n"
+        })?;
         return Ok(0);
     }
     let statuses = locker.status(keys.as_slice()).await?;
     let report = Report {
         keys: statuses.iter().map(key_report).collect(),
     };
-    if args.json {
-        println!(
-            "{}",
+    if args.held {
+        if let Some(failure) = stores::unanswered(&statuses) {
+            return Err(failure);
+        }
+        return match report.keys.iter().find(|k| !k.held) {
+            Some(free) => Err(Failure::new(
+                exit::NOT_HELD,
+                format!("lock {:?} is {}", free.key, free.state),
+            )),
+            None => Ok(0),
+        };
+    }
+    if json {
+        output::emit(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        ))?;
     } else {
-        print!("{}", text(&report));
+        output::emit(&text(&report))?;
     }
     match stores::unanswered(&statuses) {
         Some(failure) => Err(failure),
@@ -150,15 +176,11 @@ fn text(report: &Report) -> String {
             Some(record) => match serde_json::from_value::<Holder>(record.clone()) {
                 Ok(h) => {
                     out.push_str(&format!(
-                        "  holder: pid {} on {}, for {} (via {})\n",
-                        h.pid,
-                        h.host,
+                        "  holder: {}, for {} (via {})\n",
+                        h.describe(),
                         short(h.age()),
                         h.via
                     ));
-                    if !h.command.is_empty() {
-                        out.push_str(&format!("  command: {}\n", h.command));
-                    }
                 }
                 Err(_) => out.push_str(&format!("  holder: {record}\n")),
             },

@@ -335,10 +335,20 @@ async fn demo(args: &DemoArgs, stores: &[String]) -> Result<u8, Failure> {
         rounds: &results,
         elapsed: started.elapsed(),
     };
-    if args.json {
-        println!("{}", report.json());
+    let text = if args.json {
+        format!("{}\n", report.json())
     } else {
-        print!("{}", report.table());
+        report.table()
+    };
+    // A closed stdout (`fencelock demo | head -3`) is an I/O error, not a panic.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| {
+                Failure::new(crate::exit::OUTPUT, format!("cannot write the report: {e}"))
+            })?;
     }
     Ok(if report.passed() {
         0

@@ -49,40 +49,37 @@ impl Report<'_> {
         self.rounds.iter().all(|o| verdict(o).ok)
     }
 
-    /// The rounds as a table, with a few lines of context after it.
+    /// The rounds as a table, with a few lines of context after it. Every line fits
+    /// [`WIDTH`] columns (an 80-column terminal, a mail, a CI log): each round is one
+    /// row of numbers with its verdict on the line below, and the rounds' full
+    /// titles are spelled out under the table.
     pub(crate) fn table(&self) -> String {
         let header = [
             "round",
             "transfers",
-            "total before",
-            "after",
-            "lost/invented",
+            "money Δ",
             "stale refused",
-            "transfers/s",
-            "hand-off p50",
-            "p99",
-            "verdict",
+            "per s",
+            "p50 ms",
+            "p99 ms",
         ];
-        let mut rows: Vec<[String; 10]> = vec![header.map(String::from)];
+        let mut rows: Vec<[String; 7]> = vec![header.map(String::from)];
         for (i, o) in self.rounds.iter().enumerate() {
             let (p50, p99) = (
                 percentile(&o.handoffs_ns, 50.0),
                 percentile(&o.handoffs_ns, 99.0),
             );
             rows.push([
-                format!("{} {}", i + 1, o.round.title()),
+                format!("{} {}", i + 1, label(o.round)),
                 o.applied.to_string(),
-                o.total_before.to_string(),
-                o.total_after.to_string(),
                 signed(o.total_after - o.total_before),
                 o.refused.to_string(),
                 format!("{:.0}", throughput(o)),
                 p50.map_or_else(|| "-".into(), ms),
                 p99.map_or_else(|| "-".into(), ms),
-                verdict(o).text,
             ]);
         }
-        let mut widths = [0; 10];
+        let mut widths = [0; 7];
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
                 *w = (*w).max(cell.chars().count());
@@ -92,64 +89,74 @@ impl Report<'_> {
         for (r, row) in rows.iter().enumerate() {
             let mut line = String::new();
             for (c, (cell, w)) in row.iter().zip(widths).enumerate() {
-                match c {
-                    // The name and the verdict read left to right; numbers line up right.
-                    0 => {
-                        let _ = write!(line, "{cell:<w$}");
-                    }
-                    9 => line.push_str(cell),
-                    _ => {
-                        let _ = write!(line, "  {cell:>w$}");
-                    }
-                }
-                if c == 8 {
-                    line.push_str("  ");
+                // The name reads left to right; numbers line up right.
+                if c == 0 {
+                    let _ = write!(line, "{cell:<w$}");
+                } else {
+                    let _ = write!(line, "  {cell:>w$}");
                 }
             }
             out.push_str(line.trim_end());
             out.push('\n');
             if r == 0 {
-                out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * 9));
+                out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * 6));
                 out.push('\n');
+            } else {
+                let o = &self.rounds[r - 1];
+                out.push_str(&wrap(&format!("  → {}", verdict(o).text), "    "));
             }
         }
         out.push('\n');
         for (i, o) in self.rounds.iter().enumerate() {
+            out.push_str(&wrap(
+                &format!("{} {}: {}.", i + 1, label(o.round), meaning(o.round)),
+                "  ",
+            ));
+        }
+        out.push('\n');
+        for (i, o) in self.rounds.iter().enumerate() {
             if let Some(s) = &o.stall {
-                let _ = writeln!(
-                    out,
-                    "round {}: worker 0 (token {}) was stopped for {} ms; {}; its late write was {}.",
-                    i + 1,
-                    s.token,
-                    s.stopped.as_millis(),
-                    s.overtaken_by.map_or_else(
-                        || "nobody overtook it".to_string(),
-                        |t| format!("meanwhile token {t} wrote one of its accounts")
+                out.push_str(&wrap(
+                    &format!(
+                        "round {}: worker 0 (token {}) was stopped for {} ms; {}; its late \
+                         write was {}.",
+                        i + 1,
+                        s.token,
+                        s.stopped.as_millis(),
+                        s.overtaken_by.map_or_else(
+                            || "nobody overtook it".to_string(),
+                            |t| format!("meanwhile token {t} wrote one of its accounts")
+                        ),
+                        match s.outcome {
+                            Written::Applied => "accepted",
+                            Written::Refused => "refused",
+                            Written::Declined => "not attempted",
+                        }
                     ),
-                    match s.outcome {
-                        Written::Applied => "accepted",
-                        Written::Refused => "refused",
-                        Written::Declined => "not attempted",
-                    }
-                );
+                    "  ",
+                ));
             }
         }
-        let _ = writeln!(
-            out,
-            "{} workers × {} transfers, {} accounts of {INITIAL_BALANCE}, seed {}; locks on {}; \
-             ledger: {}. {:.1} s.",
-            self.workers,
-            self.transfers_per_worker,
-            self.accounts,
-            self.seed,
-            self.stores.join(", "),
-            self.ledger,
-            self.elapsed.as_secs_f64()
-        );
-        out.push_str(
-            "Hand-off: from a holder's release to the grant of one of its accounts to \
-             another worker that was waiting.\n",
-        );
+        out.push_str(&wrap(
+            &format!(
+                "{} workers × {} transfers, {} accounts of {INITIAL_BALANCE}, seed {}; locks \
+                 on {}; ledger: {}. {:.1} s.",
+                self.workers,
+                self.transfers_per_worker,
+                self.accounts,
+                self.seed,
+                self.stores.join(", "),
+                self.ledger,
+                self.elapsed.as_secs_f64()
+            ),
+            "  ",
+        ));
+        out.push_str(&wrap(
+            "Money Δ: total after minus total before (0 when conserved). Hand-off (p50, \
+             p99): from a holder's release to the grant of one of its accounts to another \
+             worker that was waiting.",
+            "  ",
+        ));
         out
     }
 
@@ -205,6 +212,58 @@ impl Report<'_> {
         });
         report.to_string()
     }
+}
+
+/// The widest line of the table.
+const WIDTH: usize = 80;
+
+/// A round's short name in the table (its full title is spelled out below it).
+fn label(round: Round) -> &'static str {
+    match round {
+        Round::NoLock => "no lock",
+        Round::Locked => "fencelock",
+        Round::StallUnfenced => "stall, unfenced",
+        Round::StallFenced => "stall, fenced",
+    }
+}
+
+/// What a round does, for the legend under the table.
+fn meaning(round: Round) -> &'static str {
+    match round {
+        Round::NoLock => "the workers transfer money with no lock at all",
+        Round::Locked => "each transfer holds fencelock's lock on its accounts",
+        Round::StallUnfenced => {
+            "locked, but one holder is stopped past its lease and writes late; the \
+             ledger ignores fencing tokens"
+        }
+        Round::StallFenced => {
+            "the same stall, and the ledger refuses a write whose fencing token is \
+             older than one it has seen"
+        }
+    }
+}
+
+/// `text` wrapped at word boundaries to [`WIDTH`] columns, continuation lines
+/// indented by `indent`; every line ends with a newline. A word longer than a line
+/// (a long store URL) stays whole; leading spaces of `text` are kept.
+fn wrap(text: &str, indent: &str) -> String {
+    let mut out = String::new();
+    let lead = text.len() - text.trim_start().len();
+    let mut line = text[..lead].to_string();
+    for word in text.split_whitespace() {
+        let len = line.chars().count();
+        if len > lead && len + 1 + word.chars().count() > WIDTH {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_string();
+        } else if len > lead && !line.ends_with(' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
 }
 
 /// What happened in round `o`, judged against what the round is meant to show.
@@ -276,7 +335,7 @@ fn ns_to_ms(ns: u64) -> f64 {
 }
 
 fn ms(ns: u64) -> String {
-    format!("{:.2} ms", ns as f64 / 1e6)
+    format!("{:.2}", ns as f64 / 1e6)
 }
 
 fn signed(n: i64) -> String {
@@ -289,7 +348,19 @@ fn signed(n: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{WIDTH, percentile, wrap};
+
+    #[test]
+    fn wrapped_lines_fit() {
+        let text = "word ".repeat(50);
+        let wrapped = wrap(&text, "    ");
+        assert!(wrapped.lines().count() > 1);
+        assert!(
+            wrapped.lines().all(|l| l.chars().count() <= WIDTH),
+            "{wrapped}"
+        );
+        assert!(wrapped.lines().skip(1).all(|l| l.starts_with("    word")));
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod scenarios;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -60,6 +61,22 @@ impl Cluster {
     /// The URL of one node with a password.
     pub fn url_with_password(&self, i: usize, password: &str) -> String {
         format!("redis://:{password}@127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Runs one command on node `i` with `redis-cli` and returns its output.
+    pub fn command(&self, i: usize, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.nodes[i].port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli is installed");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The URL of node `i` for an ACL user (`redis://user:password@…`).
+    pub fn url_for_user(&self, i: usize, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}", self.nodes[i].port)
     }
 
     /// Freezes node `i` (SIGSTOP): it keeps its connections but answers nothing.

@@ -26,6 +26,17 @@ impl Setup {
         }
     }
 
+    /// An SQLite store in the private directory.
+    pub fn sqlite() -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stores = vec![super::sqlite_url(dir.path())];
+        Setup {
+            store_args: super::store_args(&stores),
+            stores,
+            dir,
+        }
+    }
+
     /// A file in the private directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -216,24 +227,25 @@ pub fn acquire_extend_release_script(t: &Setup) {
     let script = r#"
         set -x
         out=$("$FL" acquire job --ttl 20s) || exit 10
-        value=$(printf '%s\n' "$out" | sed -n 's/^value=//p')
-        token=$(printf '%s\n' "$out" | sed -n 's/^token=//p')
+        eval "$out"
+        value=$FENCELOCK_VALUE
+        token=$FENCELOCK_TOKEN
         [ -n "$value" ] && [ -n "$token" ] || exit 11
-        printf '%s\n' "$out" | grep -q '^valid_ms=[1-9]' || exit 12
+        printf '%s\n' "$out" | grep -q '^FENCELOCK_VALID_MS=[1-9]' || exit 12
         "$FL" run -n job -- true; [ $? -eq 1 ] || exit 13
         ext=$("$FL" extend job --value "$value" --ttl 30s) || exit 14
-        printf '%s\n' "$ext" | grep -q '^valid_ms=[1-9]' || exit 25
-        printf '%s\n' "$ext" | grep -q '^ttl_ms=30000$' || exit 26
+        printf '%s\n' "$ext" | grep -q '^FENCELOCK_VALID_MS=[1-9]' || exit 25
+        printf '%s\n' "$ext" | grep -q '^FENCELOCK_TTL_MS=30000$' || exit 26
         "$FL" status job | grep -q '^job: held' || exit 15
         "$FL" release job --value "$value" || exit 16
         "$FL" release job --value "$value"; [ $? -eq 3 ] || exit 17
-        "$FL" extend job --value "$value" >/dev/null 2>&1; [ $? -eq 75 ] || exit 18
-        out2=$("$FL" acquire job --json) || exit 19
+        "$FL" extend job --value "$value" --ttl 5s >/dev/null 2>&1; [ $? -eq 75 ] || exit 18
+        out2=$("$FL" acquire job --format json) || exit 19
         value2=$(printf '%s' "$out2" | sed -n 's/.*"value":"\([0-9a-f]*\)".*/\1/p')
         token2=$(printf '%s' "$out2" | sed -n 's/.*"token":\([0-9]*\).*/\1/p')
         [ "$token2" -gt "$token" ] || exit 20
         "$FL" release job --value "$value"; [ $? -eq 4 ] || exit 21
-        "$FL" extend job --value "$value" >/dev/null 2>&1; [ $? -eq 75 ] || exit 22
+        "$FL" extend job --value "$value" --ttl 5s >/dev/null 2>&1; [ $? -eq 75 ] || exit 22
         FENCELOCK_VALUE="$value2" "$FL" release job || exit 23
         "$FL" status job | grep -q '^job: free' || exit 24
         echo ok
@@ -273,11 +285,10 @@ pub fn status_shows_the_holder(t: &Setup) {
     assert!(out.stdout.starts_with("shown: held\n"), "{out:#?}");
     assert!(
         out.stdout
-            .contains(&format!("holder: pid {} on ", holder.id())),
+            .contains(&format!("holder: sh (pid {} on ", holder.id())),
         "{out:#?}"
     );
     assert!(out.stdout.contains("via run"), "{out:#?}");
-    assert!(out.stdout.contains("command: sh -c"), "{out:#?}");
     assert!(out.stdout.contains("other: free\n"), "{out:#?}");
 
     let json = t.run(&["status", "--json", "shown"]);
@@ -329,4 +340,128 @@ pub fn prefix_separates_namespaces(t: &Setup) {
     t.run(&["run", "-n", "team-a:k", "--", "true"])
         .expect_code(1);
     stop(holder);
+}
+
+/// Scheduled jobs: `--hold-at-least` keeps the lock after a short job, so that the
+/// same job fired at once on several hosts (processes here) runs once; the key then
+/// expires on its own, with fencelock long gone.
+pub fn hold_at_least_runs_a_job_once(t: &Setup) {
+    let log = t.path("hold.log");
+    let script = format!("echo ran >> '{}'", log.display());
+    let hosts: Vec<Child> = (0..4)
+        .map(|_| {
+            t.spawn(&[
+                "run",
+                "-n",
+                "--hold-at-least",
+                "60s",
+                "nightly",
+                "-c",
+                &script,
+            ])
+        })
+        .collect();
+    let mut codes: Vec<Option<i32>> = hosts.into_iter().map(|h| finish(h).code).collect();
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(1), Some(1), Some(1)], "{codes:?}");
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "ran\n");
+    // Every fencelock has exited, and the lock is still held.
+    t.run(&["status", "--held", "nightly"]).expect_code(0);
+    t.run(&["run", "-n", "nightly", "-c", &script])
+        .expect_code(1);
+
+    // A short hold runs out by itself.
+    t.run(&["run", "--hold-at-least", "300ms", "short", "--", "true"])
+        .expect_code(0);
+    let deadline = Instant::now() + PATIENCE;
+    while t.run(&["status", "--held", "short"]).code != Some(5) {
+        assert!(Instant::now() < deadline, "the hold never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.run(&["run", "-n", "short", "--", "true"]).expect_code(0);
+}
+
+/// `--max-runtime` stops an overrunning job (SIGTERM, SIGKILL after --kill-after),
+/// releases the lock and exits 124, as timeout(1) does.
+pub fn max_runtime_stops_an_overrunning_job(t: &Setup) {
+    let out = t.run(&[
+        "run",
+        "--max-runtime",
+        "300ms",
+        "overrun",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    out.expect_code(124);
+    // A warning when it happens, then the reason for the exit code.
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fencelock: the command ran longer than --max-runtime"),
+        "{out:#?}"
+    );
+    t.run(&["run", "-n", "overrun", "--", "true"])
+        .expect_code(0);
+    // A job that ignores SIGTERM is killed.
+    t.run(&[
+        "run",
+        "--max-runtime",
+        "300ms",
+        "--kill-after",
+        "200ms",
+        "overrun",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.05; done",
+    ])
+    .expect_code(124);
+    t.run(&["run", "-n", "overrun", "--", "true"])
+        .expect_code(0);
+    // A job that finishes in time is not touched.
+    t.run(&["run", "--max-runtime", "60s", "overrun", "-c", "exit 3"])
+        .expect_code(3);
+}
+
+/// `--once-per`: the job fired on several hosts (processes) at once runs once in the
+/// slot; later runs in the slot are skipped (exit 6, silent); a failed run records
+/// nothing; named slots work the same way.
+pub fn once_per_runs_a_job_once_per_slot(t: &Setup) {
+    let log = t.path("once.log");
+    let script = format!("echo ran >> '{}'", log.display());
+    // Weekly slots: a slot boundary during the test is as unlikely as it gets.
+    let once = ["--once-per", "7d"];
+    let hosts: Vec<Child> = (0..4)
+        .map(|_| {
+            let mut args = vec!["run", "-w", "60s"];
+            args.extend(once);
+            args.extend(["weekly", "-c", &script]);
+            t.spawn(&args)
+        })
+        .collect();
+    let mut outs: Vec<Finished> = hosts.into_iter().map(finish).collect();
+    outs.sort_by_key(|o| o.code);
+    let codes: Vec<Option<i32>> = outs.iter().map(|o| o.code).collect();
+    assert_eq!(codes, [Some(0), Some(6), Some(6), Some(6)], "{outs:#?}");
+    assert!(outs.iter().all(|o| o.stderr.is_empty()), "{outs:#?}");
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "ran\n");
+    // Later in the slot: skipped, silently; -v says why.
+    let out = t.run(&["run", "--once-per", "7d", "weekly", "-c", &script]);
+    out.expect_code(6);
+    assert_eq!(out.stderr, "", "{out:#?}");
+    let out = t.run(&["-v", "run", "--once-per", "7d", "weekly", "-c", &script]);
+    out.expect_code(6);
+    assert!(out.stderr.contains("already done"), "{out:#?}");
+    assert_eq!(std::fs::read_to_string(&log).expect("log"), "ran\n");
+    // The record is a key of its own, beside the job's.
+    let listed = t.run(&["status"]);
+    assert!(listed.stdout.contains("weekly:once:7days:"), "{listed:#?}");
+
+    // A failed run records nothing: the next one runs.
+    t.run(&["run", "--once-per", "retry-1", "flaky", "-c", "exit 3"])
+        .expect_code(3);
+    t.run(&["run", "--once-per", "retry-1", "flaky", "--", "true"])
+        .expect_code(0);
+    t.run(&["run", "--once-per", "retry-1", "flaky", "--", "true"])
+        .expect_code(6);
+    t.run(&["run", "--once-per", "retry-2", "flaky", "--", "true"])
+        .expect_code(0);
 }

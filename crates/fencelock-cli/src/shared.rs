@@ -1,0 +1,225 @@
+//! SQLite lock files that every local user can lock in: the host-wide default store,
+//! and explicit `sqlite://` files shared by several users.
+//!
+//! A `flock(1)` user expects "one at a time on this host" to mean every user: root's
+//! cron job and an operator's shell must exclude each other. So the default store is
+//! not under a home directory but in a host-wide place, `/run/lock/fencelock/locks.db`
+//! (FHS: "lock files shared by programs"; `/var/lock`, then `/tmp` where there is no
+//! `/run/lock`). It lives on a tmpfs: locks vanish on reboot as flock's do, and the
+//! fencing counters restart from the clock, above every earlier token.
+//!
+//! Permissions are what make it shared:
+//!
+//! - The directory is created with mode 1777, like `/tmp`: every user may create files
+//!   in it, and the sticky bit stops anyone but a file's owner from deleting or
+//!   replacing it — so nobody can swap root's lock file for a symlink, and the kernel's
+//!   `protected_symlinks` applies.
+//! - SQLite needs to *write* the file (and its `-wal` and `-shm` companions) to lock.
+//!   Whoever creates the directory creates all three with mode 0666 (never a symlink:
+//!   `O_CREAT|O_EXCL`), so that they share the directory's owner. SQLite gives the
+//!   companions it re-creates the main file's mode, and when it runs as root their
+//!   owner too; root also hands back companions another user re-created (see
+//!   [`adopt_companions`]), because hosts with `fs.protected_regular=1` refuse
+//!   `O_CREAT` on a file in a sticky directory owned by neither the opener nor the
+//!   directory's owner.
+//!
+//! An explicit `sqlite:///path` file that does not exist yet is created the same way
+//! (0666) when its directory exists; an existing file's mode is never changed, so a
+//! root-only store is simply a file (or a directory) only root can write.
+
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{AccessFlags, access};
+
+use crate::exit::{CONFIG, Failure};
+
+/// The places the host-wide directory goes in, first existing one wins.
+const BASES: [&str; 3] = ["/run/lock", "/var/lock", "/tmp"];
+
+/// The host-wide directory's name in its base.
+const DIR: &str = "fencelock";
+
+/// The lock file's name, and its companions' suffixes (SQLite's WAL mode).
+const FILE: &str = "locks.db";
+const COMPANIONS: [&str; 2] = ["-wal", "-shm"];
+
+/// The URL of the host-wide default store, after making sure every local user can
+/// lock in it.
+///
+/// # Errors
+///
+/// [`CONFIG`] when the place cannot be used, saying what to do about it.
+pub fn default_url() -> Result<String, Failure> {
+    default_url_in(&BASES.map(Path::new))
+}
+
+/// [`default_url`] with the first existing directory of `bases` as the host-wide
+/// place (the unit tests give a temporary one).
+fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
+    let base = bases.iter().copied().find(|p| p.is_dir()).ok_or_else(|| {
+        Failure::new(
+            CONFIG,
+            "no host-wide place for the default store (none of /run/lock, /var/lock, \
+                 /tmp is a directory); name a store with --store or FENCELOCK_STORE",
+        )
+    })?;
+    let dir = base.join(DIR);
+    let file = dir.join(FILE);
+    let advice = |what: String| {
+        Failure::new(
+            CONFIG,
+            format!(
+                "{what}; as root, run `install -d -m 1777 {0}` (and `chmod 0666 {0}/{FILE}*` \
+                 if the files exist), or name a store of your own with --store \
+                 sqlite:///path/locks.db",
+                dir.display()
+            ),
+        )
+    };
+    let created = match DirBuilder::new().mode(0o1777).create(&dir) {
+        Ok(()) => {
+            // The mode given to mkdir is cut by the umask.
+            std::fs::set_permissions(&dir, Permissions::from_mode(0o1777)).map_err(|e| {
+                advice(format!(
+                    "cannot open up the host-wide lock directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            true
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+        Err(e) => {
+            return Err(advice(format!(
+                "cannot create the host-wide lock directory {}: {e}",
+                dir.display()
+            )));
+        }
+    };
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|e| advice(format!("cannot look at {}: {e}", dir.display())))?;
+    if !meta.is_dir() {
+        return Err(advice(format!(
+            "{} is not a directory (a symlink?); it is not safe to lock in",
+            dir.display()
+        )));
+    }
+    create_shared(&file).map_err(|e| {
+        advice(format!(
+            "cannot create the host-wide lock file {}: {e}",
+            file.display()
+        ))
+    })?;
+    if created {
+        for suffix in COMPANIONS {
+            // Best effort: SQLite creates them anyway, with the main file's mode.
+            let _ = create_shared(&companion(&file, suffix));
+        }
+    }
+    adopt_companions(&file);
+    if access(&file, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
+        let meta = std::fs::metadata(&file).ok();
+        return Err(advice(format!(
+            "the host-wide lock file {} is not writable by you (owner uid {}, mode {:o})",
+            file.display(),
+            meta.as_ref().map_or(0, MetadataExt::uid),
+            meta.as_ref().map_or(0, |m| m.mode() & 0o7777)
+        )));
+    }
+    Ok(format!("sqlite://{}", file.display()))
+}
+
+/// For an explicit `sqlite://` URL: creates the file (mode 0666) if it is missing
+/// and its directory exists, so that a file shared by several users is not created
+/// root-only by whoever happens to be first. Anything else is left to the store,
+/// which reports it.
+pub fn prepare_explicit(url: &str) {
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return;
+    };
+    let path = Path::new(path);
+    if path.parent().is_some_and(Path::is_dir) {
+        let _ = create_shared(path);
+    }
+}
+
+/// Creates `path` with mode 0666 whatever the umask, unless it exists (a symlink
+/// counts as existing: `O_EXCL` never follows one).
+fn create_shared(path: &Path) -> std::io::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o666)
+        .open(path)
+    {
+        Ok(file) => file.set_permissions(Permissions::from_mode(0o666)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn companion(file: &Path, suffix: &str) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// As root: gives the `-wal`/`-shm` companions back to the lock file's owner when
+/// another user re-created them. With `fs.protected_regular=1` nobody — root
+/// included — may open with `O_CREAT` a file in a sticky directory owned by neither
+/// the opener nor the directory's owner, which SQLite does. (`lchown`: a symlink is
+/// never followed.) Other users cannot, and need not for their own files.
+fn adopt_companions(file: &Path) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let Ok(owner) = std::fs::symlink_metadata(file) else {
+        return;
+    };
+    for suffix in COMPANIONS {
+        let path = companion(file, suffix);
+        if let Ok(meta) = std::fs::symlink_metadata(&path)
+            && meta.is_file()
+            && (meta.uid(), meta.gid()) != (owner.uid(), owner.gid())
+        {
+            let _ = std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An unusable host-wide place is a configuration error that says what to do.
+    #[test]
+    fn an_unusable_place_says_what_to_do() {
+        let base = tempfile::tempdir().expect("temp dir");
+        // Something that is not a directory where the directory should be.
+        std::fs::write(base.path().join(DIR), "not a directory").expect("write");
+        let failure = default_url_in(&[base.path()]).expect_err("refused");
+        assert_eq!(failure.code, CONFIG);
+        assert!(
+            failure.message.contains("install -d -m 1777"),
+            "{}",
+            failure.message
+        );
+        assert!(failure.message.contains("--store"), "{}", failure.message);
+    }
+
+    /// Created fresh: a sticky world-writable directory and world-writable files.
+    #[test]
+    fn a_fresh_place_is_open_to_every_user() {
+        let base = tempfile::tempdir().expect("temp dir");
+        let url = default_url_in(&[base.path()]).expect("usable");
+        let dir = base.path().join(DIR);
+        assert_eq!(url, format!("sqlite://{}", dir.join(FILE).display()));
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o1777);
+        for name in ["locks.db", "locks.db-wal", "locks.db-shm"] {
+            assert_eq!(mode(&dir.join(name)), 0o666, "{name}");
+        }
+    }
+}
