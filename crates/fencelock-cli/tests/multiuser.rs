@@ -96,14 +96,19 @@ fn exclude_each_other(t: &Setup, global: &[&str], key: &str) {
     support::wait_bounded(&mut nobody);
 }
 
-/// Switching to `nobody` needs root and runuser(1): elsewhere these tests say so and
-/// pass (they cannot show anything without a second user).
+/// Switching to `nobody` needs root and runuser(1). Without them these tests fail,
+/// saying what is missing: nothing is skipped (`scripts/test` runs as root in CI, as
+/// the chaos suite needs too).
 fn can_switch_users() -> bool {
-    let ok = nix::unistd::geteuid().is_root() && Path::new("/usr/sbin/runuser").exists();
-    if !ok {
-        eprintln!("skipped: needs root and /usr/sbin/runuser");
-    }
-    ok
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the multi-user tests need root (they run a second user with runuser): run them as root"
+    );
+    assert!(
+        Path::new("/usr/sbin/runuser").exists(),
+        "the multi-user tests need /usr/sbin/runuser (Debian package util-linux)"
+    );
+    true
 }
 
 #[test]
