@@ -40,11 +40,22 @@ impl<T: Send + 'static> FanOut<T> {
     pub(crate) fn start(
         nodes: &[Node],
         timeout: Duration,
+        request: impl FnMut(&Node) -> StoreFuture<T>,
+    ) -> Self {
+        Self::start_on(nodes, 0..nodes.len(), timeout, request)
+    }
+
+    /// [`FanOut::start`] on the nodes `which` only (indices into `nodes`; answers
+    /// keep them): the undo of an attempt's grants, the fencing commit round.
+    pub(crate) fn start_on(
+        nodes: &[Node],
+        which: impl IntoIterator<Item = usize>,
+        timeout: Duration,
         mut request: impl FnMut(&Node) -> StoreFuture<T>,
     ) -> Self {
-        let pending = nodes
-            .iter()
-            .enumerate()
+        let pending = which
+            .into_iter()
+            .filter_map(|i| Some((i, nodes.get(i)?)))
             .map(|(i, node)| {
                 let call = request(node);
                 Box::pin(async move {
@@ -64,6 +75,17 @@ impl<T: Send + 'static> FanOut<T> {
     /// Cancelling it loses no answer: the request stays in the fan-out.
     pub(crate) async fn next(&mut self) -> Option<(usize, Answer<T>)> {
         self.pending.next().await
+    }
+
+    /// Every answer still to come, in the order they come (for callers that need all).
+    ///
+    /// Cancelling it drops the requests still in flight (their nodes may apply them).
+    pub(crate) async fn all(mut self) -> Vec<(usize, Answer<T>)> {
+        let mut out = Vec::with_capacity(self.pending.len());
+        while let Some(answer) = self.pending.next().await {
+            out.push(answer);
+        }
+        out
     }
 
     /// Whether every node has answered or timed out.

@@ -671,12 +671,15 @@ impl Locker {
             .collect();
         let mut committed = grants.len() - behind.len();
         if !behind.is_empty() {
-            let commits =
-                join_all(behind.iter().map(|&i| {
-                    tokio::time::timeout(timeout, inner.nodes[i].commit_fence(spec, token))
-                }))
-                .await;
-            committed += commits.iter().filter(|r| matches!(r, Ok(Ok(true)))).count();
+            let commits = FanOut::start_on(&inner.nodes, behind, timeout, |n| {
+                n.commit_fence(spec, token)
+            })
+            .all()
+            .await;
+            committed += commits
+                .iter()
+                .filter(|(_, r)| matches!(r, Ok(Ok(true))))
+                .count();
         }
         let valid_until = quorum::valid_until(start, ttl, inner.options.drift_factor);
         let (true, Some(valid_until)) = (committed >= q, valid_until) else {
@@ -780,15 +783,11 @@ impl Locker {
     /// Releases a failed attempt's grants right away (bounded by the request timeout);
     /// whatever does not answer in time is left to the background task.
     async fn undo(&self, spec: &LockSpec, nodes: impl Iterator<Item = usize>, timeout: Duration) {
-        let nodes: Vec<usize> = nodes.collect();
-        let results = join_all(
-            nodes
-                .iter()
-                .map(|&i| tokio::time::timeout(timeout, self.inner.nodes[i].release(spec))),
-        )
-        .await;
-        for (&i, r) in nodes.iter().zip(results) {
-            if !matches!(r, Ok(Ok(_))) {
+        let answers = FanOut::start_on(&self.inner.nodes, nodes, timeout, |n| n.release(spec))
+            .all()
+            .await;
+        for (i, answer) in answers {
+            if !matches!(answer, Ok(Ok(_))) {
                 self.inner
                     .background
                     .send(Message::Abandon(i, spec.clone()));

@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -473,14 +472,11 @@ fn decide(
 
 /// Releases a lock on every node, for a lease or acquire nobody waits on.
 async fn release_everywhere(nodes: &[Node], spec: &LockSpec, timeout: Duration) {
-    let results = join_all(
-        nodes
-            .iter()
-            .map(|n| tokio::time::timeout(timeout, n.release(spec))),
-    )
-    .await;
-    for (i, r) in results.into_iter().enumerate() {
-        if r.is_err()
+    let answers = FanOut::start(nodes, timeout, |n| n.release(spec))
+        .all()
+        .await;
+    for (i, answer) in answers {
+        if answer.is_err()
             && let Some(node) = nodes.get(i)
         {
             // Timed out: the node may run it later; make sure nothing is left behind.
