@@ -109,6 +109,9 @@ pub enum Step {
     /// SIGKILL the next victim worker that announces it holds the lock: it leaves its
     /// lease to run out (the negative control of the hand-off scenarios).
     KillHolder,
+    /// Wait until a worker announces (in its read) that it has just taken the lock:
+    /// the next fault then lands early in a critical section.
+    AwaitNewHolder,
     /// Record what every lock node holds for the key (value and PTTL) in the history.
     Probe,
     /// Every fault is healed: liveness is measured from here.
@@ -518,10 +521,13 @@ fn renewal_scenarios() -> Vec<Scenario> {
 
     let mut s = renewing(
         "renew-majority-paused",
-        "control: SIGSTOP nodes 0 and 1 for 2×TTL while leases renew, then SIGCONT",
+        "control: SIGSTOP nodes 0 and 1 for 2×TTL right after a holder took the lock, then SIGCONT",
     );
+    // Right after a holder took the lock: it is mid-way through 4–6 s of work when the
+    // majority stops answering for 4 s, two TTLs.
     s.schedule = vec![
-        Step::Sleep(ms(3000)),
+        Step::Sleep(ms(1000)),
+        Step::AwaitNewHolder,
         Step::PauseNode(0),
         Step::PauseNode(1),
         Step::Sleep(ms(4000)),
@@ -1174,6 +1180,27 @@ fn do_step(
                 ),
                 None,
             )
+        }
+        Step::AwaitNewHolder => {
+            let current = |res: &mut redis::Connection| -> Option<String> {
+                redis::cmd("GET").arg(HOLDER_KEY).query(res).ok().flatten()
+            };
+            let before = current(res);
+            let t = Instant::now();
+            let now = loop {
+                let now = current(res);
+                if now.is_some() && now != before {
+                    break now.unwrap_or_default();
+                }
+                if t.elapsed() > Duration::from_secs(20) {
+                    return Err(format!(
+                        "scenario {}: no new holder announced within 20 s",
+                        sc.name
+                    ));
+                }
+                std::thread::sleep(ms(1));
+            };
+            (format!("new holder announced: {now}"), None)
         }
         Step::KillWaiter | Step::KillHolder => {
             let first_victim = sc.workers.saturating_sub(sc.victims) as usize;

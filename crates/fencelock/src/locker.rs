@@ -783,7 +783,7 @@ impl Locker {
     /// Releases a failed attempt's grants right away (bounded by the request timeout);
     /// whatever does not answer in time is left to the background task.
     async fn undo(&self, spec: &LockSpec, nodes: impl Iterator<Item = usize>, timeout: Duration) {
-        let answers = FanOut::start_on(&self.inner.nodes, nodes, timeout, |n| n.release(spec))
+        let answers = FanOut::start_on(&self.inner.nodes, nodes, timeout, |n| n.undo(spec))
             .all()
             .await;
         for (i, answer) in answers {
@@ -1054,17 +1054,17 @@ impl Locker {
                     }
                     None => {
                         let e = NodeError::new(NodeErrorKind::Protocol, name, "empty extend reply");
-                        tally.fail(name, &e);
+                        tally.fail_with(&e);
                         errors.push(e);
                     }
                 },
                 Ok(Err(e)) => {
-                    tally.fail(name, &e);
+                    tally.fail_with(&e);
                     errors.push(e);
                 }
                 Err(_) => {
                     let e = fan.timeout_error(name);
-                    tally.fail(name, &e);
+                    tally.fail_with(&e);
                     errors.push(e);
                 }
             }
@@ -1130,13 +1130,13 @@ impl Locker {
             match answer {
                 Ok(Ok(holding)) => tally.add(name, holding),
                 Ok(Err(e)) => {
-                    tally.fail(name, &e);
+                    tally.fail_with(&e);
                     errors.push(e);
                 }
                 Err(_) => {
                     inner.background.send(Message::Abandon(i, spec.clone()));
                     let e = fan.timeout_error(name);
-                    tally.fail(name, &e);
+                    tally.fail_with(&e);
                     errors.push(e);
                 }
             }

@@ -187,10 +187,16 @@ impl HoldTally {
         self.said.push(format!("{node}: {what}"));
     }
 
-    /// Counts a node that did not answer usefully (`why`: an error or a time-out).
+    /// Counts a node that did not answer usefully (`why`: what went wrong).
     pub(crate) fn fail(&mut self, node: &str, why: impl std::fmt::Display) {
         self.failed += 1;
         self.said.push(format!("{node}: {why}"));
+    }
+
+    /// Counts a node's error (which names the node itself).
+    pub(crate) fn fail_with(&mut self, error: &crate::error::NodeError) {
+        self.failed += 1;
+        self.said.push(error.to_string());
     }
 
     pub(crate) fn answered(&self) -> usize {

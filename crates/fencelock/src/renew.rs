@@ -415,8 +415,8 @@ async fn renew(
                         .tally
                         .fail(name, "no answer for this lease in the batch"),
                 },
-                Ok(Err(e)) => entry.tally.fail(name, e),
-                Err(_) => entry.tally.fail(name, fan.timeout_error(name)),
+                Ok(Err(e)) => entry.tally.fail_with(e),
+                Err(_) => entry.tally.fail_with(&fan.timeout_error(name)),
             }
             if let Some(decision) = entry.tally.decided() {
                 decide(entry, decision, start, q, options, spread);

@@ -450,3 +450,49 @@ async fn a_lease_on_a_bare_majority_spreads_back_and_survives_a_paused_node() {
         ReleaseOutcome::Released
     );
 }
+
+/// Found by the chaos suite: two waiters whose attempts each won a free node of a lock
+/// held on the two others undid their grant with a release, which woke the other
+/// waiter, which tried, won that node, undid it … — 2 831 scripts a second on the free
+/// node for as long as the lock was held (and the holder could not take that node back
+/// while the rivals kept it busy). An undo now wakes nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_do_not_wake_each_other_while_the_lock_is_held() {
+    let cluster = Cluster::start(3);
+    // The lease rests on nodes 0 and 2; node 1 stays free (no renewal to take it back).
+    cluster.set(1, "ping-pong", "rival-attempt", 300);
+    let holder = Locker::builder()
+        .stores(cluster.urls())
+        .auto_renew(false)
+        .build()
+        .expect("locker");
+    let lease = holder
+        .acquire("ping-pong", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        let l = locker(&cluster);
+        waiters.push(tokio::spawn(async move {
+            let wait = fencelock::AcquireOptions::default().max_wait(Duration::from_secs(60));
+            l.acquire_with("ping-pong", Duration::from_secs(5), &wait)
+                .await
+        }));
+    }
+    // Both wait in line now (their first attempts were refused).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.reset_stats(1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // A waiter tries again when it is told of a release or the holder's TTL (30 s)
+    // runs out: neither happens here. (A loaded machine only lowers the count.)
+    let scripts = cluster.command_calls(1, "evalsha");
+    assert!(
+        scripts <= 10,
+        "{scripts} scripts in a second on the free node while the lock was held"
+    );
+    for w in waiters {
+        w.abort();
+    }
+    lease.release().await.expect("release");
+}

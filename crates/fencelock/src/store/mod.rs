@@ -245,6 +245,14 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// With `lock.queue`, the waiter also leaves the line of every key (it gives up).
     fn release(&self, lock: &LockSpec) -> StoreFuture<Holding>;
 
+    /// Undoes a failed acquire attempt's grant here: deletes every key that holds its
+    /// value, like [`Store::release`], but wakes no waiter and hands the key to nobody —
+    /// the lock as a whole was never released (it is held elsewhere, or was never
+    /// ours). Stores without waiter lines just release.
+    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+        self.release(lock)
+    }
+
     /// A request for `lock` timed out and may still be applied later: make sure it
     /// leaves nothing behind (release ordered after it where the transport allows),
     /// then drop the connection so no request stays in flight.

@@ -951,6 +951,12 @@ impl Store for RedisStore {
         Box::pin(async move { release_on(&inner, &lock).await })
     }
 
+    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+        let inner = self.inner.clone();
+        let lock = lock.clone();
+        Box::pin(async move { release_with(&inner, &lock, true).await })
+    }
+
     fn abandon(&self, lock: &LockSpec) -> StoreFuture<()> {
         let inner = self.inner.clone();
         let lock = lock.clone();
@@ -1088,6 +1094,12 @@ fn add_keys(inv: &mut redis::ScriptInvocation<'_>, lock: &LockSpec, kinds: &[Opt
 }
 
 async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError> {
+    release_with(inner, lock, false).await
+}
+
+/// `release.lua`; `quiet`: the undo of a failed attempt (no waiter is woken or handed
+/// the key, see the script).
+async fn release_with(inner: &Inner, lock: &LockSpec, quiet: bool) -> Result<Holding, NodeError> {
     let mut inv = RELEASE.prepare_invoke();
     add_keys(
         &mut inv,
@@ -1104,7 +1116,8 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
         .arg(lock.keys.len())
         .arg(lock.queue.as_ref().map_or("", |q| &*q.waiter))
         .arg(ms(COUNTER_RETENTION))
-        .arg(if lock.holder.is_some() { "1" } else { "0" });
+        .arg(if lock.holder.is_some() { "1" } else { "0" })
+        .arg(if quiet { "1" } else { "0" });
     // After an unanswered acquire of this value: on its connection (see `pinned`).
     let pinned = inner.pins().remove(&lock.value);
     let reply = match pinned {

@@ -8,7 +8,8 @@
 -- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
 --
 -- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys, n counter keys.
--- ARGV: value, n, waiter ('' for none), counter_retention_ms, has_holder ('1'/'0')
+-- ARGV: value, n, waiter ('' for none), counter_retention_ms, has_holder ('1'/'0'),
+--       quiet ('1': an attempt's undo, see below)
 -- Returns 1 when every key was ours, -1 when some key has another owner, 0 otherwise
 -- (some key already expired).
 local value = ARGV[1]
@@ -17,6 +18,11 @@ local waiter = ARGV[3] or ''
 local retention = ARGV[4]
 -- '0': the lease wrote no holder record, so there is none of ours to delete.
 local has_holder = ARGV[5] ~= '0'
+-- '1': the undo of a failed acquire attempt, not the release of a lock. The lock as a
+-- whole is held elsewhere (or was never ours), so nobody is woken or handed the key:
+-- two waiters that undo their minority grants would otherwise wake each other for as
+-- long as the lock is held, thousands of times a second.
+local quiet = ARGV[6] == '1'
 local leaving = waiter ~= ''
 
 -- The first live waiter in line of key i ('' when nobody waits in line). Entries
@@ -73,7 +79,7 @@ for i = 1, n do
     if has_holder then
       redis.call('DEL', KEYS[n + i])
     end
-    if not pass_on(i) then
+    if quiet or not pass_on(i) then
       redis.call('DEL', KEYS[i])
     end
   else
