@@ -610,6 +610,9 @@ fn handoff_scenarios() -> Vec<Scenario> {
         "control: one node, hot key: SIGKILL a victim (10 s TTL) while it holds the lock",
     );
     s.duration = Duration::from_secs(14);
+    // Holds long enough that the kill lands inside one (the harness sees the holder's
+    // announcement within a millisecond or two).
+    s.hold_ms = (200, 400);
     s.schedule = vec![Step::Sleep(ms(1500)), Step::KillHolder, Step::Healed];
     s.expect = vec![Kind::Blocked];
     // Healed right after the kill: the next grant comes only when the dead holder's
@@ -1208,11 +1211,20 @@ fn do_step(
                 let h: Option<String> = redis::cmd("GET").arg(HOLDER_KEY).query(res).ok()?;
                 h?.split_whitespace().next()?.parse().ok()
             };
+            // A holder announcement stays after its release: only a new one names a
+            // worker that holds the lock now.
+            let announced = |res: &mut redis::Connection| -> Option<String> {
+                redis::cmd("GET").arg(HOLDER_KEY).query(res).ok().flatten()
+            };
+            let before = announced(res);
             let t = Instant::now();
             let victim = loop {
                 let now = holder(res);
+                let fresh = announced(res) != before;
                 let pick = match step {
-                    Step::KillHolder => now.filter(|w| *w >= first_victim && !killed.contains(w)),
+                    Step::KillHolder => {
+                        now.filter(|w| fresh && *w >= first_victim && !killed.contains(w))
+                    }
                     _ => {
                         (first_victim..pids.len()).find(|w| Some(*w) != now && !killed.contains(w))
                     }
