@@ -1241,6 +1241,32 @@ fn do_step(
                 std::thread::sleep(ms(1));
             };
             let pid = Pid::from_raw(i32::try_from(pids[victim]).unwrap_or(i32::MAX));
+            if *step == Step::KillWaiter {
+                // A waiter handed the lock extends it to its own (long) TTL before it
+                // announces itself: stopped in that window it is a holder, not a
+                // waiter. Stop it first, and kill it only if no victim's lease holds
+                // the key (a key living longer than a holder's TTL); else let it go on
+                // and try again.
+                kill(pid, Signal::SIGSTOP).map_err(|e| format!("SIGSTOP worker {victim}: {e}"))?;
+                let pttl: i64 = rig
+                    .nodes
+                    .first()
+                    .and_then(|n| n.connection().ok())
+                    .and_then(|mut c| redis::cmd("PTTL").arg(KEY).query(&mut c).ok())
+                    .unwrap_or(-2);
+                if pttl > ms_u64(sc.ttl) as i64 {
+                    kill(pid, Signal::SIGCONT)
+                        .map_err(|e| format!("SIGCONT worker {victim}: {e}"))?;
+                    if t.elapsed() > Duration::from_secs(15) {
+                        return Err(format!(
+                            "scenario {}: no waiting victim within 15 s",
+                            sc.name
+                        ));
+                    }
+                    std::thread::sleep(ms(5));
+                    return do_step(rig, sc, step, pids, res, probe, killed);
+                }
+            }
             kill(pid, Signal::SIGKILL).map_err(|e| format!("SIGKILL worker {victim}: {e}"))?;
             killed.push(victim);
             let what = if *step == Step::KillHolder {
