@@ -176,25 +176,11 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
                 } else {
                     tokio::time::sleep(think).await;
                 }
-                if lease.is_lost() {
-                    // The job was stopped: no write under a lost lease.
-                    hist.record(&WorkerEvent::Releasing {
-                        lease: id,
-                        t: mono_ns(),
-                    });
-                    let outcome = match lease.release().await {
-                        Ok(o) => format!("{o:?}"),
-                        Err(e) => format!("error {:?}: {e}", e.kind()),
-                    };
-                    hist.record(&WorkerEvent::Released {
-                        lease: id,
-                        t: mono_ns(),
-                        outcome,
-                    });
-                    continue;
-                }
                 let amount = rand::rng().random_range(1..=10);
-                if let Err(e) = res.write(id, token, &read, amount).await {
+                // A stopped job (lost lease) writes nothing; it still releases below.
+                if !lease.is_lost()
+                    && let Err(e) = res.write(id, token, &read, amount).await
+                {
                     hist.record(&WorkerEvent::ResourceError {
                         lease: id,
                         message: e.to_string(),
