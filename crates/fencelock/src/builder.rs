@@ -76,7 +76,7 @@ impl Options {
         // that cannot be added to it (near `Duration::MAX`) is refused, not a panic.
         if ttl
             .checked_mul(2)
-            .and_then(|twice| std::time::Instant::now().checked_add(twice))
+            .and_then(|twice| tokio::time::Instant::now().checked_add(twice))
             .is_none()
             || u64::try_from(ttl.as_millis()).is_err()
         {

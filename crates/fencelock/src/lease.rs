@@ -2,7 +2,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -333,8 +335,8 @@ impl Lease {
 
     /// The instant (monotonic clock) until which the lease is proven valid. After the
     /// lease is lost or released this is in the past.
-    pub fn valid_until(&self) -> Instant {
-        self.state.valid_until()
+    pub fn valid_until(&self) -> std::time::Instant {
+        self.state.valid_until().into_std()
     }
 
     /// How long the lease is still proven valid; zero once lost or expired.
@@ -342,7 +344,9 @@ impl Lease {
         if self.state.is_lost() || self.state.is_ended() {
             return Duration::ZERO;
         }
-        self.valid_until().saturating_duration_since(Instant::now())
+        self.state
+            .valid_until()
+            .saturating_duration_since(Instant::now())
     }
 
     /// Whether the lease is still proven valid (not lost, not expired).

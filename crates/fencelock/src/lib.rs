@@ -63,9 +63,12 @@
 //! - [`Lease`] (`lease.rs`): keys, value, token, validity, `lost()`; extend and release.
 //! - `renew.rs`: the locker's background task — batched renewal, the `lost()` timers,
 //!   releases of dropped leases and cancelled acquires.
+//! - `jitter.rs`: randomised timing (retry jitter, back-off, renewal spread).
+//! - `interleavings.rs` (tests only): the deterministic validity check under paused
+//!   time (`docs/fencing.md`, "Validity").
 //! - `quorum.rs`: the pure rules — quorum, drift, the one validity computation
 //!   (`valid_until`), the acquire tally and the one "held on a majority" tally
-//!   (`HoldTally`) that renewal, extend and release share, back-off.
+//!   (`HoldTally`) that renewal, extend and release share.
 //! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.
 //! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
 //! - `keys.rs`: [`IntoKeys`] and key validation.
@@ -89,6 +92,9 @@ mod checks;
 pub mod error;
 mod fanout;
 pub mod fence;
+#[cfg(test)]
+mod interleavings;
+mod jitter;
 mod keys;
 mod lease;
 mod locker;

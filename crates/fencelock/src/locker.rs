@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::future::{join_all, select_all};
 use tokio::sync::OwnedMutexGuard;
@@ -10,10 +12,11 @@ use tokio::sync::OwnedMutexGuard;
 use crate::builder::{LockerBuilder, Options};
 use crate::error::{Error, ErrorKind, KeyList, NodeError, NodeErrorKind, Result};
 use crate::fanout::FanOut;
+use crate::jitter;
 use crate::keys::{IntoKeys, validate};
 use crate::lease::{Lease, LeaseState, ReleaseOutcome, lost_error};
 use crate::quorum::{self, Hold, HoldTally, Tally, Verdict};
-use crate::renew::{Background, Message, next_renewal, random_spread};
+use crate::renew::{Background, Message, next_renewal};
 use crate::store::{Acquired, Expiry, Holding, LockSpec, Node, Notice, QueueTicket, Watch};
 
 /// Acquires, extends and releases leases over one store, or a Redlock quorum of Redis
@@ -416,10 +419,10 @@ impl Locker {
                         return Err(self.gave_up(&wait, &spec, &failure, started));
                     }
                     outages += 1;
-                    quorum::backoff(outages, opts.retry_delay, Duration::from_secs(5))
+                    jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
                 }
             };
-            let pause = quorum::jittered(
+            let pause = jitter::jittered(
                 pause,
                 opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
             );
@@ -427,7 +430,7 @@ impl Locker {
                 Some(d) => (now + pause).min(d),
                 None => now + pause,
             };
-            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake_at));
+            let sleep = tokio::time::sleep_until(wake_at);
             match watches.take() {
                 Some(mut ws) if !ws.is_empty() => {
                     let notice = {
@@ -770,7 +773,7 @@ impl Locker {
             spec,
             token,
             valid_until,
-            next_renewal(Instant::now(), ttl, random_spread()),
+            next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
             ended,
         ));
         state
@@ -902,6 +905,9 @@ impl Locker {
                 ttl,
                 quorum::proven_bound(start, ttl, self.inner.options.drift_factor),
             );
+            // The `lost()` deadline moved earlier: the background task must not sleep
+            // past it (it would fire `lost()` after the keys could be gone).
+            self.wake_background();
             Expiry::Exactly
         } else {
             Expiry::AtLeast
@@ -916,7 +922,7 @@ impl Locker {
                 state.extended(
                     ttl,
                     until,
-                    next_renewal(Instant::now(), ttl, random_spread()),
+                    next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
                 );
                 self.wake_background();
                 if state.is_lost() {

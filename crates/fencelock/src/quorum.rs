@@ -2,9 +2,9 @@
 //!
 //! Pure functions, kept apart from the I/O so they can be tested exhaustively.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::Rng;
+use tokio::time::Instant;
 
 use crate::store::Holding;
 
@@ -35,25 +35,6 @@ pub(crate) fn proven_bound(start: Instant, ttl: Duration, drift_factor: f64) -> 
     ttl.checked_sub(drift(ttl, drift_factor))
         .and_then(|v| start.checked_add(v))
         .unwrap_or(start)
-}
-
-/// `base` plus a uniformly random extra in `[0, jitter]`.
-pub(crate) fn jittered(base: Duration, jitter: Duration) -> Duration {
-    if jitter.is_zero() {
-        return base;
-    }
-    let extra = rand::rng().random_range(0..=jitter.as_micros().min(u64::MAX as u128) as u64);
-    base.saturating_add(Duration::from_micros(extra))
-}
-
-/// Exponential back-off with full jitter: uniform in `[0, min(cap, base · 2^attempt)]`.
-/// Used when nodes are unavailable, so an outage does not turn into a retry storm.
-pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let ceiling = base
-        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-        .unwrap_or(cap)
-        .min(cap);
-    jittered(Duration::ZERO, ceiling)
 }
 
 /// The replies of one attempt so far, and whether they already decide it.
@@ -369,12 +350,6 @@ mod tests {
             let v = t.last();
             prop_assert_eq!(v == Verdict::Granted, g >= quorum(n));
             if let Some(e) = t.early() { prop_assert_eq!(e, v); }
-        }
-
-        #[test]
-        fn backoff_stays_under_cap(attempt in 0u32..100, base_ms in 1u64..1000, cap_ms in 1u64..10_000) {
-            let d = backoff(attempt, Duration::from_millis(base_ms), Duration::from_millis(cap_ms));
-            prop_assert!(d <= Duration::from_millis(cap_ms));
         }
 
         #[test]

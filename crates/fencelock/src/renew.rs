@@ -11,7 +11,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -20,6 +22,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::builder::Options;
 use crate::fanout::FanOut;
+use crate::jitter;
 use crate::lease::LeaseState;
 use crate::quorum::{self, Hold, HoldTally};
 use crate::store::{Expiry, Holding, LockSpec, Node};
@@ -218,7 +221,7 @@ impl Task {
                             {
                                 return;
                             }
-                            tokio::time::sleep(quorum::backoff(
+                            tokio::time::sleep(jitter::backoff(
                                 attempt,
                                 Duration::from_millis(50),
                                 Duration::from_secs(1),
@@ -266,13 +269,21 @@ impl Task {
                     "its validity ran out (it was not extended)".into()
                 };
                 lease.lose(&why);
-            } else if round
-                && is_due(lease, now)
-                // A user's extend in flight: it renews the lease itself.
-                && let Ok(op) = lease.op.clone().try_lock_owned()
-            {
-                lease.renewing.store(true, Ordering::Release);
-                due.push((lease.clone(), op));
+            } else if round && is_due(lease, now) {
+                match lease.op.clone().try_lock_owned() {
+                    Ok(op) => {
+                        lease.renewing.store(true, Ordering::Release);
+                        due.push((lease.clone(), op));
+                    }
+                    // A user's extend is in flight: it renews the lease itself, and sets
+                    // the next renewal when it succeeds. Until then look again a little
+                    // later: a renewal left due would wake this task at once, every
+                    // time, for as long as the extend takes (a busy loop).
+                    Err(_) if lease.renew_at() <= now => {
+                        lease.retry_renewal_at(now + busy_retry(lease.ttl()));
+                    }
+                    Err(_) => {}
+                }
             }
         }
         if !due.is_empty() {
@@ -308,6 +319,11 @@ fn is_due(lease: &LeaseState, now: Instant) -> bool {
         && lease.renew_at() <= now + lease.ttl() / 6
 }
 
+/// How long to put off the renewal of a lease while a user's extend of it is in flight.
+fn busy_retry(ttl: Duration) -> Duration {
+    (ttl / 20).max(Duration::from_millis(1))
+}
+
 /// Whether a lease has used up the locker's `max_hold`: it is not renewed any more.
 fn held_too_long(lease: &LeaseState, options: &Options, now: Instant) -> bool {
     options
@@ -335,7 +351,7 @@ fn first_deadline(l: &LeaseState) -> Instant {
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -345,11 +361,6 @@ async fn sleep_until(at: Option<Instant>) {
 /// the same moment drift apart.
 pub(crate) fn next_renewal(now: Instant, ttl: Duration, spread: f64) -> Instant {
     now + (ttl / 3).mul_f64(spread.clamp(0.9, 1.1))
-}
-
-/// A random spread for [`next_renewal`].
-pub(crate) fn random_spread() -> f64 {
-    0.9 + rand::random::<f64>() * 0.2
 }
 
 /// One lease in a renewal round: the lease, its `op` lock (no user extend overlaps the
@@ -380,7 +391,7 @@ async fn renew(
     // A batch can be large (100k leases): allow it a third of the shortest TTL.
     let timeout = options.request_timeout_for(shortest).max(shortest / 3);
     let q = quorum::quorum(nodes.len());
-    let spread = random_spread();
+    let spread = jitter::renewal_spread();
     // Reclaiming: these leases are valid (a lost one is never renewed), so a node that
     // lost a key — restarted empty, or never granted it — takes it back, and the lease
     // spreads to every healthy node again.

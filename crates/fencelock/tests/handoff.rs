@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use fencelock::{AcquireOptions, Locker};
-use support::Cluster;
+use support::{Cluster, eventually};
 
 /// A locker whose polling interval is one hour: it can only get in quickly through a
 /// release notice or the holder's TTL.
@@ -440,15 +440,6 @@ async fn fair_mode_and_npm_redlock_never_overlap() {
     assert_eq!(counts.get("npm"), Some(&30));
     for id in 0..3 {
         assert_eq!(counts.get(&format!("fl{id}")), Some(&20));
-    }
-}
-
-/// Polls `check` every 10 ms until it holds, for at most 10 s.
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

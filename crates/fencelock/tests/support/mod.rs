@@ -18,3 +18,14 @@ pub mod cluster;
 pub mod interop;
 
 pub use cluster::Cluster;
+
+/// Polls `check` every 10 ms until it holds, for at most 10 s: for what the library
+/// finishes in the background (an operation decides at the first majority; the last
+/// node's answer may still be on its way). Asserts the outcome, not how fast it came.
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,86 @@
+//! Randomised timing: retry jitter, back-off, and the spread of renewal rounds.
+//!
+//! One generator per thread, seeded from the OS, so a hot path draws a number without a
+//! system call. Lock values and waiter ids do not come from here: they must be
+//! unguessable and are read from the OS (`locker.rs`). Tests seed the generator so a
+//! run under paused time replays exactly (`seed_this_thread`).
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+thread_local! {
+    static RNG: RefCell<StdRng> = RefCell::new(StdRng::from_os_rng());
+}
+
+fn with_rng<T>(f: impl FnOnce(&mut StdRng) -> T) -> T {
+    RNG.with(|r| f(&mut r.borrow_mut()))
+}
+
+/// Makes this thread's timing choices a function of `seed` (tests under paused time).
+#[cfg(test)]
+pub(crate) fn seed_this_thread(seed: u64) {
+    RNG.with(|r| *r.borrow_mut() = StdRng::seed_from_u64(seed));
+}
+
+/// `base` plus a uniformly random extra in `[0, jitter]`.
+pub(crate) fn jittered(base: Duration, jitter: Duration) -> Duration {
+    if jitter.is_zero() {
+        return base;
+    }
+    let max = u64::try_from(jitter.as_micros()).unwrap_or(u64::MAX);
+    let extra = with_rng(|r| r.random_range(0..=max));
+    base.saturating_add(Duration::from_micros(extra))
+}
+
+/// Exponential back-off with full jitter: uniform in `[0, min(cap, base · 2^attempt)]`.
+/// Used when nodes are unavailable, so an outage does not turn into a retry storm.
+pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base
+        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+        .unwrap_or(cap)
+        .min(cap);
+    jittered(Duration::ZERO, ceiling)
+}
+
+/// A random spread in `[0.9, 1.1]` for `renew::next_renewal`: lockers started at the
+/// same moment drift apart instead of renewing in lock-step.
+pub(crate) fn renewal_spread() -> f64 {
+    0.9 + with_rng(|r| r.random::<f64>()) * 0.2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn backoff_stays_under_cap(attempt in 0u32..100, base_ms in 1u64..1000, cap_ms in 1u64..10_000) {
+            let d = backoff(attempt, Duration::from_millis(base_ms), Duration::from_millis(cap_ms));
+            prop_assert!(d <= Duration::from_millis(cap_ms));
+        }
+
+        #[test]
+        fn spread_stays_in_range(seed in any::<u64>()) {
+            seed_this_thread(seed);
+            let s = renewal_spread();
+            prop_assert!((0.9..=1.1).contains(&s));
+        }
+    }
+
+    #[test]
+    fn a_seed_replays_the_same_choices() {
+        let draw = || {
+            (0..8)
+                .map(|_| jittered(Duration::ZERO, Duration::from_secs(1)))
+                .collect::<Vec<_>>()
+        };
+        seed_this_thread(7);
+        let first = draw();
+        seed_this_thread(7);
+        assert_eq!(first, draw());
+    }
+}
