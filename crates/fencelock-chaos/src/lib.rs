@@ -36,3 +36,10 @@ pub mod report;
 pub mod resource;
 pub mod scenario;
 pub mod workload;
+
+/// The workspace README's examples, compiled and run as doctests. They live here, in
+/// an unpublished crate, because that README is not inside any published package
+/// (`fencelock`'s doctests run its own README, which is).
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct WorkspaceReadmeDoctests;

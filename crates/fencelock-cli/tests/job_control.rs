@@ -10,8 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::PATIENCE;
 use support::scenarios::Setup;
+use support::{PATIENCE, is_stopped, state, wait_stopped};
 
 /// A tmux server of our own (its own socket) running one `bash -i`; killed on drop.
 struct Pane {
@@ -86,12 +86,6 @@ impl Drop for Pane {
     }
 }
 
-/// The state letter of a process (`T`: stopped).
-fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.trim_start().chars().next()
-}
-
 fn wait_state(pid: i32, want: impl Fn(Option<char>) -> bool, what: &str) {
     let deadline = Instant::now() + PATIENCE;
     while !want(state(pid)) {
@@ -139,10 +133,10 @@ fn ctrl_z_suspends_and_fg_resumes_with_the_lease_renewed() {
     // The shell has its prompt back and answers.
     pane.type_line("echo BACK-$((2+2))");
     pane.wait_for("BACK-4");
-    assert_eq!(state(pid), Some('T'), "{}", pane.screen());
+    assert!(is_stopped(pid), "{}", pane.screen());
 
     pane.type_line("fg");
-    wait_state(pid, |s| s.is_some_and(|c| c != 'T'), "continued");
+    wait_stopped(pid, false);
     t.run(&["status", "--held", "jc"]).expect_code(0);
 
     pane.key("C-c");
@@ -167,7 +161,7 @@ fn fg_after_the_lease_expired_kills_the_job_and_exits_75() {
         assert!(Instant::now() < deadline, "the suspended job kept the lock");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(state(pid), Some('T'));
+    assert!(is_stopped(pid));
 
     pane.type_line("fg");
     pane.type_line("echo RC=$?");

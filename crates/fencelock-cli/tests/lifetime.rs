@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use support::scenarios::{Setup, wait_until_catching};
-use support::{PATIENCE, alive, finish, send, wait_bounded, wait_for_file};
+use support::{PATIENCE, alive, finish, send, state, wait_bounded, wait_for_file, wait_stopped};
 
 /// The pids a script wrote on one line.
 fn pids(path: &Path) -> Vec<i32> {
@@ -32,12 +32,6 @@ fn pids(path: &Path) -> Vec<i32> {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-}
-
-/// The state letter of a process (`R`, `S`, `T` stopped, `Z` zombie), if it exists.
-fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.trim_start().chars().next()
 }
 
 /// Waits until `pid` is gone (or a zombie waiting for its reaper).
@@ -98,11 +92,7 @@ fn a_forwarded_signal_reaches_a_stopped_command() {
     );
     let mut child = t.spawn(&["run", "k", "-c", &script]);
     let pid = pids(&file)[0];
-    let deadline = Instant::now() + PATIENCE;
-    while state(pid) != Some('T') {
-        assert!(Instant::now() < deadline, "the command never stopped");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_stopped(pid, true);
     wait_until_catching(child.id(), Signal::SIGTERM);
     send(&child, Signal::SIGTERM);
     let status = wait_bounded(&mut child);
@@ -183,10 +173,10 @@ fn sigtstp_to_fencelock_stops_the_command_too() {
     let fencelock = child.id() as i32;
     // The handler is in place before the command starts (it wrote its pid).
     send(&child, Signal::SIGTSTP);
-    wait_state(fencelock, 'T', true);
-    wait_state(pid, 'T', true);
+    wait_stopped(fencelock, true);
+    wait_stopped(pid, true);
     send(&child, Signal::SIGCONT);
-    wait_state(pid, 'T', false);
+    wait_stopped(pid, false);
     t.run(&["status", "--held", "k"]).expect_code(0);
     send(&child, Signal::SIGTERM);
     let status = wait_bounded(&mut child);
@@ -205,8 +195,8 @@ fn sigcont_after_the_lease_expired_kills_the_command() {
     let mut child = t.spawn(&["run", "--ttl", "1s", "k", "-c", &script]);
     let pid = pids(&file)[0];
     send(&child, Signal::SIGTSTP);
-    wait_state(child.id() as i32, 'T', true);
-    wait_state(pid, 'T', true);
+    wait_stopped(child.id() as i32, true);
+    wait_stopped(pid, true);
     let deadline = Instant::now() + PATIENCE;
     while t.run(&["status", "--held", "k"]).code != Some(5) {
         assert!(Instant::now() < deadline, "the stopped job kept the lock");
@@ -216,17 +206,4 @@ fn sigcont_after_the_lease_expired_kills_the_command() {
     let status = wait_bounded(&mut child);
     assert_eq!(status.code(), Some(75), "{:#?}", finish(child));
     wait_gone(pid);
-}
-
-/// Waits until process `pid` is (or is no longer) in state `letter`.
-fn wait_state(pid: i32, letter: char, is: bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while (state(pid) == Some(letter)) != is {
-        assert!(
-            Instant::now() < deadline,
-            "process {pid}: state {:?}",
-            state(pid)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }

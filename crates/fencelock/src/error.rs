@@ -184,6 +184,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl std::error::Error for NodeError {}
+
 /// What went wrong on one node, as far as the node (or the way to it) told us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

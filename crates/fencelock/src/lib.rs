@@ -120,7 +120,9 @@ pub use store::redis::fuzz_decode_reply;
 #[doc(hidden)]
 pub use store::url::fuzz_parse_store_url;
 
-/// The README's examples, compiled and run as doctests.
-#[doc = include_str!("../../../README.md")]
+/// The crate README's examples (the crates.io page), compiled and run as doctests.
+/// The README travels in the package, so the published crate's doctests build too.
+/// The workspace README's examples are run by the unpublished `fencelock-chaos` crate.
+#[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;

@@ -99,6 +99,7 @@ impl AcquireOptions {
 /// both kept so that neither hides the other.
 #[derive(Debug)]
 #[must_use]
+#[non_exhaustive]
 pub struct Scoped<T> {
     /// What the work returned, or why it did not complete (lease lost, not acquired).
     pub work: Result<T>,

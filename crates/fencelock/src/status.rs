@@ -25,9 +25,17 @@ impl KeyStatus {
         held > self.nodes.len() / 2
     }
 
-    /// The holder description a majority agrees on, if any.
+    /// The holder description a majority of nodes agrees on, if any: a minority that
+    /// says otherwise (a node restarted empty, a rival's stale record) is outvoted.
     pub fn holder(&self) -> Option<&str> {
-        self.nodes.iter().find_map(|n| n.holder.as_deref())
+        let said: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.holder.as_deref())
+            .collect();
+        said.iter()
+            .copied()
+            .find(|h| said.iter().filter(|o| *o == h).count() > self.nodes.len() / 2)
     }
 
     /// The largest fencing token any node issued for the key.
@@ -167,5 +175,39 @@ impl Locker {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(holder: Option<&str>) -> NodeStatus {
+        NodeStatus {
+            node: "n".into(),
+            held: holder.is_some(),
+            ttl: None,
+            holder: holder.map(str::to_string),
+            last_token: None,
+            error: None,
+        }
+    }
+
+    fn key(holders: &[Option<&str>]) -> KeyStatus {
+        KeyStatus {
+            key: "k".into(),
+            nodes: holders.iter().map(|h| node(*h)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_holder_is_what_a_majority_says() {
+        assert_eq!(key(&[Some("a")]).holder(), Some("a"));
+        assert_eq!(key(&[Some("b"), Some("a"), Some("a")]).holder(), Some("a"));
+        assert_eq!(key(&[Some("a"), None, Some("a")]).holder(), Some("a"));
+        // The first node alone does not decide.
+        assert_eq!(key(&[Some("b"), Some("a"), None]).holder(), None);
+        assert_eq!(key(&[Some("a"), None, None]).holder(), None);
+        assert_eq!(key(&[None, None, None]).holder(), None);
     }
 }

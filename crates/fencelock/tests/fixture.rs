@@ -490,12 +490,22 @@ fn restart_waits_out_a_port_held_by_another_process() {
     // ("Address already in use") and retry instead of talking to the squatter.
     let squatter =
         std::net::TcpListener::bind(("127.0.0.1", port)).expect("binding the freed port");
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(500));
-        drop(squatter);
+    std::thread::scope(|scope| {
+        // The squatter lets go only once a restart attempt has failed on its port, so
+        // the test sees the retry however slowly the machine runs.
+        scope.spawn(|| {
+            // (Bounded, so a restart that panics cannot leave this thread spinning;
+            // the log assertion below then says what went wrong.)
+            for _ in 0..3000 {
+                if cluster.log(0).contains("Address already in use") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(squatter);
+        });
+        cluster.restart(0);
     });
-    cluster.restart(0);
-    releaser.join().expect("releaser thread");
     assert_eq!(cluster.port(0), port);
     assert_eq!(
         ping(&cluster.url(0), Duration::from_secs(2)).expect("PING"),

@@ -14,6 +14,29 @@ use secure::{Certs, Server};
 use support::Cluster;
 
 const TTL: Duration = Duration::from_secs(5);
+/// The TTL of a lease a waiter waits for. The waiter gives up after `NOTICE_WAIT`, half
+/// of it, so only the holder's release notice can hand it the lock: the key would still
+/// live for a long time. No tight timing: the margins are tens of seconds.
+const HELD: Duration = Duration::from_secs(60);
+const NOTICE_WAIT: Duration = Duration::from_secs(30);
+
+/// A waiter for `key` that gives up after [`NOTICE_WAIT`].
+fn spawn_waiter(
+    locker: &Locker,
+    key: &'static str,
+) -> tokio::task::JoinHandle<fencelock::Result<fencelock::Lease>> {
+    let locker = locker.clone();
+    tokio::spawn(async move {
+        locker
+            .acquire_with(
+                key,
+                TTL,
+                &fencelock::AcquireOptions::default().max_wait(NOTICE_WAIT),
+            )
+            .await
+    })
+}
+
 const PASSWORD: &str = "s3cret-Pa55word-never-printed";
 
 fn builder() -> fencelock::LockerBuilder {
@@ -44,15 +67,11 @@ async fn tls_with_the_ca_works() {
         .ca_cert(&certs.ca)
         .build()
         .expect("locker");
-    let held = locker.try_acquire("tls:b", TTL).await.expect("acquire");
-    let waiter = {
-        let locker = locker.clone();
-        tokio::spawn(async move { locker.acquire("tls:b", TTL).await })
-    };
+    let held = locker.try_acquire("tls:b", HELD).await.expect("acquire");
+    let waiter = spawn_waiter(&locker, "tls:b");
     tokio::time::sleep(Duration::from_millis(200)).await;
     held.release().await.unwrap();
-    // The waiter may wait 2 s (`builder`), the holder's TTL is 5 s: only the release
-    // notice, delivered over TLS, can have woken it in time.
+    // Only the release notice, delivered over TLS, can have woken it (see `HELD`).
     let next = waiter.await.unwrap().expect("waiter gets the lock");
     next.release().await.unwrap();
 }
@@ -148,28 +167,23 @@ async fn acl_user_confined_to_a_prefix_can_do_everything() {
     let url = format!("redis://app:{PASSWORD}@127.0.0.1:{}", server.port());
     let locker = builder().store(&url).prefix("app:").build().unwrap();
 
-    let lease = locker.try_acquire("job", TTL).await.expect("acquire");
-    lease.extend(TTL).await.expect("extend");
+    let lease = locker.try_acquire("job", HELD).await.expect("acquire");
+    lease.extend(HELD).await.expect("extend");
     let status = locker.status(["job"]).await.expect("status");
     assert!(status[0].is_held());
     // A waiter woken by the release notice (SUBSCRIBE on &app:*).
-    let waiter = {
-        let locker = locker.clone();
-        tokio::spawn(async move { locker.acquire("job", TTL).await })
-    };
+    let waiter = spawn_waiter(&locker, "job");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(lease.release().await.unwrap(), ReleaseOutcome::Released);
-    // The waiter may wait 2 s, the holder's TTL is 5 s: only the release notice (on a
-    // channel under the user's `&app:*`) can have woken it in time.
+    // Only the release notice (on a channel under the user's `&app:*`) can have woken
+    // it (see `HELD`).
     let next = waiter.await.unwrap().expect("waiter");
     next.release().await.unwrap();
-    // Auto-renewal (the batched extend pipeline) under the ACL: a lease of 300 ms is
-    // still held after several of its TTLs.
-    let short = Duration::from_millis(300);
-    let renewed = locker.try_acquire("job", short).await.expect("acquire");
-    for _ in 0..4 {
-        tokio::time::sleep(short).await;
-    }
+    // Auto-renewal (the batched extend pipeline) under the ACL: the lease's validity
+    // moves on by itself, and it is never lost.
+    let renewed = locker.try_acquire("job", TTL).await.expect("acquire");
+    let first = renewed.valid_until();
+    support::eventually("a renewal", || renewed.valid_until() > first).await;
     assert!(
         !renewed.is_lost(),
         "renewal failed under the ACL: {renewed:?}"

@@ -309,6 +309,55 @@ pub fn alive(pid: i32) -> bool {
     kill(Pid::from_raw(pid), None).is_ok()
 }
 
+/// The state letter of process `pid` from `/proc` (`T`: stopped, `Z`: zombie).
+pub fn state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// The children of process `pid` (every thread's), from `/proc`.
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Whether process `pid` is stopped: in state `T` — or waiting in state `D` for a child
+/// that is stopped. A shell that starts commands with `vfork` (dash does) waits
+/// uninterruptibly until its child calls `exec`; when a stop of the whole process group
+/// lands between the two (likelier on a loaded machine), the shell shows `D`, not `T`,
+/// and runs nothing until the group is continued.
+pub fn is_stopped(pid: i32) -> bool {
+    match state(pid) {
+        Some('T') => true,
+        Some('D') => children(pid).into_iter().any(|c| state(c) == Some('T')),
+        _ => false,
+    }
+}
+
+/// Waits until process `pid` is stopped (`stopped`) or running again (`!stopped`).
+pub fn wait_stopped(pid: i32, stopped: bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while is_stopped(pid) != stopped {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} never {}: state {:?}",
+            if stopped { "stopped" } else { "continued" },
+            state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A `sqlite:///…/locks.db` URL in `dir`.
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}", dir.join("locks.db").display())
