@@ -44,7 +44,7 @@ use rand::Rng;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::url::StoreOptions;
-use super::{Acquired, Expiry, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
 use crate::error::{Error, NodeError, NodeErrorKind};
 
 /// The tables; see the file for what each column means.
@@ -574,6 +574,40 @@ fn inspect(conn: &mut Connection, key: &str) -> Result<KeyInfo, Failure> {
     Ok(info)
 }
 
+/// Forgets `key` unless it is held: its lock row (expired) and its counter row, with
+/// the counter floor raised above the counter first (as [`sweep`] does), so the key's
+/// next token is above every one it had whatever the clock does.
+fn forget(conn: &mut Connection, key: &str) -> Result<Forgot, Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = Now::read();
+    let expires: Option<i64> = tx
+        .prepare_cached("SELECT expires_ms FROM fencelock_lock WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    if expires.is_some_and(|e| e > now.ms) {
+        return Ok(Forgot::InUse);
+    }
+    if let Some(c) = counter(&tx, key)? {
+        raise_floor(&tx, to_i64(c, "fencing counter")?)?;
+    }
+    tx.prepare_cached("DELETE FROM fencelock_lock WHERE key = ?1")?
+        .execute([key])?;
+    tx.prepare_cached("DELETE FROM fencelock_counter WHERE key = ?1")?
+        .execute([key])?;
+    tx.commit()?;
+    Ok(Forgot::Done)
+}
+
+/// Raises the counter floor to at least `to`: every new counter starts above it.
+fn raise_floor(conn: &Connection, to: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO fencelock_meta (name, value) VALUES ('counter_floor', ?1) \
+         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .execute([to])?;
+    Ok(())
+}
+
 /// Deletes up to [`SWEEP_BATCH`] expired lock rows, then up to as many counters past
 /// retention on keys nobody holds, raising the counter floor above the dropped ones
 /// first so a key that comes back starts above every token it had.
@@ -598,11 +632,7 @@ fn sweep(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     let Some(highest) = old.iter().map(|(_, c)| *c).max() else {
         return Ok(());
     };
-    conn.prepare_cached(
-        "INSERT INTO fencelock_meta (name, value) VALUES ('counter_floor', ?1) \
-         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-    )?
-    .execute([highest])?;
+    raise_floor(conn, highest)?;
     let mut delete = conn.prepare_cached("DELETE FROM fencelock_counter WHERE key = ?1")?;
     for (key, _) in &old {
         delete.execute([key])?;
@@ -856,6 +886,13 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.spawn(Vec::new(), move |inner| {
             inner.with_connection(|c| inspect(c, &key))
+        })
+    }
+
+    fn forget(&self, key: &str) -> StoreFuture<Forgot> {
+        let key = key.to_string();
+        self.spawn(Vec::new(), move |inner| {
+            inner.with_connection(|c| forget(c, &key))
         })
     }
 
@@ -1482,6 +1519,31 @@ mod tests {
             ["expired-recent", "held-old"]
         );
         assert_eq!(counter_floor(&c).unwrap(), 500);
+    }
+
+    /// A held key is kept; a free one loses its rows, and its next token is still above
+    /// the forgotten counter (the floor), even one far above the clock.
+    #[tokio::test]
+    async fn forget_removes_a_free_key_and_never_lowers_its_tokens() {
+        let (dir, s) = store();
+        let c = raw(&dir.path().join("locks.db"));
+        granted(&s, &spec(&["k"], "A", 60_000)).await;
+        assert_eq!(s.forget("k").await.unwrap(), Forgot::InUse);
+        assert_eq!(rows(&c, "fencelock_lock"), ["k"]);
+        let high = i64::try_from(Now::read().us).unwrap() + 1_000_000_000_000;
+        assert!(
+            s.commit_fence(&spec(&["k"], "A", 60_000), high.unsigned_abs())
+                .await
+                .unwrap()
+        );
+        s.release(&spec(&["k"], "A", 60_000)).await.unwrap();
+        assert_eq!(s.forget("k").await.unwrap(), Forgot::Done);
+        assert!(rows(&c, "fencelock_lock").is_empty());
+        assert!(rows(&c, "fencelock_counter").is_empty());
+        assert_eq!(
+            granted(&s, &spec(&["k"], "B", 60_000)).await,
+            high.unsigned_abs() + 1
+        );
     }
 
     #[tokio::test]
