@@ -16,16 +16,22 @@
 //!   `protected_symlinks` applies.
 //! - SQLite needs to *write* the file (and its `-wal` and `-shm` companions) to lock.
 //!   Whoever creates the directory creates all three with mode 0666 (never a symlink:
-//!   `O_CREAT|O_EXCL`), so that they share the directory's owner. SQLite gives the
-//!   companions it re-creates the main file's mode, and when it runs as root their
-//!   owner too; root also hands back companions another user re-created (see
-//!   [`adopt_companions`]), because hosts with `fs.protected_regular=1` refuse
-//!   `O_CREAT` on a file in a sticky directory owned by neither the opener nor the
-//!   directory's owner.
+//!   `O_CREAT|O_EXCL`), so that they share the directory's owner.
+//! - Hosts with `fs.protected_regular=1` (systemd's default) refuse `O_CREAT` — which
+//!   SQLite uses on every open of the companions — on a file in a sticky
+//!   world-writable directory owned by neither the opener nor the directory's owner.
+//!   So the companions must never be deleted and re-created by whoever comes next: the
+//!   library keeps them for good (it never lets SQLite checkpoint-and-delete them when
+//!   the last connection closes), and they stay the directory owner's. Missing ones
+//!   (an older fencelock deleted them) are created again beside the lock file, and
+//!   root hands companions another user re-created back to the lock file's owner (see
+//!   [`adopt_companions`]).
 //!
 //! An explicit `sqlite:///path` file that does not exist yet is created the same way
-//! (0666) when its directory exists; an existing file's mode is never changed, so a
-//! root-only store is simply a file (or a directory) only root can write.
+//! (0666, with its companions) when its directory exists; an existing file's mode is
+//! never changed, so a root-only store is simply a file (or a directory) only root can
+//! write. In a sticky shared directory, the directory's owner must create it (see the
+//! threat model in `docs/cli.md`).
 
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::ErrorKind;
@@ -79,7 +85,7 @@ fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
             ),
         )
     };
-    let created = match DirBuilder::new().mode(0o1777).create(&dir) {
+    match DirBuilder::new().mode(0o1777).create(&dir) {
         Ok(()) => {
             // The mode given to mkdir is cut by the umask.
             std::fs::set_permissions(&dir, Permissions::from_mode(0o1777)).map_err(|e| {
@@ -88,9 +94,8 @@ fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
                     dir.display()
                 ))
             })?;
-            true
         }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => {
             return Err(advice(format!(
                 "cannot create the host-wide lock directory {}: {e}",
@@ -112,12 +117,7 @@ fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
             file.display()
         ))
     })?;
-    if created {
-        for suffix in COMPANIONS {
-            // Best effort: SQLite creates them anyway, with the main file's mode.
-            let _ = create_shared(&companion(&file, suffix));
-        }
-    }
+    create_companions(&file);
     adopt_companions(&file);
     if access(&file, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
         let meta = std::fs::metadata(&file).ok();
@@ -140,8 +140,20 @@ pub fn prepare_explicit(url: &str) {
         return;
     };
     let path = Path::new(path);
-    if path.parent().is_some_and(Path::is_dir) {
-        let _ = create_shared(path);
+    if path.parent().is_some_and(Path::is_dir) && create_shared(path).is_ok() {
+        create_companions(path);
+    }
+}
+
+/// Creates the `-wal` and `-shm` companions of `file` (mode 0666) where they are
+/// missing, so that whoever creates the lock file creates them too: the store keeps
+/// them for good once they exist (it never lets SQLite delete them on close), so they
+/// stay owned by the lock file's creator, who under `fs.protected_regular` must be
+/// the directory's owner for every other user to open them. Best effort: SQLite
+/// creates a missing one anyway, with the lock file's mode.
+fn create_companions(file: &Path) {
+    for suffix in COMPANIONS {
+        let _ = create_shared(&companion(file, suffix));
     }
 }
 

@@ -6,24 +6,54 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use support::scenarios::{Setup, stop};
 use support::{Finished, finish, wait_for_file};
 
 /// `fencelock ARGS` as the user `nobody`, with a clean environment.
 fn as_nobody(args: &[&str]) -> Finished {
+    as_user("nobody", args)
+}
+
+/// `fencelock ARGS` as `user`, with a clean environment.
+fn as_user(user: &str, args: &[&str]) -> Finished {
+    finish(spawn_as(user, args))
+}
+
+/// Starts `fencelock ARGS` as `user` with a clean environment; its stdout and stderr
+/// are piped.
+fn spawn_as(user: &str, args: &[&str]) -> Child {
     let mut cmd = Command::new("runuser");
-    cmd.args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_fencelock")])
+    cmd.args(["-u", user, "--", env!("CARGO_BIN_EXE_fencelock")])
         .args(args)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    finish(cmd.spawn().expect("runuser is installed"))
+    cmd.spawn().expect("runuser is installed")
+}
+
+/// Waits until `ready` exists, panicking with the holder's stderr if it ends first.
+fn wait_until_ready(ready: &Path, holder: &mut Child, who: &str) {
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    while !ready.exists() {
+        if let Ok(Some(status)) = holder.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = holder.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("{who}'s holder ended ({status}) before it held the lock: {err}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{who}'s holder never held the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// A directory every user may create files in (as /run/lock is), inside a temp dir.
@@ -141,4 +171,55 @@ fn an_explicit_shared_file_serves_every_local_user() {
     support::run(t.dir.path(), &["--store", &url, "run", "k", "--", "true"]).expect_code(0);
     exclude_each_other(&t, &["--store", &url], "k");
     assert!(Path::new(&dir.join("locks.db")).exists());
+}
+
+/// Two non-root users, neither of whom owns the directory or the other's files, share
+/// one explicit file in a sticky world-writable directory (as /run/lock), in turn and
+/// while the other holds the lock.
+///
+/// Under `fs.protected_regular=1` (systemd's default) the kernel refuses `O_CREAT` —
+/// which SQLite uses for `locks.db-wal` and `-shm` — on a file in such a directory
+/// owned by neither the opener nor the directory's owner. So every file of the store
+/// must stay owned by the directory's owner: SQLite must never delete the companions
+/// for the next user to re-create as their own. Checked by owner on any host, and by
+/// the refusal itself where the sysctl is on.
+#[test]
+fn two_non_root_users_share_an_explicit_file() {
+    if !can_switch_users() {
+        return;
+    }
+    let t = Setup::sqlite();
+    let dir = shared_dir(&t);
+    let owner = std::fs::metadata(&dir).expect("stat").uid();
+    let url = format!("sqlite://{}", dir.join("locks.db").display());
+    // The directory's owner (root) creates the store, as docs/cli.md says to.
+    support::run(t.dir.path(), &["--store", &url, "run", "k", "--", "true"]).expect_code(0);
+    for (holder, other) in [
+        ("nobody", "daemon"),
+        ("daemon", "nobody"),
+        ("nobody", "daemon"),
+    ] {
+        let ready = dir.join(format!("{holder}.ready"));
+        let script = format!("touch '{}'; exec sleep 60", ready.display());
+        let mut held = spawn_as(holder, &["--store", &url, "run", "k", "-c", &script]);
+        wait_until_ready(&ready, &mut held, holder);
+        for name in ["locks.db", "locks.db-wal", "locks.db-shm"] {
+            let meta = std::fs::symlink_metadata(dir.join(name))
+                .unwrap_or_else(|e| panic!("{name} while {holder} holds k: {e}"));
+            assert_eq!(
+                meta.uid(),
+                owner,
+                "{name} is owned by uid {}, not by the directory's owner, while {holder} holds k",
+                meta.uid()
+            );
+        }
+        as_user(other, &["--store", &url, "run", "-n", "k", "--", "true"]).expect_code(1);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(held.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        support::wait_bounded(&mut held);
+        std::fs::remove_file(&ready).expect("remove ready file");
+        as_user(other, &["--store", &url, "run", "-n", "k", "--", "true"]).expect_code(0);
+    }
 }

@@ -41,6 +41,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::url::StoreOptions;
@@ -263,6 +264,15 @@ fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, Fa
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)?;
+    // Keep `-wal` and `-shm` when the last connection closes (SQLite would checkpoint
+    // and delete them). A file shared by several users lives in a directory they can all
+    // write, usually sticky (as /run/lock); with `fs.protected_regular=1` the kernel
+    // refuses O_CREAT — which SQLite uses on both — on a file there owned by neither the
+    // opener nor the directory's owner. Deleted, the companions would be re-created by
+    // whoever comes next, as theirs, and lock every other user out. Kept, they stay
+    // owned by whoever created them with the lock file. (Checkpoints still run as the
+    // WAL grows, on commit.)
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     conn.busy_timeout(busy_timeout)?;
     // SQLite silently falls back to read-only when it cannot write the file.
     if conn.is_readonly(rusqlite::MAIN_DB)? {
@@ -1001,6 +1011,25 @@ mod tests {
         assert_eq!((app, version, mode.as_str()), (APPLICATION_ID, 1, "wal"));
         // Opening again (another process, a restart) accepts the file as is.
         SqliteStore::open(&path, &options()).unwrap();
+    }
+
+    /// `-wal` and `-shm` outlive the last connection: deleted, they would be re-created
+    /// by the next user as theirs, which a sticky shared directory under
+    /// `fs.protected_regular` turns into a lock-out of every other user.
+    #[tokio::test]
+    async fn the_companion_files_outlive_the_last_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks.db");
+        let s = SqliteStore::open(&path, &options()).unwrap();
+        granted(&s, &spec(&["k"], "A", 10_000)).await;
+        drop(s);
+        for suffix in ["-wal", "-shm"] {
+            let companion = dir.path().join(format!("locks.db{suffix}"));
+            assert!(companion.exists(), "{} is gone", companion.display());
+        }
+        // And the file reads back as it was.
+        let s = SqliteStore::open(&path, &options()).unwrap();
+        assert!(s.inspect("k").await.unwrap().value.is_some());
     }
 
     #[test]
