@@ -169,6 +169,31 @@ fn the_probe_lock_leaves_no_record_behind() {
     }
 }
 
+/// A user confined to its prefix with exactly the documented minimum ACL can forget
+/// the probe too (the forget script uses no command beyond it): healthy, nothing left.
+#[test]
+fn a_minimum_acl_user_leaves_no_probe_record_behind() {
+    let r = Redis::start(&[]);
+    let pass = format!(">{PASSWORD}");
+    let mut args = vec!["ACL", "SETUSER", "app", "reset", "on", &pass];
+    args.extend(fencelock::MINIMUM_ACL.split_whitespace().skip(2));
+    r.run(&args);
+    let dir = tempfile::tempdir().unwrap();
+    doctor(dir.path())
+        .args(["--store", &format!("redis://app@127.0.0.1:{}", r.port)])
+        .args(["--prefix", "app:"])
+        .env("FENCELOCK_PASSWORD", PASSWORD)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("released, forgotten"));
+    let client = redis::Client::open(r.url()).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
 #[test]
 fn the_default_sqlite_store_is_healthy() {
     let dir = tempfile::tempdir().unwrap();
