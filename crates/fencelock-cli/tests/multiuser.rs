@@ -269,3 +269,32 @@ fn two_non_root_users_share_an_explicit_file() {
         as_user(other, &["--store", &url, "run", "-n", "k", "--", "true"]).expect_code(0);
     }
 }
+
+/// A shared file created by a user who does not own its sticky directory is, under
+/// `fs.protected_regular`, refused to every other user by the kernel: the refusal says
+/// so and what to do (exit 78), instead of SQLite's "read-only". Where the sysctl is
+/// off, the other user simply locks.
+#[test]
+fn a_stranger_owned_shared_file_is_refused_with_what_to_do() {
+    if !can_switch_users() {
+        return;
+    }
+    let t = Setup::sqlite();
+    let dir = shared_dir(&t);
+    let url = format!("sqlite://{}", dir.join("locks.db").display());
+    as_user("nobody", &["--store", &url, "run", "k", "--", "true"]).expect_code(0);
+    let protected = std::fs::read_to_string("/proc/sys/fs/protected_regular")
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    let out = as_user("daemon", &["--store", &url, "run", "-n", "k", "--", "true"]);
+    if protected == 0 {
+        out.expect_code(0);
+    } else {
+        out.expect_code(78).expect_one_error_line();
+        assert!(
+            out.stderr.contains("fs.protected_regular") && out.stderr.contains("chown"),
+            "{out:#?}"
+        );
+    }
+}
