@@ -138,6 +138,7 @@ const FENCELOCK_SCRIPTS: &[&str] = &[
     include_str!("../../fencelock/src/store/redis/extend.lua"),
     include_str!("../../fencelock/src/store/redis/release.lua"),
     include_str!("../../fencelock/src/store/redis/leave_queue.lua"),
+    include_str!("../../fencelock/src/store/redis/forget.lua"),
 ];
 
 /// The commands `kind`'s clients sent themselves: commandstats counts a command run

@@ -16,16 +16,22 @@
 //!   `protected_symlinks` applies.
 //! - SQLite needs to *write* the file (and its `-wal` and `-shm` companions) to lock.
 //!   Whoever creates the directory creates all three with mode 0666 (never a symlink:
-//!   `O_CREAT|O_EXCL`), so that they share the directory's owner. SQLite gives the
-//!   companions it re-creates the main file's mode, and when it runs as root their
-//!   owner too; root also hands back companions another user re-created (see
-//!   [`adopt_companions`]), because hosts with `fs.protected_regular=1` refuse
-//!   `O_CREAT` on a file in a sticky directory owned by neither the opener nor the
-//!   directory's owner.
+//!   `O_CREAT|O_EXCL`), so that they share the directory's owner.
+//! - Hosts with `fs.protected_regular=1` (systemd's default) refuse `O_CREAT` — which
+//!   SQLite uses on every open of the companions — on a file in a sticky
+//!   world-writable directory owned by neither the opener nor the directory's owner.
+//!   So the companions must never be deleted and re-created by whoever comes next: the
+//!   library keeps them for good (it never lets SQLite checkpoint-and-delete them when
+//!   the last connection closes), and they stay the directory owner's. Missing ones
+//!   (an older fencelock deleted them) are created again beside the lock file, and
+//!   root hands companions another user re-created back to the lock file's owner (see
+//!   [`adopt_companions`]).
 //!
 //! An explicit `sqlite:///path` file that does not exist yet is created the same way
-//! (0666) when its directory exists; an existing file's mode is never changed, so a
-//! root-only store is simply a file (or a directory) only root can write.
+//! (0666, with its companions) when its directory exists; an existing file's mode is
+//! never changed, so a root-only store is simply a file (or a directory) only root can
+//! write. In a sticky shared directory, the directory's owner must create it (see the
+//! threat model in `docs/cli.md`).
 
 use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io::ErrorKind;
@@ -79,7 +85,7 @@ fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
             ),
         )
     };
-    let created = match DirBuilder::new().mode(0o1777).create(&dir) {
+    match DirBuilder::new().mode(0o1777).create(&dir) {
         Ok(()) => {
             // The mode given to mkdir is cut by the umask.
             std::fs::set_permissions(&dir, Permissions::from_mode(0o1777)).map_err(|e| {
@@ -88,9 +94,8 @@ fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
                     dir.display()
                 ))
             })?;
-            true
         }
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => {
             return Err(advice(format!(
                 "cannot create the host-wide lock directory {}: {e}",
@@ -112,13 +117,9 @@ fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
             file.display()
         ))
     })?;
-    if created {
-        for suffix in COMPANIONS {
-            // Best effort: SQLite creates them anyway, with the main file's mode.
-            let _ = create_shared(&companion(&file, suffix));
-        }
-    }
+    create_companions(&file);
     adopt_companions(&file);
+    refuse_protected(&file)?;
     if access(&file, AccessFlags::R_OK | AccessFlags::W_OK).is_err() {
         let meta = std::fs::metadata(&file).ok();
         return Err(advice(format!(
@@ -135,13 +136,93 @@ fn default_url_in(bases: &[&Path]) -> Result<String, Failure> {
 /// and its directory exists, so that a file shared by several users is not created
 /// root-only by whoever happens to be first. Anything else is left to the store,
 /// which reports it.
-pub fn prepare_explicit(url: &str) {
+///
+/// # Errors
+///
+/// [`CONFIG`] when the kernel will refuse to open a file of the store for this user
+/// (see [`refuse_protected`]), saying what to do, instead of SQLite's "read-only".
+pub fn prepare_explicit(url: &str) -> Result<(), Failure> {
     let Some(path) = url.strip_prefix("sqlite://") else {
-        return;
+        return Ok(());
     };
     let path = Path::new(path);
-    if path.parent().is_some_and(Path::is_dir) {
-        let _ = create_shared(path);
+    if path.parent().is_some_and(Path::is_dir) && create_shared(path).is_ok() {
+        create_companions(path);
+        refuse_protected(path)?;
+    }
+    Ok(())
+}
+
+/// Where the kernel's `fs.protected_regular` setting is read.
+const PROTECTED_REGULAR: &str = "/proc/sys/fs/protected_regular";
+
+/// Fails, saying what to do, when the kernel will refuse this user to open a file of
+/// the store at `file` with `O_CREAT` — which SQLite does for every one of them — because
+/// of `fs.protected_regular`: the file is in a sticky directory that others may write,
+/// and is owned by neither this user nor the directory's owner. (SQLite would only say
+/// the database is read-only.) Left behind by an older fencelock, which let SQLite
+/// delete and re-create the companions.
+fn refuse_protected(file: &Path) -> Result<(), Failure> {
+    let level = std::fs::read_to_string(PROTECTED_REGULAR)
+        .ok()
+        .and_then(|s| s.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    let Some(dir) = file.parent() else {
+        return Ok(());
+    };
+    let Ok(dir_meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    for path in std::iter::once(file.to_path_buf()).chain(COMPANIONS.map(|s| companion(file, s))) {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() && refused(level, dir_meta.mode(), dir_meta.uid(), meta.uid(), me) {
+            return Err(Failure::new(
+                CONFIG,
+                format!(
+                    "{} is owned by uid {}, neither you (uid {me}) nor the owner of its sticky \
+                     directory {} (uid {}), and this host's fs.protected_regular={level} makes \
+                     the kernel refuse to open it for locking; as root, run `chown \
+                     --reference={} {}*`, or keep a shared lock file in a directory without the \
+                     sticky bit (see docs/cli.md)",
+                    path.display(),
+                    meta.uid(),
+                    dir.display(),
+                    dir_meta.uid(),
+                    dir.display(),
+                    file.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's rule (`may_create_in_sticky`): with `fs.protected_regular` at `level`,
+/// opening with `O_CREAT` an existing regular file owned by `file_uid`, in a directory
+/// of mode `dir_mode` owned by `dir_uid`, is refused to `opener` — root included —
+/// when the directory is sticky and world-writable (or, at level 2, group-writable)
+/// and the file is owned by neither the opener nor the directory's owner.
+fn refused(level: u8, dir_mode: u32, dir_uid: u32, file_uid: u32, opener: u32) -> bool {
+    let open_to_others = dir_mode & 0o002 != 0 || (level >= 2 && dir_mode & 0o020 != 0);
+    level > 0
+        && dir_mode & 0o1000 != 0
+        && open_to_others
+        && file_uid != dir_uid
+        && file_uid != opener
+}
+
+/// Creates the `-wal` and `-shm` companions of `file` (mode 0666) where they are
+/// missing, so that whoever creates the lock file creates them too: the store keeps
+/// them for good once they exist (it never lets SQLite delete them on close), so they
+/// stay owned by the lock file's creator, who under `fs.protected_regular` must be
+/// the directory's owner for every other user to open them. Best effort: SQLite
+/// creates a missing one anyway, with the lock file's mode.
+fn create_companions(file: &Path) {
+    for suffix in COMPANIONS {
+        let _ = create_shared(&companion(file, suffix));
     }
 }
 
@@ -207,6 +288,24 @@ mod tests {
             failure.message
         );
         assert!(failure.message.contains("--store"), "{}", failure.message);
+    }
+
+    /// The kernel's protected_regular rule, case by case.
+    #[test]
+    fn protected_regular_refuses_only_a_stranger_in_a_sticky_shared_directory() {
+        let (dir_owner, file_owner, other) = (0, 65534, 1);
+        // nobody's file in root's /tmp-like directory: refused to a third user …
+        assert!(refused(1, 0o1777, dir_owner, file_owner, other));
+        // … not to its owner, nor when the directory owner owns it, nor when off.
+        assert!(!refused(1, 0o1777, dir_owner, file_owner, file_owner));
+        assert!(!refused(1, 0o1777, dir_owner, dir_owner, other));
+        assert!(!refused(0, 0o1777, dir_owner, file_owner, other));
+        // Not sticky, or not writable by others: the rule does not apply.
+        assert!(!refused(1, 0o0777, dir_owner, file_owner, other));
+        assert!(!refused(1, 0o1775, dir_owner, file_owner, other));
+        // Group-writable sticky directories count from level 2 on.
+        assert!(!refused(1, 0o1770, dir_owner, file_owner, other));
+        assert!(refused(2, 0o1770, dir_owner, file_owner, other));
     }
 
     /// Created fresh: a sticky world-writable directory and world-writable files.

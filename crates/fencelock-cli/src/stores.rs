@@ -20,7 +20,8 @@ use fencelock::{KeyStatus, Locker, LockerBuilder, NodeErrorKind};
 /// # Errors
 ///
 /// [`crate::exit::USAGE`] for a blank entry or `memory://`; [`CONFIG`] when no store
-/// is given and the host-wide default cannot be used (the message says what to do).
+/// is given and the host-wide default cannot be used, or when the kernel will refuse
+/// this user a shared SQLite file (`fs.protected_regular`); the message says what to do.
 pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
     if global.stores.is_empty() {
         // clap treats a variable set to "" as absent: ask the environment itself.
@@ -48,7 +49,7 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
                  sqlite:///path/locks.db on one host or redis://host:port across hosts",
             ));
         }
-        crate::shared::prepare_explicit(url);
+        crate::shared::prepare_explicit(url)?;
         urls.push(url.to_string());
     }
     Ok(urls)

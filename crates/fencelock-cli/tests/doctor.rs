@@ -2,6 +2,8 @@
 //! per node; a broken one (the same server twice, an ACL user missing a grant, an
 //! unreachable node, a bad URL) exits non-zero and says why — never printing a password.
 
+mod support;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -109,18 +111,87 @@ fn healthy_three_nodes_exit_zero_with_a_report_per_node() {
         .stdout(predicate::str::contains("probe lock: ok"))
         .stdout(predicate::str::contains("delayed restart"))
         .stdout(predicate::str::contains("verdict: healthy"));
-    // The probe lock left nothing behind but its fencing counter.
+    // The probe lock left nothing behind, not even its fencing counter.
     for n in &nodes {
         let client = redis::Client::open(n.url()).unwrap();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("fencelock-doctor-*")
             .query(&mut client.get_connection().unwrap())
             .unwrap();
-        assert!(
-            keys.iter().all(|k| k.ends_with(":fencelock:fence")),
-            "{keys:?}"
-        );
+        assert!(keys.is_empty(), "{keys:?}");
     }
+}
+
+/// `doctor` takes a probe lock (acquire, extend, release) and then forgets it: no key
+/// naming the probe is left on any Redis node, no row in an SQLite file — so nothing
+/// of it shows in `status`, and repeated runs leave nothing to pile up.
+#[test]
+fn the_probe_lock_leaves_no_record_behind() {
+    let cluster = support::Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("locks.db");
+    let sqlite = format!("sqlite://{}", file.display());
+    for _ in 0..2 {
+        let mut cmd = doctor(dir.path());
+        for url in cluster.urls() {
+            cmd.args(["--store", &url]);
+        }
+        cmd.assert()
+            .success()
+            .stdout(predicate::str::contains("probe lock: ok"));
+        for i in 0..3 {
+            let left = cluster.command(i, &["--scan", "--pattern", "*fencelock-doctor-probe*"]);
+            assert_eq!(
+                left.trim(),
+                "",
+                "node {i} keeps {left:?}\n{}",
+                cluster.logs()
+            );
+        }
+        doctor(dir.path())
+            .args(["--store", &sqlite])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("probe lock: ok"));
+        let db = rusqlite::Connection::open(&file).unwrap();
+        for table in ["fencelock_lock", "fencelock_counter"] {
+            let rows: i64 = db
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM {table} WHERE key LIKE '%fencelock-doctor-probe%'"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(rows, 0, "{table} keeps the probe in {}", file.display());
+        }
+    }
+}
+
+/// A user confined to its prefix with exactly the documented minimum ACL can forget
+/// the probe too (the forget script uses no command beyond it): healthy, nothing left.
+#[test]
+fn a_minimum_acl_user_leaves_no_probe_record_behind() {
+    let r = Redis::start(&[]);
+    let pass = format!(">{PASSWORD}");
+    let mut args = vec!["ACL", "SETUSER", "app", "reset", "on", &pass];
+    args.extend(fencelock::MINIMUM_ACL.split_whitespace().skip(2));
+    r.run(&args);
+    let dir = tempfile::tempdir().unwrap();
+    doctor(dir.path())
+        .args(["--store", &format!("redis://app@127.0.0.1:{}", r.port)])
+        .args(["--prefix", "app:"])
+        .env("FENCELOCK_PASSWORD", PASSWORD)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("released, forgotten"));
+    let client = redis::Client::open(r.url()).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut client.get_connection().unwrap())
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
 }
 
 #[test]

@@ -22,8 +22,33 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared, join_all};
 
-use crate::error::{Error, NodeError, Result};
+use crate::error::{Error, NodeError, NodeErrorKind, Result};
+use crate::keys::validate;
 use crate::locker::Locker;
+use crate::store::{Forgot, Node};
+
+/// [`Locker::forget_probe`] on one node: asks again while the node says it is too soon,
+/// within [`FORGET_PATIENCE`].
+async fn forget_on(node: &Node, key: &str, timeout: Duration) -> Result<Forgot, NodeError> {
+    let deadline = tokio::time::Instant::now() + FORGET_PATIENCE;
+    loop {
+        let forgot = tokio::time::timeout(timeout, node.forget(key))
+            .await
+            .map_err(|_| {
+                NodeError::new(
+                    NodeErrorKind::Timeout,
+                    node.name(),
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )
+            })??;
+        match forgot {
+            Forgot::TooSoon(wait) if tokio::time::Instant::now() + wait < deadline => {
+                tokio::time::sleep(wait).await;
+            }
+            other => return Ok(other),
+        }
+    }
+}
 
 /// How the finding about a node that could not be asked begins.
 const NOT_CHECKED: &str = "could not be checked: ";
@@ -39,6 +64,16 @@ pub(crate) type CheckCell = std::sync::Mutex<Option<StartupChecks>>;
 
 /// How long one node may take to answer all the check's questions.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The key of the probe lock `fencelock doctor` takes (under the locker's prefix) to
+/// exercise acquire, extend and release for real. Reserved for that: it is the one key
+/// whose records [`Locker::forget_probe`] removes, so do not lock it for anything else.
+pub const PROBE_KEY: &str = "fencelock-doctor-probe";
+
+/// How long [`Locker::forget_probe`] waits in all for a Redis node's clock to pass the
+/// probe's counter (a few milliseconds unless the node's clock is behind the other
+/// nodes' by more; past this, the records stay and the next probe tries again).
+const FORGET_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What one Redis node told the checks. Unanswered questions are `None`.
 #[derive(Debug, Clone, Default)]
@@ -293,6 +328,59 @@ impl Locker {
     /// what `fencelock doctor` prints.
     pub async fn diagnose(&self, ttl: Duration) -> Report {
         self.examine(ttl, true, PROBE_TIMEOUT).await
+    }
+
+    /// Removes what a probe lock on [`PROBE_KEY`] (under this locker's prefix) left on
+    /// every node — its fencing counter, holder record and waiter line — so that a
+    /// health check such as `fencelock doctor` leaves no trace: nothing of it in
+    /// [`Locker::known_keys`], nothing piling up.
+    ///
+    /// Only the probe key, on purpose: a key's counter is what makes every holder's
+    /// token larger than the last, and forgetting it is how tokens could go back. After
+    /// this call the probe key's tokens restart from the store's seed, the clock in
+    /// microseconds: SQLite and memory stores first raise their floor above the
+    /// forgotten counter, and a Redis node forgets it only once its clock has passed it
+    /// (this waits for that, up to about two seconds), so even the probe's tokens keep
+    /// growing as long as no node's clock goes back. A node where the probe key is held
+    /// or waited for (another doctor probing right now) keeps it, for that doctor to
+    /// forget.
+    ///
+    /// Returns whether every node forgot the probe key (`false`: some node kept it, as
+    /// above).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::ErrorKind::Unavailable`] when a node failed or did not answer, with each
+    /// node's error ([`Error::node_errors`]); the nodes that answered did forget.
+    /// [`crate::ErrorKind::InvalidInput`] when the locker's prefix makes the probe key
+    /// invalid (too long).
+    pub async fn forget_probe(&self) -> Result<bool> {
+        let options = self.options();
+        let key =
+            validate(vec![PROBE_KEY.to_string()], &options.prefix, &options.keys)?.swap_remove(0);
+        let timeout = options.request_timeout.max(Duration::from_millis(500));
+        let replies = join_all(
+            self.nodes()
+                .iter()
+                .map(|node| forget_on(node, &key, timeout)),
+        )
+        .await;
+        let mut all = true;
+        let mut errors = Vec::new();
+        for reply in replies {
+            match reply {
+                Ok(forgot) => all &= forgot == Forgot::Done,
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(all)
+        } else {
+            Err(Error::unavailable(
+                "the probe lock could not be forgotten on every store",
+                errors,
+            ))
+        }
     }
 
     /// The start-up checks ([`Locker::check`]) until they pass once, started on a task

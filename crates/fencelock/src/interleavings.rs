@@ -32,7 +32,9 @@ use crate::error::{NodeError, NodeErrorKind};
 use crate::lease::{Lease, LeaseState};
 use crate::locker::Locker;
 use crate::store::memory::MemoryStore;
-use crate::store::{Acquired, Expiry, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture, Watch};
+use crate::store::{
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture, Watch,
+};
 
 /// A tiny deterministic generator (xorshift64*).
 struct Rng(u64);
@@ -160,6 +162,9 @@ impl Store for Slow {
     }
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo> {
         self.deliver(self.inner.inspect(key))
+    }
+    fn forget(&self, key: &str) -> StoreFuture<Forgot> {
+        self.deliver(self.inner.forget(key))
     }
     /// No notices: waiters poll, so a waiting rival keeps trying at its retry delay.
     fn watch(&self, _key: &str, _waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {

@@ -106,7 +106,7 @@ mod store;
 mod tls;
 
 pub use builder::{DEFAULT_MAX_TTL, LockerBuilder, MIN_TTL};
-pub use checks::{Finding, MINIMUM_ACL, NodeReport, Report, Severity};
+pub use checks::{Finding, MINIMUM_ACL, NodeReport, PROBE_KEY, Report, Severity};
 pub use error::{Error, ErrorKind, NodeError, NodeErrorKind, Result};
 pub use fence::FencingToken;
 pub use keys::IntoKeys;

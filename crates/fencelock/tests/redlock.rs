@@ -609,3 +609,52 @@ async fn interop_with_redlock_npm() {
     assert_eq!(counts.get("fl"), Some(&40));
     assert_eq!(counts.get("npm"), Some(&40));
 }
+
+/// `forget_probe` removes every record of the probe key on every node once nobody holds
+/// it, and keeps a counter still ahead of a node's clock (as after that clock stepped
+/// back): the probe's next token is then above it, never below.
+#[tokio::test]
+async fn forget_probe_removes_the_probe_key_and_never_lowers_its_tokens() {
+    let cluster = Cluster::start(3);
+    let locker = locker(&cluster);
+    let ttl = Duration::from_secs(10);
+    let probe_keys = |c: &Cluster| -> Vec<String> {
+        (0..3)
+            .flat_map(|i| c.keys_matching(i, "*fencelock-doctor-probe*"))
+            .collect()
+    };
+    let lease = locker
+        .try_acquire(fencelock::PROBE_KEY, ttl)
+        .await
+        .expect("acquire");
+    assert!(!locker.forget_probe().await.expect("forget"), "held: kept");
+    assert!(!probe_keys(&cluster).is_empty());
+    lease.release().await.expect("release");
+    assert!(locker.forget_probe().await.expect("forget"));
+    assert_eq!(probe_keys(&cluster), Vec::<String>::new());
+
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let ahead = u64::try_from(now_us).unwrap() + 1_000_000_000_000;
+    for i in 0..3 {
+        cluster.set(
+            i,
+            "fencelock-doctor-probe:fencelock:fence",
+            &ahead.to_string(),
+            0,
+        );
+    }
+    assert!(!locker.forget_probe().await.expect("forget"), "ahead: kept");
+    let lease = locker
+        .try_acquire(fencelock::PROBE_KEY, ttl)
+        .await
+        .expect("acquire");
+    assert!(
+        lease.token().get() > ahead,
+        "{} <= {ahead}",
+        lease.token().get()
+    );
+    lease.release().await.expect("release");
+}

@@ -3,9 +3,10 @@
 //! Runs the library's start-up checks ([`fencelock::Locker::diagnose`]) and prints, per
 //! node, what they saw — version, role, persistence, eviction policy, clock offset,
 //! round trip, ACL user and missing permissions — then the findings, then takes a
-//! *probe lock* (acquire, extend, release of a random key under `--prefix`) so that
-//! every permission the scripts need is exercised for real, even for a user that may
-//! not run `ACL DRYRUN`.
+//! *probe lock* (acquire, extend, release of [`fencelock::PROBE_KEY`] under `--prefix`)
+//! so that every permission the scripts need is exercised for real, even for a user that
+//! may not run `ACL DRYRUN`; then the library forgets the probe key, so that a health
+//! check leaves nothing behind (no key, counter or row for `status` to list).
 //!
 //! Exit status: 0 when all is well (notes allowed), 1 when anything is wrong (an error
 //! or a warning, or a node that could not be checked), and the usual codes when the
@@ -137,20 +138,16 @@ fn describe(out: &mut String, n: &NodeReport) {
     out.push('\n');
 }
 
-/// The key of the probe lock, under `--prefix`.
-pub const PROBE_KEY: &str = "fencelock-doctor-probe";
+/// What the probe lock found: its token and whether every store forgot it
+/// afterwards, or the error's text.
+type ProbeResult = Result<(String, bool), String>;
 
-/// What the probe lock found: `Ok(token)` or the error's text.
-type ProbeResult = Result<String, String>;
-
-/// Acquires, extends and releases a random key under the prefix: every script, every
-/// permission, the whole Redlock path.
+/// Acquires, extends and releases the probe key ([`fencelock::PROBE_KEY`], under the
+/// prefix) — every script, every permission, the whole Redlock path — and then has the
+/// library forget it, so the check leaves no key, counter or row behind
+/// ([`Locker::forget_probe`]).
 async fn probe_lock(locker: &Locker, ttl: Duration) -> ProbeResult {
-    // One fixed name, not one per run: the library keeps a key's fencing counter
-    // after its release (a counter must never go back), and has no call to forget it,
-    // so a name per run would leave one more key for `status` to list each time.
-    // `status` leaves this one out of its listing.
-    let key = PROBE_KEY;
+    let key = fencelock::PROBE_KEY;
     let ttl = ttl.clamp(
         fencelock::MIN_TTL.max(Duration::from_secs(1)),
         Duration::from_secs(30),
@@ -168,7 +165,13 @@ async fn probe_lock(locker: &Locker, ttl: Duration) -> ProbeResult {
         return Err(format!("extend: {e}"));
     }
     lease.release().await.map_err(|e| format!("release: {e}"))?;
-    Ok(token)
+    // `false`: another doctor holds the probe right now somewhere, and forgets it
+    // after its own probe.
+    let forgotten = locker
+        .forget_probe()
+        .await
+        .map_err(|e| format!("forget: {e}"))?;
+    Ok((token, forgotten))
 }
 
 /// The findings and the verdict; returns whether all is well.
@@ -186,10 +189,15 @@ fn summarize(out: &mut String, report: &Report, probe: Option<&ProbeResult>, str
             out.push_str("probe lock: skipped (--no-probe)\n");
             true
         }
-        Some(Ok(token)) => {
+        Some(Ok((token, forgotten))) => {
             let _ = writeln!(
                 out,
-                "probe lock: ok (acquired with token {token}, extended, released)"
+                "probe lock: ok (acquired with token {token}, extended, released, {})",
+                if *forgotten {
+                    "forgotten"
+                } else {
+                    "kept where another probe holds it"
+                }
             );
             true
         }

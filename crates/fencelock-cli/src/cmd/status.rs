@@ -81,10 +81,7 @@ pub async fn run(args: Args, global: &Global) -> Outcome {
     let json = args.json || args.format == StatusFormat::Json;
     let locker = stores::locker(global, None)?;
     let keys = if args.keys.is_empty() {
-        let mut keys = locker.known_keys("", LIST_LIMIT).await?;
-        // doctor's probe lock is not a lock of anyone's (see `doctor::PROBE_KEY`).
-        keys.retain(|k| k != crate::cmd::doctor::PROBE_KEY);
-        keys
+        locker.known_keys("", LIST_LIMIT).await?
     } else {
         args.keys
     };

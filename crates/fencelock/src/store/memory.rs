@@ -26,7 +26,9 @@ use tokio::time::Instant;
 
 use tokio::sync::watch;
 
-use super::{Acquired, Expiry, Holding, KeyInfo, LockSpec, Notice, Store, StoreFuture, Watch};
+use super::{
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Notice, Store, StoreFuture, Watch,
+};
 use crate::error::{NodeError, NodeErrorKind};
 
 /// A fencing counter unused for this long, on a key nobody holds, may be forgotten.
@@ -294,6 +296,19 @@ impl State {
         info
     }
 
+    /// Forgets `key` unless it is held: its lock entry (expired) and its counter, with
+    /// the floor raised above the counter first, as a sweep would.
+    fn forget(&mut self, key: &str, now: Instant) -> Forgot {
+        if self.locks.get(key).is_some_and(|h| h.expires > now) {
+            return Forgot::InUse;
+        }
+        self.locks.remove(key);
+        if let Some(c) = self.counters.remove(key) {
+            self.floor = self.floor.max(c.value);
+        }
+        Forgot::Done
+    }
+
     /// Drops expired locks, counters past retention on keys nobody holds (raising the
     /// floor above them), and notice channels nobody listens to.
     fn sweep(&mut self, now: Instant) {
@@ -414,6 +429,11 @@ impl Store for MemoryStore {
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo> {
         let key = key.to_string();
         self.run(move |s| Ok(s.inspect(&key, Instant::now())))
+    }
+
+    fn forget(&self, key: &str) -> StoreFuture<Forgot> {
+        let key = key.to_string();
+        self.run(move |s| Ok(s.forget(&key, Instant::now())))
     }
 
     /// The receiver is subscribed inside the critical section, so any release after
@@ -876,6 +896,22 @@ mod tests {
         assert!(st.counters.is_empty(), "counter was not dropped");
         let later = t0 + COUNTER_RETENTION + Duration::from_secs(11);
         let got = st.acquire(&spec(&["k"], "B", 1_000), later, wall).unwrap();
+        assert_eq!(got, Acquired::Granted { counter: high + 1 });
+    }
+
+    #[test]
+    fn a_forgotten_counter_never_comes_back_lower() {
+        let mut st = State::default();
+        let t0 = Instant::now();
+        let wall = wall_micros();
+        let high = wall + 1_000_000_000_000;
+        st.acquire(&spec(&["k"], "A", 1_000), t0, wall).unwrap();
+        assert!(st.commit_fence(&spec(&["k"], "A", 1_000), high, t0, wall));
+        assert_eq!(st.forget("k", t0), Forgot::InUse);
+        st.release(&spec(&["k"], "A", 1_000), t0);
+        assert_eq!(st.forget("k", t0), Forgot::Done);
+        assert!(st.counters.is_empty() && st.locks.is_empty());
+        let got = st.acquire(&spec(&["k"], "B", 1_000), t0, wall).unwrap();
         assert_eq!(got, Acquired::Granted { counter: high + 1 });
     }
 

@@ -185,6 +185,19 @@ pub(crate) struct KeyInfo {
     pub(crate) last_token: Option<u64>,
 }
 
+/// What [`Store::forget`] did on one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Forgot {
+    /// No record of the key is left here (or there was none).
+    Done,
+    /// The key is held here, or someone is in its line: nothing was removed.
+    InUse,
+    /// The key's counter is still ahead of the seed a new counter would start from
+    /// here (the node's clock has not passed it yet): nothing was removed. Ask again
+    /// after this long.
+    TooSoon(Duration),
+}
+
 /// What a release notice tells the waiter it was meant for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Notice {
@@ -265,6 +278,18 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// What this node knows about `key` (full key, prefix applied).
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo>;
+
+    /// Removes every record of `key` (full key) — its fencing counter, holder record,
+    /// waiter line — when nobody holds it or waits for it here. A key locked again
+    /// afterwards numbers its tokens afresh from the store's seed, so a store must
+    /// never forget a counter that seed has not passed: SQLite and memory raise their
+    /// floor above it first; Redis, whose seed is only its clock, answers
+    /// [`Forgot::TooSoon`] until the clock has passed it.
+    ///
+    /// Crate-internal on purpose: forgetting a counter is how tokens could go back, so
+    /// the only caller is [`crate::Locker::forget_probe`], for `fencelock doctor`'s
+    /// probe key.
+    fn forget(&self, key: &str) -> StoreFuture<Forgot>;
 
     /// Whether this store keeps waiter lines ([`LockSpec::queue`]). Stores that do not
     /// are refused in fair mode rather than silently granting out of order.

@@ -28,7 +28,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError, Script, Value};
 
 use super::url::{RedisUrl, StoreOptions};
-use super::{Acquired, Expiry, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch};
+use super::{
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch,
+};
 use crate::checks::Probe;
 use crate::error::{Error, NodeError, NodeErrorKind};
 
@@ -39,8 +41,8 @@ mod notify;
 /// node's clock went back by about this much. See `docs/fencing.md`.
 pub(crate) const COUNTER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// Prepended to the scripts that number grants (acquire, release with hand-off) or
-/// address hand-off waiters (leave-queue).
+/// Prepended to the scripts that number grants (acquire, release with hand-off), read
+/// the counter seed (forget) or address hand-off waiters (leave-queue).
 macro_rules! with_shared {
     ($file:literal) => {
         concat!(include_str!("redis/shared.lua"), include_str!($file))
@@ -52,12 +54,14 @@ const COMMIT_LUA: &str = include_str!("redis/commit.lua");
 const EXTEND_LUA: &str = include_str!("redis/extend.lua");
 const RELEASE_LUA: &str = with_shared!("redis/release.lua");
 const LEAVE_QUEUE_LUA: &str = with_shared!("redis/leave_queue.lua");
+const FORGET_LUA: &str = with_shared!("redis/forget.lua");
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
 static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
 static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(EXTEND_LUA));
 static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(LEAVE_QUEUE_LUA));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_LUA));
 
 /// The tail of the sibling key holding a lock key's fencing counter.
 const FENCE_SUFFIX: &str = ":fencelock:fence";
@@ -471,6 +475,7 @@ impl Inner {
             EXTEND_LUA,
             RELEASE_LUA,
             LEAVE_QUEUE_LUA,
+            FORGET_LUA,
         ] {
             load.cmd("SCRIPT").arg("LOAD").arg(source);
         }
@@ -1052,6 +1057,26 @@ impl Store for RedisStore {
                 value,
                 last_token: fence.and_then(|f| f.parse().ok()),
             })
+        })
+    }
+
+    fn forget(&self, key: &str) -> StoreFuture<Forgot> {
+        let inner = self.inner.clone();
+        let key = key.to_string();
+        Box::pin(async move {
+            let mut inv = FORGET.prepare_invoke();
+            inv.key(&key)
+                .key(fence_key(&key))
+                .key(holder_key(&key))
+                .key(queue_key(&key))
+                .key(queue_deadline_key(&key));
+            let reply = inner.run(inv).await?;
+            match as_i64(&reply) {
+                Some(1) => Ok(Forgot::Done),
+                Some(0) => Ok(Forgot::InUse),
+                Some(n) if n < 0 => Ok(Forgot::TooSoon(Duration::from_millis(n.unsigned_abs()))),
+                _ => Err(inner.protocol("forget", &reply)),
+            }
         })
     }
 

@@ -41,10 +41,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::url::StoreOptions;
-use super::{Acquired, Expiry, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
 use crate::error::{Error, NodeError, NodeErrorKind};
 
 /// The tables; see the file for what each column means.
@@ -263,6 +264,15 @@ fn open_connection(path: &Path, busy_timeout: Duration) -> Result<Connection, Fa
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let mut conn = Connection::open_with_flags(path, flags)?;
+    // Keep `-wal` and `-shm` when the last connection closes (SQLite would checkpoint
+    // and delete them). A file shared by several users lives in a directory they can all
+    // write, usually sticky (as /run/lock); with `fs.protected_regular=1` the kernel
+    // refuses O_CREAT — which SQLite uses on both — on a file there owned by neither the
+    // opener nor the directory's owner. Deleted, the companions would be re-created by
+    // whoever comes next, as theirs, and lock every other user out. Kept, they stay
+    // owned by whoever created them with the lock file. (Checkpoints still run as the
+    // WAL grows, on commit.)
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
     conn.busy_timeout(busy_timeout)?;
     // SQLite silently falls back to read-only when it cannot write the file.
     if conn.is_readonly(rusqlite::MAIN_DB)? {
@@ -574,6 +584,40 @@ fn inspect(conn: &mut Connection, key: &str) -> Result<KeyInfo, Failure> {
     Ok(info)
 }
 
+/// Forgets `key` unless it is held: its lock row (expired) and its counter row, with
+/// the counter floor raised above the counter first (as [`sweep`] does), so the key's
+/// next token is above every one it had whatever the clock does.
+fn forget(conn: &mut Connection, key: &str) -> Result<Forgot, Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = Now::read();
+    let expires: Option<i64> = tx
+        .prepare_cached("SELECT expires_ms FROM fencelock_lock WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    if expires.is_some_and(|e| e > now.ms) {
+        return Ok(Forgot::InUse);
+    }
+    if let Some(c) = counter(&tx, key)? {
+        raise_floor(&tx, to_i64(c, "fencing counter")?)?;
+    }
+    tx.prepare_cached("DELETE FROM fencelock_lock WHERE key = ?1")?
+        .execute([key])?;
+    tx.prepare_cached("DELETE FROM fencelock_counter WHERE key = ?1")?
+        .execute([key])?;
+    tx.commit()?;
+    Ok(Forgot::Done)
+}
+
+/// Raises the counter floor to at least `to`: every new counter starts above it.
+fn raise_floor(conn: &Connection, to: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO fencelock_meta (name, value) VALUES ('counter_floor', ?1) \
+         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .execute([to])?;
+    Ok(())
+}
+
 /// Deletes up to [`SWEEP_BATCH`] expired lock rows, then up to as many counters past
 /// retention on keys nobody holds, raising the counter floor above the dropped ones
 /// first so a key that comes back starts above every token it had.
@@ -598,11 +642,7 @@ fn sweep(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     let Some(highest) = old.iter().map(|(_, c)| *c).max() else {
         return Ok(());
     };
-    conn.prepare_cached(
-        "INSERT INTO fencelock_meta (name, value) VALUES ('counter_floor', ?1) \
-         ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
-    )?
-    .execute([highest])?;
+    raise_floor(conn, highest)?;
     let mut delete = conn.prepare_cached("DELETE FROM fencelock_counter WHERE key = ?1")?;
     for (key, _) in &old {
         delete.execute([key])?;
@@ -859,6 +899,13 @@ impl Store for SqliteStore {
         })
     }
 
+    fn forget(&self, key: &str) -> StoreFuture<Forgot> {
+        let key = key.to_string();
+        self.spawn(Vec::new(), move |inner| {
+            inner.with_connection(|c| forget(c, &key))
+        })
+    }
+
     fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
         let prefix = prefix.to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -964,6 +1011,25 @@ mod tests {
         assert_eq!((app, version, mode.as_str()), (APPLICATION_ID, 1, "wal"));
         // Opening again (another process, a restart) accepts the file as is.
         SqliteStore::open(&path, &options()).unwrap();
+    }
+
+    /// `-wal` and `-shm` outlive the last connection: deleted, they would be re-created
+    /// by the next user as theirs, which a sticky shared directory under
+    /// `fs.protected_regular` turns into a lock-out of every other user.
+    #[tokio::test]
+    async fn the_companion_files_outlive_the_last_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks.db");
+        let s = SqliteStore::open(&path, &options()).unwrap();
+        granted(&s, &spec(&["k"], "A", 10_000)).await;
+        drop(s);
+        for suffix in ["-wal", "-shm"] {
+            let companion = dir.path().join(format!("locks.db{suffix}"));
+            assert!(companion.exists(), "{} is gone", companion.display());
+        }
+        // And the file reads back as it was.
+        let s = SqliteStore::open(&path, &options()).unwrap();
+        assert!(s.inspect("k").await.unwrap().value.is_some());
     }
 
     #[test]
@@ -1482,6 +1548,31 @@ mod tests {
             ["expired-recent", "held-old"]
         );
         assert_eq!(counter_floor(&c).unwrap(), 500);
+    }
+
+    /// A held key is kept; a free one loses its rows, and its next token is still above
+    /// the forgotten counter (the floor), even one far above the clock.
+    #[tokio::test]
+    async fn forget_removes_a_free_key_and_never_lowers_its_tokens() {
+        let (dir, s) = store();
+        let c = raw(&dir.path().join("locks.db"));
+        granted(&s, &spec(&["k"], "A", 60_000)).await;
+        assert_eq!(s.forget("k").await.unwrap(), Forgot::InUse);
+        assert_eq!(rows(&c, "fencelock_lock"), ["k"]);
+        let high = i64::try_from(Now::read().us).unwrap() + 1_000_000_000_000;
+        assert!(
+            s.commit_fence(&spec(&["k"], "A", 60_000), high.unsigned_abs())
+                .await
+                .unwrap()
+        );
+        s.release(&spec(&["k"], "A", 60_000)).await.unwrap();
+        assert_eq!(s.forget("k").await.unwrap(), Forgot::Done);
+        assert!(rows(&c, "fencelock_lock").is_empty());
+        assert!(rows(&c, "fencelock_counter").is_empty());
+        assert_eq!(
+            granted(&s, &spec(&["k"], "B", 60_000)).await,
+            high.unsigned_abs() + 1
+        );
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
--- Prepended to acquire.lua, release.lua and leave_queue.lua (see redis.rs): what the
+-- Prepended to acquire.lua, release.lua, leave_queue.lua and forget.lua (see redis.rs): what the
 -- scripts share — how a lock key's fencing counter is read and written (so acquire
 -- and release number grants the same way), how a waiter's line entry is read and
 -- reached, and the upkeep of the line.
@@ -9,13 +9,17 @@
 -- nodes whose clocks agree to the millisecond start a fresh key at the same value and
 -- the client needs no commit round to align them. nil when the key holds something
 -- that is not a number.
+local function fencelock_seed()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
+end
+
 local function fencelock_counter(key)
   local raw = redis.call('GET', key)
   if raw then
     return tonumber(raw)
   end
-  local now = redis.call('TIME')
-  return tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
+  return fencelock_seed()
 end
 
 -- A token as Redis should store it: '%.0f' keeps every digit, where tostring() would

@@ -1,0 +1,31 @@
+-- Forget a lock key nobody holds: delete its fencing counter, holder record and waiter
+-- line, so that nothing of it stays on the node. Only the probe lock of `fencelock
+-- doctor` is ever forgotten (`Locker::forget_probe`).
+--
+-- A key used again afterwards numbers its grants afresh from the node's clock
+-- (`fencelock_seed`, shared.lua). So the counter is deleted only once that seed has
+-- reached it: the next grant is then above every token the key had, as long as the
+-- node's clock does not go back (the same assumption as the counter's retention).
+--
+-- KEYS: lock key, counter key, holder key, queue key, queue-deadline key.
+-- Returns 1 when forgotten, 0 when the key is held or someone is in its line (nothing
+-- is touched), or -n when the counter is still ahead of the node's clock by up to n ms
+-- (nothing is touched; ask again after that).
+-- Only commands a fencelock user runs anyway (GET, ZRANGE, TIME, DEL): a minimal ACL
+-- user needs no new grant.
+if redis.call('GET', KEYS[1]) or redis.call('ZRANGE', KEYS[4], 0, 0)[1] then
+  return 0
+end
+local raw = redis.call('GET', KEYS[2])
+if raw then
+  local counter = tonumber(raw)
+  if counter == nil then
+    return redis.error_reply('fencelock: counter ' .. KEYS[2] .. ' is not a number')
+  end
+  local seed = fencelock_seed()
+  if counter > seed then
+    return -(math.floor((counter - seed) / 1000) + 1)
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return 1
