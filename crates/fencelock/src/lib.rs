@@ -80,7 +80,8 @@
 //! - `store/`: the `Store` trait — one node-level operation in one round trip — and
 //!   its implementations: `redis.rs` (Lua scripts in `store/redis/*.lua`, pub/sub
 //!   release notices in `store/redis/notify.rs`), `sqlite.rs`, `memory.rs`; `url.rs`
-//!   parses and redacts store URLs.
+//!   parses and redacts store URLs. What they write on a Redis node — keys, values,
+//!   scripts, notices, the wire protocol version — is `docs/protocol.md`.
 //! - [`Error`] (`error.rs`): one opaque error with [`ErrorKind`] and `is_*()` questions.
 //!
 //! Nothing above `store/` knows which kind of store it talks to.

@@ -2,11 +2,12 @@
 -- counter. Wire layout shared with the `redlock` npm package and redsync: the lock key
 -- holds our random value with a PX expiry; everything else lives in sibling keys.
 --
--- KEYS: n lock keys, n counter keys, n holder keys, n queue keys, n queue-deadline keys.
+-- KEYS: n lock keys, n counter keys, n holder keys, n queue keys, n queue-deadline keys
 -- ARGV: value, ttl_ms, n, counter_retention_ms, holder ('' for none),
---       [waiter, ticket, grace_ms, fair ('1'/'0')] for an acquire that waits: a refused
---       waiter takes a place in line (so a release wakes it alone); in fair mode a free
---       lock goes to the first in line only.
+--       [waiter, ticket, grace_ms, fair ('1'/'0')]
+-- The bracketed arguments come only with an acquire that waits: a refused waiter takes a
+-- place in line (so a release wakes it alone); in fair mode a free lock goes to the first
+-- in line only.
 -- Returns {1, token} when granted, {0, wait_ms} when not (wait_ms -1: no expiry; a
 -- waiter gets {0, wait_ms, joined}, joined 1 when it was not in line before), and
 -- {2, token} when a release already handed the lock to this waiter (the key holds the

@@ -1,7 +1,7 @@
 -- The fencing commit round: while we still hold every key, raise each counter to at
 -- least the token the lease will carry (the largest any granting node returned).
 --
--- KEYS: n lock keys, then n counter keys.
+-- KEYS: n lock keys, then n counter keys
 -- ARGV: value, token, n, counter_retention_ms
 -- Returns 1 when committed, 0 when some key is no longer ours (nothing changed).
 local value = ARGV[1]

@@ -1,9 +1,9 @@
 -- Extend a batch of locks in one round trip (renewal of every live lease of a locker).
 -- Each lock is extended only if all its keys still hold its value.
 --
+-- KEYS: per lock, its n lock keys, then (when has_holder) its n holder keys
 -- ARGV: count, mode ('at-least' or 'exactly'), reclaim ('1'/'0'), then per lock: n,
---       value, ttl_ms, has_holder (0/1)
--- KEYS: per lock, its n lock keys, then (when has_holder) its n holder keys.
+--       value, ttl_ms, has_holder ('1'/'0')
 -- Returns one status per lock: 1 extended, 0 expired (some key gone), -1 another owner,
 -- 2 reclaimed: with reclaim, a lock none of whose keys has another owner gets its gone
 -- keys back (set to its value with the TTL) and the others extended — so a lease that

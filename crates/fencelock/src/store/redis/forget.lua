@@ -7,7 +7,8 @@
 -- reached it: the next grant is then above every token the key had, as long as the
 -- node's clock does not go back (the same assumption as the counter's retention).
 --
--- KEYS: lock key, counter key, holder key, queue key, queue-deadline key.
+-- KEYS: lock key, counter key, holder key, queue key, queue-deadline key
+-- ARGV: none
 -- Returns 1 when forgotten, 0 when the key is held or someone is in its line (nothing
 -- is touched), or -n when the counter is still ahead of the node's clock by up to n ms
 -- (nothing is touched; ask again after that).

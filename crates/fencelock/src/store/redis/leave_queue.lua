@@ -1,8 +1,9 @@
 -- Take a waiter out of the line of every key (it got the lock through the other
 -- nodes, or gave up). If it was first in line, the next one is told.
 --
--- KEYS: n queue keys, then n queue-deadline keys.
+-- KEYS: n queue keys, then n queue-deadline keys
 -- ARGV: waiter, n
+-- Returns 1.
 local waiter = ARGV[1]
 local n = tonumber(ARGV[2])
 local suffix = ':fencelock:queue'

@@ -7,7 +7,7 @@
 -- other waiter is named in the notice and alone retries at once (an empty notice wakes
 -- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
 --
--- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys, n counter keys.
+-- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys, n counter keys
 -- ARGV: value, n, waiter ('' for none), counter_retention_ms, has_holder ('1'/'0'),
 --       quiet ('1': an attempt's undo, see below)
 -- Returns 1 when every key was ours, -1 when some key has another owner, 0 otherwise
