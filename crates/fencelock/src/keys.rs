@@ -61,8 +61,8 @@ impl Default for KeyLimits {
     }
 }
 
-/// The reserved tail of sibling keys; a lock key may not end with it, or it could
-/// collide with another lock's counter or holder record.
+/// The infix of sibling keys (`<key>:fencelock:…`); a lock key may not contain it, or
+/// it could collide with another lock's counter or holder record.
 const RESERVED: &str = ":fencelock:";
 
 /// Checks the user's keys and returns the full keys (prefix applied, duplicates

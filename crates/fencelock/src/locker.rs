@@ -1223,7 +1223,8 @@ fn unix_micros() -> u64 {
 }
 
 /// 16 bytes from the OS CSPRNG as 32 hex characters: the value the `redlock` npm
-/// package and redsync write, so it means the same to every client.
+/// package writes (redsync writes base64 of 16 bytes; values are compared as opaque
+/// strings, so any client's value means the same to every client).
 fn random_value() -> String {
     use rand::TryRngCore;
     let mut bytes = [0u8; 16];

@@ -467,7 +467,9 @@ impl Inner {
         // Load every script now, in one round trip: a clean-up queued behind a request
         // on a stopped node must not meet NOSCRIPT when the node wakes (its retry would
         // need an answer nobody waits for any more), and first use costs no extra trip.
-        // A user without SCRIPT LOAD rights still works: EVALSHA falls back to EVAL.
+        // Its answer is ignored: a failure here shows again, named, on first use (a user
+        // needs SCRIPT LOAD anyway: redis-rs reloads on NOSCRIPT, it never falls back to
+        // EVAL; docs/security.md).
         let mut load = redis::pipe();
         for source in [
             ACQUIRE_LUA,
