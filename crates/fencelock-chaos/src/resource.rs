@@ -24,7 +24,7 @@ pub const INITIAL_BALANCE: i64 = 1000;
 
 /// The log list on the resource node.
 pub const LOG_KEY: &str = "res:log";
-/// Where the last reader announces itself ("worker pid lease token"), for the
+/// Where the last reader announces itself ("worker pid lease token value"), for the
 /// client-pause fault to find the holder.
 pub const HOLDER_KEY: &str = "res:holder";
 

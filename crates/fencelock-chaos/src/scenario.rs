@@ -1241,6 +1241,36 @@ fn do_step(
                 std::thread::sleep(ms(1));
             };
             let pid = Pid::from_raw(i32::try_from(pids[victim]).unwrap_or(i32::MAX));
+            if *step == Step::KillHolder {
+                // The announcement is read before the kill; a victim descheduled in
+                // between (a loaded machine) may have released meanwhile, and the kill
+                // would block nothing. Stop it first, and kill it only if the lock key
+                // still holds the value it announced; else let it go on and try again.
+                kill(pid, Signal::SIGSTOP).map_err(|e| format!("SIGSTOP worker {victim}: {e}"))?;
+                // Still its announcement (nobody read after it), with its value.
+                let value = announced(res).and_then(|a| {
+                    let f: Vec<&str> = a.split_whitespace().collect();
+                    let its = f.first() == Some(&victim.to_string().as_str());
+                    f.get(4).filter(|_| its).map(|v| v.to_string())
+                });
+                let on_node: Option<String> = rig
+                    .nodes
+                    .first()
+                    .and_then(|n| n.connection().ok())
+                    .and_then(|mut c| redis::cmd("GET").arg(KEY).query(&mut c).ok())
+                    .flatten();
+                if value.is_none() || on_node != value {
+                    kill(pid, Signal::SIGCONT)
+                        .map_err(|e| format!("SIGCONT worker {victim}: {e}"))?;
+                    if t.elapsed() > Duration::from_secs(15) {
+                        return Err(format!(
+                            "scenario {}: no victim holding the lock within 15 s",
+                            sc.name
+                        ));
+                    }
+                    return do_step(rig, sc, step, pids, res, probe, killed);
+                }
+            }
             if *step == Step::KillWaiter {
                 // A waiter handed the lock extends it to its own (long) TTL before it
                 // announces itself: stopped in that window it is a holder, not a

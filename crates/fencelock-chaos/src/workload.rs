@@ -151,7 +151,9 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
             max_wait_ms: cfg.max_wait_ms,
             renewing: cfg.renew,
         });
-        let holder = format!("{} {pid} {id} {token}", cfg.worker);
+        // The lock value last: the harness checks a victim still holds the key before it
+        // kills it as a holder (`Step::KillHolder`).
+        let holder = format!("{} {pid} {id} {token} {}", cfg.worker, lease.value());
         match res.read(id, token, &holder).await {
             Ok(read) => {
                 let (lo, hi) = cfg.hold_ms;
