@@ -19,7 +19,11 @@
 //! 3. never do two leases claim validity at once.
 //!
 //! Everything runs on one thread with virtual time and seeded randomness (the
-//! locker's jitter too, `jitter::seed_this_thread`), so a seed replays exactly.
+//! locker's jitter too, `jitter::seed_this_thread`), so a seed replays exactly when run
+//! alone: `INTERLEAVINGS_SEED=5 INTERLEAVINGS_TRACE=1 cargo test -p fencelock --lib
+//! interleavings -- --nocapture` prints its steps, the same each time. (In the full run
+//! the seeds share one runtime, where background work of earlier seeds' lockers may
+//! still finish, so its totals vary a little between runs.)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
