@@ -8,8 +8,10 @@
 //   --mode loop (default): K times: acquire KEY, append "<name> enter <seq>" to the
 //     log file, sleep H ms, append "<name> exit <seq>", release. A checker reads the
 //     file afterwards: enter/exit pairs of all clients must never interleave.
+//     With --duration-ms D instead: loop for D ms (rest --rest-ms R between a release
+//     and the next acquire), then print "done <count>" (the mixed-fleet benchmark).
 //   --mode hold: acquire once, print "acquired <value>" on stdout, hold H ms,
-//     release, print "released". Used by the hand-off test.
+//     release, print "released <wall clock ms>". Used by the hand-off tests.
 //
 // Exit status: 0 when everything was done; 1 with a message on stderr otherwise
 // (could not acquire within --acquire-timeout-ms, release failed, bad arguments…).
@@ -24,7 +26,7 @@ const USAGE = `usage: node redlock-client.js --urls redis://127.0.0.1:P1,... --k
        [--ttl-ms N=2000] [--iterations K=1] [--hold-ms H=0] [--log FILE]
        [--mode loop|hold] [--name NAME=npm] [--retry-delay-ms 20]
        [--retry-jitter-ms 10] [--acquire-timeout-ms 30000]
-       [--command-timeout-ms 1000] [--verbose]`;
+       [--command-timeout-ms 1000] [--duration-ms D] [--rest-ms R] [--verbose]`;
 
 /** Fail with a message on stderr and exit status 1 (or 2 for usage errors). */
 function die(message, status = 1) {
@@ -49,6 +51,8 @@ function parseCli() {
         "retry-jitter-ms": { type: "string", default: "10" },
         "acquire-timeout-ms": { type: "string", default: "30000" },
         "command-timeout-ms": { type: "string", default: "1000" },
+        "duration-ms": { type: "string", default: "0" },
+        "rest-ms": { type: "string", default: "0" },
         verbose: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -90,6 +94,8 @@ function parseCli() {
     retryJitterMs: int("retry-jitter-ms", 0),
     acquireTimeoutMs: int("acquire-timeout-ms", 1),
     commandTimeoutMs: int("command-timeout-ms", 1),
+    durationMs: int("duration-ms", 0),
+    restMs: int("rest-ms", 0),
     verbose: values.verbose,
   };
   if (opts.urls.length === 0) die("--urls lists no URL", 2);
@@ -167,8 +173,8 @@ async function main() {
    * redlock v5 computes `expiration` but does not itself refuse a lock whose
    * acquisition took longer than its validity, as the Redlock algorithm says to.
    */
-  async function acquire() {
-    const deadline = Date.now() + opts.acquireTimeoutMs;
+  async function acquire(until = Date.now() + opts.acquireTimeoutMs, giveUp = null) {
+    const deadline = until;
     for (;;) {
       let lock;
       try {
@@ -180,6 +186,7 @@ async function main() {
         lock = await redlock.acquire([opts.key], opts.ttlMs, { retryCount: 10 });
       } catch (err) {
         if (Date.now() <= deadline) continue;
+        if (giveUp) return giveUp;
         die(`could not acquire ${JSON.stringify(opts.key)} within ${opts.acquireTimeoutMs} ms: ` +
           `${err.message}${await describeAttempts(err)}`);
       }
@@ -217,7 +224,28 @@ async function main() {
     } catch (err) {
       die(`release failed: ${err.message}${await describeAttempts(err)}`);
     }
-    process.stdout.write("released\n");
+    process.stdout.write(`released ${performance.timeOrigin + performance.now()}\n`);
+  } else if (opts.durationMs > 0) {
+    // Until the end: each acquire waits at most until then (redlock's own retries,
+    // repeated), so the contest ends on time even when the other side holds the key.
+    const end = Date.now() + opts.durationMs;
+    const over = Symbol("over");
+    let seq = 0;
+    while (Date.now() < end) {
+      const lock = await acquire(end, over);
+      if (lock === over) break;
+      seq++;
+      logLine(opts.log, `${opts.name} enter ${seq}`);
+      await sleep(opts.holdMs);
+      logLine(opts.log, `${opts.name} exit ${seq}`);
+      try {
+        await release(lock);
+      } catch (err) {
+        die(`release ${seq} failed: ${err.message}${await describeAttempts(err)}`);
+      }
+      if (opts.restMs > 0) await sleep(opts.restMs);
+    }
+    process.stdout.write(`done ${seq}\n`);
   } else {
     for (let seq = 0; seq < opts.iterations; seq++) {
       const lock = await acquire();

@@ -19,7 +19,7 @@
 //!   multiplexed connections, majority over several nodes.
 //! - [`stats`]: medians, min–max, hdrhistogram percentiles, CPU time.
 //! - One workload per file: [`w1_latency`], [`w2_throughput`], [`w3_hot_key`],
-//!   [`w4_renewal`], [`w5_sqlite`].
+//!   [`w4_renewal`], [`w5_sqlite`], [`w6_mixed`].
 //! - [`report`]: the Markdown page; [`charts`]: the SVG charts; [`machine`]: facts
 //!   about the box.
 #![forbid(unsafe_code)]
@@ -36,6 +36,7 @@ pub mod w2_throughput;
 pub mod w3_hot_key;
 pub mod w4_renewal;
 pub mod w5_sqlite;
+pub mod w6_mixed;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,7 +66,11 @@ pub struct Plan {
     pub w5_ops: usize,
     /// W5: how long one 8-process hot-key run lasts.
     pub w5_time: Duration,
-    /// Which workloads to run (`w1` … `w5`).
+    /// W6: how long one mixed-fleet contest lasts.
+    pub w6_time: Duration,
+    /// W6: foreign hand-offs measured per holder.
+    pub w6_handoffs: usize,
+    /// Which workloads to run (`w1` … `w6`).
     pub only: Vec<String>,
 }
 
@@ -85,6 +90,8 @@ impl Plan {
                 w4_window: Duration::from_secs(7),
                 w5_ops: 300,
                 w5_time: Duration::from_millis(1500),
+                w6_time: Duration::from_secs(4),
+                w6_handoffs: 5,
                 only: Vec::new(),
             }
         } else {
@@ -100,6 +107,8 @@ impl Plan {
                 w4_window: Duration::from_secs(10),
                 w5_ops: 1000,
                 w5_time: Duration::from_secs(3),
+                w6_time: Duration::from_secs(8),
+                w6_handoffs: 10,
                 only: Vec::new(),
             }
         }
@@ -135,6 +144,8 @@ pub struct Results {
     pub w4: Vec<w4_renewal::W4>,
     /// W5.
     pub w5: Option<w5_sqlite::W5>,
+    /// W6 on 1 and 3 nodes.
+    pub w6: Vec<w6_mixed::W6>,
     /// Workloads that failed, with the error (the others still run and are reported).
     pub failures: Vec<(String, String)>,
 }
@@ -201,6 +212,12 @@ pub async fn run(plan: &Plan, out: &Output, pid_dir: Option<PathBuf>) -> anyhow:
             .await
         {
             results.w3.push(r);
+        }
+        if plan.wants("w6")
+            && let Some(r) =
+                attempt(f, format!("W6 on {n} node(s)"), w6_mixed::run(plan, nodes)).await
+        {
+            results.w6.push(r);
         }
     }
     if plan.wants("w4") {

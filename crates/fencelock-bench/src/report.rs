@@ -226,6 +226,8 @@ fn write_page(
         writeln!(s)?;
     }
 
+    w6_section(s, plan, r)?;
+
     if let Some(w) = &r.w5 {
         writeln!(s, "## W5 — the SQLite store\n")?;
         writeln!(
@@ -334,6 +336,76 @@ fn write_page(
         writeln!(s, "{}", text.trim_end())?;
     }
     Ok(())
+}
+
+/// W6: shares of a key in a mixed fleet, and the hand-off from a silent holder.
+fn w6_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
+    use crate::w6_mixed::{FOREIGN_HOLD, HOLD, REST};
+    if r.w6.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        s,
+        "## W6 — a mixed fleet (fencelock beside redlock npm and redis-py)\n"
+    )?;
+    writeln!(
+        s,
+        "Two contenders loop on one key for {} s per run: acquire (waiting), hold {} ms, release, \
+         rest {} ms. The share is the first contender's critical sections over both; the \
+         baseline is a foreign client against itself. fencelock: the library, default options \
+         (it polls a silent holder every 100–150 ms and listens for fencelock's own notices), \
+         or polling every 40–60 ms. \
+         redlock npm 5.0.0-beta.2 on ioredis: default retry 200 ± 100 ms, or 20 ± 10 ms. \
+         redis-py `Lock`: default 100 ms sleep (one node only).\n",
+        plan.w6_time.as_secs(),
+        HOLD.as_millis(),
+        REST.as_millis()
+    )?;
+    writeln!(
+        s,
+        "| nodes | contender | against | its share % | critical sections/s (both) |"
+    )?;
+    writeln!(s, "|---|---|---|---|---|")?;
+    for w in &r.w6 {
+        for c in &w.contests {
+            writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                c.nodes,
+                c.pair.0.name(),
+                c.pair.1.name(),
+                c.share.show(0),
+                c.total_per_s.show(0)
+            )?;
+        }
+    }
+    writeln!(
+        s,
+        "\nForeign hand-off: the foreign client holds the key (TTL 30 s) for {} ms and releases \
+         it; a fencelock waiter refused meanwhile gets it this long after the release (wall \
+         clocks of the two processes, same machine): median (min–max) of {} hand-offs. \
+         Requests: `EVALSHA` per node per second the waiter sent while refused.\n",
+        FOREIGN_HOLD.as_millis(),
+        plan.w6_handoffs
+    )?;
+    writeln!(
+        s,
+        "| nodes | silent holder | release → fencelock holds, ms | waiter's requests per node per s |"
+    )?;
+    writeln!(s, "|---|---|---|---|")?;
+    for w in &r.w6 {
+        for h in &w.handoffs {
+            writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                h.nodes,
+                h.holder.name(),
+                h.ms.show(1),
+                h.requests_per_node_s.show(1)
+            )?;
+        }
+    }
+    writeln!(s)
 }
 
 fn w3_table(s: &mut String, w: &W3) -> std::fmt::Result {

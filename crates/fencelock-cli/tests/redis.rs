@@ -241,3 +241,62 @@ fn status_held_is_an_exit_code() {
         .run(&["status", "--held", "busy"])
         .expect_code(69);
 }
+
+/// Issue #17's report, as a user saw it: a redis-py `Lock` holds the key with a long
+/// TTL and releases it after a second; `fencelock run --wait` started meanwhile must
+/// get the key in the gap before an intruder takes it with `SET NX` eight seconds
+/// later — not when the redis-py TTL (60 s) or its own wait (20 s) runs out.
+#[test]
+fn run_notices_a_redis_py_release() {
+    use std::io::BufRead as _;
+    let cluster = Cluster::start(1);
+    let t = Setup::new(cluster.urls());
+    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
+    let python = std::env::var_os("FENCELOCK_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| interop.join("../../.venv/bin/python"));
+    let mut py = std::process::Command::new(&python)
+        .arg(interop.join("redis_py_lock.py"))
+        .args(["--url", &cluster.urls()[0], "--key", "shared"])
+        .args(["--ttl-ms", "60000", "--hold-ms", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running {} (redis-py's venv: run scripts/test, or set \
+                 FENCELOCK_TEST_PYTHON): {e}",
+                python.display()
+            )
+        });
+    // Kept open until the client is done: it prints `released` at the end.
+    let mut said = std::io::BufReader::new(py.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    said.read_line(&mut line).expect("read");
+    assert!(line.starts_with("acquired"), "redis-py said {line:?}");
+    let url = cluster.urls()[0].clone();
+    let intruder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(8));
+        let mut con = redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("connect");
+        let taken: Option<String> = redis::cmd("SET")
+            .arg("shared")
+            .arg("intruder")
+            .arg("NX")
+            .arg("PX")
+            .arg(60_000)
+            .query(&mut con)
+            .expect("SET NX");
+        taken.is_some()
+    });
+    let out = t.run(&["run", "--wait", "20s", "shared", "--", "sleep", "9"]);
+    out.expect_code(0);
+    assert!(
+        !intruder.join().expect("intruder"),
+        "the intruder got the key while `fencelock run` should have held it"
+    );
+    line.clear();
+    said.read_line(&mut line).expect("read");
+    assert!(line.starts_with("released"), "redis-py said {line:?}");
+    assert!(py.wait().expect("redis-py client").success());
+}

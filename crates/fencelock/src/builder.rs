@@ -12,6 +12,8 @@ use crate::store::{self, url::StoreOptions};
 pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// The longest TTL accepted by default (a lease is meant to be renewed, not parked).
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// The default of [`LockerBuilder::silent_holder_poll`].
+pub(crate) const SILENT_HOLDER_POLL: Duration = Duration::from_millis(100);
 
 /// Everything a locker needs to know besides its stores.
 #[derive(Clone, Debug)]
@@ -22,6 +24,7 @@ pub(crate) struct Options {
     pub(crate) connect_timeout: Duration,
     pub(crate) retry_delay: Duration,
     pub(crate) retry_jitter: Duration,
+    pub(crate) silent_holder_poll: Duration,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) prefix: String,
     pub(crate) notifications: bool,
@@ -45,6 +48,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(1),
             retry_delay: Duration::from_millis(200),
             retry_jitter: Duration::from_millis(100),
+            silent_holder_poll: SILENT_HOLDER_POLL,
             max_wait: Some(Duration::from_secs(10)),
             prefix: String::new(),
             notifications: true,
@@ -209,6 +213,31 @@ impl LockerBuilder {
     /// SQLite), and the base of the back-off when nodes are unavailable (default 200 ms).
     pub fn retry_delay(mut self, delay: Duration) -> Self {
         self.options.retry_delay = delay;
+        self
+    }
+
+    /// How often a waiter tries again while the key is held by a client that will not
+    /// announce its release — the `redlock` npm package, redsync, redis-py's `Lock`, or
+    /// an older fencelock (default 100 ms; each wait is stretched by a random extra of up
+    /// to half of it, so 100–150 ms: one request per node per poll). A fencelock holder
+    /// announces its release and wakes its waiter at once; a silent one would otherwise
+    /// be noticed only when its TTL runs out.
+    ///
+    /// Why not faster: on a key that a mixed fleet fights over, whoever polls faster
+    /// takes the key more often. At 40 ms fencelock took about three quarters of the
+    /// critical sections from a `redlock` npm client at its default 200 ± 100 ms, whose
+    /// own acquires then time out; at 100 ms the two share the key about as two npm
+    /// clients do, and a foreign release is still noticed within 150 ms — sooner than
+    /// the peers' own waiters (npm 100–300 ms, redsync 50–250 ms). Measured in
+    /// `docs/benchmarks.md` (W6); lower it on keys no foreign client contends for.
+    pub fn silent_holder_poll(mut self, every: Duration) -> Self {
+        if every.is_zero() {
+            self.error.get_or_insert(Error::invalid(
+                "silent holder poll",
+                "it must be positive (a zero poll would flood the nodes)",
+            ));
+        }
+        self.options.silent_holder_poll = every;
         self
     }
 

@@ -125,10 +125,13 @@ impl<T> Scoped<T> {
 /// Why one attempt did not grant.
 enum Failure {
     /// Held by another owner. `pttl`: the longest remaining TTL the nodes reported;
-    /// `joined`: some refusing node put us in line anew (see [`Acquired::Held`]).
+    /// `joined`: some refusing node put us in line anew (see [`Acquired::Held`]);
+    /// `silent`: some key's holder will not announce its release (see
+    /// [`Acquired::Held`]), so waiting for a notice could sleep through it.
     Contended {
         pttl: Option<Duration>,
         joined: bool,
+        silent: bool,
     },
     Unavailable(Vec<NodeError>),
     /// A node error retrying cannot fix (auth, replica, foreign key type …).
@@ -268,7 +271,7 @@ impl Locker {
         let opts = &self.inner.options;
         let mut spec = LockSpec {
             keys: full.into(),
-            value: random_value().into(),
+            value: lock_value().into(),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             holder: opts.holder.as_deref().map(Into::into),
             queue: None,
@@ -357,7 +360,7 @@ impl Locker {
             // a timed-out request) then never touches the keys of a later attempt that
             // succeeded. Within one attempt, a key already holding the value is ours.
             if attempts > 0 {
-                spec.value = random_value().into();
+                spec.value = lock_value().into();
             }
             attempts += 1;
             let attempt_started = Instant::now();
@@ -380,7 +383,11 @@ impl Locker {
                     ))
                     .with_nodes(errors.clone()));
                 }
-                Failure::Contended { pttl, joined } => {
+                Failure::Contended {
+                    pttl,
+                    joined,
+                    silent,
+                } => {
                     outages = 0;
                     // Joined anew after an earlier refusal had put us in line.
                     if *joined && refused_at.is_some() {
@@ -400,8 +407,16 @@ impl Locker {
                         }
                     }
                     if watches.is_some() {
-                        // Woken by a notice, or at the end of the holder's TTL.
-                        pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1))
+                        // Woken by a notice, or at the end of the holder's TTL — but a
+                        // silent holder (another Redlock client) sends no notice: its
+                        // release is noticed only by trying again, every poll.
+                        let expiry =
+                            pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
+                        if *silent {
+                            expiry.min(opts.silent_holder_poll)
+                        } else {
+                            expiry
+                        }
                     } else if opts.notifications {
                         // No notices from this store (SQLite): poll, starting fast and
                         // slowing down to at most 16 ms (a local transaction costs tens
@@ -569,6 +584,7 @@ impl Locker {
         let mut refused: Vec<usize> = Vec::new();
         let mut timed_out: Vec<usize> = Vec::new();
         let mut joined = false;
+        let mut silent = false;
         let mut handed = false;
         while let Some((i, reply)) = fan.next().await {
             match reply {
@@ -583,9 +599,14 @@ impl Locker {
                     grants.push((i, counter));
                     handed = true;
                 }
-                Ok(Ok(Acquired::Held { pttl, joined: j })) => {
+                Ok(Ok(Acquired::Held {
+                    pttl,
+                    joined: j,
+                    silent: q,
+                })) => {
                     tally.held += 1;
                     joined |= j;
+                    silent |= q;
                     refused.push(i);
                     match pttl {
                         Some(p) => longest = Some(longest.map_or(p, |l| l.max(p))),
@@ -658,6 +679,7 @@ impl Locker {
                 Verdict::Contended => Failure::Contended {
                     pttl: if unknown_ttl { None } else { longest },
                     joined,
+                    silent,
                 },
                 _ if !permanent.is_empty() => Failure::Permanent(errors),
                 _ => Failure::Unavailable(errors),
@@ -1222,8 +1244,15 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// 16 bytes from the OS CSPRNG as 32 hex characters: the value the `redlock` npm
-/// package writes (redsync writes base64 of 16 bytes; values are compared as opaque
+/// A lease's lock value: `fl:` and [`random_value`]. Other clients compare values as
+/// opaque strings; the prefix tells a fencelock waiter that this holder announces its
+/// release (`fencelock_announces` in shared.lua), so the waiter need not poll for it.
+fn lock_value() -> String {
+    format!("fl:{}", random_value())
+}
+
+/// 16 bytes from the OS CSPRNG as 32 hex characters: the entropy of the `redlock` npm
+/// package's values (redsync writes base64 of 16 bytes; values are compared as opaque
 /// strings, so any client's value means the same to every client).
 fn random_value() -> String {
     use rand::TryRngCore;

@@ -158,6 +158,7 @@ impl State {
             return Ok(Acquired::Held {
                 pttl: Some(pttl),
                 joined: false,
+                silent: false,
             });
         }
         let seed = wall_us.max(self.floor);

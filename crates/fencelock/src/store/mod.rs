@@ -129,6 +129,10 @@ pub(crate) enum Acquired {
         /// This request put the waiter in line: it was not in line before (first
         /// refusal, or its entry had gone — handed the lock, or expired).
         joined: bool,
+        /// Some key is held by a client that will not announce its release (another
+        /// Redlock client, or an older fencelock): a waiter must try again by itself
+        /// to notice the key is free before its TTL runs out.
+        silent: bool,
     },
     /// A release already handed every key to this waiter (its [`QueueTicket::waiter`]
     /// is the value the keys hold, see [`QueueTicket::handoff`]); the node renewed

@@ -702,32 +702,26 @@ fn as_i64(v: &Value) -> Option<i64> {
     }
 }
 
-/// The acquire script's reply: `{1, token}` granted (token > 0), `{0, wait_ms}` held
-/// (`wait_ms` −1: no expiry). Anything else is `None`, a protocol error.
+/// The acquire script's reply: `{1, token}` granted (token > 0), `{2, token}` handed
+/// over, `{0, wait_ms, joined, silent}` held (`wait_ms` −1: no expiry; `joined` and
+/// `silent` 0 or 1). Anything else is `None`, a protocol error.
 fn decode_acquire(reply: &Value) -> Option<Acquired> {
-    match reply {
-        Value::Array(items) if items.len() == 2 => match (as_i64(&items[0]), as_i64(&items[1])) {
-            (Some(1), Some(token)) if token > 0 => Some(Acquired::Granted {
-                counter: token.unsigned_abs(),
-            }),
-            (Some(2), Some(token)) if token > 0 => Some(Acquired::HandedOver {
-                counter: token.unsigned_abs(),
-            }),
-            (Some(0), Some(pttl)) => Some(Acquired::Held {
-                pttl: u64::try_from(pttl).ok().map(Duration::from_millis),
-                joined: false,
-            }),
-            _ => None,
-        },
-        Value::Array(items) if items.len() == 3 => {
-            match (as_i64(&items[0]), as_i64(&items[1]), as_i64(&items[2])) {
-                (Some(0), Some(pttl), Some(joined @ (0 | 1))) => Some(Acquired::Held {
-                    pttl: u64::try_from(pttl).ok().map(Duration::from_millis),
-                    joined: joined == 1,
-                }),
-                _ => None,
-            }
-        }
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let ints: Option<Vec<i64>> = items.iter().map(as_i64).collect();
+    match *ints?.as_slice() {
+        [1, token] if token > 0 => Some(Acquired::Granted {
+            counter: token.unsigned_abs(),
+        }),
+        [2, token] if token > 0 => Some(Acquired::HandedOver {
+            counter: token.unsigned_abs(),
+        }),
+        [0, pttl, joined @ (0 | 1), silent @ (0 | 1)] => Some(Acquired::Held {
+            pttl: u64::try_from(pttl).ok().map(Duration::from_millis),
+            joined: joined == 1,
+            silent: silent == 1,
+        }),
         _ => None,
     }
 }
@@ -1257,10 +1251,11 @@ mod tests {
             Some(Acquired::Granted { counter: 7 })
         );
         assert_eq!(
-            decode_acquire(&V::Array(vec![V::Int(0), V::Int(-1)])),
+            decode_acquire(&V::Array(vec![V::Int(0), V::Int(-1), V::Int(0), V::Int(0)])),
             Some(Acquired::Held {
                 pttl: None,
-                joined: false
+                joined: false,
+                silent: false,
             })
         );
         assert_eq!(
@@ -1268,10 +1263,11 @@ mod tests {
             Some(Acquired::HandedOver { counter: 5 })
         );
         assert_eq!(
-            decode_acquire(&V::Array(vec![V::Int(0), V::Int(30), V::Int(1)])),
+            decode_acquire(&V::Array(vec![V::Int(0), V::Int(30), V::Int(1), V::Int(1)])),
             Some(Acquired::Held {
                 pttl: Some(Duration::from_millis(30)),
-                joined: true
+                joined: true,
+                silent: true,
             })
         );
         for bad in [
@@ -1279,7 +1275,10 @@ mod tests {
             V::Array(vec![V::Int(1), V::Int(-5)]),
             V::Array(vec![V::Int(2), V::Int(0)]),
             V::Array(vec![V::Int(3), V::Int(5)]),
-            V::Array(vec![V::Int(0), V::Int(5), V::Int(2)]),
+            V::Array(vec![V::Int(0), V::Int(5), V::Int(2), V::Int(0)]),
+            V::Array(vec![V::Int(0), V::Int(5), V::Int(0), V::Int(2)]),
+            V::Array(vec![V::Int(0), V::Int(5), V::Int(1)]),
+            V::Array(vec![V::Int(0), V::Int(5)]),
             V::Array(vec![V::Int(1), V::Int(5), V::Int(1)]),
             V::Array(vec![V::Int(1)]),
             V::Nil,

@@ -440,6 +440,7 @@ fn acquire(conn: &mut Connection, lock: &LockSpec, sweep_now: bool) -> Result<Ac
         return Ok(Acquired::Held {
             pttl: Some(pttl),
             joined: false,
+            silent: false,
         });
     }
     let seed = now.us.max(counter_floor(&tx)?);

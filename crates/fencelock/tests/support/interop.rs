@@ -238,3 +238,57 @@ pub fn assert_exclusive(path: &Path) -> BTreeMap<String, usize> {
     }
     counts
 }
+
+/// The Python with redis-py: `$FENCELOCK_TEST_PYTHON` (set by `scripts/test` to its
+/// venv), else the venv `scripts/test` makes at the workspace root. Panics with how to
+/// get one when neither has redis-py: a test is never skipped for a missing client.
+pub fn redis_py_python() -> PathBuf {
+    let candidate = std::env::var_os("FENCELOCK_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| interop_dir().join("../../.venv/bin/python"));
+    let ok = Command::new(&candidate)
+        .args(["-c", "import redis"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "no Python with redis-py at {} (FENCELOCK_TEST_PYTHON, or the venv `scripts/test` \
+         creates): run `scripts/test`, which installs it, or point FENCELOCK_TEST_PYTHON \
+         at a Python that has redis-py",
+        candidate.display()
+    );
+    candidate
+}
+
+/// Spawns `tests/interop/redis_py_lock.py ARGS…` (a redis-py `Lock` client; see its
+/// header) with stdout and stderr piped.
+pub fn spawn_redis_py_client<I, S>(args: I) -> Child
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(redis_py_python());
+    cmd.arg(interop_dir().join("redis_py_lock.py"))
+        .args(args)
+        .current_dir(interop_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("spawning the redis-py client ({cmd:?}): {e}"))
+}
+
+/// Reads the child's stdout up to its first line and returns it; panics if the
+/// child closed stdout first (quoting nothing: its stderr is read by [`wait_success`]).
+pub fn first_line(child: &mut Child) -> String {
+    use std::io::BufRead as _;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().expect("stdout is piped"))
+        .read_line(&mut line)
+        .expect("reading the client's stdout");
+    assert!(!line.is_empty(), "the client closed stdout without a line");
+    line.trim_end().to_owned()
+}

@@ -8,8 +8,10 @@
 -- The bracketed arguments come only with an acquire that waits: a refused waiter takes a
 -- place in line (so a release wakes it alone); in fair mode a free lock goes to the first
 -- in line only.
--- Returns {1, token} when granted, {0, wait_ms} when not (wait_ms -1: no expiry; a
--- waiter gets {0, wait_ms, joined}, joined 1 when it was not in line before), and
+-- Returns {1, token} when granted, {0, wait_ms, joined, silent} when not (wait_ms -1: no
+-- expiry; joined 1 when this request put the waiter in line, 0 when it was in line
+-- before or is no waiter; silent 1 when some key is held by a value that will not
+-- announce its release, see fencelock_announces), and
 -- {2, token} when a release already handed the lock to this waiter (the key holds the
 -- waiter id, see release.lua): its expiry is renewed and it stays as it is, so a late
 -- attempt can never swap the value under a lease built from the hand-off notice.
@@ -33,6 +35,7 @@ if queued then
 end
 
 local held = false
+local silent = 0
 local handed = 0
 local longest = 0
 for i = 1, n do
@@ -41,6 +44,9 @@ for i = 1, n do
     handed = handed + 1
   elseif current and current ~= value then
     held = true
+    if not fencelock_announces(current) then
+      silent = 1
+    end
     local pttl = redis.call('PTTL', KEYS[i])
     if pttl < 0 or longest < 0 then
       longest = -1
@@ -108,9 +114,9 @@ if held or blocked then
         redis.call('PEXPIRE', deadlines, keep)
       end
     end
-    return {0, longest, joined}
+    return {0, longest, joined, silent}
   end
-  return {0, longest}
+  return {0, longest, 0, silent}
 end
 
 local top = 0

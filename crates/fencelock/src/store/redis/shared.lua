@@ -44,6 +44,15 @@ local function fencelock_handoff(member)
   return nil
 end
 
+-- Whether the holder of a lock key whose value is `value` announces its release on the
+-- key's channels: a fencelock lease (its value is 'fl:<random>', see locker.rs) or a
+-- one-node hand-off's waiter id. Any other value is a silent holder — another client
+-- (the `redlock` npm package, redsync, redis-py) or an older fencelock — whose release
+-- a waiter notices only by trying again (acquire.lua reports it, and the waiter polls).
+local function fencelock_announces(value)
+  return string.sub(value, 1, 3) == 'fl:' or fencelock_handoff(value) ~= nil
+end
+
 -- The channel that reaches the waiter `member` of lock key `key`: a hand-off waiter's
 -- client's own channel, or the key's release channel for anyone else.
 local function fencelock_channel(key, member)

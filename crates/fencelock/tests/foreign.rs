@@ -1,0 +1,191 @@
+//! Waiting for holders that announce nothing: the `redlock` npm package and redis-py's
+//! `Lock` on the same keys as fencelock (a fleet moving to fencelock one service at a
+//! time). Their releases publish no notice, so a fencelock waiter must notice them by
+//! trying again — within its `silent_holder_poll`, not when their TTL runs out — and a
+//! fencelock holder, which does announce, must not be polled.
+//!
+//! Every test asserts an outcome, not a speed: after the foreign release the key stays
+//! free for a few seconds, then an intruder takes it with `SET NX` for a minute. A
+//! waiter that polls gets the key in that gap (and the intruder is refused); one that
+//! sleeps until the foreign TTL or its own deadline finds the intruder there and times
+//! out. And a fencelock holder's waiter sends a handful of requests where polling would
+//! send dozens.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fencelock::{AcquireOptions, Locker};
+use support::Cluster;
+use support::interop::{first_line, spawn_redis_py_client, spawn_redlock_client, wait_success};
+
+/// The foreign holder's TTL: far longer than the waiter may wait, so a waiter that
+/// only wakes at the TTL's end fails the test.
+const FOREIGN_TTL_MS: &str = "60000";
+/// How long the foreign holder keeps the key before releasing it.
+const FOREIGN_HOLD_MS: &str = "1000";
+/// The waiter's patience: a fraction of the foreign TTL, plenty for any poll.
+const WAIT: Duration = Duration::from_secs(20);
+/// When the intruder takes the key, counted from the foreign holder's "acquired": the
+/// key is free from `FOREIGN_HOLD_MS` until then (seven seconds for a 100–150 ms poll),
+/// and taken long before the waiter's deadline.
+const INTRUDE_AFTER: Duration = Duration::from_secs(8);
+
+/// Takes `key` with `SET NX PX 60000` on every node `INTRUDE_AFTER` from now, as
+/// another client would; returns on how many nodes it got the key.
+fn intruder(cluster: &Arc<Cluster>, key: &'static str) -> tokio::task::JoinHandle<usize> {
+    let cluster = Arc::clone(cluster);
+    tokio::task::spawn_blocking(move || {
+        std::thread::sleep(INTRUDE_AFTER);
+        (0..cluster.len())
+            .filter(|&i| {
+                let taken: Option<String> = redis::cmd("SET")
+                    .arg(key)
+                    .arg("intruder")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(60_000)
+                    .query(&mut cluster.connection(i))
+                    .expect("SET NX");
+                taken.is_some()
+            })
+            .count()
+    })
+}
+
+fn locker(cluster: &Cluster) -> Locker {
+    Locker::builder()
+        .stores(cluster.urls())
+        .build()
+        .expect("locker")
+}
+
+async fn waiter_gets_in_after_npm_release(nodes: usize) {
+    let cluster = Arc::new(Cluster::start(nodes));
+    let urls = cluster.urls().join(",");
+    let mut npm = spawn_redlock_client([
+        "--mode",
+        "hold",
+        "--urls",
+        &urls,
+        "--key",
+        "ledger",
+        "--ttl-ms",
+        FOREIGN_TTL_MS,
+        "--hold-ms",
+        FOREIGN_HOLD_MS,
+    ]);
+    let line = first_line(&mut npm);
+    assert!(line.starts_with("acquired"), "npm client said {line:?}");
+    let intruder = intruder(&cluster, "ledger");
+    let locker = locker(&cluster);
+    let lease = locker
+        .acquire_with(
+            "ledger",
+            Duration::from_secs(5),
+            &AcquireOptions::default().max_wait(WAIT),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the waiter slept through the npm client's release (its TTL is \
+                 {FOREIGN_TTL_MS} ms, the wait {WAIT:?}): {e}"
+            )
+        });
+    assert_eq!(
+        intruder.await.expect("intruder"),
+        0,
+        "the intruder got in beside the lease"
+    );
+    wait_success(npm, Duration::from_secs(30));
+    lease.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_notices_an_npm_release_on_one_node() {
+    waiter_gets_in_after_npm_release(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_notices_an_npm_release_on_three_nodes() {
+    waiter_gets_in_after_npm_release(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_notices_a_redis_py_release() {
+    let cluster = Arc::new(Cluster::start(1));
+    let mut py = spawn_redis_py_client([
+        "--mode",
+        "hold",
+        "--url",
+        &cluster.url(0),
+        "--key",
+        "report",
+        "--ttl-ms",
+        FOREIGN_TTL_MS,
+        "--hold-ms",
+        FOREIGN_HOLD_MS,
+    ]);
+    let line = first_line(&mut py);
+    assert!(
+        line.starts_with("acquired"),
+        "redis-py client said {line:?}"
+    );
+    let intruder = intruder(&cluster, "report");
+    let locker = locker(&cluster);
+    let lease = locker
+        .acquire_with(
+            "report",
+            Duration::from_secs(5),
+            &AcquireOptions::default().max_wait(WAIT),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the waiter slept through redis-py's release: {e}"));
+    assert_eq!(
+        intruder.await.expect("intruder"),
+        0,
+        "the intruder got in beside the lease"
+    );
+    wait_success(py, Duration::from_secs(30));
+    lease.release().await.expect("release");
+}
+
+/// A fencelock holder announces its release, so its waiter sleeps until the notice:
+/// a few attempts in all, where polling every 100–150 ms for 3 s would be ~24.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fencelock_holder_is_not_polled() {
+    let cluster = Cluster::start(1);
+    let holder = locker(&cluster);
+    let waiter = locker(&cluster);
+    let lease = holder
+        .try_acquire("job", Duration::from_secs(30))
+        .await
+        .expect("acquire");
+    cluster.reset_stats(0);
+    let wait = tokio::spawn(async move {
+        waiter
+            .acquire_with(
+                "job",
+                Duration::from_secs(5),
+                &AcquireOptions::default().max_wait(Duration::from_secs(30)),
+            )
+            .await
+            .map(|l| (l, waiter))
+    });
+    // Until the waiter has been refused at least once, holding proves nothing.
+    support::eventually("the waiter was refused", || {
+        cluster.command_calls(0, "evalsha") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attempts = cluster.command_calls(0, "evalsha");
+    lease.release().await.expect("release");
+    let (got, _waiter) = wait.await.expect("join").expect("the waiter got the lock");
+    got.release().await.expect("release");
+    assert!(
+        attempts <= 4,
+        "the waiter sent {attempts} attempts while a fencelock holder (which announces \
+         its release) held the key for 3 s: it polled"
+    );
+}
