@@ -189,3 +189,71 @@ async fn a_fencelock_holder_is_not_polled() {
          its release) held the key for 3 s: it polled"
     );
 }
+
+/// Issue #17's starvation: fencelock and a `redlock` npm client retrying every 20 ms
+/// loop on one key over three nodes (hold 5 ms, rest 5 ms). A fencelock that slept
+/// until each npm lease's TTL (2 s) got 18 critical sections in 8 s (the npm client
+/// 718); polling, it gets a hundred or more. The bar, 50, sits between the two. Exclusion is checked on the shared log. (The shares themselves are
+/// measured by W6 of the benchmark, not asserted here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencelock_is_not_starved_by_a_fast_npm_client() {
+    use support::interop::{append_line, assert_exclusive};
+    let cluster = Cluster::start(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("cs.log");
+    let time = Duration::from_secs(8);
+    let npm = spawn_redlock_client([
+        "--urls",
+        &cluster.urls().join(","),
+        "--key",
+        "hot",
+        "--log",
+        log.to_str().expect("utf-8 path"),
+        "--duration-ms",
+        &time.as_millis().to_string(),
+        "--hold-ms",
+        "5",
+        "--rest-ms",
+        "5",
+        "--ttl-ms",
+        "2000",
+        "--retry-delay-ms",
+        "20",
+        "--retry-jitter-ms",
+        "10",
+    ]);
+    let locker = locker(&cluster);
+    let end = tokio::time::Instant::now() + time;
+    let mut seq = 0;
+    while let Some(left) = end
+        .checked_duration_since(tokio::time::Instant::now())
+        .filter(|d| !d.is_zero())
+    {
+        let Ok(lease) = locker
+            .acquire_with(
+                "hot",
+                Duration::from_secs(2),
+                &AcquireOptions::default().max_wait(left),
+            )
+            .await
+        else {
+            break;
+        };
+        seq += 1;
+        append_line(&log, &format!("fencelock enter {seq}"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        append_line(&log, &format!("fencelock exit {seq}"));
+        lease.release().await.expect("release");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    wait_success(npm, Duration::from_secs(30));
+    let counts = assert_exclusive(&log);
+    let ours = counts.get("fencelock").copied().unwrap_or(0);
+    let theirs = counts.get("npm").copied().unwrap_or(0);
+    eprintln!("critical sections in {time:?}: fencelock {ours}, npm {theirs}");
+    assert!(
+        ours >= 50,
+        "fencelock had {ours} critical sections in {time:?}, the npm client {theirs}: starved"
+    );
+    assert!(theirs > 0, "the npm client never got in: {counts:?}");
+}
