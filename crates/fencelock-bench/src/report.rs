@@ -353,7 +353,7 @@ fn w6_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
         "Two contenders loop on one key for {} s per run: acquire (waiting), hold {} ms, release, \
          rest {} ms. The share is the first contender's critical sections over both; the \
          baseline is a foreign client against itself. fencelock: the library, default options \
-         (it polls a silent holder every 100–150 ms and listens for fencelock's own notices), \
+         (it polls a silent holder every 150–225 ms and listens for fencelock's own notices), \
          or polling every 40–60 ms. \
          redlock npm 5.0.0-beta.2 on ioredis: default retry 200 ± 100 ms, or 20 ± 10 ms. \
          redis-py `Lock`: default 100 ms sleep (one node only).\n",

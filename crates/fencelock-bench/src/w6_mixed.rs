@@ -2,7 +2,7 @@
 //! redis-py's `Lock`, as in a fleet that moves to fencelock one service at a time.
 //!
 //! Those clients publish nothing when they release, so a fencelock waiter refused by
-//! one polls (every `silent_holder_poll`, 100–150 ms by default) besides listening for
+//! one polls (every `silent_holder_poll`, 150–225 ms by default) besides listening for
 //! fencelock's own release notices. Measured here:
 //!
 //! - **Shares.** Two contenders loop on one key for a fixed time: acquire (waiting),

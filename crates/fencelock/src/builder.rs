@@ -13,7 +13,7 @@ pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// The longest TTL accepted by default (a lease is meant to be renewed, not parked).
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The default of [`LockerBuilder::silent_holder_poll`].
-pub(crate) const SILENT_HOLDER_POLL: Duration = Duration::from_millis(100);
+pub(crate) const SILENT_HOLDER_POLL: Duration = Duration::from_millis(150);
 
 /// Everything a locker needs to know besides its stores.
 #[derive(Clone, Debug)]
@@ -218,18 +218,21 @@ impl LockerBuilder {
 
     /// How often a waiter tries again while the key is held by a client that will not
     /// announce its release — the `redlock` npm package, redsync, redis-py's `Lock`, or
-    /// an older fencelock (default 100 ms; each wait is stretched by a random extra of up
-    /// to half of it, so 100–150 ms: one request per node per poll). A fencelock holder
+    /// an older fencelock (default 150 ms; each wait is stretched by a random extra of up
+    /// to half of it, so 150–225 ms: one request per node per poll). A fencelock holder
     /// announces its release and wakes its waiter at once; a silent one would otherwise
     /// be noticed only when its TTL runs out.
     ///
     /// Why not faster: on a key that a mixed fleet fights over, whoever polls faster
-    /// takes the key more often. At 40 ms fencelock took about three quarters of the
-    /// critical sections from a `redlock` npm client at its default 200 ± 100 ms, whose
-    /// own acquires then time out; at 100 ms the two share the key about as two npm
-    /// clients do, and a foreign release is still noticed within 150 ms — sooner than
-    /// the peers' own waiters (npm 100–300 ms, redsync 50–250 ms). Measured in
-    /// `docs/benchmarks.md` (W6); lower it on keys no foreign client contends for.
+    /// takes the key more often, and the other side's acquires time out. Against a
+    /// `redlock` npm client at its default 200 ± 100 ms retry (hold 5 ms, rest 5 ms,
+    /// 5 runs of 8 s, 1 / 3 nodes), one npm client took a median 47 % / 44 % of the
+    /// critical sections from another; fencelock took 66 % / 62 % when polling every
+    /// 100 ms and 43 % / 56 % at 150 ms. So the default shares a key about as the
+    /// peers do among themselves, and notices a foreign release as soon as they do
+    /// (npm polls every 100–300 ms, redsync 50–250 ms, redis-py 100 ms); lower it to
+    /// notice sooner where taking more than a fair share is wanted. `docs/waiting.md`
+    /// has the trade-off, `docs/benchmarks.md` (W6) the latest measurement.
     pub fn silent_holder_poll(mut self, every: Duration) -> Self {
         if every.is_zero() {
             self.error.get_or_insert(Error::invalid(

@@ -28,7 +28,7 @@ const FOREIGN_HOLD_MS: &str = "1000";
 /// The waiter's patience: a fraction of the foreign TTL, plenty for any poll.
 const WAIT: Duration = Duration::from_secs(20);
 /// When the intruder takes the key, counted from the foreign holder's "acquired": the
-/// key is free from `FOREIGN_HOLD_MS` until then (seven seconds for a 100–150 ms poll),
+/// key is free from `FOREIGN_HOLD_MS` until then (seven seconds for a 150–225 ms poll),
 /// and taken long before the waiter's deadline.
 const INTRUDE_AFTER: Duration = Duration::from_secs(8);
 
@@ -152,7 +152,7 @@ async fn waiter_notices_a_redis_py_release() {
 }
 
 /// A fencelock holder announces its release, so its waiter sleeps until the notice:
-/// a few attempts in all, where polling every 100–150 ms for 3 s would be ~24.
+/// a few attempts in all, where polling every 150–225 ms for 3 s would be ~16.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fencelock_holder_is_not_polled() {
     let cluster = Cluster::start(1);
