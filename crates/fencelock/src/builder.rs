@@ -267,7 +267,9 @@ impl LockerBuilder {
     }
 
     /// Whether waiters subscribe to release notices (default on). Off, they poll every
-    /// [`LockerBuilder::retry_delay`] — slower hand-off, more requests.
+    /// [`LockerBuilder::retry_delay`] — slower hand-off, more requests. It changes only
+    /// how this locker's waiters *listen*: its releases are announced either way, so
+    /// other lockers' waiters still hear them (and need not poll its leases).
     pub fn notifications(mut self, on: bool) -> Self {
         self.options.notifications = on;
         self
