@@ -1,0 +1,268 @@
+//! Fencing counters on real redis-server processes: what a node keeps per key, and
+//! that keeping less never makes a token repeat or go back (`docs/fencing.md`,
+//! "Counter retention").
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fencelock::{AcquireOptions, Locker, ReleaseOutcome};
+use support::{Cluster, eventually};
+
+/// A locker for one node with no waiting and no notices: the tests below count keys.
+fn locker(cluster: &Cluster) -> Locker {
+    Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_secs(2))
+        .notifications(false)
+        .build()
+        .expect("locker")
+}
+
+fn fence(key: &str) -> String {
+    format!("{key}:fencelock:fence")
+}
+
+/// `INFO memory` field `used_memory` of node `i`.
+fn used_memory(cluster: &Cluster, i: usize) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut cluster.connection(i))
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// `PEXPIRETIME` of `key` on node `i`: its expiry as a Unix time in ms (an absolute
+/// time, so two keys compare without a race between two `PTTL` readings).
+fn expires_at(cluster: &Cluster, i: usize, key: &str) -> i64 {
+    redis::cmd("PEXPIRETIME")
+        .arg(key)
+        .query(&mut cluster.connection(i))
+        .expect("PEXPIRETIME")
+}
+
+fn dbsize(cluster: &Cluster, i: usize) -> u64 {
+    redis::cmd("DBSIZE")
+        .query(&mut cluster.connection(i))
+        .expect("DBSIZE")
+}
+
+/// The node's clock in microseconds (`TIME`), what a missing counter starts from.
+fn node_clock_us(cluster: &Cluster, i: usize) -> u64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME")
+        .query(&mut cluster.connection(i))
+        .expect("TIME");
+    s * 1_000_000 + us
+}
+
+/// Distinct keys acquired and released: what a high-cardinality workload (one lock per
+/// order, per user, per file …) does. Enough that 24 h counters fill 20 MB.
+const DISTINCT_KEYS: usize = 250_000;
+/// Locks in flight at once.
+const CONCURRENCY: usize = 64;
+
+/// Issue 17, item 4: every distinct key left a fencing counter for 24 h, so a node
+/// with `maxmemory` and `noeviction` (what the start-up check recommends) filled up
+/// and refused every new lock. Counters are now retired on release, and the node
+/// ends with no key at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_distinct_keys_do_not_fill_a_small_node() {
+    let cluster = Cluster::start(1);
+    let mut admin = cluster.connection(0);
+    for (name, value) in [("maxmemory", "20mb"), ("maxmemory-policy", "noeviction")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut admin)
+            .expect("CONFIG SET");
+    }
+    let locker = Arc::new(locker(&cluster));
+    let mut tasks = Vec::new();
+    for t in 0..CONCURRENCY {
+        let locker = locker.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut k = t;
+            while k < DISTINCT_KEYS {
+                // A 44-byte key, like a resource name with a UUID in it.
+                let key = format!("orders:{k:08}:3f2b9c1e-5d47-4a8e-9b61-0c7d");
+                let lease = locker
+                    .try_acquire(key.as_str(), Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|e| panic!("acquire of distinct key #{k}: {e}"));
+                assert_eq!(
+                    lease.release().await.expect("release"),
+                    ReleaseOutcome::Released
+                );
+                k += CONCURRENCY;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    // A counter released within the millisecond it was seeded in stays until the
+    // node's clock reaches it: one millisecond.
+    eventually("every counter retired", || dbsize(&cluster, 0) == 0).await;
+    let after = used_memory(&cluster, 0);
+    assert!(
+        after < 20 * 1024 * 1024,
+        "used_memory {after} B after the run"
+    );
+}
+
+/// A counter retired on release: the key's next grant starts from the node's clock,
+/// which is above every token the key had. Back-to-back grants on one key, most of
+/// them within the same millisecond, where the retired counter is still ahead of the
+/// clock (it then expires when the clock reaches it, and is read until then).
+#[tokio::test]
+async fn tokens_keep_rising_when_counters_are_retired() {
+    let cluster = Cluster::start(1);
+    let locker = locker(&cluster);
+    let mut last = 0;
+    let mut retired = 0;
+    for _ in 0..2_000 {
+        let lease = locker
+            .try_acquire("rising", Duration::from_secs(10))
+            .await
+            .expect("acquire");
+        let token = lease.token().get();
+        assert!(token > last, "token {token} after {last}");
+        last = token;
+        lease.release().await.expect("release");
+        if cluster.get(0, &fence("rising")).is_none() {
+            retired += 1;
+        }
+    }
+    assert!(retired > 0, "no release retired the counter at once");
+}
+
+/// The counter can sit above the node's clock: a commit round raised it to the token
+/// of a node whose clock is ahead. Released then, it stays until this node's clock
+/// reaches it — deleting it at once would let the next grant start from this node's
+/// clock, below the tokens already handed out.
+#[tokio::test]
+async fn a_counter_ahead_of_the_clock_outlives_its_release_until_the_clock_reaches_it() {
+    let cluster = Cluster::start(1);
+    let locker = locker(&cluster);
+    let ahead = node_clock_us(&cluster, 0) + 3_000_000;
+    let _: () = redis::cmd("SET")
+        .arg(fence("ahead"))
+        .arg(ahead)
+        .query(&mut cluster.connection(0))
+        .expect("SET");
+    let lease = locker
+        .try_acquire("ahead", Duration::from_secs(10))
+        .await
+        .expect("acquire");
+    assert_eq!(lease.token().get(), ahead + 1);
+    lease.release().await.expect("release");
+    let kept = cluster.pttl(0, &fence("ahead"));
+    assert!(
+        kept > 0,
+        "the counter must stay until the clock passes it (PTTL {kept})"
+    );
+    let next = locker
+        .try_acquire("ahead", Duration::from_secs(10))
+        .await
+        .expect("acquire again");
+    assert!(
+        next.token().get() > ahead + 1,
+        "token {} after {}",
+        next.token().get(),
+        ahead + 1
+    );
+}
+
+/// While a lock is held its counter lives at least as long as its key: acquire sets
+/// it so, and an extend keeps it so (before, extends did not touch the counter, so a
+/// lock renewed past the counter's 24 h outlived it). Emulated by shortening the
+/// counter's expiry under the lease, as 24 h running out would.
+#[tokio::test]
+async fn a_held_lock_keeps_its_counter_through_extends() {
+    let cluster = Cluster::start(1);
+    let locker = Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_secs(2))
+        .notifications(false)
+        .auto_renew(false)
+        .build()
+        .expect("locker");
+    let lease = locker
+        .try_acquire("held", Duration::from_secs(5))
+        .await
+        .expect("acquire");
+    assert!(expires_at(&cluster, 0, &fence("held")) >= expires_at(&cluster, 0, "held"));
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(fence("held"))
+        .arg(300)
+        .query(&mut cluster.connection(0))
+        .expect("PEXPIRE");
+    lease.extend(Duration::from_secs(20)).await.expect("extend");
+    let (lock, counter) = (
+        expires_at(&cluster, 0, "held"),
+        expires_at(&cluster, 0, &fence("held")),
+    );
+    assert!(
+        counter >= lock && cluster.pttl(0, "held") > 10_000,
+        "counter expires at {counter} under a lock expiring at {lock} (ms)"
+    );
+    lease.release().await.expect("release");
+}
+
+/// A key someone waits for keeps its counter on release (the waiter's grant follows
+/// at once); a key nobody waits for loses it.
+#[tokio::test]
+async fn a_counter_stays_while_someone_waits_in_line() {
+    let cluster = Cluster::start(1);
+    let locker = Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("locker");
+    let first = locker
+        .try_acquire("queued", Duration::from_secs(10))
+        .await
+        .expect("acquire");
+    let waiter = {
+        let locker = Locker::builder()
+            .stores(cluster.urls())
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .expect("locker");
+        tokio::spawn(async move {
+            locker
+                .acquire_with(
+                    "queued",
+                    Duration::from_secs(10),
+                    &AcquireOptions::default().max_wait(Duration::from_secs(30)),
+                )
+                .await
+                .expect("waiter acquires")
+        })
+    };
+    eventually("the waiter is in line", || {
+        !cluster.keys_matching(0, "queued:fencelock:queue").is_empty()
+    })
+    .await;
+    let token = first.token().get();
+    first.release().await.expect("release");
+    let second = waiter.await.expect("waiter task");
+    assert!(second.token().get() > token);
+    assert!(cluster.get(0, &fence("queued")).is_some());
+    let last = second.token().get();
+    second.release().await.expect("release");
+    eventually("the counter is retired", || {
+        cluster.get(0, &fence("queued")).is_none()
+    })
+    .await;
+    let third = locker
+        .try_acquire("queued", Duration::from_secs(10))
+        .await
+        .expect("acquire");
+    assert!(third.token().get() > last);
+}
