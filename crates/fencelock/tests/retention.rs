@@ -246,7 +246,9 @@ async fn a_counter_stays_while_someone_waits_in_line() {
         })
     };
     eventually("the waiter is in line", || {
-        !cluster.keys_matching(0, "queued:fencelock:queue").is_empty()
+        !cluster
+            .keys_matching(0, "queued:fencelock:queue")
+            .is_empty()
     })
     .await;
     let token = first.token().get();
