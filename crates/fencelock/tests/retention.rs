@@ -7,17 +7,25 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fencelock::{AcquireOptions, Locker, ReleaseOutcome};
+use fencelock::{AcquireOptions, Locker, LockerBuilder, ReleaseOutcome};
 use support::{Cluster, eventually};
 
-/// A locker for one node with no waiting and no notices: the tests below count keys.
-fn locker(cluster: &Cluster) -> Locker {
+/// The builder of every locker below: the cluster's nodes, a generous request
+/// timeout (a loaded test machine is not a failure), no notices (nobody waits).
+fn builder(cluster: &Cluster) -> LockerBuilder {
     Locker::builder()
         .stores(cluster.urls())
         .request_timeout(Duration::from_secs(2))
         .notifications(false)
-        .build()
-        .expect("locker")
+}
+
+fn locker(cluster: &Cluster) -> Locker {
+    builder(cluster).build().expect("locker")
+}
+
+/// A locker whose leases stay as they are until released (no renewal).
+fn still_locker(cluster: &Cluster) -> Locker {
+    builder(cluster).auto_renew(false).build().expect("locker")
 }
 
 fn fence(key: &str) -> String {
@@ -185,13 +193,7 @@ async fn a_counter_ahead_of_the_clock_outlives_its_release_until_the_clock_reach
 #[tokio::test]
 async fn a_held_lock_keeps_its_counter_through_extends() {
     let cluster = Cluster::start(1);
-    let locker = Locker::builder()
-        .stores(cluster.urls())
-        .request_timeout(Duration::from_secs(2))
-        .notifications(false)
-        .auto_renew(false)
-        .build()
-        .expect("locker");
+    let locker = still_locker(&cluster);
     let lease = locker
         .try_acquire("held", Duration::from_secs(5))
         .await
@@ -219,21 +221,20 @@ async fn a_held_lock_keeps_its_counter_through_extends() {
 #[tokio::test]
 async fn a_counter_stays_while_someone_waits_in_line() {
     let cluster = Cluster::start(1);
-    let locker = Locker::builder()
-        .stores(cluster.urls())
-        .request_timeout(Duration::from_secs(2))
-        .build()
-        .expect("locker");
+    // Notices on: the waiter is woken by the release.
+    let waiting_locker = || {
+        builder(&cluster)
+            .notifications(true)
+            .build()
+            .expect("locker")
+    };
+    let locker = waiting_locker();
     let first = locker
         .try_acquire("queued", Duration::from_secs(10))
         .await
         .expect("acquire");
     let waiter = {
-        let locker = Locker::builder()
-            .stores(cluster.urls())
-            .request_timeout(Duration::from_secs(2))
-            .build()
-            .expect("locker");
+        let locker = waiting_locker();
         tokio::spawn(async move {
             locker
                 .acquire_with(
@@ -337,24 +338,13 @@ async fn bytes_per_key() {
     let cluster = Cluster::start(1);
     let plain = Arc::new(locker(&cluster));
     let with_holder = Arc::new(
-        Locker::builder()
-            .stores(cluster.urls())
-            .request_timeout(Duration::from_secs(2))
-            .notifications(false)
+        builder(&cluster)
             .auto_renew(false)
             .holder("host=web-7 pid=4242")
             .build()
             .expect("locker"),
     );
-    let bare = Arc::new(
-        Locker::builder()
-            .stores(cluster.urls())
-            .request_timeout(Duration::from_secs(2))
-            .notifications(false)
-            .auto_renew(false)
-            .build()
-            .expect("locker"),
-    );
+    let bare = Arc::new(still_locker(&cluster));
     // Warm up: connections made, scripts loaded.
     lock_many(&plain, |k| format!("warm:{k}"), false).await;
     let per = |before: u64, after: u64| (after as f64 - before as f64) / MEASURED as f64;
