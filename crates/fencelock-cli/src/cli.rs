@@ -93,6 +93,21 @@ pub struct Global {
     )]
     pub password_file: Option<PathBuf>,
 
+    /// How much longer Redis nodes keep a key's fencing counter than the token
+    /// guarantee needs (default 0: dropped once the key is free and the node's clock
+    /// has reached it). Tolerates a node clock stepping back by up to this much, at
+    /// about 100 bytes per key released within it; see docs/fencing.md, "Counter
+    /// retention". E.g. 10m, 24h (the old behaviour); at most 30 days.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "FENCELOCK_COUNTER_RETENTION",
+        hide_env_values = true,
+        value_parser = crate::duration::parse,
+        global = true
+    )]
+    pub counter_retention: Option<Duration>,
+
     /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,

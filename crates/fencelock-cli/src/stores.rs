@@ -68,6 +68,9 @@ pub fn builder(global: &Global) -> Result<LockerBuilder, Failure> {
     let mut builder = Locker::builder()
         .stores(urls(global)?)
         .prefix(global.prefix.clone().unwrap_or_default());
+    if let Some(retention) = global.counter_retention {
+        builder = builder.counter_retention(retention);
+    }
     if let Some(ca) = &global.ca_cert {
         builder = builder.ca_cert(ca);
     }

@@ -299,4 +299,41 @@ fn run_notices_a_redis_py_release() {
     said.read_line(&mut line).expect("read");
     assert!(line.starts_with("released"), "redis-py said {line:?}");
     assert!(py.wait().expect("redis-py client").success());
+/// `--counter-retention` / `FENCELOCK_COUNTER_RETENTION` reach the library: without it
+/// a released key's counter is gone within a millisecond or so; with 10m it stays about
+/// ten minutes; more than 30 days is a usage error.
+#[test]
+fn counter_retention_from_the_command_line() {
+    let cluster = Cluster::start(1);
+    let t = Setup::new(cluster.urls());
+    t.run(&["run", "plain", "--", "true"]).expect_code(0);
+    t.run(&["--counter-retention", "10m", "run", "kept", "--", "true"])
+        .expect_code(0);
+    let pttl = |key: &str| -> i64 {
+        cluster
+            .command(0, &["PTTL", &format!("{key}:fencelock:fence")])
+            .trim()
+            .parse()
+            .expect("PTTL")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pttl("plain") != -2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter never retired"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let kept = pttl("kept");
+    assert!(
+        kept > 60_000 && kept <= 600_000,
+        "counter PTTL {kept} ms with --counter-retention 10m"
+    );
+    let refused = t.run(&["--counter-retention", "31d", "run", "x", "--", "true"]);
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(
+        refused.stderr.contains("counter retention"),
+        "{}",
+        refused.stderr
+    );
 }

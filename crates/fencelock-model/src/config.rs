@@ -96,6 +96,10 @@ pub enum Mutation {
     /// a later one. An experiment, not a negative control: it is expected to keep the
     /// tokens unique (the change was made for mutual exclusion).
     ReuseValue,
+    /// A counter is retired (deleted) whatever the node's clock says: "delete on
+    /// release" without the seed check, or an expiry-based deletion whose tail is
+    /// shorter than the node's clock skew.
+    RetireAheadOfClock,
 }
 
 impl fmt::Display for Mutation {
@@ -105,6 +109,7 @@ impl fmt::Display for Mutation {
             Mutation::IgnoreCommitReplies => "commit replies ignored",
             Mutation::CommitIgnoresHolder => "commit does not check the holder",
             Mutation::ReuseValue => "one value per client (reused across attempts)",
+            Mutation::RetireAheadOfClock => "counters retired ahead of the node's clock",
         })
     }
 }
@@ -201,6 +206,20 @@ pub struct Config {
     /// interchangeable in the protocol and P1/P2 do not name any of them, so a state
     /// violates a property exactly when its renamings do.
     pub symmetry: bool,
+    /// Per node, its clock at the start (in counter units, like the counters), or empty
+    /// for the clockless model. With clocks, a missing counter starts at its node's
+    /// clock, a node's counter may be **retired** (deleted) whenever that node's clock
+    /// has reached it (`fencelock_keep` in shared.lua: on release, or by its expiry) —
+    /// held or not, any number of times — and a clock may move forward
+    /// ([`Config::ticks`]). Unequal clocks are clock skew, unbounded: any clock may run
+    /// ahead of the others by any amount. A crash restarts a node with its clock at
+    /// least at the start rule of [`Config::counter_start`] (the delayed-restart rule).
+    pub clocks: Vec<u64>,
+    /// With clocks: how many times a node's clock may move forward in a run. A move
+    /// goes to any number in the state above the clock, or just above the largest
+    /// counter ever held (ties are where tokens could collide; in-between values order
+    /// like one of those).
+    pub ticks: u8,
     /// Merge states that differ only in what no longer matters: which finished
     /// attempt did what (reduced network) and the absolute values of the numbers
     /// (faithful start rules). On by default; turned off to print traces with real
@@ -225,6 +244,8 @@ impl Config {
             initial_counters: Vec::new(),
             validity_may_run_out: true,
             mutation: None,
+            clocks: Vec::new(),
+            ticks: 0,
             max_states: 20_000_000,
             symmetry: true,
             normalize: true,
@@ -306,6 +327,18 @@ impl Config {
     pub fn initial_counters(mut self, counters: Vec<Option<u64>>) -> Self {
         self.initial_counters = counters;
         self
+    }
+
+    /// Gives every node a clock (see [`Config::clocks`]) and a budget of clock moves.
+    pub fn clocks(mut self, clocks: Vec<u64>, ticks: u8) -> Self {
+        self.clocks = clocks;
+        self.ticks = ticks;
+        self
+    }
+
+    /// Whether nodes have clocks (see [`Config::clocks`]).
+    pub fn has_clocks(&self) -> bool {
+        !self.clocks.is_empty()
     }
 
     /// Sets whether the validity check may fail.
@@ -394,6 +427,10 @@ impl Config {
             "initial_counters must be empty or have one entry per node"
         );
         assert!(
+            self.clocks.is_empty() || self.clocks.len() == usize::from(self.nodes),
+            "clocks must be empty or have one entry per node"
+        );
+        assert!(
             self.network == Network::Literal || self.validity_may_run_out,
             "the reduced network relies on the free validity failure (see Network::Reduced)"
         );
@@ -432,6 +469,10 @@ impl fmt::Display for Config {
                 .map(|c| c.map_or("-".to_string(), |v| v.to_string()))
                 .collect();
             write!(f, " initial=[{}]", list.join(","))?;
+        }
+        if self.has_clocks() {
+            let list: Vec<String> = self.clocks.iter().map(u64::to_string).collect();
+            write!(f, " clocks=[{}] ticks={}", list.join(","), self.ticks)?;
         }
         if !self.validity_may_run_out {
             f.write_str(" validity-always-ok")?;

@@ -492,6 +492,14 @@ fn describe(cfg: &Config, before: &State, step: Step, after: &State) -> String {
             format!("n{node} crashes and restarts empty: key and counter lost")
         }
         Event::CounterLoss { node } => format!("n{node} loses its counter (the key stays)"),
+        Event::Tick { node, to } => format!("n{node}'s clock moves to {to}"),
+        Event::Retire { node } => format!(
+            "n{node} retires its counter {} (its clock reads {})",
+            before.nodes[usize::from(node)]
+                .counter
+                .map_or("-".into(), |c| c.to_string()),
+            before.nodes[usize::from(node)].clock
+        ),
     };
     let att = match step.event {
         Event::Deliver(

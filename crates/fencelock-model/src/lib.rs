@@ -54,6 +54,11 @@
 //!   (assumption 2: it is above every counter issued before), see
 //!   [`CounterStart`]. A ghost variable tracks the largest counter ever issued.
 //!   Negative controls break the relation.
+//! - **Counter retention.** Configurations with clocks ([`Config::clocks`]) give each
+//!   node a clock instead: a missing counter starts at it, clocks move forward
+//!   independently (skew, unbounded), and a node may delete its counter whenever its
+//!   own clock has reached it — the rule of `docs/fencing.md`, "Counter retention".
+//!   [`Mutation::RetireAheadOfClock`] drops the clock check (a negative control).
 //! - **Crashes** are a crash and an immediate restart without persistence (key and
 //!   counter lost). Being down for a while is the same as messages to the node being
 //!   delayed. Messages sent before the crash may still be delivered after it.

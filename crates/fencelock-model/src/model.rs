@@ -112,6 +112,9 @@ pub struct Node {
     pub value: Option<AttemptId>,
     /// The fencing counter `K:fencelock:fence`, `None` when missing.
     pub counter: Option<u64>,
+    /// The node's clock (what a missing counter starts from), when the configuration
+    /// has clocks ([`Config::clocks`]); 0 otherwise.
+    pub clock: u64,
 }
 
 /// What an attempt knows about its acquire on one node.
@@ -205,6 +208,10 @@ pub struct State {
     pub expiries: u8,
     /// Counter losses (under a held key) so far.
     pub counter_losses: u8,
+    /// Clock moves so far.
+    pub ticks: u8,
+    /// Whether a node has retired a counter so far (for the coverage report).
+    pub retired: bool,
     /// Ghost: the largest counter value any node ever held.
     pub issued: u64,
     /// Ghost: the tokens of every lease handed out so far, sorted.
@@ -268,6 +275,20 @@ pub enum Event {
     },
     /// A node's counter disappears while its lock key stays.
     CounterLoss {
+        /// The node.
+        node: NodeId,
+    },
+    /// With clocks: a node's clock moves forward to `to`.
+    Tick {
+        /// The node.
+        node: NodeId,
+        /// The new reading.
+        to: u64,
+    },
+    /// With clocks: a node deletes its counter, which its clock has reached (unless
+    /// [`Mutation::RetireAheadOfClock`]): a release with nobody in line, or the
+    /// counter's expiry (`fencelock_keep`).
+    Retire {
         /// The node.
         node: NodeId,
     },
@@ -337,7 +358,8 @@ pub struct HandOut {
     pub after_commit_round: bool,
     /// Whether P2's premise held (a lease was handed out before this attempt began).
     pub ordered: bool,
-    /// Whether a node had lost its counter earlier in the run.
+    /// Whether a node had lost its counter earlier in the run (crash, counter loss, or
+    /// retirement).
     pub after_counter_loss: bool,
     /// Whether another lease had been handed out before (so P1 compared tokens).
     pub after_other_lease: bool,
@@ -371,6 +393,7 @@ impl State {
                 .copied()
                 .flatten()
                 .map(|c| c + base);
+            n.clock = cfg.clocks.get(i).map_or(0, |c| c + base);
         }
         let issued = nodes.iter().filter_map(|n| n.counter).max().unwrap_or(base);
         State {
@@ -380,6 +403,8 @@ impl State {
             crashes: 0,
             expiries: 0,
             counter_losses: 0,
+            ticks: 0,
+            retired: false,
             issued,
             leases: Vec::new(),
         }
@@ -466,10 +491,13 @@ impl State {
     }
 
     /// Applies `f` to every number in the state: counters, grants, tokens, leases,
-    /// floors, `issued`.
-    fn map_values(&mut self, f: impl Fn(u64) -> u64) {
+    /// floors, `issued`, and with `clocks` the node clocks.
+    fn map_values(&mut self, clocks: bool, f: impl Fn(u64) -> u64) {
         for n in &mut self.nodes {
             n.counter = n.counter.map(&f);
+            if clocks {
+                n.clock = f(n.clock);
+            }
         }
         for a in &mut self.attempts {
             for s in &mut a.acquire {
@@ -518,7 +546,12 @@ impl State {
         for n in &self.nodes[..usize::from(cfg.nodes)] {
             match n.counter {
                 Some(c) => lowest = lowest.min(c + 1),
-                None => counter_may_go_or(&mut lowest, self.issued, offsets),
+                None if !cfg.has_clocks() => counter_may_go_or(&mut lowest, self.issued, offsets),
+                None => {}
+            }
+            if cfg.has_clocks() {
+                // A missing or retired counter starts at the clock, which only rises.
+                lowest = lowest.min(n.clock + 1);
             }
         }
         if counter_may_go {
@@ -547,7 +580,7 @@ impl State {
             self.leases.retain(|&l| l >= lowest || l == top);
         }
 
-        let mut values = self.values();
+        let mut values = self.values(cfg.has_clocks());
         values.sort_unstable();
         values.dedup();
         // new[k] for values[k]: shift to the base, one width for every wide gap.
@@ -564,16 +597,19 @@ impl State {
         if new == values {
             return;
         }
-        self.map_values(|v| match values.binary_search(&v) {
+        self.map_values(cfg.has_clocks(), |v| match values.binary_search(&v) {
             Ok(k) => new[k],
             Err(_) => unreachable!("every value was collected"),
         });
     }
 
     /// Every number in the state (with repeats), the same places [`State::map_values`]
-    /// visits.
-    fn values(&self) -> Vec<u64> {
+    /// visits (the clocks with `clocks`).
+    fn values(&self, clocks: bool) -> Vec<u64> {
         let mut out: Vec<u64> = self.nodes.iter().filter_map(|n| n.counter).collect();
+        if clocks {
+            out.extend(self.nodes.iter().map(|n| n.clock));
+        }
         for a in &self.attempts {
             out.extend(a.acquire.iter().filter_map(|s| match s {
                 Slot::Granted(c) => Some(*c),
@@ -848,8 +884,12 @@ impl State {
         }
     }
 
-    /// Key expiry, crash with restart, counter loss.
+    /// Key expiry, crash with restart, counter loss; with clocks, clock moves and
+    /// counter retirement.
     fn faults(&self, cfg: &Config, out: &mut Vec<Transition>) {
+        if cfg.has_clocks() {
+            self.clock_steps(cfg, out);
+        }
         let unbounded_expiry = cfg.network == Network::Reduced;
         for (i, n) in self.nodes.iter().enumerate().take(usize::from(cfg.nodes)) {
             let node = i as NodeId;
@@ -864,8 +904,24 @@ impl State {
             if (n.value.is_some() || n.counter.is_some()) && self.crashes < cfg.crashes {
                 let mut s = self.clone();
                 s.crashes += 1;
-                s.nodes[i] = Node::default();
-                push(out, Step::new(Event::Crash { node }), s);
+                // With clocks, the restarted node's clock is where the start rule
+                // says a restarted counter starts (the delayed-restart rule), or later.
+                let clocks: Vec<u64> = if cfg.has_clocks() {
+                    self.start_values(cfg)
+                        .into_iter()
+                        .map(|v| v.max(n.clock))
+                        .collect()
+                } else {
+                    vec![0]
+                };
+                for clock in clocks {
+                    let mut s = s.clone();
+                    s.nodes[i] = Node {
+                        clock,
+                        ..Node::default()
+                    };
+                    push(out, Step::new(Event::Crash { node }), s);
+                }
             }
             if n.value.is_some() && n.counter.is_some() && self.counter_losses < cfg.counter_losses
             {
@@ -873,6 +929,35 @@ impl State {
                 s.counter_losses += 1;
                 s.nodes[i].counter = None;
                 push(out, Step::new(Event::CounterLoss { node }), s);
+            }
+        }
+    }
+
+    /// With clocks: a clock moves forward (to a number of the state above it, or just
+    /// above the largest counter ever held), or a node retires a counter its clock has
+    /// reached.
+    fn clock_steps(&self, cfg: &Config, out: &mut Vec<Transition>) {
+        let mut targets = self.values(true);
+        targets.push(self.issued + 1);
+        targets.sort_unstable();
+        targets.dedup();
+        for (i, n) in self.nodes.iter().enumerate().take(usize::from(cfg.nodes)) {
+            let node = i as NodeId;
+            if self.ticks < cfg.ticks {
+                for &to in targets.iter().filter(|&&v| v > n.clock) {
+                    let mut s = self.clone();
+                    s.ticks += 1;
+                    s.nodes[i].clock = to;
+                    push(out, Step::new(Event::Tick { node, to }), s);
+                }
+            }
+            if let Some(c) = n.counter
+                && (c <= n.clock || cfg.mutation == Some(Mutation::RetireAheadOfClock))
+            {
+                let mut s = self.clone();
+                s.nodes[i].counter = None;
+                s.retired = true;
+                push(out, Step::new(Event::Retire { node }), s);
             }
         }
     }
@@ -899,6 +984,7 @@ impl State {
         }
         let starts: Vec<(u64, Option<u64>)> = match n.counter {
             Some(c) => vec![(c, None)],
+            None if cfg.has_clocks() => vec![(n.clock, Some(n.clock))],
             None => self
                 .start_values(cfg)
                 .into_iter()
@@ -911,6 +997,7 @@ impl State {
             s.nodes[i] = Node {
                 value: Some(value),
                 counter: Some(c),
+                clock: n.clock,
             };
             s.issued = s.issued.max(c);
             let step = Step {
@@ -1198,7 +1285,7 @@ impl State {
             token,
             after_commit_round,
             ordered: floor.is_some(),
-            after_counter_loss: s.crashes > 0 || s.counter_losses > 0,
+            after_counter_loss: s.crashes > 0 || s.counter_losses > 0 || s.retired,
             after_other_lease,
         };
         out.push(Transition {

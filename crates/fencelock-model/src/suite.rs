@@ -53,6 +53,21 @@ pub fn faithful() -> Vec<Config> {
             .crashes(0)
             .initial_counters(vec![Some(0), Some(1), Some(3)])
             .named("reduced N=3: counters already in use, unequal"),
+        // Counter retention (docs/fencing.md, "Counter retention"): node clocks that
+        // disagree, and counters retired whenever their node's clock has reached them.
+        Config::faithful(1, 2)
+            .attempts_each(vec![2, 1])
+            .crashes(0)
+            .clocks(vec![0], 2)
+            .named("literal N=1: counters retired once the clock reaches them"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .crashes(0)
+            .clocks(vec![0, 0, 0], 1)
+            .named(
+                "reduced N=3: a clock moves ahead, counters retired once the clock reaches them",
+            ),
     ]
 }
 
@@ -87,6 +102,11 @@ pub fn negative() -> Vec<Config> {
             .expiries(1)
             .counter_start(CounterStart::Fixed(0))
             .named("negative, literal network: restarted nodes count from 0"),
+        base()
+            .crashes(0)
+            .clocks(vec![0, 0, 5], 0)
+            .mutation(Mutation::RetireAheadOfClock)
+            .named("negative: counters retired ahead of the node's clock (skewed clocks)"),
     ]
 }
 
@@ -153,5 +173,22 @@ pub fn big() -> Vec<Config> {
             .network(Network::Reduced)
             .mutation(Mutation::ReuseValue)
             .named("big: reduced N=2, one value per client, a retry each (experiment)"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .crashes(0)
+            .clocks(vec![0, 0, 5], 1)
+            .named("big: reduced N=3, skewed clocks, a clock move, retired counters"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .crashes(0)
+            .clocks(vec![0, 0, 0], 2)
+            .named("big: reduced N=3, two clock moves, retired counters"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .clocks(vec![0, 3, 6], 1)
+            .named("big: reduced N=3, skewed clocks, retired counters and a crash"),
     ]
 }

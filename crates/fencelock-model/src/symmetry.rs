@@ -45,7 +45,8 @@ impl Symmetry {
     pub fn new(cfg: &Config) -> Self {
         let identity = |n: u8| vec![(0..n).collect::<Vec<u8>>()];
         let (clients, nodes) = if cfg.symmetry {
-            let nodes_alike = cfg.initial_counters.windows(2).all(|w| w[0] == w[1]);
+            let nodes_alike = cfg.initial_counters.windows(2).all(|w| w[0] == w[1])
+                && cfg.clocks.windows(2).all(|w| w[0] == w[1]);
             // Only clients with equal budgets are interchangeable.
             let budgets_kept = |p: &Vec<u8>| {
                 p.iter()
@@ -156,6 +157,7 @@ impl Perm {
                 }
             }
             opt(out, n.counter);
+            out.extend_from_slice(&n.clock.to_le_bytes());
         }
         for &old_client in &inverse_clients {
             for seq in 0..per_client {
@@ -223,7 +225,13 @@ impl Perm {
         for e in msgs.iter() {
             out.extend_from_slice(e);
         }
-        out.extend_from_slice(&[s.crashes, s.expiries, s.counter_losses]);
+        out.extend_from_slice(&[
+            s.crashes,
+            s.expiries,
+            s.counter_losses,
+            s.ticks,
+            u8::from(s.retired),
+        ]);
         out.extend_from_slice(&s.issued.to_le_bytes());
         out.push(s.leases.len() as u8);
         for l in &s.leases {
@@ -336,6 +344,13 @@ impl Perm {
                 node: self.node(node),
             },
             Event::CounterLoss { node } => Event::CounterLoss {
+                node: self.node(node),
+            },
+            Event::Tick { node, to } => Event::Tick {
+                node: self.node(node),
+                to,
+            },
+            Event::Retire { node } => Event::Retire {
                 node: self.node(node),
             },
         };

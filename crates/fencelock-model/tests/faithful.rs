@@ -47,6 +47,8 @@ fn every_faithful_configuration_has_a_test() {
         "reduced N=3: restarts exactly at the largest counter",
         "reduced N=3: a counter lost under a held key",
         "reduced N=3: counters already in use, unequal",
+        "literal N=1: counters retired once the clock reaches them",
+        "reduced N=3: a clock moves ahead, counters retired once the clock reaches them",
     ];
     let names: Vec<String> = suite::faithful().into_iter().map(|c| c.name).collect();
     assert_eq!(names, tested);
@@ -106,4 +108,14 @@ fn experiment_one_value_per_client() {
     let outcome = check(cfg);
     println!("{}", outcome.summary());
     assert!(outcome.passed(), "{}", outcome.summary());
+}
+
+#[test]
+fn literal_one_node_retired_counters() {
+    passes("literal N=1: counters retired once the clock reaches them");
+}
+
+#[test]
+fn reduced_three_nodes_skewed_clocks_retired_counters() {
+    passes("reduced N=3: a clock moves ahead, counters retired once the clock reaches them");
 }

@@ -27,6 +27,7 @@ fn every_negative_control_has_a_test() {
         "negative: commit replies ignored",
         "negative: commit raises the counter without checking the holder",
         "negative, literal network: restarted nodes count from 0",
+        "negative: counters retired ahead of the node's clock (skewed clocks)",
     ];
     let names: Vec<String> = suite::negative().into_iter().map(|c| c.name).collect();
     assert_eq!(names, tested);
@@ -91,4 +92,12 @@ fn two_nodes_survive_one_restart_from_zero() {
         .counter_start(fencelock_model::CounterStart::Fixed(0));
     let outcome = check(&cfg);
     assert!(outcome.passed(), "{}", outcome.summary());
+}
+
+#[test]
+fn counters_retired_ahead_of_the_clock() {
+    fails(
+        "negative: counters retired ahead of the node's clock (skewed clocks)",
+        Property::Order,
+    );
 }

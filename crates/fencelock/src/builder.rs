@@ -15,6 +15,11 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// The default of [`LockerBuilder::silent_holder_poll`].
 pub(crate) const SILENT_HOLDER_POLL: Duration = Duration::from_millis(150);
 
+/// The default of [`LockerBuilder::counter_retention`]: none past the rule itself.
+pub const DEFAULT_COUNTER_RETENTION: Duration = Duration::ZERO;
+/// The longest [`LockerBuilder::counter_retention`] accepted.
+pub const MAX_COUNTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// Everything a locker needs to know besides its stores.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
@@ -37,6 +42,8 @@ pub(crate) struct Options {
     pub(crate) auto_renew: bool,
     /// Refuse on start-up-check warnings too, not only errors (`checks.rs`).
     pub(crate) strict_checks: bool,
+    /// See [`LockerBuilder::counter_retention`].
+    pub(crate) counter_retention: Duration,
 }
 
 impl Default for Options {
@@ -59,6 +66,7 @@ impl Default for Options {
             max_hold: None,
             auto_renew: true,
             strict_checks: false,
+            counter_retention: DEFAULT_COUNTER_RETENTION,
         }
     }
 }
@@ -196,6 +204,36 @@ impl LockerBuilder {
                 .get_or_insert(Error::invalid("request timeout", "it must be positive"));
         }
         self.options.request_timeout = timeout;
+        self
+    }
+
+    /// How much longer a Redis node keeps a key's fencing counter than the token
+    /// guarantee needs (default 0, at most 30 days).
+    ///
+    /// A node deletes a key's counter once the key is not held (released with nobody
+    /// waiting in its line, or expired) *and* the node's own clock has reached the
+    /// counter: the next grant then starts from that clock, above every token the key
+    /// had, so tokens stay unique and increasing without keeping a counter per key
+    /// ever used (`docs/fencing.md`, "Counter retention"). That needs only that a
+    /// node's clock does not step back. Keeping each counter this much longer lets a
+    /// node's clock step back by up to this much without repeating a token, at the
+    /// cost of memory: about one counter (≈ 100 bytes, `docs/protocol.md`) per key
+    /// used within this long. Older fencelock versions kept every counter 24 h.
+    ///
+    /// Only Redis nodes use it: the SQLite and memory stores keep a floor below which
+    /// no counter starts again, which needs no clock.
+    pub fn counter_retention(mut self, retention: Duration) -> Self {
+        if retention > MAX_COUNTER_RETENTION {
+            self.error.get_or_insert(Error::invalid(
+                "counter retention",
+                format!(
+                    "{} s is too long; the maximum is {} s",
+                    retention.as_secs(),
+                    MAX_COUNTER_RETENTION.as_secs()
+                ),
+            ));
+        }
+        self.options.counter_retention = retention;
         self
     }
 
@@ -419,6 +457,7 @@ impl LockerBuilder {
         let mut store_options = StoreOptions::new(self.options.connect_timeout);
         store_options.password = self.password;
         store_options.tls = self.tls;
+        store_options.counter_retention = self.options.counter_retention;
         let mut nodes = Vec::with_capacity(self.urls.len());
         for url in &self.urls {
             nodes.push(store::open(url, &store_options)?);

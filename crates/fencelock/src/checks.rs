@@ -452,6 +452,16 @@ fn drift_budget(ttl: Duration, drift_factor: f64) -> Duration {
     ttl.mul_f64(drift_factor) + Duration::from_millis(2)
 }
 
+/// Whether a `redis_version` string (`7.0.15`) is below `major.minor`. A version that
+/// does not parse is not judged (a fork may print anything).
+fn redis_version_below(version: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = version.split('.').map(str::parse::<u32>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b) < (major, minor),
+        _ => false,
+    }
+}
+
 /// Judges the node reports. Pure, so every rule is unit-tested without a server.
 fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -508,6 +518,17 @@ fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration
                     "maxmemory-policy is {policy}: under memory pressure the node may evict \
                      a lock key (they all have a TTL) before it expires, letting a second \
                      holder in; use noeviction on lock nodes"
+                ),
+            );
+        }
+        if let Some(v) = &n.version
+            && redis_version_below(v, (6, 2))
+        {
+            push(
+                Severity::Error,
+                node,
+                format!(
+                    "runs Redis {v}: fencelock writes fencing counters with SET … PXAT,                      which needs Redis 6.2 or later (every acquire would fail)"
                 ),
             );
         }
@@ -659,6 +680,8 @@ mod tests {
         slow.round_trip = Duration::from_millis(200);
         let mut denied = node("d");
         denied.missing_permissions = Some(vec!["PUBLISH".into()]);
+        // One node that is also too old (the count stays odd).
+        denied.version = Some("6.0.16".into());
         let mut down = node("x");
         down.error = Some(NodeError::new(
             NodeErrorKind::Io,
@@ -690,8 +713,19 @@ mod tests {
         assert!(has(Severity::Warning, "clocks are 5000 ms apart"), "{f:#?}");
         assert!(has(Severity::Error, "round trip"), "{f:#?}");
         assert!(has(Severity::Error, "may not run PUBLISH"), "{f:#?}");
+        assert!(has(Severity::Error, "runs Redis 6.0.16"), "{f:#?}");
         assert!(has(Severity::Warning, "could not be checked"), "{f:#?}");
         assert!(!has(Severity::Warning, "even number"), "9 nodes: {f:#?}");
+    }
+
+    #[test]
+    fn redis_versions_compare_by_major_and_minor() {
+        assert!(redis_version_below("6.0.16", (6, 2)));
+        assert!(redis_version_below("5.0.0", (6, 2)));
+        assert!(!redis_version_below("6.2.0", (6, 2)));
+        assert!(!redis_version_below("7.0.15", (6, 2)));
+        assert!(!redis_version_below("255.255.255", (6, 2)));
+        assert!(!redis_version_below("unknown", (6, 2)));
     }
 
     #[test]

@@ -106,7 +106,9 @@ mod status;
 mod store;
 mod tls;
 
-pub use builder::{DEFAULT_MAX_TTL, LockerBuilder, MIN_TTL};
+pub use builder::{
+    DEFAULT_COUNTER_RETENTION, DEFAULT_MAX_TTL, LockerBuilder, MAX_COUNTER_RETENTION, MIN_TTL,
+};
 pub use checks::{Finding, MINIMUM_ACL, NodeReport, PROBE_KEY, Report, Severity};
 pub use error::{Error, ErrorKind, NodeError, NodeErrorKind, Result};
 pub use fence::FencingToken;

@@ -63,9 +63,12 @@ pub struct NodeStatus {
 }
 
 impl Locker {
-    /// The keys (without the locker's prefix) that start with `prefix` and were locked
-    /// through fencelock recently (within the fencing counters' 24 h retention), held
-    /// or not, as any node that answered knows them; sorted, at most `limit`. Pair it
+    /// The keys (without the locker's prefix) that start with `prefix` and are held
+    /// through fencelock, or were released recently — while their fencing counter is
+    /// kept: 24 h on SQLite and memory stores; on Redis until the node retires it, at
+    /// once or within a millisecond of the release unless
+    /// [`crate::LockerBuilder::counter_retention`] keeps it longer — as any node that
+    /// answered knows them; sorted, at most `limit`. Pair it
     /// with [`Locker::status`] to see which are held.
     ///
     /// Keys held only by other clients (the `redlock` npm package, redsync) are not

@@ -297,28 +297,43 @@ async fn status_shows_holder(b: &Backend) {
 async fn lists_known_keys_by_prefix(b: &Backend) {
     let x = b.builder().prefix("ns:").build().expect("locker");
     let held = x.acquire("list:a", TTL).await.expect("acquire");
-    x.acquire("list:b*", TTL)
+    let glob = x.acquire("list:b*", TTL).await.expect("acquire");
+    x.acquire("list:c", TTL)
         .await
         .expect("acquire")
         .release()
         .await
         .expect("release");
     let other = x.acquire("other", TTL).await.expect("acquire");
-    // Released keys are listed too (they have a counter), without the prefix, and no
-    // sibling record ever shows up as a key.
-    assert_eq!(
-        x.known_keys("list:", 100).await.expect("list"),
-        ["list:a", "list:b*"]
-    );
+    // Held keys are listed, without the prefix, and no sibling record ever shows up
+    // as a key. A released key is listed while its counter is kept: SQLite and memory
+    // keep it a day; Redis retires it once the node's clock has reached it (at once,
+    // or within a millisecond), so it drops out of the list.
+    if matches!(b, Backend::Redis(_)) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while x.known_keys("list:", 100).await.expect("list") != ["list:a", "list:b*"] {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "list:c never retired"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    } else {
+        assert_eq!(
+            x.known_keys("list:", 100).await.expect("list"),
+            ["list:a", "list:b*", "list:c"]
+        );
+    }
     // Glob characters in the prefix are literal.
     assert_eq!(
         x.known_keys("list:b*", 100).await.expect("list"),
         ["list:b*"]
     );
     assert_eq!(x.known_keys("", 1).await.expect("list").len(), 1);
-    let status = x.status(["list:a", "list:b*"]).await.expect("status");
+    let status = x.status(["list:a", "list:c"]).await.expect("status");
     assert!(status[0].is_held() && !status[1].is_held());
     held.release().await.expect("release");
+    glob.release().await.expect("release");
     other.release().await.expect("release");
 }
 

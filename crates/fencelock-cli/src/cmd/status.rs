@@ -25,8 +25,9 @@ const LIST_LIMIT: usize = 1000;
 /// Options of `fencelock status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The keys to show. Without keys: every key locked recently (within 24 h) under
-    /// the global --prefix, held or not.
+    /// The keys to show. Without keys: every key held under the global --prefix, and
+    /// keys released recently (SQLite and memory: within 24 h; Redis: while their
+    /// fencing counter is kept, see docs/fencing.md).
     #[arg(value_name = "KEY", num_args = 0.., value_parser = crate::cli::parse_key)]
     pub keys: Vec<String>,
 

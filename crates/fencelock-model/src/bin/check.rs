@@ -12,7 +12,9 @@
 //! `--expiries E`, `--counter-losses L`, `--network literal|reduced`,
 //! `--symmetry on|off`, `--start clock|tight:K|behind:D|fixed:V|leases`,
 //! `--initial 5,-,3` (per-node starting counters, `-` for missing),
-//! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value`,
+//! `--clocks 0,0,5` (per-node clocks: counters start at their node's clock and are
+//! retired once it reaches them), `--ticks K` (clock moves),
+//! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value|retire-ahead`,
 //! `--validity-ok` (the validity check never fails), `--max-states M`.
 //!
 //! Or one of: `--suite` (the configurations the tests run), `--big` (larger ones,
@@ -177,12 +179,20 @@ fn parse(args: &[String]) -> Result<Config, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
+            "--clocks" => {
+                cfg.clocks = value
+                    .split(',')
+                    .map(|v| v.parse().map_err(|e| format!("--clocks {v}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--ticks" => cfg.ticks = number(value)?,
             "--mutation" => {
                 cfg.mutation = Some(match value {
                     "no-commit" => Mutation::NoCommitRound,
                     "ignore-commit" => Mutation::IgnoreCommitReplies,
                     "commit-any-holder" => Mutation::CommitIgnoresHolder,
                     "reuse-value" => Mutation::ReuseValue,
+                    "retire-ahead" => Mutation::RetireAheadOfClock,
                     other => return Err(format!("unknown mutation {other}")),
                 });
             }
@@ -196,6 +206,9 @@ fn parse(args: &[String]) -> Result<Config, String> {
     };
     if !cfg.initial_counters.is_empty() && cfg.initial_counters.len() != usize::from(cfg.nodes) {
         return Err("--initial needs one entry per node".into());
+    }
+    if !cfg.clocks.is_empty() && cfg.clocks.len() != usize::from(cfg.nodes) {
+        return Err("--clocks needs one entry per node".into());
     }
     Ok(cfg)
 }

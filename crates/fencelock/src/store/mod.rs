@@ -276,8 +276,9 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     fn abandon(&self, lock: &LockSpec) -> StoreFuture<()>;
 
     /// Up to `limit` lock keys starting with `prefix` that this node has a fencing
-    /// counter for: every key locked through fencelock within the counter retention,
-    /// held or not (for `fencelock status` without keys). Sorted.
+    /// counter for (for `fencelock status` without keys): every key held through
+    /// fencelock, and keys released within the counter retention (SQLite and memory:
+    /// 24 h; Redis: until the counter is retired, see `docs/fencing.md`). Sorted.
     fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>>;
 
     /// What this node knows about `key` (full key, prefix applied).

@@ -36,13 +36,9 @@ use crate::error::{Error, NodeError, NodeErrorKind};
 
 mod notify;
 
-/// How long a fencing counter outlives its last use. Past that, a counter restarts from
-/// the node's clock (microseconds), which is above every token it issued unless the
-/// node's clock went back by about this much. See `docs/fencing.md`.
-pub(crate) const COUNTER_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Prepended to the scripts that number grants (acquire, release with hand-off), read
-/// the counter seed (forget) or address hand-off waiters (leave-queue).
+/// Prepended to the scripts that number grants (acquire, release with hand-off), keep or
+/// retire counters (commit, extend, release), read the counter seed (forget) or address
+/// hand-off waiters (leave-queue).
 macro_rules! with_shared {
     ($file:literal) => {
         concat!(include_str!("redis/shared.lua"), include_str!($file))
@@ -50,8 +46,8 @@ macro_rules! with_shared {
 }
 
 const ACQUIRE_LUA: &str = with_shared!("redis/acquire.lua");
-const COMMIT_LUA: &str = include_str!("redis/commit.lua");
-const EXTEND_LUA: &str = include_str!("redis/extend.lua");
+const COMMIT_LUA: &str = with_shared!("redis/commit.lua");
+const EXTEND_LUA: &str = with_shared!("redis/extend.lua");
 const RELEASE_LUA: &str = with_shared!("redis/release.lua");
 const LEAVE_QUEUE_LUA: &str = with_shared!("redis/leave_queue.lua");
 const FORGET_LUA: &str = with_shared!("redis/forget.lua");
@@ -135,6 +131,8 @@ struct Inner {
     /// any other connection could run before the late acquire and leave its key behind.
     pinned: Mutex<HashMap<Arc<str>, (u64, MultiplexedConnection)>>,
     notifier: notify::Notifier,
+    /// The scripts' `counter_tail_ms` ([`StoreOptions::counter_retention`]).
+    counter_tail_ms: u64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -167,6 +165,7 @@ impl RedisStore {
                 connecting: tokio::sync::Mutex::new(()),
                 generation: std::sync::atomic::AtomicU64::new(0),
                 pinned: Mutex::new(HashMap::new()),
+                counter_tail_ms: ms(options.counter_retention),
             }),
         })
     }
@@ -836,7 +835,7 @@ impl Store for RedisStore {
             inv.arg(&*lock.value)
                 .arg(lock.ttl_ms)
                 .arg(lock.keys.len())
-                .arg(ms(COUNTER_RETENTION))
+                .arg(inner.counter_tail_ms)
                 .arg(lock.holder.as_deref().unwrap_or(""));
             if let Some(q) = &lock.queue {
                 inv.arg(&*q.waiter)
@@ -864,7 +863,7 @@ impl Store for RedisStore {
             inv.arg(&*lock.value)
                 .arg(token.to_string())
                 .arg(lock.keys.len())
-                .arg(ms(COUNTER_RETENTION));
+                .arg(inner.counter_tail_ms);
             let reply = inner.run_pinned(&lock.value, inv).await?;
             match as_i64(&reply) {
                 Some(1) => Ok(true),
@@ -893,6 +892,7 @@ impl Store for RedisStore {
                 let mut cmd = redis::cmd("EVALSHA");
                 for lock in chunk {
                     keys.extend(lock.keys.iter().cloned());
+                    keys.extend(lock.keys.iter().map(|k| fence_key(k)));
                     if lock.holder.is_some() {
                         keys.extend(lock.keys.iter().map(|k| holder_key(k)));
                     }
@@ -905,7 +905,8 @@ impl Store for RedisStore {
                         Expiry::AtLeast => "at-least",
                         Expiry::Exactly => "exactly",
                     })
-                    .arg(if reclaim { "1" } else { "0" });
+                    .arg(if reclaim { "1" } else { "0" })
+                    .arg(inner.counter_tail_ms);
                 for lock in chunk {
                     cmd.arg(lock.keys.len())
                         .arg(&*lock.value)
@@ -1136,7 +1137,7 @@ async fn release_with(inner: &Inner, lock: &LockSpec, quiet: bool) -> Result<Hol
     inv.arg(&*lock.value)
         .arg(lock.keys.len())
         .arg(lock.queue.as_ref().map_or("", |q| &*q.waiter))
-        .arg(ms(COUNTER_RETENTION))
+        .arg(inner.counter_tail_ms)
         .arg(if lock.holder.is_some() { "1" } else { "0" })
         .arg(if quiet { "1" } else { "0" });
     // After an unanswered acquire of this value: on its connection (see `pinned`).

@@ -26,6 +26,9 @@ pub(crate) struct StoreOptions {
     pub(crate) password: Option<Secret>,
     /// TLS settings for `rediss://` nodes.
     pub(crate) tls: TlsOptions,
+    /// How long a Redis fencing counter is kept past the later of its lock key's expiry
+    /// and the moment the node's clock reaches it ([`crate::LockerBuilder::counter_retention`]).
+    pub(crate) counter_retention: Duration,
 }
 
 impl StoreOptions {
@@ -35,6 +38,7 @@ impl StoreOptions {
             connect_timeout,
             password: None,
             tls: TlsOptions::default(),
+            counter_retention: Duration::ZERO,
         }
     }
 }

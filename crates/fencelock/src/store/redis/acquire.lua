@@ -3,7 +3,7 @@
 -- holds our random value with a PX expiry; everything else lives in sibling keys.
 --
 -- KEYS: n lock keys, n counter keys, n holder keys, n queue keys, n queue-deadline keys
--- ARGV: value, ttl_ms, n, counter_retention_ms, holder ('' for none),
+-- ARGV: value, ttl_ms, n, counter_tail_ms, holder ('' for none),
 --       [waiter, ticket, grace_ms, fair ('1'/'0')]
 -- The bracketed arguments come only with an acquire that waits: a refused waiter takes a
 -- place in line (so a release wakes it alone); in fair mode a free lock goes to the first
@@ -15,10 +15,12 @@
 -- {2, token} when a release already handed the lock to this waiter (the key holds the
 -- waiter id, see release.lua): its expiry is renewed and it stays as it is, so a late
 -- attempt can never swap the value under a lease built from the hand-off notice.
+-- Every counter this grants under is kept at least as long as the lock key, plus the
+-- tail (fencelock_keep, shared.lua).
 local value = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local retention = tonumber(ARGV[4])
+local tail = tonumber(ARGV[4])
 local holder = ARGV[5]
 local waiter = ARGV[6]
 local queued = waiter ~= nil and waiter ~= ''
@@ -62,6 +64,7 @@ if handed == n then
   -- the lease on it, valid from this request on, so a late attempt never swaps the
   -- value under a lease built from the notice.
   local top = 0
+  local until_ms = fencelock_now_ms() + ttl
   for i = 1, n do
     redis.call('PEXPIRE', KEYS[i], ttl)
     local raw = redis.call('GET', KEYS[n + i])
@@ -70,10 +73,11 @@ if handed == n then
       return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
     end
     if not raw then
-      -- Gone (retention over): number this grant afresh, as a new lock would be.
+      -- Gone (an older client's retention ran out): number this grant afresh, as a
+      -- new lock would be.
       counter = fencelock_counter(KEYS[n + i]) + 1
-      redis.call('SET', KEYS[n + i], fencelock_token(counter), 'PX', retention)
     end
+    fencelock_keep(KEYS[n + i], counter, until_ms, tail)
     if counter > top then
       top = counter
     end
@@ -130,10 +134,11 @@ for i = 1, n do
   end
 end
 local token = fencelock_token(top + 1)
+local until_ms = fencelock_now_ms() + ttl
 
 for i = 1, n do
   redis.call('SET', KEYS[i], value, 'PX', ttl)
-  redis.call('SET', KEYS[n + i], token, 'PX', retention)
+  fencelock_keep(KEYS[n + i], top + 1, until_ms, tail)
   if holder ~= '' then
     redis.call('SET', KEYS[2 * n + i], holder, 'PX', ttl)
   end

@@ -1,9 +1,10 @@
 -- Extend a batch of locks in one round trip (renewal of every live lease of a locker).
 -- Each lock is extended only if all its keys still hold its value.
 --
--- KEYS: per lock, its n lock keys, then (when has_holder) its n holder keys
--- ARGV: count, mode ('at-least' or 'exactly'), reclaim ('1'/'0'), then per lock: n,
---       value, ttl_ms, has_holder ('1'/'0')
+-- KEYS: per lock, its n lock keys, its n counter keys, then (when has_holder) its n
+--       holder keys
+-- ARGV: count, mode ('at-least' or 'exactly'), reclaim ('1'/'0'), counter_tail_ms,
+--       then per lock: n, value, ttl_ms, has_holder ('1'/'0')
 -- Returns one status per lock: 1 extended, 0 expired (some key gone), -1 another owner,
 -- 2 reclaimed: with reclaim, a lock none of whose keys has another owner gets its gone
 -- keys back (set to its value with the TTL) and the others extended — so a lease that
@@ -15,10 +16,16 @@
 -- counted on the later expiry. 'exactly' sets it as asked (an extend to a shorter TTL).
 -- A key that holds something other than a string (WRONGTYPE) counts as another
 -- owner's: it fails its own lock, never the whole batch.
+--
+-- A lock that is extended keeps its fencing counters at least as long as its keys,
+-- plus the tail (fencelock_keep, shared.lua): the counters' expiry is only ever pushed
+-- later here, in either mode. A missing counter stays missing (the next grant seeds
+-- from the clock).
 local count = tonumber(ARGV[1])
 local exactly = ARGV[2] == 'exactly'
 local reclaim = ARGV[3] == '1'
-local a = 4
+local tail = tonumber(ARGV[4])
+local a = 5
 local k = 1
 local out = {}
 
@@ -31,6 +38,19 @@ local function push_expiry(key, ttl)
     end
   end
   redis.call('PEXPIRE', key, ttl)
+end
+
+-- Keeps a counter at least `ttl` + the tail from now (never shortens it).
+local function keep_counter(key, ttl)
+  local counter = redis.pcall('GET', key)
+  counter = type(counter) == 'string' and tonumber(counter)
+  if not counter then
+    return
+  end
+  local left = redis.call('PTTL', key)
+  if left >= 0 and left < ttl + tail then
+    fencelock_keep(key, counter, fencelock_now_ms() + ttl, tail)
+  end
 end
 
 for l = 1, count do
@@ -60,12 +80,13 @@ for l = 1, count do
   if status >= 1 then
     for i = 0, n - 1 do
       push_expiry(KEYS[k + i], ttl)
+      keep_counter(KEYS[k + n + i], ttl)
       if has_holder then
-        push_expiry(KEYS[k + n + i], ttl)
+        push_expiry(KEYS[k + 2 * n + i], ttl)
       end
     end
   end
-  k = k + n
+  k = k + 2 * n
   if has_holder then k = k + n end
   out[l] = status
 end

@@ -4,8 +4,9 @@
 --
 -- A key used again afterwards numbers its grants afresh from the node's clock
 -- (`fencelock_seed`, shared.lua). So the counter is deleted only once that seed has
--- reached it: the next grant is then above every token the key had, as long as the
--- node's clock does not go back (the same assumption as the counter's retention).
+-- reached it (`fencelock_passed_ms`, the rule every script retires counters by): the
+-- next grant is then above every token the key had, as long as the node's clock does
+-- not go back.
 --
 -- KEYS: lock key, counter key, holder key, queue key, queue-deadline key
 -- ARGV: none
@@ -23,9 +24,9 @@ if raw then
   if counter == nil then
     return redis.error_reply('fencelock: counter ' .. KEYS[2] .. ' is not a number')
   end
-  local seed = fencelock_seed()
-  if counter > seed then
-    return -(math.floor((counter - seed) / 1000) + 1)
+  local wait = fencelock_passed_ms(counter) - fencelock_now_ms()
+  if wait > 0 then
+    return -wait
   end
 end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])

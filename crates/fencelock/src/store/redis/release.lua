@@ -7,15 +7,20 @@
 -- other waiter is named in the notice and alone retries at once (an empty notice wakes
 -- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
 --
+-- A key released with nobody in its line retires its fencing counter: deleted at once
+-- when this node's clock has reached it, else set to expire when it does (plus the
+-- tail; fencelock_retire, shared.lua). A counter handed on is kept as long as the
+-- claim, plus the tail.
+--
 -- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys, n counter keys
--- ARGV: value, n, waiter ('' for none), counter_retention_ms, has_holder ('1'/'0'),
+-- ARGV: value, n, waiter ('' for none), counter_tail_ms, has_holder ('1'/'0'),
 --       quiet ('1': an attempt's undo, see below)
 -- Returns 1 when every key was ours, -1 when some key has another owner, 0 otherwise
 -- (some key already expired).
 local value = ARGV[1]
 local n = tonumber(ARGV[2])
 local waiter = ARGV[3] or ''
-local retention = ARGV[4]
+local tail = tonumber(ARGV[4])
 -- '0': the lease wrote no holder record, so there is none of ours to delete.
 local has_holder = ARGV[5] ~= '0'
 -- '1': the undo of a failed acquire attempt, not the release of a lock. The lock as a
@@ -45,24 +50,25 @@ end
 
 -- Key i is free now (its holder record too, when the releasing lease wrote one):
 -- hand it to the first in line, or tell the first in line. Returns whether it handed
--- the key over (then the key is set and nothing needs deleting).
+-- the key over (then the key is set and nothing needs deleting), and whether anyone
+-- is in line.
 local function pass_on(i)
   local head = first_in_line(i)
-  local claim = head ~= '' and retention and fencelock_handoff(head)
+  local claim = head ~= '' and tail and fencelock_handoff(head)
   local counter = claim and fencelock_counter(KEYS[4 * n + i])
   if not counter then
     -- Nobody in line, a waiter that retries by itself, or a counter that is not a
     -- number (the waiter's own attempt then reports it).
     redis.call('PUBLISH', fencelock_channel(KEYS[i], head), head)
-    return false
+    return false, head ~= ''
   end
   local token = fencelock_token(counter + 1)
   redis.call('SET', KEYS[i], head, 'PX', claim)
-  redis.call('SET', KEYS[4 * n + i], token, 'PX', retention)
+  fencelock_keep(KEYS[4 * n + i], counter + 1, fencelock_now_ms() + claim, tail)
   redis.call('ZREM', KEYS[2 * n + i], head)
   redis.call('ZREM', KEYS[3 * n + i], head)
   redis.call('PUBLISH', fencelock_channel(KEYS[i], head), 'granted:' .. token .. ':' .. head)
-  return true
+  return true, true
 end
 
 local status = 1
@@ -79,8 +85,17 @@ for i = 1, n do
     if has_holder then
       redis.call('DEL', KEYS[n + i])
     end
-    if quiet or not pass_on(i) then
+    local handed, waited = false, false
+    if quiet then
+      waited = redis.call('ZRANGE', KEYS[2 * n + i], 0, 0)[1] ~= nil
+    else
+      handed, waited = pass_on(i)
+    end
+    if not handed then
       redis.call('DEL', KEYS[i])
+      if not waited and tail then
+        fencelock_retire(KEYS[4 * n + i], tail)
+      end
     end
   else
     if current == false then

@@ -1,11 +1,18 @@
--- Prepended to acquire.lua, release.lua, leave_queue.lua and forget.lua (see redis.rs): what the
--- scripts share — how a lock key's fencing counter is read and written (so acquire
--- and release number grants the same way), how a waiter's line entry is read and
--- reached, and the upkeep of the line.
---
+-- Prepended to acquire.lua, commit.lua, release.lua, leave_queue.lua and forget.lua (see
+-- redis.rs): what the scripts share — how a lock key's fencing counter is read, written
+-- and retired (so every script numbers grants and drops counters by the same rule), how
+-- a waiter's line entry is read and reached, and the upkeep of the line.
+
+-- The node's clock in milliseconds (line deadlines and counter expiries are kept in
+-- it).
+local function fencelock_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 -- The counter stored in `key`, or for a missing one (first use, node restarted without
--- persistence, retention over) the node's clock in microseconds, rounded down to the
--- millisecond: above every token issued before (docs/fencing.md). Rounded, so that
+-- persistence, counter retired: see fencelock_keep) the node's clock in
+-- microseconds, rounded down to the millisecond: above every token issued before (docs/fencing.md). Rounded, so that
 -- nodes whose clocks agree to the millisecond start a fresh key at the same value and
 -- the client needs no commit round to align them. nil when the key holds something
 -- that is not a number.
@@ -20,6 +27,44 @@ local function fencelock_counter(key)
     return tonumber(raw)
   end
   return fencelock_seed()
+end
+
+-- The counter retention rule (docs/fencing.md, "Counter retention"): a counter may go
+-- once this node's clock has reached it. A grant seeded from the clock then starts
+-- above it, so the key's effective counter on this node (stored, or the seed when
+-- missing) never goes down, whatever the other nodes' clocks say.
+--
+-- fencelock_passed_ms: the first millisecond of this node's clock at which its seed is
+-- at or above `counter`.
+--
+-- fencelock_keep: stores `counter` in the counter `key`, to expire at the later of
+-- `until_ms` (the lock key's expiry while it is held, now on release) and
+-- fencelock_passed_ms(counter), plus `tail_ms` (LockerBuilder::counter_retention:
+-- slack for a node clock that steps back); deletes the key instead when that moment
+-- has come. An absolute deadline (PXAT, Redis 6.2) on the clock that TIME, and so the
+-- seed, reads; and SET, which every fencelock user may run already.
+local function fencelock_passed_ms(counter)
+  return math.ceil(counter / 1000)
+end
+
+local function fencelock_keep(key, counter, until_ms, tail_ms)
+  local at = math.max(until_ms, fencelock_passed_ms(counter)) + tail_ms
+  if at <= fencelock_now_ms() then
+    -- Then the seed (now_ms · 1000) is at or above the counter.
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, string.format('%.0f', counter), 'PXAT', string.format('%.0f', at))
+  end
+end
+
+-- Retires the counter of a lock key that was just released with nobody in its line:
+-- fencelock_keep with the lock's expiry now. A counter that is missing or not a number
+-- is left alone (the next acquire reports the latter).
+local function fencelock_retire(key, tail_ms)
+  local counter = tonumber(redis.call('GET', key) or '')
+  if counter then
+    fencelock_keep(key, counter, fencelock_now_ms(), tail_ms)
+  end
 end
 
 -- A token as Redis should store it: '%.0f' keeps every digit, where tostring() would
@@ -61,12 +106,6 @@ local function fencelock_channel(key, member)
     return key .. ':fencelock:to:' .. inbox
   end
   return key .. ':fencelock:released'
-end
-
--- The node's clock in milliseconds (line deadlines are kept in it).
-local function fencelock_now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
 -- Drops the line entries whose deadline passed by `now_ms` (their waiter stopped

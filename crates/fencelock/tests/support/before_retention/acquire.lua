@@ -1,0 +1,139 @@
+-- Acquire every key of one lock on this node, all or nothing, and bump the fencing
+-- counter. Wire layout shared with the `redlock` npm package and redsync: the lock key
+-- holds our random value with a PX expiry; everything else lives in sibling keys.
+--
+-- KEYS: n lock keys, n counter keys, n holder keys, n queue keys, n queue-deadline keys
+-- ARGV: value, ttl_ms, n, counter_retention_ms, holder ('' for none),
+--       [waiter, ticket, grace_ms, fair ('1'/'0')]
+-- The bracketed arguments come only with an acquire that waits: a refused waiter takes a
+-- place in line (so a release wakes it alone); in fair mode a free lock goes to the first
+-- in line only.
+-- Returns {1, token} when granted, {0, wait_ms} when not (wait_ms -1: no expiry; a
+-- waiter gets {0, wait_ms, joined}, joined 1 when it was not in line before), and
+-- {2, token} when a release already handed the lock to this waiter (the key holds the
+-- waiter id, see release.lua): its expiry is renewed and it stays as it is, so a late
+-- attempt can never swap the value under a lease built from the hand-off notice.
+local value = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local retention = tonumber(ARGV[4])
+local holder = ARGV[5]
+local waiter = ARGV[6]
+local queued = waiter ~= nil and waiter ~= ''
+local fair = queued and ARGV[9] == '1'
+
+local now_ms = 0
+if queued then
+  now_ms = fencelock_now_ms()
+  -- Fair mode: waiters that stopped coming back (crashed, gave up) leave the line
+  -- before it is checked. (Otherwise the release that passes the key on skips them.)
+  for i = 1, fair and n or 0 do
+    fencelock_sweep(KEYS[3 * n + i], KEYS[4 * n + i], now_ms)
+  end
+end
+
+local held = false
+local handed = 0
+local longest = 0
+for i = 1, n do
+  local current = redis.call('GET', KEYS[i])
+  if queued and current == waiter then
+    handed = handed + 1
+  elseif current and current ~= value then
+    held = true
+    local pttl = redis.call('PTTL', KEYS[i])
+    if pttl < 0 or longest < 0 then
+      longest = -1
+    elseif pttl > longest then
+      longest = pttl
+    end
+  end
+end
+
+if handed == n then
+  -- A release handed the lock to us while this request was on its way (we missed, or
+  -- have not yet read, its notice). The waiter id stays the value: the client builds
+  -- the lease on it, valid from this request on, so a late attempt never swaps the
+  -- value under a lease built from the notice.
+  local top = 0
+  for i = 1, n do
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    local raw = redis.call('GET', KEYS[n + i])
+    local counter = tonumber(raw or '')
+    if raw and counter == nil then
+      return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
+    end
+    if not raw then
+      -- Gone (retention over): number this grant afresh, as a new lock would be.
+      counter = fencelock_counter(KEYS[n + i]) + 1
+      redis.call('SET', KEYS[n + i], fencelock_token(counter), 'PX', retention)
+    end
+    if counter > top then
+      top = counter
+    end
+  end
+  return {2, fencelock_token(top)}
+end
+
+-- Fair mode: free keys still go to the first waiter in line.
+local blocked = false
+if fair and not held then
+  for i = 1, n do
+    local head = redis.call('ZRANGE', KEYS[3 * n + i], 0, 0)
+    if head[1] and head[1] ~= waiter then
+      blocked = true
+      local deadline = tonumber(redis.call('ZSCORE', KEYS[4 * n + i], head[1])) or now_ms
+      if deadline - now_ms > longest then
+        longest = deadline - now_ms
+      end
+    end
+  end
+end
+
+if held or blocked then
+  if queued then
+    -- Take (or keep) our place in line, valid until the wait we are told to expect
+    -- plus the grace.
+    local keep = tonumber(ARGV[8])
+    if longest > 0 then
+      keep = keep + longest
+    end
+    local joined = 0
+    for i = 1, n do
+      local queue, deadlines = KEYS[3 * n + i], KEYS[4 * n + i]
+      joined = math.max(joined, redis.call('ZADD', queue, 'NX', ARGV[7], waiter))
+      redis.call('ZADD', deadlines, now_ms + keep, waiter)
+      if redis.call('PTTL', queue) < keep then
+        redis.call('PEXPIRE', queue, keep)
+        redis.call('PEXPIRE', deadlines, keep)
+      end
+    end
+    return {0, longest, joined}
+  end
+  return {0, longest}
+end
+
+local top = 0
+for i = 1, n do
+  local counter = fencelock_counter(KEYS[n + i])
+  if counter == nil then
+    return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
+  end
+  if counter > top then
+    top = counter
+  end
+end
+local token = fencelock_token(top + 1)
+
+for i = 1, n do
+  redis.call('SET', KEYS[i], value, 'PX', ttl)
+  redis.call('SET', KEYS[n + i], token, 'PX', retention)
+  if holder ~= '' then
+    redis.call('SET', KEYS[2 * n + i], holder, 'PX', ttl)
+  end
+  if queued then
+    redis.call('ZREM', KEYS[3 * n + i], waiter)
+    redis.call('ZREM', KEYS[4 * n + i], waiter)
+  end
+end
+return {1, token}

@@ -1,0 +1,97 @@
+-- Release: delete every key that still holds our value (never a successor's), drop its
+-- holder record, and pass the key on to the first waiter in line: a hand-off waiter
+-- ('handoff:<claim>:<inbox>:<random>', see shared.lua) gets the lock right here — the key set
+-- to its id for a short claim (the waiter extends it to its TTL) and the next fencing token, announced as 'granted:<token>:<id>' on
+-- its client's own channel '<key>:fencelock:to:<inbox>' (so no other client wakes) —
+-- so it holds the lock one notice and one extend after the release; any
+-- other waiter is named in the notice and alone retries at once (an empty notice wakes
+-- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
+--
+-- KEYS: n lock keys, n holder keys, n queue keys, n queue-deadline keys, n counter keys
+-- ARGV: value, n, waiter ('' for none), counter_retention_ms, has_holder ('1'/'0'),
+--       quiet ('1': an attempt's undo, see below)
+-- Returns 1 when every key was ours, -1 when some key has another owner, 0 otherwise
+-- (some key already expired).
+local value = ARGV[1]
+local n = tonumber(ARGV[2])
+local waiter = ARGV[3] or ''
+local retention = ARGV[4]
+-- '0': the lease wrote no holder record, so there is none of ours to delete.
+local has_holder = ARGV[5] ~= '0'
+-- '1': the undo of a failed acquire attempt, not the release of a lock. The lock as a
+-- whole is held elsewhere (or was never ours), so nobody is woken or handed the key:
+-- two waiters that undo their minority grants would otherwise wake each other for as
+-- long as the lock is held, thousands of times a second.
+local quiet = ARGV[6] == '1'
+local leaving = waiter ~= ''
+
+-- The first live waiter in line of key i ('' when nobody waits in line). Entries
+-- whose deadline passed (their waiter stopped coming back) are dropped on the way.
+local function first_in_line(i)
+  local queue, deadlines = KEYS[2 * n + i], KEYS[3 * n + i]
+  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  if not head then
+    return ''
+  end
+  local now_ms = fencelock_now_ms()
+  if (tonumber(redis.call('ZSCORE', deadlines, head)) or 0) > now_ms then
+    return head
+  end
+  fencelock_sweep(queue, deadlines, now_ms)
+  -- (An entry without a deadline is a torn write: it leaves the line too.)
+  redis.call('ZREM', queue, head)
+  return redis.call('ZRANGE', queue, 0, 0)[1] or ''
+end
+
+-- Key i is free now (its holder record too, when the releasing lease wrote one):
+-- hand it to the first in line, or tell the first in line. Returns whether it handed
+-- the key over (then the key is set and nothing needs deleting).
+local function pass_on(i)
+  local head = first_in_line(i)
+  local claim = head ~= '' and retention and fencelock_handoff(head)
+  local counter = claim and fencelock_counter(KEYS[4 * n + i])
+  if not counter then
+    -- Nobody in line, a waiter that retries by itself, or a counter that is not a
+    -- number (the waiter's own attempt then reports it).
+    redis.call('PUBLISH', fencelock_channel(KEYS[i], head), head)
+    return false
+  end
+  local token = fencelock_token(counter + 1)
+  redis.call('SET', KEYS[i], head, 'PX', claim)
+  redis.call('SET', KEYS[4 * n + i], token, 'PX', retention)
+  redis.call('ZREM', KEYS[2 * n + i], head)
+  redis.call('ZREM', KEYS[3 * n + i], head)
+  redis.call('PUBLISH', fencelock_channel(KEYS[i], head), 'granted:' .. token .. ':' .. head)
+  return true
+end
+
+local status = 1
+for i = 1, n do
+  local current = redis.call('GET', KEYS[i])
+  local was_first = false
+  if leaving then
+    local head = redis.call('ZRANGE', KEYS[2 * n + i], 0, 0)
+    was_first = head[1] == waiter
+    redis.call('ZREM', KEYS[2 * n + i], waiter)
+    redis.call('ZREM', KEYS[3 * n + i], waiter)
+  end
+  if current == value then
+    if has_holder then
+      redis.call('DEL', KEYS[n + i])
+    end
+    if quiet or not pass_on(i) then
+      redis.call('DEL', KEYS[i])
+    end
+  else
+    if current == false then
+      if status == 1 then status = 0 end
+    else
+      status = -1
+    end
+    -- Leaving the head of the line of a free lock: the next one's turn.
+    if was_first and current == false then
+      pass_on(i)
+    end
+  end
+end
+return status
