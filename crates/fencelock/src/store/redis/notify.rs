@@ -33,7 +33,9 @@ pub(super) struct Notifier {
 }
 
 struct Shared {
-    client: Client,
+    /// Where the pub/sub connection may go: the node, or each seed of a Redis Cluster
+    /// (a PUBLISH there reaches the subscribers of every node), tried in turn.
+    clients: Vec<Client>,
     name: String,
     options: StoreOptions,
     state: Mutex<State>,
@@ -62,11 +64,12 @@ enum Command {
 }
 
 impl Notifier {
-    pub(super) fn new(client: Client, name: String, options: StoreOptions) -> Self {
+    /// `clients`: at least one (see [`Shared::clients`]).
+    pub(super) fn new(clients: Vec<Client>, name: String, options: StoreOptions) -> Self {
         Notifier {
             inbox: format!("{:016x}", rand::random::<u64>()),
             shared: Arc::new(Shared {
-                client,
+                clients,
                 name,
                 options,
                 state: Mutex::new(State::default()),
@@ -289,7 +292,9 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
             }
         }
         let Some(s) = shared.upgrade() else { return };
-        let connect = tokio::time::timeout(s.options.connect_timeout, s.client.get_async_pubsub());
+        // After a failure, the next seed of a cluster (a standalone node has one).
+        let client = &s.clients[failures as usize % s.clients.len().max(1)];
+        let connect = tokio::time::timeout(s.options.connect_timeout, client.get_async_pubsub());
         let pubsub = match connect.await {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {

@@ -1,0 +1,320 @@
+//! A Redis Cluster as one store (`redis+cluster://`): a real cluster of three
+//! primaries (support/redis_cluster.rs), sibling keys in their lock key's slot, release
+//! notices across nodes, the `redlock` npm package on an ioredis `Cluster` client, and
+//! a held key's slot resharded to another primary.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fencelock::{AcquireOptions, Locker, NodeErrorKind};
+use support::redis_cluster::RedisCluster;
+
+fn locker(url: String) -> Locker {
+    Locker::builder()
+        .store(url)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("locker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_extend_release_and_tokens_on_every_primary() {
+    let cluster = RedisCluster::start();
+    let l = locker(cluster.url());
+    for node in 0..3 {
+        let key = cluster.key_on(node, "each");
+        let first = l
+            .try_acquire(key.as_str(), Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{key} on node {node}: {e}"));
+        assert_eq!(cluster.get(&key).as_deref(), Some(first.value()));
+        // The counter lives beside the key, in its slot, on its node.
+        let counter = format!("{{{key}}}:fencelock:c:fence");
+        assert_eq!(cluster.owner_of(&counter), node);
+        assert_eq!(
+            cluster.nodes().get(node, &counter),
+            Some(first.token().get().to_string())
+        );
+        // A rival is refused while it is held.
+        let rival = locker(cluster.seed_url((node + 1) % 3));
+        let refused = rival
+            .try_acquire(key.as_str(), Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(refused.is_contended(), "{refused}");
+        first.extend(Duration::from_secs(30)).await.expect("extend");
+        assert!(cluster.pttl(&key) > 10_000, "extend did not reach the key");
+        let token = first.token();
+        first.release().await.expect("release");
+        assert_eq!(cluster.get(&key), None);
+        let second = rival
+            .try_acquire(key.as_str(), Duration::from_secs(10))
+            .await
+            .expect("acquire after release");
+        assert!(second.token() > token);
+        assert_eq!(
+            cluster.get(&counter),
+            Some(second.token().get().to_string())
+        );
+        second.release().await.expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_keys_keep_their_siblings_in_their_slot_or_are_refused() {
+    let cluster = RedisCluster::start();
+    let l = locker(cluster.url());
+    for (key, counter) in [
+        ("plain", "{plain}:fencelock:c:fence"),
+        ("{k}", "{k}:fencelock:fence"),
+        ("a{b}c{d}", "a{b}c{d}:fencelock:fence"),
+        ("{", "{{}:fencelock:c:fence"),
+        ("{{}", "{{}:fencelock:fence"),
+        ("k", "{k}:fencelock:c:fence"),
+    ] {
+        let lease = l
+            .acquire_with(key, Duration::from_secs(10), &AcquireOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{key:?}: {e}"));
+        assert_eq!(cluster.keyslot(counter), cluster.keyslot(key), "{counter}");
+        assert_eq!(
+            cluster.get(counter),
+            Some(lease.token().get().to_string()),
+            "{key:?}: counter {counter:?}"
+        );
+        lease.release().await.expect("release");
+    }
+    // `k` and `{k}` are different locks in one slot: both can be held at once, and
+    // each keeps its own counter.
+    let k = l
+        .try_acquire("k", Duration::from_secs(10))
+        .await
+        .expect("k");
+    let tagged = l
+        .try_acquire("{k}", Duration::from_secs(10))
+        .await
+        .expect("{k} is not k");
+    k.release().await.expect("release");
+    tagged.release().await.expect("release");
+
+    // No hash tag and a `}`: no sibling name lands in the key's slot.
+    for key in ["a}b", "x{}y", "{}{k}", "}"] {
+        let e = l
+            .try_acquire(key, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(e.is_config(), "{key:?}: {e:?}");
+        assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::Cluster, "{e}");
+        assert!(e.to_string().contains("hash tag"), "{key:?}: {e}");
+        assert_eq!(cluster.get(key), None, "{key:?} was set");
+    }
+
+    // Keys of one lock: one slot, through a common hash tag…
+    let both = l
+        .try_acquire(["{acct}:a", "{acct}:b"], Duration::from_secs(10))
+        .await
+        .expect("keys with a common hash tag");
+    both.release().await.expect("release");
+    // …or a clear error, and nothing set.
+    assert_ne!(cluster.keyslot("a"), cluster.keyslot("b"));
+    let e = l
+        .try_acquire(["a", "b"], Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(e.is_config(), "{e:?}");
+    assert!(e.to_string().contains("common hash tag"), "{e}");
+    let left: Vec<String> = cluster
+        .all_keys()
+        .into_iter()
+        .filter(|k| !k.contains(":fencelock:"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "lock keys left behind");
+}
+
+/// A waiter that never polls (retry delay one hour) gets the lock well before the
+/// holder's 60 s TTL: only the release notice can wake it. The key lives on another
+/// node than the first seed, where the waiter's pub/sub connection is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_is_woken_by_a_release_on_another_node() {
+    let cluster = RedisCluster::start();
+    let patient = |url: String| {
+        Locker::builder()
+            .store(url)
+            .retry_delay(Duration::from_secs(3600))
+            .retry_jitter(Duration::from_millis(5))
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .expect("locker")
+    };
+    for (node, fair) in [(1, false), (2, true)] {
+        let key = cluster.key_on(node, "wake");
+        let holder = patient(cluster.url());
+        let waiter = patient(cluster.url());
+        let lease = holder
+            .acquire(key.as_str(), Duration::from_secs(60))
+            .await
+            .expect("acquire");
+        let waiting = {
+            let key = key.clone();
+            tokio::spawn(async move {
+                let mut options = AcquireOptions::default().wait_forever();
+                if fair {
+                    options = options.fair();
+                }
+                waiter
+                    .acquire_with(key.as_str(), Duration::from_secs(10), &options)
+                    .await
+            })
+        };
+        // Give the waiter time to be refused and start listening (not a threshold:
+        // a waiter that is slower only wakes up later, at its retry).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished());
+        lease.release().await.expect("release");
+        let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the release notice did not wake the waiter")
+            .expect("task")
+            .expect("acquire");
+        assert_eq!(cluster.get(&key).as_deref(), Some(got.value()));
+        got.release().await.expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fencelock_and_npm_redlock_on_an_ioredis_cluster_exclude_each_other() {
+    support::interop::ensure_node_modules();
+    let cluster = RedisCluster::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("cs.log");
+    let seeds: Vec<String> = (0..3)
+        .map(|i| format!("redis://127.0.0.1:{}", cluster.nodes().port(i)))
+        .collect();
+    // One key per primary, so every node's routing is exercised.
+    for node in 0..3 {
+        let key = cluster.key_on(node, "shared");
+        let npm = support::interop::spawn_redlock_client([
+            "--cluster",
+            "--urls",
+            seeds.join(",").as_str(),
+            "--key",
+            key.as_str(),
+            "--ttl-ms",
+            "5000",
+            "--iterations",
+            "30",
+            "--hold-ms",
+            "3",
+            "--name",
+            "npm",
+            "--log",
+            log.to_str().expect("utf-8 path"),
+        ]);
+        let l = locker(cluster.url());
+        for seq in 0..30 {
+            let lease = l
+                .acquire_with(
+                    key.as_str(),
+                    Duration::from_secs(5),
+                    &AcquireOptions::default().max_wait(Duration::from_secs(60)),
+                )
+                .await
+                .expect("acquire");
+            support::interop::append_line(&log, &format!("fl enter {node}-{seq}"));
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            support::interop::append_line(&log, &format!("fl exit {node}-{seq}"));
+            lease.release().await.expect("release");
+        }
+        support::interop::wait_success(npm, Duration::from_secs(120));
+        assert_eq!(cluster.get(&key), None);
+    }
+    let counts = support::interop::assert_exclusive(&log);
+    assert_eq!(counts.get("fl"), Some(&90));
+    assert_eq!(counts.get("npm"), Some(&90));
+}
+
+/// The held key's slot moves to another primary while the lease renews itself every
+/// few hundred milliseconds: the holder keeps it through every stage of the move
+/// (MIGRATING/IMPORTING, keys moved but the slot not yet reassigned: ASK; reassigned:
+/// MOVED), and a rival is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_keys_slot_moves_to_another_primary_and_the_holder_keeps_it() {
+    let cluster = Arc::new(RedisCluster::start());
+    let key = cluster.key_on(0, "moving");
+    let slot = cluster.keyslot(&key);
+    let holder = locker(cluster.url());
+    let rival = locker(cluster.url());
+    let lease = holder
+        .acquire(key.as_str(), Duration::from_secs(1))
+        .await
+        .expect("acquire");
+    let token = lease.token();
+    let moving = {
+        let cluster = cluster.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut stages = Vec::new();
+            cluster.move_slot(slot, 1, |stage| {
+                stages.push(stage.to_string());
+                // Longer than the TTL: the lease lives only if renewals get through.
+                std::thread::sleep(Duration::from_millis(2500));
+            });
+            stages
+        })
+    };
+    let stages = moving.await.expect("moving the slot");
+    assert!(stages.len() >= 2, "{stages:?}");
+    assert!(!lease.is_lost(), "lost during {stages:?}");
+    assert_eq!(
+        cluster.nodes().get(1, &key).as_deref(),
+        Some(lease.value()),
+        "the key did not move with its slot"
+    );
+    lease
+        .extend(Duration::from_secs(5))
+        .await
+        .expect("extend after the move");
+    let refused = rival
+        .try_acquire(key.as_str(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(refused.is_contended(), "{refused}");
+    lease.release().await.expect("release");
+    let next = rival
+        .try_acquire(key.as_str(), Duration::from_secs(5))
+        .await
+        .expect("acquire after release");
+    assert!(next.token() > token, "tokens went back across the move");
+    next.release().await.expect("release");
+}
+
+/// `status` lists lock keys of every primary, of both sibling layouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_keys_come_from_every_primary() {
+    let cluster = RedisCluster::start();
+    let l = Locker::builder()
+        .store(cluster.url())
+        .prefix("app:")
+        .build()
+        .expect("locker");
+    let mut want = Vec::new();
+    for node in 0..3 {
+        let key = cluster.key_on(node, "app:listed");
+        let tagged = format!("{{{key}}}:t");
+        for k in [&key, &tagged] {
+            let name = k.strip_prefix("app:").unwrap_or(k).to_string();
+            l.try_acquire(name.as_str(), Duration::from_secs(10))
+                .await
+                .expect("acquire")
+                .release()
+                .await
+                .expect("release");
+            want.push(name);
+        }
+    }
+    let mut got = l.known_keys("", 100).await.expect("known keys");
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
