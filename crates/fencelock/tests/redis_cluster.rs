@@ -318,3 +318,52 @@ async fn known_keys_come_from_every_primary() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// Every primary loses its script cache (SCRIPT FLUSH, as after a restart): each
+/// operation reloads its script where it runs and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_script_cache_is_reloaded_on_the_node_that_answers() {
+    let cluster = RedisCluster::start();
+    let l = locker(cluster.url());
+    // Connect (and load the scripts) first.
+    l.try_acquire("warm-up", Duration::from_secs(5))
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+    for node in 0..3 {
+        for i in 0..3 {
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query(&mut cluster.nodes().connection(i))
+                .expect("SCRIPT FLUSH");
+        }
+        let key = cluster.key_on(node, "noscript");
+        let lease = l
+            .try_acquire(key.as_str(), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("acquire on node {node}: {e}"));
+        for i in 0..3 {
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query(&mut cluster.nodes().connection(i))
+                .expect("SCRIPT FLUSH");
+        }
+        lease
+            .extend(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("extend on node {node}: {e}"));
+        for i in 0..3 {
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query(&mut cluster.nodes().connection(i))
+                .expect("SCRIPT FLUSH");
+        }
+        lease
+            .release()
+            .await
+            .unwrap_or_else(|e| panic!("release on node {node}: {e}"));
+        assert_eq!(cluster.get(&key), None);
+    }
+}
