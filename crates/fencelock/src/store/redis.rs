@@ -72,9 +72,10 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_LUA));
 const FENCE_SUFFIX: &str = ":fencelock:fence";
 
 // The sibling names below take a lock key's sibling prefix (`<key>:fencelock:` on a
-// standalone node; `Layout::sibling_prefix` and docs/protocol.md for a cluster).
+// standalone node; `Layout::sibling_prefix` and docs/protocol.md for a cluster). The
+// names given are those of a standalone node.
 
-/// The sibling key holding a lock key's fencing counter.
+/// The sibling key holding a lock key's fencing counter (`<key>:fencelock:fence`).
 pub(crate) fn fence_key(prefix: &str) -> String {
     format!("{prefix}fence")
 }
@@ -91,29 +92,32 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// The sibling key holding a description of the current holder (for `status`).
+/// The sibling key holding a description of the current holder, for `status`
+/// (`<key>:fencelock:holder`).
 pub(crate) fn holder_key(prefix: &str) -> String {
     format!("{prefix}holder")
 }
 
-/// The sorted set of fair-mode waiters of a key, by ticket.
+/// The sorted set of fair-mode waiters of a key, by ticket (`<key>:fencelock:queue`).
 pub(crate) fn queue_key(prefix: &str) -> String {
     format!("{prefix}queue")
 }
 
-/// The sorted set of fair-mode waiters of a key, by the deadline of their entry.
+/// The sorted set of fair-mode waiters of a key, by the deadline of their entry
+/// (`<key>:fencelock:queue-deadline`).
 pub(crate) fn queue_deadline_key(prefix: &str) -> String {
     format!("{prefix}queue-deadline")
 }
 
-/// The channel on which a release of a key is announced.
+/// The channel on which a release of a key is announced (`<key>:fencelock:released`).
 pub(crate) fn release_channel(prefix: &str) -> String {
     format!("{prefix}released")
 }
 
 /// The channel `waiter` hears its notices on: a hand-off waiter its client's own
-/// `<prefix>to:<inbox>` (`release.lua` sends hand-offs there, so the other waiting
-/// clients are not woken for them), anyone else the key's release channel.
+/// `<prefix>to:<inbox>` (`<key>:fencelock:to:<inbox>`; `release.lua` sends hand-offs
+/// there, so the other waiting clients are not woken for them), anyone else the key's
+/// release channel.
 fn waiter_channel(prefix: &str, waiter: Option<&str>) -> String {
     match waiter.and_then(QueueTicket::handoff_inbox) {
         Some(inbox) => format!("{prefix}to:{inbox}"),
