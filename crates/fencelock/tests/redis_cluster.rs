@@ -367,3 +367,35 @@ async fn a_flushed_script_cache_is_reloaded_on_the_node_that_answers() {
         assert_eq!(cluster.get(&key), None);
     }
 }
+
+/// A cluster is one Redlock node among independent ones: a quorum of a cluster and two
+/// standalone servers locks on all three, and holds with one standalone server gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_counts_as_one_node_of_a_redlock_quorum() {
+    let cluster = RedisCluster::start();
+    let standalone = support::Cluster::start(2);
+    let mut urls = vec![cluster.url()];
+    urls.extend(standalone.urls());
+    let l = Locker::builder()
+        .stores(urls)
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("a cluster and two servers");
+    let lease = l
+        .try_acquire("quorum", Duration::from_secs(10))
+        .await
+        .expect("acquire");
+    support::eventually("every node holds the key", || {
+        cluster.get("quorum").as_deref() == Some(lease.value())
+            && (0..2).all(|i| standalone.get(i, "quorum").as_deref() == Some(lease.value()))
+    })
+    .await;
+    lease.release().await.expect("release");
+    standalone.kill(1);
+    let lease = l
+        .try_acquire("quorum", Duration::from_secs(10))
+        .await
+        .expect("a majority is the cluster and one server");
+    assert_eq!(cluster.get("quorum").as_deref(), Some(lease.value()));
+    lease.release().await.expect("release");
+}
