@@ -235,10 +235,11 @@ async fn fencelock_and_npm_redlock_on_an_ioredis_cluster_exclude_each_other() {
     assert_eq!(counts.get("npm"), Some(&90));
 }
 
-/// The held key's slot moves to another primary while the lease renews itself every
-/// few hundred milliseconds: the holder keeps it through every stage of the move
-/// (MIGRATING/IMPORTING, keys moved but the slot not yet reassigned: ASK; reassigned:
-/// MOVED), and a rival is refused.
+/// The held key's slot moves to another primary, one key at a time, while the lease
+/// renews itself every few hundred milliseconds: the holder keeps it through every
+/// stage of the move (MIGRATING/IMPORTING; the lock key moved before its counter: ASK;
+/// reassigned: MOVED), and a rival is never granted it (while the slot is split, its
+/// acquire meets TRYAGAIN and gives up unavailable; afterwards it is refused as held).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_keys_slot_moves_to_another_primary_and_the_holder_keeps_it() {
     let cluster = Arc::new(RedisCluster::start());
@@ -253,18 +254,35 @@ async fn a_held_keys_slot_moves_to_another_primary_and_the_holder_keeps_it() {
     let token = lease.token();
     let moving = {
         let cluster = cluster.clone();
+        let rival = rival.clone();
+        let key = key.clone();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let mut stages = Vec::new();
             cluster.move_slot(slot, 1, |stage| {
-                stages.push(stage.to_string());
                 // Longer than the TTL: the lease lives only if renewals get through.
                 std::thread::sleep(Duration::from_millis(2500));
+                // Half-moved or not, the key is still held.
+                let tried =
+                    runtime.block_on(rival.try_acquire(key.as_str(), Duration::from_secs(5)));
+                // While the slot is split, the rival's script (which names siblings
+                // that do not exist) meets TRYAGAIN until the move ends, and gives up
+                // unavailable; never granted.
+                let rival = match tried {
+                    Err(e) if e.is_contended() || e.is_unavailable() => "refused".to_string(),
+                    Err(e) => format!("failed: {e}"),
+                    Ok(l) => format!("GRANTED {}", l.value()),
+                };
+                stages.push(format!("{stage}: rival {rival}"));
             });
             stages
         })
     };
     let stages = moving.await.expect("moving the slot");
     assert!(stages.len() >= 2, "{stages:?}");
+    for stage in &stages {
+        assert!(stage.ends_with("rival refused"), "{stages:#?}");
+    }
     assert!(!lease.is_lost(), "lost during {stages:?}");
     assert_eq!(
         cluster.nodes().get(1, &key).as_deref(),

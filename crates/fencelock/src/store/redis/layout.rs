@@ -53,9 +53,9 @@ impl Layout {
         if key.contains('}') {
             return Err(format!(
                 "the key {key:?} has no hash tag and contains '}}', so no sibling key \
-                 fencelock could name lands in its Redis Cluster slot; give it a hash \
-                 tag, as in {{{}}}",
-                key.replace('}', "")
+                 fencelock could name lands in its Redis Cluster slot; use a key with a \
+                 hash tag instead (a {{…}} part without '}}' inside, e.g. {{{}}})",
+                key.replace(['{', '}'], "")
             ));
         }
         Ok(format!("{{{key}}}{INFIX}{WRAPPED}"))
