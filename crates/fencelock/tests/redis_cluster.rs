@@ -417,3 +417,57 @@ async fn a_cluster_counts_as_one_node_of_a_redlock_quorum() {
     assert_eq!(cluster.get("quorum").as_deref(), Some(lease.value()));
     lease.release().await.expect("release");
 }
+
+/// The first seed of the URL is down: the client finds the cluster through the others,
+/// and its release notices too (a waiter that never polls is woken by the release,
+/// long before the holder's TTL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_that_is_down_costs_neither_locks_nor_notices() {
+    let cluster = RedisCluster::start();
+    // A port nobody listens on: bound, then closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = cluster.url().replacen(
+        "redis+cluster://",
+        &format!("redis+cluster://127.0.0.1:{dead},"),
+        1,
+    );
+    let patient = || {
+        Locker::builder()
+            .store(url.clone())
+            .retry_delay(Duration::from_secs(3600))
+            .retry_jitter(Duration::from_millis(5))
+            .request_timeout(Duration::from_secs(2))
+            .build()
+            .expect("locker")
+    };
+    let (holder, waiter) = (patient(), patient());
+    let key = cluster.key_on(2, "seed-down");
+    let lease = holder
+        .acquire(key.as_str(), Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let waiting = {
+        let key = key.clone();
+        tokio::spawn(async move {
+            waiter
+                .acquire_with(
+                    key.as_str(),
+                    Duration::from_secs(10),
+                    &AcquireOptions::default().wait_forever(),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished());
+    lease.release().await.expect("release");
+    let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the release notice did not wake the waiter")
+        .expect("task")
+        .expect("acquire");
+    got.release().await.expect("release");
+}

@@ -292,21 +292,9 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
             }
         }
         let Some(s) = shared.upgrade() else { return };
-        // After a failure, the next seed of a cluster (a standalone node has one).
-        let client = &s.clients[failures as usize % s.clients.len().max(1)];
-        let connect = tokio::time::timeout(s.options.connect_timeout, client.get_async_pubsub());
-        let pubsub = match connect.await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                fail_pending(&s, &mut pending, &mut commands, &classify(&s.name, &e));
-                drop(s);
-                failures += 1;
-                backoff(failures).await;
-                continue;
-            }
-            Err(_) => {
-                let e =
-                    NodeError::new(NodeErrorKind::Timeout, &s.name, "pub/sub connect timed out");
+        let pubsub = match connect_any(&s, failures as usize).await {
+            Ok(p) => p,
+            Err(e) => {
                 fail_pending(&s, &mut pending, &mut commands, &e);
                 drop(s);
                 failures += 1;
@@ -443,6 +431,26 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
         drop(s);
         backoff(failures).await;
     }
+}
+
+/// A pub/sub connection to the first of `s.clients` that takes one, starting at
+/// `start` (mod their number): a standalone node has one; a Redis Cluster has one per
+/// seed, and a seed that is down must not cost the waiters their notices. The error is
+/// the last one met.
+async fn connect_any(s: &Shared, start: usize) -> Result<redis::aio::PubSub, NodeError> {
+    let n = s.clients.len();
+    let mut last = NodeError::new(NodeErrorKind::Io, &s.name, "no node to subscribe on");
+    for k in 0..n {
+        let client = &s.clients[(start + k) % n];
+        match tokio::time::timeout(s.options.connect_timeout, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => return Ok(p),
+            Ok(Err(e)) => last = classify(&s.name, &e),
+            Err(_) => {
+                last = NodeError::new(NodeErrorKind::Timeout, &s.name, "pub/sub connect timed out");
+            }
+        }
+    }
+    Err(last)
 }
 
 /// Answers queued subscribe requests with the connection error, so their waiters fall
