@@ -133,53 +133,63 @@ async fn odd_keys_keep_their_siblings_in_their_slot_or_are_refused() {
     assert_eq!(left, Vec::<String>::new(), "lock keys left behind");
 }
 
-/// A waiter that never polls (retry delay one hour) gets the lock well before the
-/// holder's 60 s TTL: only the release notice can wake it. The key lives on another
-/// node than the first seed, where the waiter's pub/sub connection is.
+/// A locker that never polls (retry delay one hour): it can only get in quickly through
+/// a release notice or the holder's TTL.
+fn patient(url: &str) -> Locker {
+    Locker::builder()
+        .store(url)
+        .retry_delay(Duration::from_secs(3600))
+        .retry_jitter(Duration::from_millis(5))
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .expect("locker")
+}
+
+/// Two patient lockers on `url`: one holds `key` for 60 s, the other waits for it
+/// (`options`), then the holder releases. The waiter must get the key within 30 s,
+/// which only the release notice can make happen.
+async fn the_release_wakes_the_waiter(
+    cluster: &RedisCluster,
+    url: &str,
+    key: &str,
+    options: AcquireOptions,
+) {
+    let (holder, waiter) = (patient(url), patient(url));
+    let lease = holder
+        .acquire(key, Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    let waiting = {
+        let key = key.to_string();
+        tokio::spawn(async move {
+            waiter
+                .acquire_with(key.as_str(), Duration::from_secs(10), &options)
+                .await
+        })
+    };
+    // Give the waiter time to be refused and start listening (not a threshold: a
+    // waiter that is slower only wakes up later, at its retry).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished());
+    lease.release().await.expect("release");
+    let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the release notice did not wake the waiter")
+        .expect("task")
+        .expect("acquire");
+    assert_eq!(cluster.get(key).as_deref(), Some(got.value()));
+    got.release().await.expect("release");
+}
+
+/// The key lives on another node than the first seed, where the waiter's pub/sub
+/// connection is; plain and fair waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_is_woken_by_a_release_on_another_node() {
     let cluster = RedisCluster::start();
-    let patient = |url: String| {
-        Locker::builder()
-            .store(url)
-            .retry_delay(Duration::from_secs(3600))
-            .retry_jitter(Duration::from_millis(5))
-            .request_timeout(Duration::from_secs(2))
-            .build()
-            .expect("locker")
-    };
-    for (node, fair) in [(1, false), (2, true)] {
+    let wait = AcquireOptions::default().wait_forever();
+    for (node, options) in [(1, wait.clone()), (2, wait.fair())] {
         let key = cluster.key_on(node, "wake");
-        let holder = patient(cluster.url());
-        let waiter = patient(cluster.url());
-        let lease = holder
-            .acquire(key.as_str(), Duration::from_secs(60))
-            .await
-            .expect("acquire");
-        let waiting = {
-            let key = key.clone();
-            tokio::spawn(async move {
-                let mut options = AcquireOptions::default().wait_forever();
-                if fair {
-                    options = options.fair();
-                }
-                waiter
-                    .acquire_with(key.as_str(), Duration::from_secs(10), &options)
-                    .await
-            })
-        };
-        // Give the waiter time to be refused and start listening (not a threshold:
-        // a waiter that is slower only wakes up later, at its retry).
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(!waiting.is_finished());
-        lease.release().await.expect("release");
-        let got = tokio::time::timeout(Duration::from_secs(30), waiting)
-            .await
-            .expect("the release notice did not wake the waiter")
-            .expect("task")
-            .expect("acquire");
-        assert_eq!(cluster.get(&key).as_deref(), Some(got.value()));
-        got.release().await.expect("release");
+        the_release_wakes_the_waiter(&cluster, &cluster.url(), &key, options).await;
     }
 }
 
@@ -351,33 +361,18 @@ async fn a_flushed_script_cache_is_reloaded_on_the_node_that_answers() {
         .await
         .expect("release");
     for node in 0..3 {
-        for i in 0..3 {
-            let _: () = redis::cmd("SCRIPT")
-                .arg("FLUSH")
-                .query(&mut cluster.nodes().connection(i))
-                .expect("SCRIPT FLUSH");
-        }
+        cluster.flush_scripts();
         let key = cluster.key_on(node, "noscript");
         let lease = l
             .try_acquire(key.as_str(), Duration::from_secs(5))
             .await
             .unwrap_or_else(|e| panic!("acquire on node {node}: {e}"));
-        for i in 0..3 {
-            let _: () = redis::cmd("SCRIPT")
-                .arg("FLUSH")
-                .query(&mut cluster.nodes().connection(i))
-                .expect("SCRIPT FLUSH");
-        }
+        cluster.flush_scripts();
         lease
             .extend(Duration::from_secs(10))
             .await
             .unwrap_or_else(|e| panic!("extend on node {node}: {e}"));
-        for i in 0..3 {
-            let _: () = redis::cmd("SCRIPT")
-                .arg("FLUSH")
-                .query(&mut cluster.nodes().connection(i))
-                .expect("SCRIPT FLUSH");
-        }
+        cluster.flush_scripts();
         lease
             .release()
             .await
@@ -434,40 +429,12 @@ async fn a_seed_that_is_down_costs_neither_locks_nor_notices() {
         &format!("redis+cluster://127.0.0.1:{dead},"),
         1,
     );
-    let patient = || {
-        Locker::builder()
-            .store(url.clone())
-            .retry_delay(Duration::from_secs(3600))
-            .retry_jitter(Duration::from_millis(5))
-            .request_timeout(Duration::from_secs(2))
-            .build()
-            .expect("locker")
-    };
-    let (holder, waiter) = (patient(), patient());
     let key = cluster.key_on(2, "seed-down");
-    let lease = holder
-        .acquire(key.as_str(), Duration::from_secs(60))
-        .await
-        .expect("acquire");
-    let waiting = {
-        let key = key.clone();
-        tokio::spawn(async move {
-            waiter
-                .acquire_with(
-                    key.as_str(),
-                    Duration::from_secs(10),
-                    &AcquireOptions::default().wait_forever(),
-                )
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished());
-    lease.release().await.expect("release");
-    let got = tokio::time::timeout(Duration::from_secs(30), waiting)
-        .await
-        .expect("the release notice did not wake the waiter")
-        .expect("task")
-        .expect("acquire");
-    got.release().await.expect("release");
+    the_release_wakes_the_waiter(
+        &cluster,
+        &url,
+        &key,
+        AcquireOptions::default().wait_forever(),
+    )
+    .await;
 }

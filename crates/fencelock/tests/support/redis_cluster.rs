@@ -152,6 +152,16 @@ impl RedisCluster {
         keys
     }
 
+    /// `SCRIPT FLUSH` on every node (as after restarts without the scripts).
+    pub fn flush_scripts(&self) {
+        for i in 0..self.nodes.len() {
+            let _: () = redis::cmd("SCRIPT")
+                .arg("FLUSH")
+                .query(&mut self.nodes.connection(i))
+                .expect("SCRIPT FLUSH");
+        }
+    }
+
     fn id(&self, i: usize) -> String {
         redis::cmd("CLUSTER")
             .arg("MYID")
