@@ -438,3 +438,78 @@ async fn a_seed_that_is_down_costs_neither_locks_nor_notices() {
     )
     .await;
 }
+
+/// A standalone node keeps the names of before cluster support, byte for byte (so old
+/// and new clients mix during a rolling upgrade): siblings `<key>:fencelock:<kind>`, and
+/// the release notices on `<key>:fencelock:released` / `<key>:fencelock:to:<inbox>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_nodes_keep_their_names_and_channels() {
+    let node = support::Cluster::start(1);
+    let mut listener = node.connection(0);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let listening = std::thread::spawn(move || {
+        let mut pubsub = listener.as_pubsub();
+        pubsub.psubscribe("*").expect("PSUBSCRIBE");
+        pubsub
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("read timeout");
+        ready_tx.send(()).expect("ready");
+        while let Ok(message) = pubsub.get_message() {
+            if tx.send(message.get_channel_name().to_string()).is_err() {
+                break;
+            }
+        }
+    });
+    ready_rx.recv().expect("listening");
+    let url = node.url(0);
+    for options in [
+        AcquireOptions::default().wait_forever(),
+        AcquireOptions::default().wait_forever().fair(),
+    ] {
+        let (holder, waiter) = (patient(&url), patient(&url));
+        let lease = holder
+            .acquire("wire", Duration::from_secs(60))
+            .await
+            .expect("acquire");
+        let waiting = tokio::spawn(async move {
+            waiter
+                .acquire_with("wire", Duration::from_secs(10), &options)
+                .await
+        });
+        support::eventually("the waiter is in line", || {
+            node.keys(0).contains(&"wire:fencelock:queue".to_string())
+        })
+        .await;
+        let mut keys = node.keys(0);
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "wire",
+                "wire:fencelock:fence",
+                "wire:fencelock:queue",
+                "wire:fencelock:queue-deadline"
+            ]
+        );
+        lease.release().await.expect("release");
+        let got = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("woken")
+            .expect("task")
+            .expect("acquire");
+        got.release().await.expect("release");
+    }
+    drop(listening);
+    let channels: std::collections::BTreeSet<String> = rx.iter().collect();
+    assert!(!channels.is_empty(), "no notice seen");
+    for channel in &channels {
+        let ok = channel == "wire:fencelock:released"
+            || channel
+                .strip_prefix("wire:fencelock:to:")
+                .is_some_and(|inbox| {
+                    inbox.len() == 16 && inbox.chars().all(|c| c.is_ascii_hexdigit())
+                });
+        assert!(ok, "a notice on {channel:?}: {channels:?}");
+    }
+}
