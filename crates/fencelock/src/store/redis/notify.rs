@@ -1,4 +1,6 @@
 //! Release notices from one Redis node: one pub/sub connection, shared by every waiter.
+//! For a Redis Cluster store the connection goes to one seed node (the first that
+//! answers): a `PUBLISH` there reaches the subscribers of every node.
 //!
 //! A connection per waiter is how lock clients run a server out of connections, so each
 //! node gets a single pub/sub connection, owned by a background task and made on the
