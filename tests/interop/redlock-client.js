@@ -13,6 +13,10 @@
 //   --mode hold: acquire once, print "acquired <value>" on stdout, hold H ms,
 //     release, print "released <wall clock ms>". Used by the hand-off tests.
 //
+// --cluster: the URLs are seed nodes of ONE Redis Cluster, reached through one ioredis
+//   `Cluster` client (which follows MOVED/ASK); redlock then has a single "node", as
+//   fencelock's redis+cluster:// store counts a cluster as one Redlock node.
+//
 // Exit status: 0 when everything was done; 1 with a message on stderr otherwise
 // (could not acquire within --acquire-timeout-ms, release failed, bad arguments…).
 "use strict";
@@ -26,7 +30,8 @@ const USAGE = `usage: node redlock-client.js --urls redis://127.0.0.1:P1,... --k
        [--ttl-ms N=2000] [--iterations K=1] [--hold-ms H=0] [--log FILE]
        [--mode loop|hold] [--name NAME=npm] [--retry-delay-ms 20]
        [--retry-jitter-ms 10] [--acquire-timeout-ms 30000]
-       [--command-timeout-ms 1000] [--duration-ms D] [--rest-ms R] [--verbose]`;
+       [--command-timeout-ms 1000] [--duration-ms D] [--rest-ms R] [--cluster]
+       [--verbose]`;
 
 /** Fail with a message on stderr and exit status 1 (or 2 for usage errors). */
 function die(message, status = 1) {
@@ -53,6 +58,7 @@ function parseCli() {
         "command-timeout-ms": { type: "string", default: "1000" },
         "duration-ms": { type: "string", default: "0" },
         "rest-ms": { type: "string", default: "0" },
+        cluster: { type: "boolean", default: false },
         verbose: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
       },
@@ -96,6 +102,7 @@ function parseCli() {
     commandTimeoutMs: int("command-timeout-ms", 1),
     durationMs: int("duration-ms", 0),
     restMs: int("rest-ms", 0),
+    cluster: values.cluster,
     verbose: values.verbose,
   };
   if (opts.urls.length === 0) die("--urls lists no URL", 2);
@@ -130,15 +137,26 @@ async function main() {
 
   // No offline queue and a command timeout: a killed or paused node must count as
   // a vote against quickly, not hold every operation until it comes back.
-  const clients = opts.urls.map((url) => {
-    const client = new Redis(url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      connectTimeout: 2000,
-      commandTimeout: opts.commandTimeoutMs,
-      retryStrategy: (times) => Math.min(times * 50, 500),
-    });
+  const nodeOptions = {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 2000,
+    commandTimeout: opts.commandTimeoutMs,
+    retryStrategy: (times) => Math.min(times * 50, 500),
+  };
+  const seeds = opts.urls.map((url) => {
+    const u = new URL(url);
+    return { host: u.hostname, port: Number(u.port || 6379) };
+  });
+  const clients = (opts.cluster ? [seeds.map((s) => `${s.host}:${s.port}`).join(",")] : opts.urls).map((url) => {
+    const client = opts.cluster
+      ? new Redis.Cluster(seeds, {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        redisOptions: { ...nodeOptions, lazyConnect: undefined },
+      })
+      : new Redis(url, nodeOptions);
     // Without a listener ioredis prints "Unhandled error event" for every failed
     // reconnect; node failures are part of the tests, so only report them if asked.
     client.on("error", (err) => {

@@ -44,8 +44,9 @@ pub struct Global {
     #[arg(
         long = "store",
         help = "Store URL: redis://[user@]host:port[/db], rediss://… (TLS, see --ca-cert), \
-                or sqlite:///path/file.db. Repeat it with several independent Redis servers \
-                for a Redlock quorum. Give Redis passwords with FENCELOCK_PASSWORD or \
+                redis+cluster://host:port[,host:port…] (one Redis Cluster, which counts as \
+                one Redlock node), or sqlite:///path/file.db. Repeat it with several \
+                independent Redis servers for a Redlock quorum. Give Redis passwords with FENCELOCK_PASSWORD or \
                 --password-file rather than in the URL, which `ps` shows. \
                 [default: sqlite:///run/lock/fencelock/locks.db, shared by every local \
                 user]",

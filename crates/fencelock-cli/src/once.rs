@@ -157,11 +157,7 @@ async fn store_now(locker: &Locker) -> Result<u64, Failure> {
         .duration_since(UNIX_EPOCH)
         .map(duration::millis)
         .unwrap_or(0);
-    if !locker
-        .stores()
-        .iter()
-        .any(|s| s.starts_with("redis://") || s.starts_with("rediss://"))
-    {
+    if !locker.stores().iter().any(|s| s.starts_with("redis")) {
         return Ok(local);
     }
     // diagnose() reports its findings (persistence, eviction …) as log lines: they

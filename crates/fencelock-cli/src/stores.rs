@@ -33,9 +33,20 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
         }
         return Ok(vec![crate::shared::default_url()?]);
     }
-    let mut urls = Vec::with_capacity(global.stores.len());
+    let mut urls: Vec<String> = Vec::with_capacity(global.stores.len());
     for url in &global.stores {
         let url = url.trim();
+        // clap splits --store and FENCELOCK_STORE at commas, which also separate the
+        // seeds of one Redis Cluster (redis+cluster://h1:p1,h2:p2): a bare host:port
+        // after a cluster URL is its next seed.
+        if !url.is_empty()
+            && !url.contains("://")
+            && let Some(cluster) = urls.last_mut().filter(|u| is_cluster_url(u))
+        {
+            cluster.push(',');
+            cluster.push_str(url);
+            continue;
+        }
         if url.is_empty() {
             return Err(Failure::usage(
                 "an empty store URL was given (--store '', or a blank entry in \
@@ -49,10 +60,20 @@ pub fn urls(global: &Global) -> Result<Vec<String>, Failure> {
                  sqlite:///path/locks.db on one host or redis://host:port across hosts",
             ));
         }
-        crate::shared::prepare_explicit(url)?;
         urls.push(url.to_string());
     }
+    for url in &urls {
+        crate::shared::prepare_explicit(url)?;
+    }
     Ok(urls)
+}
+
+/// `redis+cluster://…` or `rediss+cluster://…`: one Redis Cluster, named by its seeds.
+fn is_cluster_url(url: &str) -> bool {
+    url.split_once("://").is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("redis+cluster")
+            || scheme.eq_ignore_ascii_case("rediss+cluster")
+    })
 }
 
 /// The locker builder every command starts from (`doctor` included, so that what it

@@ -158,8 +158,10 @@ impl std::fmt::Debug for LockerBuilder {
 
 impl LockerBuilder {
     /// Adds a store by URL: `redis://[user:pass@]host:port[/db]`, `rediss://…`,
+    /// `redis+cluster://host:port[,host:port…]` (one Redis Cluster, named by seed nodes),
     /// `sqlite:///path/file.db` or `memory://[name]`. Several Redis URLs make a Redlock
-    /// quorum; they must be independent servers.
+    /// quorum; they must be independent servers (a Redis Cluster counts as one: its
+    /// failover is not independence).
     pub fn store(mut self, url: impl Into<String>) -> Self {
         self.urls.push(url.into());
         self
@@ -465,7 +467,8 @@ impl LockerBuilder {
         if nodes.len() > 1
             && nodes
                 .iter()
-                .any(|n| !n.name().starts_with("redis://") && !n.name().starts_with("rediss://"))
+                // redis://, rediss://, redis+cluster://, rediss+cluster://
+                .any(|n| !n.name().starts_with("redis"))
         {
             return Err(Error::config(
                 "only Redis stores can be combined into a Redlock quorum; \

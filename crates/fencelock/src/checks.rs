@@ -499,12 +499,14 @@ fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration
             );
         }
         if n.cluster == Some(true) {
+            // Only a redis+cluster:// store gets this far: a cluster node named by a
+            // standalone URL is refused when connecting.
             push(
-                Severity::Warning,
+                Severity::Note,
                 node,
-                "runs in Redis Cluster mode: keys of another slot answer MOVED, and a \
-                 failover to a replica can lose a lock; Redlock wants independent \
-                 standalone servers"
+                "is a Redis Cluster, which counts as one Redlock node: a failover to a \
+                 replica can lose a lock (replication is asynchronous), so for Redlock's \
+                 guarantee through failures list several independent stores"
                     .into(),
             );
         }

@@ -205,8 +205,10 @@ pub enum NodeErrorKind {
     OutOfMemory,
     /// The node is busy (loading its dataset, running a long script …); retry later.
     Busy,
-    /// The node is part of a Redis Cluster and redirected us (MOVED/ASK); Redlock wants
-    /// independent nodes.
+    /// A Redis Cluster problem that retrying cannot fix: a cluster node named by a
+    /// standalone `redis://` URL (name the cluster with `redis+cluster://`), or on a
+    /// cluster, lock keys whose sibling keys cannot share their slot (keys of one lock
+    /// in different slots, or a key without a hash tag that contains `}`).
     Cluster,
     /// The TLS handshake failed on the node's certificate (untrusted CA, wrong host
     /// name, expired): give the CA with `?ca=` or `LockerBuilder::ca_cert`.

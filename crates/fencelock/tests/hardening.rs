@@ -624,7 +624,9 @@ async fn busy_node_is_unavailable_then_recovers() {
 }
 
 #[tokio::test]
-async fn a_cluster_node_is_a_config_error_saying_redlock_wants_independent_nodes() {
+/// A Redis Cluster node named by a standalone `redis://` URL is refused with a pointer
+/// to `redis+cluster://`, which then works through the same node.
+async fn a_cluster_node_as_a_standalone_url_is_a_config_error_naming_the_cluster_scheme() {
     let a = Server::start(&[
         "--cluster-enabled",
         "yes",
@@ -654,11 +656,27 @@ async fn a_cluster_node_is_a_config_error_saying_redlock_wants_independent_nodes
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let locker = builder().store(a.url()).build().unwrap();
-    let e = locker.try_acquire("k", TTL).await.unwrap_err();
-    assert!(e.is_config(), "{e:?}");
-    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::Cluster, "{e}");
-    assert!(e.to_string().contains("independent nodes"), "{e}");
+    // Either node, the one that redirects and the one that serves the slot.
+    for url in [a.url(), b.url()] {
+        let locker = builder().store(url).build().unwrap();
+        let e = locker.try_acquire("k", TTL).await.unwrap_err();
+        assert!(e.is_config(), "{e:?}");
+        assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::Cluster, "{e}");
+        assert!(e.to_string().contains("redis+cluster://"), "{e}");
+        assert!(e.to_string().contains("one Redlock node"), "{e}");
+    }
+    assert_eq!(
+        b.run(&["DBSIZE"]),
+        redis::Value::Int(0),
+        "a refused node was written to"
+    );
+    let cluster = format!("redis+cluster://127.0.0.1:{}", a.port());
+    let locker = builder().store(cluster).build().unwrap();
+    let lease = locker
+        .try_acquire("k", TTL)
+        .await
+        .expect("through redis+cluster://");
+    lease.release().await.expect("release");
 }
 
 #[tokio::test]

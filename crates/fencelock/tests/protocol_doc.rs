@@ -257,7 +257,11 @@ fn every_sibling_key_and_channel_is_documented() {
     }
     let missing: Vec<String> = found
         .iter()
-        .filter(|(suffix, _)| !doc.contains(&format!("<key>{SIBLING_MARK}{suffix}")))
+        // `{<key>}:fencelock:c:…`: a Redis Cluster key without a hash tag (layout.rs).
+        .filter(|(suffix, _)| {
+            !doc.contains(&format!("<key>{SIBLING_MARK}{suffix}"))
+                && !doc.contains(&format!("{{<key>}}{SIBLING_MARK}{suffix}"))
+        })
         .map(|(suffix, file)| {
             format!("`<key>{SIBLING_MARK}{suffix}` (named in {file}) is not in {DOC}: document it")
         })

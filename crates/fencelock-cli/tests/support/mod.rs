@@ -50,6 +50,59 @@ impl Cluster {
         Cluster { nodes, dir }
     }
 
+    /// Three primaries joined into one Redis Cluster (`redis-cli --cluster create`, no
+    /// replicas); returns once every node says `cluster_state:ok`. Name it with
+    /// [`Cluster::cluster_url`].
+    pub fn start_redis_cluster() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let conf = format!("nodes-{i}.conf");
+            nodes.push(start_node(
+                dir.path(),
+                i,
+                &["--cluster-enabled", "yes", "--cluster-config-file", &conf],
+            ));
+        }
+        let cluster = Cluster { nodes, dir };
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(
+                cluster
+                    .nodes
+                    .iter()
+                    .map(|n| format!("127.0.0.1:{}", n.port)),
+            )
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed");
+        assert!(out.status.success(), "redis-cli --cluster create: {out:?}");
+        let deadline = Instant::now() + PATIENCE;
+        while !(0..3).all(|i| {
+            cluster
+                .command(i, &["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the cluster never formed\n{}",
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`: every node as a seed.
+    pub fn cluster_url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
     /// `redis://127.0.0.1:PORT` of every node.
     pub fn urls(&self) -> Vec<String> {
         self.nodes

@@ -25,6 +25,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError, Script, Value};
 
 use super::url::{RedisUrl, StoreOptions};
@@ -34,7 +36,10 @@ use super::{
 use crate::checks::Probe;
 use crate::error::{Error, NodeError, NodeErrorKind};
 
+mod layout;
 mod notify;
+
+pub(crate) use layout::Layout;
 
 /// Prepended to the scripts that number grants (acquire, release with hand-off), keep or
 /// retire counters (commit, extend, release), read the counter seed (forget) or address
@@ -62,9 +67,13 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_LUA));
 /// The tail of the sibling key holding a lock key's fencing counter.
 const FENCE_SUFFIX: &str = ":fencelock:fence";
 
-/// The sibling key holding a lock key's fencing counter.
-pub(crate) fn fence_key(key: &str) -> String {
-    format!("{key}{FENCE_SUFFIX}")
+// The sibling names below take a lock key's sibling prefix (`<key>:fencelock:` on a
+// standalone node; `Layout::sibling_prefix` and docs/protocol.md for a cluster). The
+// names given are those of a standalone node.
+
+/// The sibling key holding a lock key's fencing counter (`<key>:fencelock:fence`).
+pub(crate) fn fence_key(prefix: &str) -> String {
+    format!("{prefix}fence")
 }
 
 /// `s` with Redis glob characters escaped, for SCAN MATCH.
@@ -79,34 +88,139 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// The sibling key holding a description of the current holder (for `status`).
-pub(crate) fn holder_key(key: &str) -> String {
-    format!("{key}:fencelock:holder")
+/// The sibling key holding a description of the current holder, for `status`
+/// (`<key>:fencelock:holder`).
+pub(crate) fn holder_key(prefix: &str) -> String {
+    format!("{prefix}holder")
 }
 
-/// The sorted set of fair-mode waiters of `key`, by ticket.
-pub(crate) fn queue_key(key: &str) -> String {
-    format!("{key}:fencelock:queue")
+/// The sorted set of fair-mode waiters of a key, by ticket (`<key>:fencelock:queue`).
+pub(crate) fn queue_key(prefix: &str) -> String {
+    format!("{prefix}queue")
 }
 
-/// The sorted set of fair-mode waiters of `key`, by the deadline of their entry.
-pub(crate) fn queue_deadline_key(key: &str) -> String {
-    format!("{key}:fencelock:queue-deadline")
+/// The sorted set of fair-mode waiters of a key, by the deadline of their entry
+/// (`<key>:fencelock:queue-deadline`).
+pub(crate) fn queue_deadline_key(prefix: &str) -> String {
+    format!("{prefix}queue-deadline")
 }
 
-/// The channel on which a release of `key` is announced.
-pub(crate) fn release_channel(key: &str) -> String {
-    format!("{key}:fencelock:released")
+/// The channel on which a release of a key is announced (`<key>:fencelock:released`).
+pub(crate) fn release_channel(prefix: &str) -> String {
+    format!("{prefix}released")
 }
 
 /// The channel `waiter` hears its notices on: a hand-off waiter its client's own
-/// `<key>:fencelock:to:<inbox>` (`release.lua` sends hand-offs there, so the other
-/// waiting clients are not woken for them), anyone else the key's release channel.
-fn waiter_channel(key: &str, waiter: Option<&str>) -> String {
+/// `<prefix>to:<inbox>` (`<key>:fencelock:to:<inbox>`; `release.lua` sends hand-offs
+/// there, so the other waiting clients are not woken for them), anyone else the key's
+/// release channel.
+fn waiter_channel(prefix: &str, waiter: Option<&str>) -> String {
     match waiter.and_then(QueueTicket::handoff_inbox) {
-        Some(inbox) => format!("{key}:fencelock:to:{inbox}"),
-        None => release_channel(key),
+        Some(inbox) => format!("{prefix}to:{inbox}"),
+        None => release_channel(prefix),
     }
+}
+
+/// A connection to a standalone node, or to a Redis Cluster (which routes each
+/// command by its first key and follows `MOVED`/`ASK`). Clones share it.
+#[derive(Clone)]
+enum Conn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+    /// A cluster connection that sends everything to one node (`host`, `port`): for
+    /// what is asked of each primary in turn (SCAN) or of one of them (the probe).
+    Routed(ClusterConnection, String, u16),
+}
+
+impl Conn {
+    fn route(host: &str, port: u16) -> redis::cluster_routing::RoutingInfo {
+        redis::cluster_routing::RoutingInfo::SingleNode(
+            redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                host: host.to_string(),
+                port,
+            },
+        )
+    }
+
+    /// One connection per primary of a cluster (from `CLUSTER NODES`, primaries that
+    /// are not marked failed, in address order); for a standalone node, itself.
+    async fn primaries(&self) -> Result<Vec<Conn>, RedisError> {
+        let Conn::Cluster(c) = self else {
+            return Ok(vec![self.clone()]);
+        };
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut c.clone())
+            .await?;
+        let mut primaries: Vec<(String, u16)> = text
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                if !flags.split(',').any(|f| f == "master")
+                    || flags.split(',').any(|f| f == "fail" || f == "noaddr")
+                {
+                    return None;
+                }
+                // ip:port@cport[,hostname]
+                let addr = fields.get(1)?.split(['@', ',']).next()?;
+                let (host, port) = addr.rsplit_once(':')?;
+                Some((host.to_string(), port.parse().ok()?))
+            })
+            .collect();
+        primaries.sort();
+        Ok(primaries
+            .into_iter()
+            .map(|(host, port)| Conn::Routed(c.clone(), host, port))
+            .collect())
+    }
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Routed(c, host, port) => {
+                let route = Conn::route(host, *port);
+                Box::pin(c.route_command(cmd.clone(), route))
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Routed(c, host, port) => {
+                let route = redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                Box::pin(c.route_pipeline(pipeline.clone(), offset, count, route))
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) | Conn::Routed(c, ..) => c.get_db(),
+        }
+    }
+}
+
+/// What connections are made with.
+// One per store, made once: the size of the cluster variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Connector {
+    Node(Client),
+    Cluster(ClusterClient),
 }
 
 /// A handle on one Redis node; clones share the connection.
@@ -117,11 +231,14 @@ pub(crate) struct RedisStore {
 
 struct Inner {
     name: String,
-    client: Client,
+    client: Connector,
+    /// How sibling keys are named: one Redis Cluster (`redis+cluster://`) keeps them
+    /// in their lock key's slot.
+    layout: Layout,
     config: AsyncConnectionConfig,
     /// The live connection, with a generation number so that a caller invalidates only
     /// the connection it saw fail, never a fresh one.
-    conn: Mutex<Option<(u64, MultiplexedConnection)>>,
+    conn: Mutex<Option<(u64, Conn)>>,
     /// Serialises connecting, so a burst of callers makes one connection, not many.
     connecting: tokio::sync::Mutex<()>,
     generation: std::sync::atomic::AtomicU64,
@@ -129,7 +246,7 @@ struct Inner {
     /// connection it went down. Its clean-up must use the same connection: a node that
     /// was stopped runs the bytes already in its socket when it wakes, so a release on
     /// any other connection could run before the late acquire and leave its key behind.
-    pinned: Mutex<HashMap<Arc<str>, (u64, MultiplexedConnection)>>,
+    pinned: Mutex<HashMap<Arc<str>, (u64, Conn)>>,
     notifier: notify::Notifier,
     /// The scripts' `counter_tail_ms` ([`StoreOptions::counter_retention`]).
     counter_tail_ms: u64,
@@ -151,15 +268,26 @@ impl RedisStore {
     /// [`crate::ErrorKind::InvalidInput`] when redis-rs refuses the address.
     pub(crate) fn new(url: RedisUrl, options: &StoreOptions) -> Result<Self, Error> {
         let name = url.redacted.clone();
-        let client = client_for(url, options)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(None);
+        let (client, layout, notices) = if url.cluster_seeds.is_empty() {
+            let client = client_for(url, options)?;
+            (
+                Connector::Node(client.clone()),
+                Layout::Standalone,
+                vec![client],
+            )
+        } else {
+            let (cluster, seeds) = cluster_client_for(url, options)?;
+            (Connector::Cluster(cluster), Layout::Cluster, seeds)
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
-                notifier: notify::Notifier::new(client.clone(), name.clone(), options.clone()),
+                notifier: notify::Notifier::new(notices, name.clone(), options.clone()),
                 name,
                 client,
+                layout,
                 config,
                 conn: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -169,6 +297,50 @@ impl RedisStore {
             }),
         })
     }
+}
+
+/// The redis-rs client for one Redis Cluster (`redis+cluster://`), and a plain client
+/// per seed node for release notices: a PUBLISH on a cluster reaches the subscribers
+/// of every node, so one pub/sub connection to any seed hears them all (the notifier
+/// moves on to the next seed when one is down).
+///
+/// # Errors
+///
+/// As [`client_for`], for any seed; [`crate::ErrorKind::InvalidInput`] when redis-rs
+/// refuses the seeds together (different passwords, TLS modes or databases).
+fn cluster_client_for(
+    url: RedisUrl,
+    options: &StoreOptions,
+) -> Result<(ClusterClient, Vec<Client>), Error> {
+    let name = url.redacted.clone();
+    let mut seeds = Vec::with_capacity(url.cluster_seeds.len());
+    for info in &url.cluster_seeds {
+        let mut seed = url.clone();
+        seed.info = info.clone();
+        seed.cluster_seeds.clear();
+        seeds.push(client_for(seed, options)?);
+    }
+    let infos: Vec<redis::ConnectionInfo> = seeds
+        .iter()
+        .map(|c| c.get_connection_info().clone())
+        .collect();
+    let mut builder = ClusterClient::builder(infos).connection_timeout(options.connect_timeout);
+    let ca = url.ca_cert.or_else(|| options.tls.ca_cert.clone());
+    if url.tls
+        && !options.tls.danger_accept_invalid_certs
+        && let Some(path) = ca
+    {
+        let pem = crate::tls::read_ca_pem(&path)
+            .map_err(|why| Error::config(format!("{name}: {why}")))?;
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        });
+    }
+    let cluster = builder
+        .build()
+        .map_err(|e| Error::invalid("store URL", format!("{name}: {e}")))?;
+    Ok((cluster, seeds))
 }
 
 /// The redis-rs client for one node: password from the options when the URL has
@@ -279,13 +451,22 @@ impl RedisStore {
     /// note.
     pub(crate) async fn probe(&self, prefix: &str, thorough: bool) -> Result<Probe, NodeError> {
         let inner = &self.inner;
-        let (generation, mut conn) = inner.connection().await?;
+        let (generation, conn) = inner.connection().await?;
         let fail = |e: RedisError| {
             if e.is_io_error() || e.is_connection_dropped() {
                 inner.invalidate(generation);
             }
             classify(&inner.name, &e)
         };
+        // A cluster answers through one of its primaries (the first by address): its
+        // clock, version and settings stand for the cluster's.
+        let mut conn = conn
+            .primaries()
+            .await
+            .map_err(fail)?
+            .into_iter()
+            .next()
+            .unwrap_or(conn);
         let mut probe = Probe::default();
 
         // Round trip: the median of three PINGs (thorough), else TIME's round trip.
@@ -378,7 +559,8 @@ impl RedisStore {
 
         if let Some(user) = probe.user.clone() {
             let key = format!("{prefix}fencelock-doctor");
-            let (q, c) = (queue_key(&key), release_channel(&key));
+            let siblings = inner.prefix(&key)?;
+            let (q, c) = (queue_key(&siblings), release_channel(&siblings));
             let mut missing = Vec::new();
             let mut checked = true;
             for command in NEEDED_COMMANDS {
@@ -441,7 +623,7 @@ impl RedisStore {
 }
 
 impl Inner {
-    fn current(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn current(&self) -> Option<(u64, Conn)> {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -449,7 +631,7 @@ impl Inner {
     }
 
     /// The shared connection, connecting first if there is none.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), NodeError> {
+    async fn connection(&self) -> Result<(u64, Conn), NodeError> {
         if let Some(c) = self.current() {
             return Ok(c);
         }
@@ -457,30 +639,55 @@ impl Inner {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .map_err(|e| classify(&self.name, &e))?;
-        self.vet(&mut conn).await?;
+        let mut conn = match &self.client {
+            Connector::Node(client) => {
+                let mut conn = client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+                    .map_err(|e| classify(&self.name, &e))?;
+                self.vet(&mut conn).await?;
+                Conn::Node(conn)
+            }
+            // The cluster client sends writes to the primary of each slot only, so
+            // there is no replica to refuse.
+            Connector::Cluster(client) => Conn::Cluster(
+                client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| classify(&self.name, &e))?,
+            ),
+        };
         // Load every script now, in one round trip: a clean-up queued behind a request
         // on a stopped node must not meet NOSCRIPT when the node wakes (its retry would
         // need an answer nobody waits for any more), and first use costs no extra trip.
         // Its answer is ignored: a failure here shows again, named, on first use (a user
         // needs SCRIPT LOAD anyway: redis-rs reloads on NOSCRIPT, it never falls back to
         // EVAL; docs/security.md).
-        let mut load = redis::pipe();
-        for source in [
+        let sources = [
             ACQUIRE_LUA,
             COMMIT_LUA,
             EXTEND_LUA,
             RELEASE_LUA,
             LEAVE_QUEUE_LUA,
             FORGET_LUA,
-        ] {
-            load.cmd("SCRIPT").arg("LOAD").arg(source);
+        ];
+        if let Conn::Cluster(_) = conn {
+            // One command each: redis-rs sends a lone SCRIPT LOAD to every node of the
+            // cluster, a pipeline to one node only.
+            for source in sources {
+                let _ = redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(source)
+                    .query_async::<Value>(&mut conn)
+                    .await;
+            }
+        } else {
+            let mut load = redis::pipe();
+            for source in sources {
+                load.cmd("SCRIPT").arg("LOAD").arg(source);
+            }
+            let _ = load.query_async::<Vec<Value>>(&mut conn).await;
         }
-        let _ = load.query_async::<Vec<Value>>(&mut conn).await;
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -489,11 +696,13 @@ impl Inner {
         Ok((generation, conn))
     }
 
-    /// Refuses a node that is a replica, before anything is sent to it. Skipped (with
-    /// a debug line) when the user may not run `INFO`.
+    /// Refuses a node that is a replica, or a Redis Cluster node named by a standalone
+    /// URL, before anything is sent to it. Skipped (with a debug line) when the user
+    /// may not run `INFO`.
     async fn vet(&self, conn: &mut MultiplexedConnection) -> Result<(), NodeError> {
         let info: String = match redis::cmd("INFO")
             .arg("replication")
+            .arg("cluster")
             .query_async(conn)
             .await
         {
@@ -505,6 +714,9 @@ impl Inner {
             Err(e) => return Err(classify(&self.name, &e)),
         };
         let fields = parse_info(&info);
+        if fields.get("cluster_enabled").is_some_and(|c| *c == "1") {
+            return Err(cluster_node_error(&self.name));
+        }
         if fields.get("role").is_some_and(|r| *r == "slave") {
             return Err(replica_error(&self.name));
         }
@@ -544,14 +756,14 @@ impl Inner {
         result
     }
 
-    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (u64, MultiplexedConnection)>> {
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, (u64, Conn)>> {
         self.pinned.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn run_on(
         &self,
         generation: u64,
-        mut conn: MultiplexedConnection,
+        mut conn: Conn,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Result<Value, NodeError> {
         match invocation.invoke_async::<Value>(&mut conn).await {
@@ -563,6 +775,47 @@ impl Inner {
                 Err(classify(&self.name, &e))
             }
         }
+    }
+
+    /// The sibling prefix of `key` ([`Layout::sibling_prefix`]).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeErrorKind::Cluster`] (a configuration error) for a cluster key that
+    /// cannot have siblings in its slot.
+    fn prefix(&self, key: &str) -> Result<String, NodeError> {
+        self.layout
+            .sibling_prefix(key)
+            .map_err(|why| NodeError::new(NodeErrorKind::Cluster, &self.name, why))
+    }
+
+    /// The sibling prefixes of the keys of one lock. On a cluster, the keys must share
+    /// one slot: each operation is one script, and a script touches one slot.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeErrorKind::Cluster`] (a configuration error) for a cluster key that
+    /// cannot have siblings in its slot, or keys in different slots.
+    fn prefixes(&self, keys: &[String]) -> Result<Vec<String>, NodeError> {
+        if self.layout == Layout::Cluster
+            && let Some(first) = keys.first()
+        {
+            let slot = layout::key_slot(first.as_bytes());
+            if let Some(other) = keys.iter().find(|k| layout::key_slot(k.as_bytes()) != slot) {
+                return Err(NodeError::new(
+                    NodeErrorKind::Cluster,
+                    &self.name,
+                    format!(
+                        "the keys {first:?} and {other:?} of one lock hash to different \
+                         Redis Cluster slots ({slot} and {}), and one script cannot touch \
+                         both: give the keys of a lock a common hash tag, as in \
+                         {{account}}:a and {{account}}:b",
+                        layout::key_slot(other.as_bytes())
+                    ),
+                ));
+            }
+        }
+        keys.iter().map(|k| self.prefix(k)).collect()
     }
 
     fn protocol(&self, what: &str, value: &Value) -> NodeError {
@@ -629,10 +882,11 @@ pub(crate) fn classify(node: &str, e: &RedisError) -> NodeError {
             "the replica lost its primary (replica-serve-stale-data no); list primaries only",
         ),
         "TRYAGAIN" => (NodeErrorKind::Busy, "the node asked to retry"),
-        "MOVED" | "ASK" | "CLUSTERDOWN" | "CROSSSLOT" => (
-            NodeErrorKind::Cluster,
-            "this node is part of a Redis Cluster; Redlock wants independent nodes: run \
-             standalone servers and list each as its own store URL",
+        "MOVED" | "ASK" | "CROSSSLOT" => (NodeErrorKind::Cluster, CLUSTER_HINT),
+        "CLUSTERDOWN" => (
+            NodeErrorKind::Busy,
+            "the Redis Cluster does not serve this key's slot right now (a failover or a \
+             resharding in progress?); retrying",
         ),
         "NOSCRIPT" => (
             NodeErrorKind::Other,
@@ -660,6 +914,21 @@ pub(crate) fn classify(node: &str, e: &RedisError) -> NodeError {
         message.push(')');
     }
     NodeError::new(kind, node, message)
+}
+
+/// How to name a Redis Cluster as a store; said wherever a cluster node shows up
+/// where a standalone node was expected.
+const CLUSTER_HINT: &str = "this node is part of a Redis Cluster: name the whole cluster as \
+     one store, redis+cluster://host:port[,host:port…] (one cluster counts as one Redlock \
+     node: its failover is not the independence Redlock's majority needs)";
+
+/// The error for a Redis Cluster node listed with a standalone URL.
+fn cluster_node_error(node: &str) -> NodeError {
+    NodeError::new(
+        NodeErrorKind::Cluster,
+        node,
+        format!("INFO cluster says cluster_enabled:1; {CLUSTER_HINT}"),
+    )
 }
 
 /// The error for a node that turned out to be a replica.
@@ -804,12 +1073,13 @@ impl Store for RedisStore {
             let Some(queue) = &lock.queue else {
                 return Ok(());
             };
+            let prefixes = inner.prefixes(&lock.keys)?;
             let mut inv = LEAVE_QUEUE.prepare_invoke();
-            for k in lock.keys.iter() {
-                inv.key(queue_key(k));
+            for p in &prefixes {
+                inv.key(queue_key(p));
             }
-            for k in lock.keys.iter() {
-                inv.key(queue_deadline_key(k));
+            for p in &prefixes {
+                inv.key(queue_deadline_key(p));
             }
             inv.arg(&*queue.waiter).arg(lock.keys.len());
             inner.run(inv).await.map(|_| ())
@@ -824,6 +1094,7 @@ impl Store for RedisStore {
             add_keys(
                 &mut inv,
                 &lock,
+                &inner.prefixes(&lock.keys)?,
                 &[
                     None,
                     Some(fence_key),
@@ -853,12 +1124,13 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let lock = lock.clone();
         Box::pin(async move {
+            let prefixes = inner.prefixes(&lock.keys)?;
             let mut inv = COMMIT.prepare_invoke();
             for k in lock.keys.iter() {
                 inv.key(k);
             }
-            for k in lock.keys.iter() {
-                inv.key(fence_key(k));
+            for p in &prefixes {
+                inv.key(fence_key(p));
             }
             inv.arg(&*lock.value)
                 .arg(token.to_string())
@@ -882,66 +1154,34 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let locks = locks.to_vec();
         Box::pin(async move {
-            // One script call per chunk, all pipelined on the same connection: one round
-            // trip for the whole batch, without blocking the node for long on 100k leases.
-            const CHUNK: usize = 512;
-            let (generation, mut conn) = inner.connection().await?;
-            let mut pipe = redis::pipe();
-            for chunk in locks.chunks(CHUNK) {
-                let mut keys: Vec<String> = Vec::new();
-                let mut cmd = redis::cmd("EVALSHA");
-                for lock in chunk {
-                    keys.extend(lock.keys.iter().cloned());
-                    keys.extend(lock.keys.iter().map(|k| fence_key(k)));
-                    if lock.holder.is_some() {
-                        keys.extend(lock.keys.iter().map(|k| holder_key(k)));
-                    }
-                }
-                cmd.arg(EXTEND.get_hash())
-                    .arg(keys.len())
-                    .arg(&keys)
-                    .arg(chunk.len())
-                    .arg(match expiry {
-                        Expiry::AtLeast => "at-least",
-                        Expiry::Exactly => "exactly",
-                    })
-                    .arg(if reclaim { "1" } else { "0" })
-                    .arg(inner.counter_tail_ms);
-                for lock in chunk {
-                    cmd.arg(lock.keys.len())
-                        .arg(&*lock.value)
-                        .arg(lock.ttl_ms)
-                        .arg(if lock.holder.is_some() { "1" } else { "0" });
-                }
-                pipe.add_command(cmd);
+            if inner.layout == Layout::Standalone {
+                return extend_on(&inner, &locks, expiry, reclaim).await;
             }
-            let mut replies: Result<Vec<Value>, RedisError> = pipe.query_async(&mut conn).await;
-            if replies
-                .as_ref()
-                .is_err_and(|e| e.code() == Some("NOSCRIPT"))
-            {
-                // The node lost its script cache (restart, SCRIPT FLUSH): load, retry once.
-                replies = match EXTEND.load_async(&mut conn).await {
-                    Ok(_) => pipe.query_async(&mut conn).await,
-                    Err(e) => Err(e),
-                };
+            // A cluster: one batch per slot (a script touches one slot), all batches
+            // at once; each goes to the slot's primary.
+            let mut slots: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+            for (i, lock) in locks.iter().enumerate() {
+                let first = lock.keys.first().map_or(&b""[..], |k| k.as_bytes());
+                slots.entry(layout::key_slot(first)).or_default().push(i);
             }
-            let replies = match replies {
-                Ok(r) => r,
-                Err(e) => {
-                    if e.is_io_error() || e.is_connection_dropped() {
-                        inner.invalidate(generation);
-                    }
-                    return Err(classify(&inner.name, &e));
+            let batches: Vec<(Vec<usize>, Vec<LockSpec>)> = slots
+                .into_values()
+                .map(|idx| {
+                    let group = idx.iter().map(|&i| locks[i].clone()).collect();
+                    (idx, group)
+                })
+                .collect();
+            let answers = futures_util::future::join_all(
+                batches
+                    .iter()
+                    .map(|(_, group)| extend_on(&inner, group, expiry, reclaim)),
+            )
+            .await;
+            let mut out = vec![Holding::Expired; locks.len()];
+            for ((idx, _), answer) in batches.iter().zip(answers) {
+                for (&i, holding) in idx.iter().zip(answer?) {
+                    out[i] = holding;
                 }
-            };
-            let out = decode_extend(&replies).map_err(|bad| inner.protocol("extend", bad))?;
-            if out.len() != locks.len() {
-                return Err(NodeError::new(
-                    NodeErrorKind::Protocol,
-                    &inner.name,
-                    format!("extend answered {} of {} locks", out.len(), locks.len()),
-                ));
             }
             Ok(out)
         })
@@ -980,38 +1220,62 @@ impl Store for RedisStore {
     fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
         let inner = self.inner.clone();
         // Every key locked through fencelock has a counter beside it: scan for those,
-        // so data keys that merely share the prefix are not taken for locks.
-        let pattern = format!("{}*{}", glob_escape(prefix), FENCE_SUFFIX);
+        // so data keys that merely share the prefix are not taken for locks. On a
+        // cluster: on every primary, for both sibling layouts (layout.rs).
+        let mut patterns = vec![(
+            format!("{}*{}", glob_escape(prefix), FENCE_SUFFIX),
+            FENCE_SUFFIX,
+            false,
+        )];
+        if inner.layout == Layout::Cluster {
+            patterns.push((
+                format!(
+                    "\\{{{}*}}{}",
+                    glob_escape(prefix),
+                    layout::WRAPPED_FENCE_SUFFIX
+                ),
+                layout::WRAPPED_FENCE_SUFFIX,
+                true,
+            ));
+        }
         Box::pin(async move {
-            let (generation, mut conn) = inner.connection().await?;
+            let (generation, conn) = inner.connection().await?;
+            let fail = |e: RedisError| {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    inner.invalidate(generation);
+                }
+                classify(&inner.name, &e)
+            };
             let mut keys = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = match redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        if e.is_io_error() || e.is_connection_dropped() {
-                            inner.invalidate(generation);
+            'nodes: for mut node in conn.primaries().await.map_err(fail)? {
+                for (pattern, suffix, wrapped) in &patterns {
+                    let mut cursor: u64 = 0;
+                    loop {
+                        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut node)
+                            .await
+                            .map_err(fail)?;
+                        keys.extend(batch.into_iter().filter_map(|k| {
+                            let key = k.strip_suffix(suffix)?;
+                            if *wrapped {
+                                key.strip_prefix('{')?.strip_suffix('}').map(str::to_string)
+                            } else {
+                                Some(key.to_string())
+                            }
+                        }));
+                        cursor = next;
+                        if keys.len() >= limit {
+                            break 'nodes;
                         }
-                        return Err(classify(&inner.name, &e));
+                        if cursor == 0 {
+                            break;
+                        }
                     }
-                };
-                keys.extend(
-                    batch
-                        .into_iter()
-                        .filter_map(|k| k.strip_suffix(FENCE_SUFFIX).map(str::to_string)),
-                );
-                cursor = next;
-                if cursor == 0 || keys.len() >= limit {
-                    break;
                 }
             }
             keys.sort();
@@ -1025,12 +1289,13 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let key = key.to_string();
         Box::pin(async move {
+            let prefix = inner.prefix(&key)?;
             let (generation, mut conn) = inner.connection().await?;
             let mut pipe = redis::pipe();
             pipe.get(&key)
                 .pttl(&key)
-                .get(holder_key(&key))
-                .get(fence_key(&key));
+                .get(holder_key(&prefix))
+                .get(fence_key(&prefix));
             let (value, pttl, holder, fence): (
                 Option<String>,
                 i64,
@@ -1061,12 +1326,13 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let key = key.to_string();
         Box::pin(async move {
+            let prefix = inner.prefix(&key)?;
             let mut inv = FORGET.prepare_invoke();
             inv.key(&key)
-                .key(fence_key(&key))
-                .key(holder_key(&key))
-                .key(queue_key(&key))
-                .key(queue_deadline_key(&key));
+                .key(fence_key(&prefix))
+                .key(holder_key(&prefix))
+                .key(queue_key(&prefix))
+                .key(queue_deadline_key(&prefix));
             let reply = inner.run(inv).await?;
             match as_i64(&reply) {
                 Some(1) => Ok(Forgot::Done),
@@ -1085,12 +1351,16 @@ impl Store for RedisStore {
 
     fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
         let inner = self.inner.clone();
-        let channel = waiter_channel(key, waiter.as_deref());
-        Box::pin(async move { inner.notifier.watch(channel, waiter).await.map(Some) })
+        let prefix = inner.prefix(key);
+        Box::pin(async move {
+            let channel = waiter_channel(&prefix?, waiter.as_deref());
+            inner.notifier.watch(channel, waiter).await.map(Some)
+        })
     }
 
     fn watch_now(&self, key: &str, waiter: Option<Arc<str>>) -> Option<Watch> {
-        let channel = waiter_channel(key, waiter.as_deref());
+        let prefix = self.inner.prefix(key).ok()?;
+        let channel = waiter_channel(&prefix, waiter.as_deref());
         self.inner.notifier.watch_now(&channel, waiter)
     }
 
@@ -1099,16 +1369,94 @@ impl Store for RedisStore {
     }
 }
 
+/// `extend.lua` for `locks` on one connection: one script call per chunk, all
+/// pipelined, so one round trip for the whole batch without blocking the node for long
+/// on 100k leases. On a cluster, every lock of `locks` is in one slot.
+async fn extend_on(
+    inner: &Inner,
+    locks: &[LockSpec],
+    expiry: Expiry,
+    reclaim: bool,
+) -> Result<Vec<Holding>, NodeError> {
+    const CHUNK: usize = 512;
+    let (generation, mut conn) = inner.connection().await?;
+    let mut pipe = redis::pipe();
+    for chunk in locks.chunks(CHUNK) {
+        let mut keys: Vec<String> = Vec::new();
+        let mut cmd = redis::cmd("EVALSHA");
+        for lock in chunk {
+            let prefixes = inner.prefixes(&lock.keys)?;
+            keys.extend(lock.keys.iter().cloned());
+            keys.extend(prefixes.iter().map(|p| fence_key(p)));
+            if lock.holder.is_some() {
+                keys.extend(prefixes.iter().map(|p| holder_key(p)));
+            }
+        }
+        cmd.arg(EXTEND.get_hash())
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(chunk.len())
+            .arg(match expiry {
+                Expiry::AtLeast => "at-least",
+                Expiry::Exactly => "exactly",
+            })
+            .arg(if reclaim { "1" } else { "0" })
+            .arg(inner.counter_tail_ms);
+        for lock in chunk {
+            cmd.arg(lock.keys.len())
+                .arg(&*lock.value)
+                .arg(lock.ttl_ms)
+                .arg(if lock.holder.is_some() { "1" } else { "0" });
+        }
+        pipe.add_command(cmd);
+    }
+    let mut replies: Result<Vec<Value>, RedisError> = pipe.query_async(&mut conn).await;
+    if replies
+        .as_ref()
+        .is_err_and(|e| e.code() == Some("NOSCRIPT"))
+    {
+        // The node lost its script cache (restart, SCRIPT FLUSH): load, retry once.
+        replies = match EXTEND.load_async(&mut conn).await {
+            Ok(_) => pipe.query_async(&mut conn).await,
+            Err(e) => Err(e),
+        };
+    }
+    let replies = match replies {
+        Ok(r) => r,
+        Err(e) => {
+            if e.is_io_error() || e.is_connection_dropped() {
+                inner.invalidate(generation);
+            }
+            return Err(classify(&inner.name, &e));
+        }
+    };
+    let out = decode_extend(&replies).map_err(|bad| inner.protocol("extend", bad))?;
+    if out.len() != locks.len() {
+        return Err(NodeError::new(
+            NodeErrorKind::Protocol,
+            &inner.name,
+            format!("extend answered {} of {} locks", out.len(), locks.len()),
+        ));
+    }
+    Ok(out)
+}
+
 /// Names a sibling key of a lock key (`fence_key`, `holder_key` …).
 type SiblingKey = fn(&str) -> String;
 
 /// Adds the keys of `lock` to a script invocation, once per sibling kind, in the
 /// order the script's `KEYS` layout expects (`None` = the lock keys themselves).
-fn add_keys(inv: &mut redis::ScriptInvocation<'_>, lock: &LockSpec, kinds: &[Option<SiblingKey>]) {
+/// `prefixes`: the keys' sibling prefixes ([`Inner::prefixes`]).
+fn add_keys(
+    inv: &mut redis::ScriptInvocation<'_>,
+    lock: &LockSpec,
+    prefixes: &[String],
+    kinds: &[Option<SiblingKey>],
+) {
     for kind in kinds {
-        for k in lock.keys.iter() {
+        for (k, prefix) in lock.keys.iter().zip(prefixes) {
             match kind {
-                Some(sibling) => inv.key(sibling(k)),
+                Some(sibling) => inv.key(sibling(prefix)),
                 None => inv.key(k),
             };
         }
@@ -1126,6 +1474,7 @@ async fn release_with(inner: &Inner, lock: &LockSpec, quiet: bool) -> Result<Hol
     add_keys(
         &mut inv,
         lock,
+        &inner.prefixes(&lock.keys)?,
         &[
             None,
             Some(holder_key),
@@ -1219,17 +1568,22 @@ mod tests {
             (
                 "MOVED 3999 127.0.0.1:6381",
                 NodeErrorKind::Cluster,
-                "independent nodes",
+                "redis+cluster://",
             ),
             (
                 "ASK 3999 127.0.0.1:6381",
                 NodeErrorKind::Cluster,
-                "independent nodes",
+                "redis+cluster://",
+            ),
+            (
+                "CROSSSLOT Keys in request don't hash to the same slot",
+                NodeErrorKind::Cluster,
+                "one Redlock node",
             ),
             (
                 "CLUSTERDOWN Hash slot not served",
-                NodeErrorKind::Cluster,
-                "independent nodes",
+                NodeErrorKind::Busy,
+                "resharding",
             ),
             (
                 "NOSCRIPT No matching script.",

@@ -3,6 +3,12 @@
 //! Passwords must never reach a message, a log line or `Debug` output, so every store
 //! is named by [`StoreUrl::redacted`] and the raw URL is dropped right after parsing.
 //!
+//! A Redis Cluster is one store: `redis+cluster://[user:password@]host:port[,host:port…]`
+//! (`rediss+cluster://` for TLS) names it by one or more of its nodes (seeds; the rest
+//! of the cluster is discovered from them), with the same parameters as `redis://`. It
+//! counts as one Redlock node: its failover is not the independence Redlock's majority
+//! needs (docs/protocol.md).
+//!
 //! Redis URLs take fencelock's own query parameter `ca=/path/ca.pem` (trust this CA for
 //! a `rediss://` node) besides redis-rs' `protocol=`; it is removed before redis-rs sees
 //! the URL. Unknown parameters are refused rather than ignored, so a typo such as
@@ -67,6 +73,9 @@ pub(crate) struct RedisUrl {
     pub(crate) insecure: bool,
     /// `?ca=/path`: the CA file to trust for this node.
     pub(crate) ca_cert: Option<PathBuf>,
+    /// `redis+cluster://`: every seed node named (`info` is the first); empty for a
+    /// standalone node.
+    pub(crate) cluster_seeds: Vec<redis::ConnectionInfo>,
 }
 
 impl std::fmt::Debug for RedisUrl {
@@ -76,6 +85,7 @@ impl std::fmt::Debug for RedisUrl {
             .field("tls", &self.tls)
             .field("insecure", &self.insecure)
             .field("ca_cert", &self.ca_cert)
+            .field("cluster", &!self.cluster_seeds.is_empty())
             .finish_non_exhaustive()
     }
 }
@@ -85,7 +95,8 @@ impl std::fmt::Debug for RedisUrl {
 // Made once per store when a locker is built: the size of the Redis variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum StoreUrl {
-    /// `redis://` or `rediss://`.
+    /// `redis://` or `rediss://`, or a Redis Cluster: `redis+cluster://`,
+    /// `rediss+cluster://`.
     Redis(RedisUrl),
     /// `sqlite:///path/to/file.db`.
     Sqlite(PathBuf),
@@ -109,13 +120,15 @@ impl StoreUrl {
             return Err(Error::invalid(
                 "store URL",
                 format!(
-                    "{:?} has no scheme; expected redis://, rediss://, sqlite:// or memory://",
+                    "{:?} has no scheme; expected redis://, rediss://, redis+cluster://, \
+                     sqlite:// or memory://",
                     redact(raw)
                 ),
             ));
         };
         match scheme.to_ascii_lowercase().as_str() {
             "redis" | "rediss" => parse_redis(raw).map(StoreUrl::Redis),
+            "redis+cluster" | "rediss+cluster" => parse_cluster(raw, rest).map(StoreUrl::Redis),
             "sqlite" => {
                 if rest.is_empty() {
                     return Err(Error::invalid(
@@ -129,12 +142,58 @@ impl StoreUrl {
             other => Err(Error::invalid(
                 "store URL",
                 format!(
-                    "unknown scheme {other:?} in {:?}; expected redis://, rediss://, sqlite:// or memory://",
+                    "unknown scheme {other:?} in {:?}; expected redis://, rediss://, \
+                     redis+cluster://, rediss+cluster://, sqlite:// or memory://",
                     redact(raw)
                 ),
             )),
         }
     }
+}
+
+/// `redis+cluster://[userinfo@]host:port[,host:port…][/0][?…][#…]`: each seed is
+/// parsed as the `redis://` (or `rediss://`) URL it would be alone, so the parameters
+/// and checks are the same.
+fn parse_cluster(raw: &str, rest: &str) -> Result<RedisUrl, Error> {
+    let redacted = redact(raw);
+    let invalid = |why: &str| Error::invalid("store URL", format!("{redacted:?}: {why}"));
+    let tls = raw
+        .split_once("://")
+        .is_some_and(|(s, _)| s.eq_ignore_ascii_case("rediss+cluster"));
+    let scheme = if tls { "rediss" } else { "redis" };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..=at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    let db = tail
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .trim_matches('/');
+    if !db.is_empty() && db != "0" {
+        return Err(invalid(
+            "a Redis Cluster has database 0 only; drop the /db from the URL",
+        ));
+    }
+    let mut first: Option<RedisUrl> = None;
+    let mut seeds = Vec::new();
+    for host in hosts.split(',') {
+        if host.trim().is_empty() {
+            return Err(invalid(
+                "expected host:port[,host:port…] after redis+cluster:// (an empty seed)",
+            ));
+        }
+        // Its errors name the seed as a redis:// URL, password redacted.
+        let seed = parse_redis(&format!("{scheme}://{userinfo}{host}{tail}"))?;
+        seeds.push(seed.info.clone());
+        first.get_or_insert(seed);
+    }
+    let mut url = first.ok_or_else(|| invalid("no seed node"))?;
+    url.redacted = redacted;
+    url.cluster_seeds = seeds;
+    Ok(url)
 }
 
 fn parse_redis(raw: &str) -> Result<RedisUrl, Error> {
@@ -213,6 +272,7 @@ fn parse_redis(raw: &str) -> Result<RedisUrl, Error> {
         tls,
         insecure,
         ca_cert,
+        cluster_seeds: Vec::new(),
     })
 }
 
@@ -343,6 +403,41 @@ mod tests {
         assert!(r.tls && r.insecure);
         let r = redis("redis://h:6379?protocol=resp3");
         assert!(!r.tls && r.ca_cert.is_none());
+    }
+
+    #[test]
+    fn cluster_urls_name_their_seeds() {
+        let r = redis("redis+cluster://u:secret@h1:7000,h2:7001?protocol=resp3");
+        assert_eq!(r.cluster_seeds.len(), 2);
+        assert_eq!(
+            r.redacted,
+            "redis+cluster://u:***@h1:7000,h2:7001?protocol=resp3"
+        );
+        assert!(!format!("{r:?}").contains("secret"));
+        for seed in &r.cluster_seeds {
+            assert_eq!(seed.redis_settings().password(), Some("secret"));
+        }
+        assert_eq!(
+            r.cluster_seeds[1].addr().to_string(),
+            "h2:7001",
+            "{:?}",
+            r.cluster_seeds[1].addr()
+        );
+        let r = redis("rediss+cluster://h1:7000/0?ca=/etc/ca.pem");
+        assert!(r.tls && r.cluster_seeds.len() == 1);
+        assert_eq!(r.ca_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(redis("redis://h:1").cluster_seeds.is_empty());
+        for bad in [
+            "redis+cluster://u:secret@h1:7000,,h2:7001",
+            "redis+cluster://u:secret@h1:7000/1",
+            "redis+cluster://u:secret@",
+            "redis+cluster://u:secret@h1:7000?ca=/x.pem",
+            "redis+cluster://u:secret@h1:99999",
+        ] {
+            let e = StoreUrl::parse(bad).unwrap_err();
+            assert!(e.is_invalid_input(), "{bad}: {e}");
+            assert!(!e.to_string().contains("secret"), "{bad}: {e}");
+        }
     }
 
     #[test]

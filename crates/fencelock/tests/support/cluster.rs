@@ -54,6 +54,8 @@ pub struct Cluster {
 struct Node {
     index: usize,
     port: u16,
+    /// Extra `redis-server` arguments (kept across restarts).
+    extra: Vec<String>,
     dir: TempDir,
     proc: Mutex<Proc>,
 }
@@ -81,6 +83,13 @@ impl Cluster {
     /// Panics if `redis-server` is not installed (run `scripts/test`, which
     /// installs it) or a node does not come up within 10 s.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with_args(n, &[])
+    }
+
+    /// `start`, with extra `redis-server` arguments for every node (kept across
+    /// restarts), e.g. `--cluster-enabled yes` for the nodes of a Redis Cluster
+    /// (`support::redis_cluster`).
+    pub fn start_with_args(n: usize, extra: &[&str]) -> Cluster {
         assert!(
             n > 0,
             "Cluster::start(0): a cluster needs at least one node"
@@ -91,7 +100,7 @@ impl Cluster {
         for index in 0..n {
             // Pushed one by one so that a panic below still drops (kills) the
             // nodes already running.
-            let node = Node::start_fresh(index);
+            let node = Node::start_fresh(index, extra);
             cluster.nodes.push(node);
         }
         cluster
@@ -409,7 +418,8 @@ impl Drop for Cluster {
 impl Node {
     /// Spawns a node on a port that was free a moment ago; if someone takes the
     /// port before the server binds it, tries again with another port.
-    fn start_fresh(index: usize) -> Node {
+    fn start_fresh(index: usize, extra: &[&str]) -> Node {
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_string()).collect();
         let dir = tempfile::Builder::new()
             .prefix(&format!("fencelock-redis-{index}-"))
             .tempdir()
@@ -417,11 +427,12 @@ impl Node {
         let mut errors = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match launch(dir.path(), port) {
+            match launch(dir.path(), port, &extra) {
                 Ok(child) => {
                     return Node {
                         index,
                         port,
+                        extra,
                         dir,
                         proc: Mutex::new(Proc {
                             child: Some(child),
@@ -446,7 +457,7 @@ impl Node {
         remove_data_files(self.dir.path());
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            match launch(self.dir.path(), self.port) {
+            match launch(self.dir.path(), self.port, &self.extra) {
                 Ok(child) => return child,
                 Err(e) if e.port_in_use && Instant::now() < deadline => {
                     thread::sleep(Duration::from_millis(100));
@@ -580,7 +591,7 @@ impl Node {
 
 /// Spawns `redis-server` in `dir` on `port` and waits until it answers PING as
 /// itself. On failure the process is killed and reaped before returning.
-fn launch(dir: &Path, port: u16) -> Result<Child, LaunchError> {
+fn launch(dir: &Path, port: u16, extra: &[String]) -> Result<Child, LaunchError> {
     let log_file = dir.join("redis.log");
     // Output before the log file is open (bad arguments, a missing library)
     // goes to stdout/stderr; keep it next to the log, appended across restarts.
@@ -607,6 +618,7 @@ fn launch(dir: &Path, port: u16) -> Result<Child, LaunchError> {
         .args(["--loglevel", "notice"])
         // DEBUG SLEEP and friends, from loopback only, for slow-node tests.
         .args(["--enable-debug-command", "local"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdio))
         .stderr(Stdio::from(stdio_err))

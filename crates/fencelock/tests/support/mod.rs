@@ -5,6 +5,7 @@
 //! - [`cluster::Cluster`]: real `redis-server` processes on loopback with fault
 //!   injection (kill, pause, resume, restart) and synchronous helpers that read the
 //!   servers' state behind the library's back;
+//! - [`redis_cluster::RedisCluster`]: a real Redis Cluster of three primaries;
 //! - [`interop`]: the `redlock` npm client used by the wire-compatibility tests and
 //!   a checker for the critical-section logs both clients write.
 //!
@@ -16,7 +17,9 @@
 
 pub mod cluster;
 pub mod interop;
+pub mod redis_cluster;
 
+#[allow(unused_imports)]
 pub use cluster::Cluster;
 
 /// Polls `check` every 10 ms until it holds, for at most 10 s: for what the library

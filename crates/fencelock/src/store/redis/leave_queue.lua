@@ -6,15 +6,13 @@
 -- Returns 1.
 local waiter = ARGV[1]
 local n = tonumber(ARGV[2])
-local suffix = ':fencelock:queue'
 for i = 1, n do
   local head = redis.call('ZRANGE', KEYS[i], 0, 0)
   redis.call('ZREM', KEYS[i], waiter)
   redis.call('ZREM', KEYS[n + i], waiter)
   if head[1] == waiter then
-    local key = string.sub(KEYS[i], 1, -string.len(suffix) - 1)
     local next = redis.call('ZRANGE', KEYS[i], 0, 0)[1] or ''
-    redis.call('PUBLISH', fencelock_channel(key, next), next)
+    redis.call('PUBLISH', fencelock_channel(fencelock_prefix(KEYS[i]), next), next)
   end
 end
 return 1

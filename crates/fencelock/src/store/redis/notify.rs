@@ -1,4 +1,6 @@
 //! Release notices from one Redis node: one pub/sub connection, shared by every waiter.
+//! For a Redis Cluster store the connection goes to one seed node (the first that
+//! answers): a `PUBLISH` there reaches the subscribers of every node.
 //!
 //! A connection per waiter is how lock clients run a server out of connections, so each
 //! node gets a single pub/sub connection, owned by a background task and made on the
@@ -33,7 +35,9 @@ pub(super) struct Notifier {
 }
 
 struct Shared {
-    client: Client,
+    /// Where the pub/sub connection may go: the node, or each seed of a Redis Cluster
+    /// (a PUBLISH there reaches the subscribers of every node), tried in turn.
+    clients: Vec<Client>,
     name: String,
     options: StoreOptions,
     state: Mutex<State>,
@@ -62,11 +66,12 @@ enum Command {
 }
 
 impl Notifier {
-    pub(super) fn new(client: Client, name: String, options: StoreOptions) -> Self {
+    /// `clients`: at least one (see [`Shared::clients`]).
+    pub(super) fn new(clients: Vec<Client>, name: String, options: StoreOptions) -> Self {
         Notifier {
             inbox: format!("{:016x}", rand::random::<u64>()),
             shared: Arc::new(Shared {
-                client,
+                clients,
                 name,
                 options,
                 state: Mutex::new(State::default()),
@@ -289,19 +294,9 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
             }
         }
         let Some(s) = shared.upgrade() else { return };
-        let connect = tokio::time::timeout(s.options.connect_timeout, s.client.get_async_pubsub());
-        let pubsub = match connect.await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                fail_pending(&s, &mut pending, &mut commands, &classify(&s.name, &e));
-                drop(s);
-                failures += 1;
-                backoff(failures).await;
-                continue;
-            }
-            Err(_) => {
-                let e =
-                    NodeError::new(NodeErrorKind::Timeout, &s.name, "pub/sub connect timed out");
+        let pubsub = match connect_any(&s, failures as usize).await {
+            Ok(p) => p,
+            Err(e) => {
                 fail_pending(&s, &mut pending, &mut commands, &e);
                 drop(s);
                 failures += 1;
@@ -438,6 +433,26 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
         drop(s);
         backoff(failures).await;
     }
+}
+
+/// A pub/sub connection to the first of `s.clients` that takes one, starting at
+/// `start` (mod their number): a standalone node has one; a Redis Cluster has one per
+/// seed, and a seed that is down must not cost the waiters their notices. The error is
+/// the last one met.
+async fn connect_any(s: &Shared, start: usize) -> Result<redis::aio::PubSub, NodeError> {
+    let n = s.clients.len();
+    let mut last = NodeError::new(NodeErrorKind::Io, &s.name, "no node to subscribe on");
+    for k in 0..n {
+        let client = &s.clients[(start + k) % n];
+        match tokio::time::timeout(s.options.connect_timeout, client.get_async_pubsub()).await {
+            Ok(Ok(p)) => return Ok(p),
+            Ok(Err(e)) => last = classify(&s.name, &e),
+            Err(_) => {
+                last = NodeError::new(NodeErrorKind::Timeout, &s.name, "pub/sub connect timed out");
+            }
+        }
+    }
+    Err(last)
 }
 
 /// Answers queued subscribe requests with the connection error, so their waiters fall

@@ -59,7 +59,7 @@ local function pass_on(i)
   if not counter then
     -- Nobody in line, a waiter that retries by itself, or a counter that is not a
     -- number (the waiter's own attempt then reports it).
-    redis.call('PUBLISH', fencelock_channel(KEYS[i], head), head)
+    redis.call('PUBLISH', fencelock_channel(fencelock_prefix(KEYS[2 * n + i]), head), head)
     return false, head ~= ''
   end
   local token = fencelock_token(counter + 1)
@@ -67,7 +67,7 @@ local function pass_on(i)
   fencelock_keep(KEYS[4 * n + i], counter + 1, fencelock_now_ms() + claim, tail)
   redis.call('ZREM', KEYS[2 * n + i], head)
   redis.call('ZREM', KEYS[3 * n + i], head)
-  redis.call('PUBLISH', fencelock_channel(KEYS[i], head), 'granted:' .. token .. ':' .. head)
+  redis.call('PUBLISH', fencelock_channel(fencelock_prefix(KEYS[2 * n + i]), head), 'granted:' .. token .. ':' .. head)
   return true, true
 end
 

@@ -98,14 +98,22 @@ local function fencelock_announces(value)
   return string.sub(value, 1, 3) == 'fl:' or fencelock_handoff(value) ~= nil
 end
 
--- The channel that reaches the waiter `member` of lock key `key`: a hand-off waiter's
--- client's own channel, or the key's release channel for anyone else.
-local function fencelock_channel(key, member)
+-- The sibling prefix of a lock key ('<key>:fencelock:' on a standalone node; see
+-- docs/protocol.md for a Redis Cluster), found from its queue key ('<prefix>queue'):
+-- channel names are built on it, so they follow the key layout.
+local function fencelock_prefix(queue_key)
+  return string.sub(queue_key, 1, -string.len('queue') - 1)
+end
+
+-- The channel that reaches the waiter `member` of the lock key whose sibling prefix is
+-- `prefix`: a hand-off waiter's client's own channel ('<prefix>to:<inbox>'), or the
+-- key's release channel ('<prefix>released') for anyone else.
+local function fencelock_channel(prefix, member)
   local _, inbox = fencelock_handoff(member)
   if inbox then
-    return key .. ':fencelock:to:' .. inbox
+    return prefix .. 'to:' .. inbox
   end
-  return key .. ':fencelock:released'
+  return prefix .. 'released'
 end
 
 -- Drops the line entries whose deadline passed by `now_ms` (their waiter stopped
