@@ -299,6 +299,8 @@ fn run_notices_a_redis_py_release() {
     said.read_line(&mut line).expect("read");
     assert!(line.starts_with("released"), "redis-py said {line:?}");
     assert!(py.wait().expect("redis-py client").success());
+}
+
 /// `--counter-retention` / `FENCELOCK_COUNTER_RETENTION` reach the library: without it
 /// a released key's counter is gone within a millisecond or so; with 10m it stays about
 /// ten minutes; more than 30 days is a usage error.
