@@ -476,3 +476,27 @@ describe("process life", () => {
     }
   });
 });
+
+describe("examples/ledger.js", () => {
+  let cluster;
+  before(async () => {
+    cluster = await Cluster.start(1);
+  });
+  after(() => cluster.stop());
+
+  it("applies fenced transfers and refuses the stale holder's late write", async () => {
+    const { main } = require("../examples/ledger.js");
+    const lines = [];
+    const r = await main(cluster.urls[0], cluster.urls, (l) => lines.push(l));
+    assert.equal(r.late, "refused-stale", lines.join("\n"));
+    assert.equal(r.staleLost, true);
+    assert.deepEqual([r.alice, r.bob], [120, 80]);
+    assert.match(lines.join("\n"), /release of the stale lease: (expired|owned-by-other)/);
+  });
+
+  it("runs as a script", async () => {
+    const r = await runNode([path.join(__dirname, "../examples/ledger.js"), cluster.urls[0]]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /late write with token \d+ \(after \d+ wrote\): refused-stale/);
+  });
+});
