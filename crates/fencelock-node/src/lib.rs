@@ -227,6 +227,16 @@ impl Shared {
     }
 }
 
+/// `"debug"` or `"release"`: how this addon was compiled (the benchmark refuses debug).
+#[napi]
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    }
+}
+
 /// Opens a locker, or says why not.
 #[napi]
 pub fn open_locker(options: NativeLockerOptions) -> Either<NativeLocker, NativeFailure> {
