@@ -75,7 +75,10 @@ export declare class Lease {
   readonly token: bigint;
   /** The keys, as given. */
   readonly keys: readonly string[];
-  /** Aborted the moment the lease is lost (never on a normal release); reason: a FencelockError with code LOST. */
+  /**
+   * Aborted the moment the lease is lost, or released by `locker.close()` from under its
+   * holder (never on release()); reason: a FencelockError with code LOST.
+   */
   readonly signal: AbortSignal;
   /** Wall-clock time (ms since the epoch) until which the lease is proven valid. */
   readonly validUntil: number;
@@ -117,7 +120,7 @@ export declare class Locker {
     options: AcquireOptions,
     routine: (signal: AbortSignal, lease: Lease) => Promise<T> | T,
   ): Promise<T>;
-  /** Releases every lease still held, stops waiting acquires, waits for queued releases. */
+  /** Releases every lease still held (aborting their signals), stops waiting acquires, waits for queued releases. */
   close(): Promise<void>;
 }
 

@@ -149,15 +149,21 @@ class Lease {
     const token = this.token;
     // Weak on the native side: this callback never keeps the process alive.
     nativeLease.onEnd((why) => {
+      const what = `lease on ${JSON.stringify(keys.length === 1 ? keys[0] : keys)} (token ${token})`;
       if (why === "lost") {
         controller.abort(new FencelockError(codes.LOST,
-          `lease on ${JSON.stringify(keys.length === 1 ? keys[0] : keys)} (token ${token}) lost: ` +
-          "it could no longer be proven valid (renewal failed, expired, or another owner)"));
+          `${what} lost: it could no longer be proven valid (renewal failed, expired, or another owner)`));
+      } else if (why === "closed") {
+        // Released by locker.close() while its holder still ran: for the holder, as lost.
+        controller.abort(new FencelockError(codes.LOST, `${what} released by locker.close()`));
       }
     });
   }
 
-  /** Aborted the moment the lease is lost; `signal.reason` is a FencelockError with code LOST. */
+  /**
+   * Aborted the moment the lease is lost, or released by `locker.close()` from under its
+   * holder; `signal.reason` is a FencelockError with code LOST. Never on `release()`.
+   */
   get signal() {
     return this.#controller.signal;
   }
@@ -286,8 +292,8 @@ class Locker {
   }
 
   /**
-   * Releases every lease of this locker still held, stops its waiting acquires, and
-   * waits for queued releases. Afterwards nothing of the locker keeps the process alive;
+   * Releases every lease of this locker still held (aborting their signals), stops its
+   * waiting acquires, and waits for queued releases. Afterwards nothing of the locker keeps the process alive;
    * acquires reject with CONFIG.
    */
   async close() {

@@ -356,6 +356,7 @@ impl NativeLocker {
             .filter_map(|w| w.upgrade())
             .collect();
         for cell in cells {
+            cell.closed.store(true, Ordering::Release);
             cell.release().await;
         }
         self.locker.shutdown().await;
@@ -373,6 +374,8 @@ struct LeaseCell {
     released: AtomicBool,
     /// Whether the lease was lost, as of its release (read from the lease before).
     lost_at_release: AtomicBool,
+    /// Released by `close()`, not by its holder.
+    closed: AtomicBool,
 }
 
 impl LeaseCell {
@@ -384,6 +387,7 @@ impl LeaseCell {
             lease: tokio::sync::RwLock::new(Some(lease)),
             released: AtomicBool::new(false),
             lost_at_release: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -509,9 +513,10 @@ impl NativeLease {
         }
     }
 
-    /// Calls `callback("lost")` the moment the lease is lost, or `callback("released")`
-    /// once it is released or dropped. The callback is weak: it never keeps the Node.js
-    /// process alive.
+    /// Calls `callback("lost")` the moment the lease is lost, `callback("closed")` when
+    /// `close()` released it from under its holder, or `callback("released")` once it is
+    /// released or dropped. The callback is weak: it never keeps the Node.js process
+    /// alive.
     #[napi]
     pub fn on_end(&self, callback: ThreadsafeFunction<String, (), String, Status, false, true>) {
         let cell = Arc::downgrade(&self.cell);
@@ -520,8 +525,11 @@ impl NativeLease {
             signal.cancelled().await;
             // Gone (garbage-collected, hence dropped and released) or released
             // without having been lost first: "released".
-            let lost = cell.upgrade().is_some_and(|c| c.is_lost());
-            let why = if lost { "lost" } else { "released" };
+            let why = match cell.upgrade() {
+                Some(c) if c.is_lost() => "lost",
+                Some(c) if c.closed.load(Ordering::Acquire) => "closed",
+                _ => "released",
+            };
             callback.call(why.to_string(), ThreadsafeFunctionCallMode::NonBlocking);
         });
     }

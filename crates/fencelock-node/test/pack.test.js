@@ -33,6 +33,15 @@ const { Locker, lock, closeAll, FencelockError } = require("fencelock");
 })().catch((e) => { console.error(e); process.exit(1); });
 `;
 
+// The same from an ES module: named imports of the CommonJS package.
+const SMOKE_ESM = `
+import { Locker, codes } from "fencelock";
+const locker = new Locker({ stores: ["memory://esm"] });
+const lease = await locker.acquire("esm", 1000);
+console.log(typeof lease.token, codes.CONTENDED, await lease.release());
+await locker.close();
+`;
+
 it("npm pack installs into an empty directory and works there", () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "fencelock-pack-"));
   try {
@@ -52,6 +61,9 @@ it("npm pack installs into an empty directory and works there", () => {
     fs.writeFileSync(path.join(app, "smoke.js"), SMOKE);
     const ran = execFileSync(process.execPath, ["smoke.js"], { cwd: app, encoding: "utf8" });
     assert.match(ran, /smoke ok/);
+    fs.writeFileSync(path.join(app, "smoke.mjs"), SMOKE_ESM);
+    const esm = execFileSync(process.execPath, ["smoke.mjs"], { cwd: app, encoding: "utf8" });
+    assert.equal(esm.trim(), "bigint CONTENDED released");
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }
