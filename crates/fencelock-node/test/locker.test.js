@@ -320,6 +320,10 @@ describe("bad input: a clear error, never a crash", () => {
       [{ stores: ["redis://127.0.0.1:1"], driftFactor: 3 }, codes.INVALID],
       [{ stores: ["redis://127.0.0.1:1"], retryCount: 15 }, codes.INVALID],
       [{ stores: ["sqlite:///x.db", "redis://127.0.0.1:1"] }, codes.CONFIG],
+      // Durations the core adds and multiplies: refused, not a panic later.
+      [{ stores: ["redis://127.0.0.1:1"], requestTimeout: 1.8e22 }, codes.INVALID],
+      [{ stores: ["redis://127.0.0.1:1"], retryJitter: 1e12 }, codes.INVALID],
+      [{ stores: ["redis://127.0.0.1:1"], wait: 1e300 }, codes.INVALID],
     ];
     for (const [options, code] of bad) {
       assert.throws(() => new Locker(options), (e) => {
