@@ -478,7 +478,8 @@ mod tests {
     #[test]
     fn absurd_timings_are_refused_at_build() {
         let huge = Duration::from_secs(u64::MAX / 2);
-        let builds: [(&str, fn(LockerBuilder, Duration) -> LockerBuilder); 4] = [
+        type Set = fn(LockerBuilder, Duration) -> LockerBuilder;
+        let builds: [(&str, Set); 4] = [
             ("request timeout", LockerBuilder::request_timeout),
             ("connect timeout", LockerBuilder::connect_timeout),
             ("retry delay", LockerBuilder::retry_delay),
