@@ -20,7 +20,7 @@
 #![allow(clippy::needless_pass_by_value)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -215,6 +215,26 @@ struct Shared {
     next_cancel: AtomicU32,
     /// Cancelled by `close()`: every waiting acquire stops.
     closing: CancellationToken,
+    /// Acquires in flight, and a notice when one ends: `close()` waits for them.
+    active: AtomicUsize,
+    acquire_ended: tokio::sync::Notify,
+}
+
+/// Counts one acquire in flight for as long as it lives (also when it is dropped).
+struct Active(Arc<Shared>);
+
+impl Active {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.active.fetch_add(1, Ordering::AcqRel);
+        Active(shared.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.acquire_ended.notify_waiters();
+    }
 }
 
 impl Shared {
@@ -298,6 +318,7 @@ impl NativeLocker {
         cancel_id: Option<u32>,
     ) -> Either<NativeLease, NativeFailure> {
         let shared = self.shared.clone();
+        let active = Active::new(&shared);
         let cancel = cancel_id.and_then(|id| shared.cancels().get(&id).cloned());
         let result = self.acquire_inner(keys, ttl_ms, wait_ms, cancel).await;
         if let Some(id) = cancel_id {
@@ -316,9 +337,13 @@ impl NativeLocker {
                     cell.release().await;
                     return Either::B(NativeFailure::new("CONFIG", "the locker is closed"));
                 }
+                drop(active);
                 Either::A(NativeLease { cell })
             }
-            Err(f) => Either::B(f),
+            Err(f) => {
+                drop(active);
+                Either::B(f)
+            }
         }
     }
 
@@ -346,9 +371,21 @@ impl NativeLocker {
 
     /// Releases every lease still held, stops every waiting acquire, and waits for the
     /// releases the background task still has queued. The locker refuses new acquires.
+    ///
+    /// In that order: the stopped acquires leave their waiter lines first, so that the
+    /// releases after cannot hand a lock to a waiter that is gone (it would stay held
+    /// for the hand-off's claim).
     #[napi]
     pub async fn close(&self) {
         self.shared.closing.cancel();
+        loop {
+            let ended = self.shared.acquire_ended.notified();
+            if self.shared.active.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            ended.await;
+        }
+        self.locker.shutdown().await;
         let cells: Vec<Arc<LeaseCell>> = self
             .shared
             .leases()
