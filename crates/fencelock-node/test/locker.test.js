@@ -478,6 +478,21 @@ describe("process life", () => {
     assert.deepEqual(await cluster.leftBehind("exit-test*"), []);
   });
 
+  it("a held, renewing lease does not keep the process alive either (no close())", async () => {
+    const script = `
+      const { Locker } = require(${JSON.stringify(path.join(__dirname, ".."))});
+      (async () => {
+        const locker = new Locker({ stores: ${JSON.stringify(cluster.urls)} });
+        const lease = await locker.acquire("exit-test-held", 60_000);
+        lease.signal.addEventListener("abort", () => console.log("aborted"));
+        console.log("holding", lease.remaining() > 0);
+      })();`;
+    const r = await runNode(["-e", script]);
+    assert.equal(r.signal, null, `killed: it did not exit by itself\n${r.stderr}`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), "holding true");
+  });
+
   it("an unsupported platform gets a clear error from require()", async () => {
     const fake = path.join(os.tmpdir(), `fencelock-fake-platform-${process.pid}.js`);
     fs.writeFileSync(fake, 'Object.defineProperty(process, "platform", { value: "freebsd" });\n');
