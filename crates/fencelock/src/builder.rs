@@ -198,13 +198,14 @@ impl LockerBuilder {
     }
 
     /// How long to wait for one node to answer one request (default 250 ms; never more
-    /// than a third of the lease's TTL). A node that does not answer in time counts as
+    /// than a third of the lease's TTL; at most [`DEFAULT_MAX_TTL`]). A node that does not answer in time counts as
     /// failed for that attempt, and what it may still apply later is cleaned up.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         if timeout.is_zero() {
             self.error
                 .get_or_insert(Error::invalid("request timeout", "it must be positive"));
         }
+        self.check_timing("request timeout", timeout);
         self.options.request_timeout = timeout;
         self
     }
@@ -239,19 +240,37 @@ impl LockerBuilder {
         self
     }
 
-    /// How long to wait for a connection to a node (default 1 s).
+    /// How long to wait for a connection to a node (default 1 s; at most
+    /// [`DEFAULT_MAX_TTL`]).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         if timeout.is_zero() {
             self.error
                 .get_or_insert(Error::invalid("connect timeout", "it must be positive"));
         }
+        self.check_timing("connect timeout", timeout);
         self.options.connect_timeout = timeout;
         self
     }
 
+    /// Refuses (at build) a timing longer than [`DEFAULT_MAX_TTL`]: the locker adds and
+    /// multiplies these, and a value that long is a unit mistake, not a setting.
+    fn check_timing(&mut self, what: &str, value: Duration) {
+        if value > DEFAULT_MAX_TTL {
+            self.error.get_or_insert(Error::invalid(
+                what,
+                format!(
+                    "{value:?} is longer than {:?}; is the unit right?",
+                    DEFAULT_MAX_TTL
+                ),
+            ));
+        }
+    }
+
     /// The polling interval when release notices are not available (notifications off,
-    /// SQLite), and the base of the back-off when nodes are unavailable (default 200 ms).
+    /// SQLite), and the base of the back-off when nodes are unavailable (default 200 ms;
+    /// at most [`DEFAULT_MAX_TTL`]).
     pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.check_timing("retry delay", delay);
         self.options.retry_delay = delay;
         self
     }
@@ -288,6 +307,7 @@ impl LockerBuilder {
     /// (default up to 100 ms … but see [`Locker::acquire`]: a waiter woken by a release
     /// notice retries at once).
     pub fn retry_jitter(mut self, jitter: Duration) -> Self {
+        self.check_timing("retry jitter", jitter);
         self.options.retry_jitter = jitter;
         self
     }
@@ -520,5 +540,38 @@ impl Locker {
         Locker::builder()
             .store(Locker::default_store_url()?)
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Timings the locker multiplies and adds (a request timeout is allowed three times
+    /// over for the start-up checks): absurd ones must be refused at build, not panic
+    /// later inside an acquire ("overflow when multiplying duration by scalar", seen
+    /// from the npm package with `requestTimeout: 1.8e22`).
+    #[test]
+    fn absurd_timings_are_refused_at_build() {
+        let huge = Duration::from_secs(u64::MAX / 2);
+        type Set = fn(LockerBuilder, Duration) -> LockerBuilder;
+        let builds: [(&str, Set); 4] = [
+            ("request timeout", LockerBuilder::request_timeout),
+            ("connect timeout", LockerBuilder::connect_timeout),
+            ("retry delay", LockerBuilder::retry_delay),
+            ("retry jitter", LockerBuilder::retry_jitter),
+        ];
+        for (what, set) in builds {
+            let b = set(Locker::builder().store("memory://absurd-timings"), huge);
+            let e = b.build().expect_err(what);
+            assert!(e.is_invalid_input(), "{what}: {e}");
+            assert!(e.to_string().contains(what), "{what}: {e}");
+            // The longest accepted is the default TTL limit: a week.
+            let b = set(
+                Locker::builder().store("memory://absurd-timings"),
+                DEFAULT_MAX_TTL,
+            );
+            b.build().unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
     }
 }
