@@ -935,8 +935,12 @@ impl Locker {
         } else {
             Expiry::AtLeast
         };
+        // Shared with `extend_spec` (and its background finish): the lock is released
+        // only once this call has recorded the outcome below, so no renewal round
+        // starts in between with the TTL from before this extend.
+        let op = Arc::new(op);
         let spec = state.spec_with_ttl(ttl);
-        let lease = Some((state.clone(), op));
+        let lease = Some((state.clone(), Arc::clone(&op)));
         match self
             .extend_spec(&spec, &state.keys, ttl, expiry, lease)
             .await
@@ -947,6 +951,7 @@ impl Locker {
                     until,
                     next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
                 );
+                drop(op);
                 self.wake_background();
                 if state.is_lost() {
                     return Err(lost_error(state, "it was lost while being extended"));
@@ -1038,17 +1043,17 @@ impl Locker {
     /// Extends `spec` on every node and decides at the first majority (the shared
     /// [`HoldTally`]); returns the end of the validity that majority proves.
     ///
-    /// With `lease` (the lease and its `op` lock), the lease's floors bound what each
-    /// node proves, and an [`Expiry::Exactly`] extend keeps the lock until every node
-    /// has answered or timed out: a node that has not answered may still cut the keys
-    /// short, so it gets a floor, lifted when its answer comes.
+    /// With `lease` (the lease and a share of its `op` lock), the lease's floors bound
+    /// what each node proves, and an [`Expiry::Exactly`] extend keeps the lock until
+    /// every node has answered or timed out: a node that has not answered may still cut
+    /// the keys short, so it gets a floor, lifted when its answer comes.
     async fn extend_spec(
         &self,
         spec: &LockSpec,
         keys: &[String],
         ttl: Duration,
         expiry: Expiry,
-        lease: Option<(Arc<LeaseState>, OwnedMutexGuard<()>)>,
+        lease: Option<(Arc<LeaseState>, Arc<OwnedMutexGuard<()>>)>,
     ) -> Result<Instant> {
         // Only a lease that is still valid may take gone keys back (see `Store::extend`).
         let reclaim = lease.is_some();

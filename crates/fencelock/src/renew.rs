@@ -364,10 +364,13 @@ pub(crate) fn next_renewal(now: Instant, ttl: Duration, spread: f64) -> Instant 
 }
 
 /// One lease in a renewal round: the lease, its `op` lock (no user extend overlaps the
-/// round), and what the nodes said about it so far.
+/// round), the TTL the round asked the nodes for, and what they said about it so far.
 struct InRound {
     lease: Arc<LeaseState>,
     _op: OwnedMutexGuard<()>,
+    /// What the round proves is this TTL, the one it sent: the lease's own may differ
+    /// by the time the answers come.
+    ttl: Duration,
     tally: HoldTally,
     confirmed: Vec<usize>,
 }
@@ -398,10 +401,12 @@ async fn renew(
     let mut fan = FanOut::start(nodes, timeout, |n| n.extend(&specs, Expiry::AtLeast, true));
     let mut open: Vec<Option<InRound>> = due
         .into_iter()
-        .map(|(lease, op)| {
+        .zip(&specs)
+        .map(|((lease, op), spec)| {
             Some(InRound {
                 lease,
                 _op: op,
+                ttl: Duration::from_millis(spec.ttl_ms),
                 tally: HoldTally::new(nodes.len()),
                 confirmed: Vec::new(),
             })
@@ -461,7 +466,7 @@ fn decide(
     spread: f64,
 ) {
     let lease = &entry.lease;
-    let ttl = lease.ttl();
+    let ttl = entry.ttl;
     *lease.last_round.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.tally.said());
     match decision {
         Hold::Held => {
@@ -494,5 +499,132 @@ async fn release_everywhere(nodes: &[Node], spec: &LockSpec, timeout: Duration) 
             let _ =
                 tokio::time::timeout(Duration::from_millis(spec.ttl_ms), node.abandon(spec)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::locker::Locker;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Acquired, Forgot, KeyInfo, Store, StoreFuture, Watch};
+    use tokio::sync::Notify;
+
+    /// A memory store whose extends wait until `open` lets them through: a renewal
+    /// round that has sent its request and not yet had the answer.
+    #[derive(Debug)]
+    struct Gated {
+        inner: MemoryStore,
+        open: Arc<Notify>,
+    }
+
+    impl Store for Gated {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn acquire(&self, lock: &LockSpec) -> StoreFuture<Acquired> {
+            self.inner.acquire(lock)
+        }
+        fn commit_fence(&self, lock: &LockSpec, token: u64) -> StoreFuture<bool> {
+            self.inner.commit_fence(lock, token)
+        }
+        fn extend(
+            &self,
+            locks: &[LockSpec],
+            expiry: Expiry,
+            reclaim: bool,
+        ) -> StoreFuture<Vec<Holding>> {
+            let extend = self.inner.extend(locks, expiry, reclaim);
+            let open = Arc::clone(&self.open);
+            Box::pin(async move {
+                open.notified().await;
+                extend.await
+            })
+        }
+        fn release(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+            self.inner.release(lock)
+        }
+        fn abandon(&self, lock: &LockSpec) -> StoreFuture<()> {
+            self.inner.abandon(lock)
+        }
+        fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
+            self.inner.known_keys(prefix, limit)
+        }
+        fn inspect(&self, key: &str) -> StoreFuture<KeyInfo> {
+            self.inner.inspect(key)
+        }
+        fn forget(&self, key: &str) -> StoreFuture<Forgot> {
+            self.inner.forget(key)
+        }
+        fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
+            self.inner.watch(key, waiter)
+        }
+    }
+
+    /// A round claims what the TTL it sent proves, even when the lease's TTL changed
+    /// while the round was in flight. The interleaving: a user's extend to 3 s lands on
+    /// the node; before it records its outcome on the lease, a renewal round starts and
+    /// asks for the lease's TTL as it still is (300 ms, which leaves the 3 s expiry
+    /// alone); the extend then records 3 s; the round's answer comes. Taking the TTL at
+    /// decision time, the round claimed 3 s from its own start, 200 ms past the keys'
+    /// expiry.
+    #[tokio::test(start_paused = true)]
+    async fn a_round_proves_the_ttl_it_sent_not_the_one_the_lease_has_when_it_decides() {
+        let name = "renew-proves-the-ttl-it-sent";
+        let open = Arc::new(Notify::new());
+        let node: Node = Arc::new(Gated {
+            inner: MemoryStore::named(name),
+            open: Arc::clone(&open),
+        });
+        let options = Options {
+            auto_renew: false,
+            ..Options::default()
+        };
+        let locker = Locker::from_parts(vec![Arc::clone(&node)], options.clone());
+        let lease = locker
+            .acquire("k", Duration::from_millis(300))
+            .await
+            .expect("acquire");
+        let state = Arc::clone(lease.state());
+        let long = Duration::from_secs(3);
+
+        // The user's extend lands (straight on the store: not through the gate).
+        let extend_start = Instant::now();
+        let landed = MemoryStore::named(name)
+            .extend(&[state.spec_with_ttl(long)], Expiry::AtLeast, true)
+            .await
+            .expect("extend");
+        assert_eq!(landed, [Holding::Ours]);
+        tokio::time::advance(Duration::from_millis(200)).await;
+
+        // A renewal round starts with the lease's TTL as it still is, and sends.
+        let op = Arc::clone(&state.op).lock_owned().await;
+        let round = {
+            let (nodes, options, state) = (vec![node], options.clone(), Arc::clone(&state));
+            tokio::spawn(async move { renew(&nodes, &options, vec![(state, op)]).await })
+        };
+        tokio::task::yield_now().await;
+        // The extend records its outcome; then the round's answer comes.
+        state.extended(
+            long,
+            quorum::proven_bound(extend_start, long, options.drift_factor),
+            Instant::now() + long / 3,
+        );
+        open.notify_one();
+        round.await.expect("round");
+
+        let info = MemoryStore::named(name)
+            .inspect(&state.full_keys[0])
+            .await
+            .expect("inspect");
+        let now = Instant::now();
+        let lives = now + info.pttl.expect("the key lives");
+        assert!(state.valid_until() > now, "the round confirmed the lease");
+        assert!(
+            state.valid_until() <= lives,
+            "the lease claims {:?} past its key's expiry",
+            state.valid_until() - lives
+        );
+        lease.release().await.expect("release");
     }
 }
