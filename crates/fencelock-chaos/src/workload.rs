@@ -320,16 +320,23 @@ impl NodeReader {
         }
     }
 
-    /// Reads every node first, then the lease's claim (so a slow read only makes the
-    /// comparison stricter), and keeps the result for the history.
+    /// Reads every node, and compares what they say with the smaller of the lease's
+    /// claims before and after the reads: a claim made before the reads must be covered
+    /// by them, but one made after may rest on a renewal the reads did not see (a
+    /// renewal decided between a node's answer and `remaining()` raises the claim with
+    /// keys the reads saw before it). Keeps the result for the history.
     async fn check(&mut self, lease: &fencelock::Lease, key: &str, extend_ms: u64) {
+        let claimed_before = lease.valid_until();
         let mut lives = Vec::with_capacity(self.urls.len());
         for i in 0..self.urls.len() {
             lives.push(self.pttl_us(i, key).await);
         }
         lives.sort_unstable_by(|a, b| b.cmp(a));
         let majority_us = lives[lives.len() / 2];
-        let claimed_us = u64::try_from(lease.remaining().as_micros()).unwrap_or(u64::MAX)
+        let claim = claimed_before
+            .min(lease.valid_until())
+            .saturating_duration_since(std::time::Instant::now());
+        let claimed_us = u64::try_from(claim.as_micros()).unwrap_or(u64::MAX)
             + if lease.is_valid() {
                 self.overstate_us
             } else {
