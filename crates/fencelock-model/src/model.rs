@@ -1023,8 +1023,11 @@ impl State {
         let n = &mut self.nodes[i];
         let ours = n.value == Some(value) || cfg.mutation == Some(Mutation::CommitIgnoresHolder);
         if ours {
-            // A missing counter reads as 0 in commit.lua.
-            let c = n.counter.unwrap_or(0).max(token);
+            // A missing counter reads as the seed in commit.lua: the node's clock, or
+            // (without clocks, where a missing counter's start is a free choice at
+            // acquire) 0, the weakest reading.
+            let missing = if cfg.has_clocks() { n.clock } else { 0 };
+            let c = n.counter.unwrap_or(missing).max(token);
             n.counter = Some(c);
             self.issued = self.issued.max(c);
         }

@@ -19,7 +19,9 @@ for i = 1, n do
   end
 end
 for i = 1, n do
-  local counter = tonumber(redis.call('GET', KEYS[n + i]) or '0') or 0
+  -- A missing counter reads as the seed (it stands for the seed), so the effective
+  -- counter never goes down here either; a non-numeric one as 0 (overwritten).
+  local counter = fencelock_counter(KEYS[n + i]) or 0
   if counter < token then
     local until_ms = fencelock_now_ms() + math.max(redis.call('PTTL', KEYS[i]), 0)
     fencelock_keep(KEYS[n + i], token, until_ms, tail)
