@@ -1379,6 +1379,9 @@ async fn extend_on(
     reclaim: bool,
 ) -> Result<Vec<Holding>, NodeError> {
     const CHUNK: usize = 512;
+    // On a cluster the counters are left out: see extend.lua (a slot in the middle of
+    // a move answers TRYAGAIN to a script naming a key that is not there yet).
+    let counters = inner.layout == Layout::Standalone;
     let (generation, mut conn) = inner.connection().await?;
     let mut pipe = redis::pipe();
     for chunk in locks.chunks(CHUNK) {
@@ -1387,7 +1390,9 @@ async fn extend_on(
         for lock in chunk {
             let prefixes = inner.prefixes(&lock.keys)?;
             keys.extend(lock.keys.iter().cloned());
-            keys.extend(prefixes.iter().map(|p| fence_key(p)));
+            if counters {
+                keys.extend(prefixes.iter().map(|p| fence_key(p)));
+            }
             if lock.holder.is_some() {
                 keys.extend(prefixes.iter().map(|p| holder_key(p)));
             }
@@ -1401,7 +1406,8 @@ async fn extend_on(
                 Expiry::Exactly => "exactly",
             })
             .arg(if reclaim { "1" } else { "0" })
-            .arg(inner.counter_tail_ms);
+            .arg(inner.counter_tail_ms)
+            .arg(if counters { "1" } else { "0" });
         for lock in chunk {
             cmd.arg(lock.keys.len())
                 .arg(&*lock.value)

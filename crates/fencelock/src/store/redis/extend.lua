@@ -1,10 +1,10 @@
 -- Extend a batch of locks in one round trip (renewal of every live lease of a locker).
 -- Each lock is extended only if all its keys still hold its value.
 --
--- KEYS: per lock, its n lock keys, its n counter keys, then (when has_holder) its n
---       holder keys
+-- KEYS: per lock, its n lock keys, (when has_counters) its n counter keys, then (when
+--       has_holder) its n holder keys
 -- ARGV: count, mode ('at-least' or 'exactly'), reclaim ('1'/'0'), counter_tail_ms,
---       then per lock: n, value, ttl_ms, has_holder ('1'/'0')
+--       has_counters ('1'/'0'), then per lock: n, value, ttl_ms, has_holder ('1'/'0')
 -- Returns one status per lock: 1 extended, 0 expired (some key gone), -1 another owner,
 -- 2 reclaimed: with reclaim, a lock none of whose keys has another owner gets its gone
 -- keys back (set to its value with the TTL) and the others extended — so a lease that
@@ -20,12 +20,17 @@
 -- A lock that is extended keeps its fencing counters at least as long as its keys,
 -- plus the tail (fencelock_keep, shared.lua): the counters' expiry is only ever pushed
 -- later here, in either mode. A missing counter stays missing (the next grant seeds
--- from the clock).
+-- from the clock). A Redis Cluster client sends no counter keys (has_counters '0'):
+-- while a slot moves, a script naming a key not yet moved gets TRYAGAIN, and a renewal
+-- must not depend on the counter having moved with its lock key. A counter expires only
+-- once the node's clock has passed it (fencelock_keep), so one that is not kept with a
+-- long-held lock costs `status` a listing, never a token.
 local count = tonumber(ARGV[1])
 local exactly = ARGV[2] == 'exactly'
 local reclaim = ARGV[3] == '1'
 local tail = tonumber(ARGV[4])
-local a = 5
+local has_counters = ARGV[5] == '1'
+local a = 6
 local k = 1
 local out = {}
 
@@ -80,13 +85,16 @@ for l = 1, count do
   if status >= 1 then
     for i = 0, n - 1 do
       push_expiry(KEYS[k + i], ttl)
-      keep_counter(KEYS[k + n + i], ttl)
+      if has_counters then
+        keep_counter(KEYS[k + n + i], ttl)
+      end
       if has_holder then
-        push_expiry(KEYS[k + 2 * n + i], ttl)
+        push_expiry(KEYS[k + (has_counters and 2 or 1) * n + i], ttl)
       end
     end
   end
-  k = k + 2 * n
+  k = k + n
+  if has_counters then k = k + n end
   if has_holder then k = k + n end
   out[l] = status
 end
