@@ -12,6 +12,15 @@ use crate::{Output, Plan, Results};
 /// page, so that re-running the bench does not erase it.
 const ANALYSIS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ANALYSIS.md");
 
+/// The npm package's figures next to `redlock` npm: measured by its own harness
+/// (`crates/fencelock-node/bench/bench.js`, which starts its own nodes and prints this
+/// section with its command and date), kept in a file and included here, so that
+/// re-running this bench does not erase them.
+const NODE_RESULTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../fencelock-node/bench/RESULTS.md"
+);
+
 fn ms(d: std::time::Duration) -> String {
     if d.as_millis() >= 1000 && d.as_millis().is_multiple_of(1000) {
         format!("{} s", d.as_secs())
@@ -319,6 +328,16 @@ fn write_page(
             "| busiest process's share | {} | {} | |\n",
             a.busiest_share.show(2),
             b.busiest_share.show(2)
+        )?;
+    }
+
+    if let Ok(text) = std::fs::read_to_string(NODE_RESULTS) {
+        writeln!(s, "{}\n", text.trim_end())?;
+        writeln!(
+            s,
+            "(Measured by `crates/fencelock-node/bench/bench.js`, a run of its own: kept in \
+             `crates/fencelock-node/bench/RESULTS.md` and included here; the ratios are within \
+             that run.)\n"
         )?;
     }
 

@@ -319,7 +319,7 @@ impl Lease {
 
     /// The value stored in the keys: the proof of ownership. Keep it secret; anyone who
     /// has it can release the lock. For a lease granted by an acquire attempt it is that
-    /// attempt's random value (32 hex characters); for a lease handed over by a release
+    /// attempt's random value (`fl:` and 32 hex characters); for a lease handed over by a release
     /// on one node it is the waiter's id (`handoff:<claim_ms>:<inbox>:<random>`, see
     /// `docs/waiting.md`), which the release wrote into the key.
     pub fn value(&self) -> &str {

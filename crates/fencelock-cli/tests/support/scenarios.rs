@@ -241,7 +241,7 @@ pub fn acquire_extend_release_script(t: &Setup) {
         "$FL" release job --value "$value"; [ $? -eq 3 ] || exit 17
         "$FL" extend job --value "$value" --ttl 5s >/dev/null 2>&1; [ $? -eq 75 ] || exit 18
         out2=$("$FL" acquire job --format json) || exit 19
-        value2=$(printf '%s' "$out2" | sed -n 's/.*"value":"\([0-9a-f]*\)".*/\1/p')
+        value2=$(printf '%s' "$out2" | sed -n 's/.*"value":"\([^"]*\)".*/\1/p')
         token2=$(printf '%s' "$out2" | sed -n 's/.*"token":\([0-9]*\).*/\1/p')
         [ "$token2" -gt "$token" ] || exit 20
         "$FL" release job --value "$value"; [ $? -eq 4 ] || exit 21
