@@ -158,6 +158,14 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
             Ok(read) => {
                 let (lo, hi) = cfg.hold_ms;
                 let think = Duration::from_millis(rand::rng().random_range(lo..=hi.max(lo)));
+                // Whether the job was stopped (its lease lost) before it writes. Without
+                // renewal it is asked before the think time, which stands for the window
+                // between a holder's last check and its write (module docs): a pause that
+                // lands there (client-pause) must end in the write, as it would in a real
+                // client, and not in a race between the resumed worker and the lease's
+                // own expiry timer, both due at SIGCONT. Under renewal a lost lease stops
+                // the job during the hold (`hold_renewing`), as `fencelock run` does.
+                let mut stopped = lease.is_lost();
                 if cfg.renew {
                     if let Err(message) = hold_renewing(&cfg, &lease, think, &mut nodes).await {
                         hist.record(&WorkerEvent::Lost {
@@ -175,14 +183,13 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
                             extend_ms,
                         });
                     }
+                    stopped = lease.is_lost();
                 } else {
                     tokio::time::sleep(think).await;
                 }
                 let amount = rand::rng().random_range(1..=10);
-                // A stopped job (lost lease) writes nothing; it still releases below.
-                if !lease.is_lost()
-                    && let Err(e) = res.write(id, token, &read, amount).await
-                {
+                // A stopped job writes nothing; it still releases below.
+                if !stopped && let Err(e) = res.write(id, token, &read, amount).await {
                     hist.record(&WorkerEvent::ResourceError {
                         lease: id,
                         message: e.to_string(),
