@@ -70,6 +70,9 @@ pub struct Plan {
     pub w6_time: Duration,
     /// W6: foreign hand-offs measured per holder.
     pub w6_handoffs: usize,
+    /// W6: only the contests at npm's default retry (npm against npm, fencelock
+    /// against npm), no hand-off timing: the fair-share target on its own.
+    pub w6_fair_share_only: bool,
     /// Which workloads to run (`w1` … `w6`).
     pub only: Vec<String>,
 }
@@ -92,6 +95,7 @@ impl Plan {
                 w5_time: Duration::from_millis(1500),
                 w6_time: Duration::from_secs(4),
                 w6_handoffs: 5,
+                w6_fair_share_only: false,
                 only: Vec::new(),
             }
         } else {
@@ -109,6 +113,7 @@ impl Plan {
                 w5_time: Duration::from_secs(3),
                 w6_time: Duration::from_secs(8),
                 w6_handoffs: 10,
+                w6_fair_share_only: false,
                 only: Vec::new(),
             }
         }

@@ -27,6 +27,14 @@ struct Args {
     /// The command line quoted in the report.
     #[arg(long, default_value = "fencelock-bench")]
     command: String,
+    /// W6: seconds per mixed-fleet contest (default 8, or 4 with --quick). Shares of
+    /// longer contests spread less from run to run.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
+    w6_seconds: Option<u64>,
+    /// W6: only the fair-share contests at npm's default retry (npm against npm, and
+    /// fencelock against npm), without the other contests and the hand-off timing.
+    #[arg(long)]
+    w6_fair_share_only: bool,
     /// A directory to write the PIDs of started servers to (for the caller's clean-up).
     #[arg(long)]
     pid_dir: Option<PathBuf>,
@@ -70,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
         plan.runs = r.max(1);
     }
     plan.only = args.only;
+    if let Some(secs) = args.w6_seconds {
+        plan.w6_time = std::time::Duration::from_secs(secs);
+    }
+    plan.w6_fair_share_only = args.w6_fair_share_only;
     let out = Output {
         markdown: args.out,
         charts: args.charts,

@@ -398,6 +398,9 @@ fn w6_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
             )?;
         }
     }
+    if r.w6.iter().all(|w| w.handoffs.is_empty()) {
+        return writeln!(s);
+    }
     writeln!(
         s,
         "\nForeign hand-off: the foreign client holds the key (TTL 30 s) for {} ms and releases \

@@ -396,6 +396,9 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W6> {
     if nodes.len() == 1 {
         pairs.extend([(RedisPy, RedisPy), (Fencelock, RedisPy)]);
     }
+    if plan.w6_fair_share_only {
+        pairs = vec![(NpmDefault, NpmDefault), (Fencelock, NpmDefault)];
+    }
     let mut w6 = W6::default();
     for &(a, b) in &pairs {
         let mut shares = Vec::new();
@@ -421,6 +424,9 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W6> {
     let mut holders = vec![NpmDefault];
     if nodes.len() == 1 {
         holders.push(RedisPy);
+    }
+    if plan.w6_fair_share_only {
+        holders.clear();
     }
     for holder in holders {
         w6.handoffs

@@ -35,10 +35,20 @@ const INTRUDE_AFTER: Duration = Duration::from_secs(8);
 /// Takes `key` with `SET NX PX 60000` on every node `INTRUDE_AFTER` from now, as
 /// another client would; returns on how many nodes it got the key.
 fn intruder(cluster: &Arc<Cluster>, key: &'static str) -> tokio::task::JoinHandle<usize> {
+    intruder_on(cluster, key, (0..cluster.len()).collect())
+}
+
+/// As [`intruder`], on the given nodes only (a paused node would hold it up).
+fn intruder_on(
+    cluster: &Arc<Cluster>,
+    key: &'static str,
+    nodes: Vec<usize>,
+) -> tokio::task::JoinHandle<usize> {
     let cluster = Arc::clone(cluster);
     tokio::task::spawn_blocking(move || {
         std::thread::sleep(INTRUDE_AFTER);
-        (0..cluster.len())
+        nodes
+            .into_iter()
             .filter(|&i| {
                 let taken: Option<String> = redis::cmd("SET")
                     .arg(key)
@@ -110,6 +120,51 @@ async fn waiter_notices_an_npm_release_on_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiter_notices_an_npm_release_on_three_nodes() {
     waiter_gets_in_after_npm_release(3).await;
+}
+
+/// Three nodes, one of them paused (SIGSTOP: connections open, nothing answered) while
+/// the npm client holds the key and releases it: the waiter's polls are decided by the
+/// two live nodes, so it still gets in after the release, long before the foreign TTL.
+/// (The npm client's own release waits for the paused node until it resumes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_notices_an_npm_release_with_one_node_of_three_paused() {
+    let cluster = Arc::new(Cluster::start(3));
+    let urls = cluster.urls().join(",");
+    let mut npm = spawn_redlock_client([
+        "--mode",
+        "hold",
+        "--urls",
+        &urls,
+        "--key",
+        "ledger",
+        "--ttl-ms",
+        FOREIGN_TTL_MS,
+        "--hold-ms",
+        FOREIGN_HOLD_MS,
+    ]);
+    let line = first_line(&mut npm);
+    assert!(line.starts_with("acquired"), "npm client said {line:?}");
+    cluster.pause(2);
+    let intruder = intruder_on(&cluster, "ledger", vec![0, 1]);
+    let locker = locker(&cluster);
+    let got = locker
+        .acquire_with(
+            "ledger",
+            Duration::from_secs(5),
+            &AcquireOptions::default().max_wait(WAIT),
+        )
+        .await;
+    let intruded = intruder.await.expect("intruder");
+    cluster.resume(2);
+    let lease = got.unwrap_or_else(|e| {
+        panic!(
+            "with node 2 paused, the waiter slept through the npm client's release (its \
+             TTL is {FOREIGN_TTL_MS} ms, the wait {WAIT:?}): {e}"
+        )
+    });
+    assert_eq!(intruded, 0, "the intruder got in beside the lease");
+    wait_success(npm, Duration::from_secs(30));
+    lease.release().await.expect("release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod previous;
 pub mod scenarios;
 pub mod tls;
 
@@ -144,6 +145,41 @@ impl Cluster {
         self.nodes[i].paused = false;
     }
 
+    /// Kills node `i` (SIGKILL), waits `down`, and starts a new, empty one on the same
+    /// port: a node that lost everything, fencing counters included, as after a crash
+    /// without persistence. Redlock stays safe only if such a node stays down for the
+    /// longest TTL in use (a delayed restart), so callers pass at least that.
+    pub fn restart_empty(&mut self, i: usize, down: Duration) {
+        let node = &mut self.nodes[i];
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+        std::thread::sleep(down);
+        let port = node.port;
+        let log = self.dir.path().join(format!("redis-{i}-restarted.log"));
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        *node = Node {
+            child,
+            port,
+            log,
+            paused: false,
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while !answers_ping(port) {
+            assert!(Instant::now() < deadline, "node {i} did not restart");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes
@@ -238,7 +274,12 @@ fn answers_ping(port: u16) -> bool {
 /// A `fencelock` command with a clean environment: no `FENCELOCK_*` from the caller,
 /// and a private state directory so the default store is never the user's.
 pub fn fencelock(state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fencelock"));
+    fencelock_at(Path::new(env!("CARGO_BIN_EXE_fencelock")), state)
+}
+
+/// As [`fencelock`], for the `fencelock` binary at `bin` (e.g. an earlier version's).
+pub fn fencelock_at(bin: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("FENCELOCK_") {
             cmd.env_remove(&k);
