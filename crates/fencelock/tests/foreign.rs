@@ -71,7 +71,12 @@ fn locker(cluster: &Cluster) -> Locker {
         .expect("locker")
 }
 
-async fn waiter_gets_in_after_npm_release(nodes: usize) {
+/// The npm client holds `ledger` on `nodes` nodes and releases it; a fencelock waiter
+/// must get in before the intruder. With `paused`, that node is SIGSTOPped (connections
+/// open, nothing answered) from the npm client's acquire until the waiter is done: the
+/// waiter's polls are then decided by the live nodes (and the npm client's own release
+/// waits for the paused node until it resumes).
+async fn waiter_gets_in_after_npm_release(nodes: usize, paused: Option<usize>) {
     let cluster = Arc::new(Cluster::start(nodes));
     let urls = cluster.urls().join(",");
     let mut npm = spawn_redlock_client([
@@ -88,64 +93,11 @@ async fn waiter_gets_in_after_npm_release(nodes: usize) {
     ]);
     let line = first_line(&mut npm);
     assert!(line.starts_with("acquired"), "npm client said {line:?}");
-    let intruder = intruder(&cluster, "ledger");
-    let locker = locker(&cluster);
-    let lease = locker
-        .acquire_with(
-            "ledger",
-            Duration::from_secs(5),
-            &AcquireOptions::default().max_wait(WAIT),
-        )
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "the waiter slept through the npm client's release (its TTL is \
-                 {FOREIGN_TTL_MS} ms, the wait {WAIT:?}): {e}"
-            )
-        });
-    assert_eq!(
-        intruder.await.expect("intruder"),
-        0,
-        "the intruder got in beside the lease"
-    );
-    wait_success(npm, Duration::from_secs(30));
-    lease.release().await.expect("release");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiter_notices_an_npm_release_on_one_node() {
-    waiter_gets_in_after_npm_release(1).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiter_notices_an_npm_release_on_three_nodes() {
-    waiter_gets_in_after_npm_release(3).await;
-}
-
-/// Three nodes, one of them paused (SIGSTOP: connections open, nothing answered) while
-/// the npm client holds the key and releases it: the waiter's polls are decided by the
-/// two live nodes, so it still gets in after the release, long before the foreign TTL.
-/// (The npm client's own release waits for the paused node until it resumes.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn waiter_notices_an_npm_release_with_one_node_of_three_paused() {
-    let cluster = Arc::new(Cluster::start(3));
-    let urls = cluster.urls().join(",");
-    let mut npm = spawn_redlock_client([
-        "--mode",
-        "hold",
-        "--urls",
-        &urls,
-        "--key",
-        "ledger",
-        "--ttl-ms",
-        FOREIGN_TTL_MS,
-        "--hold-ms",
-        FOREIGN_HOLD_MS,
-    ]);
-    let line = first_line(&mut npm);
-    assert!(line.starts_with("acquired"), "npm client said {line:?}");
-    cluster.pause(2);
-    let intruder = intruder_on(&cluster, "ledger", vec![0, 1]);
+    if let Some(i) = paused {
+        cluster.pause(i);
+    }
+    let live = (0..nodes).filter(|&i| Some(i) != paused).collect();
+    let intruder = intruder_on(&cluster, "ledger", live);
     let locker = locker(&cluster);
     let got = locker
         .acquire_with(
@@ -155,16 +107,33 @@ async fn waiter_notices_an_npm_release_with_one_node_of_three_paused() {
         )
         .await;
     let intruded = intruder.await.expect("intruder");
-    cluster.resume(2);
+    if let Some(i) = paused {
+        cluster.resume(i);
+    }
     let lease = got.unwrap_or_else(|e| {
         panic!(
-            "with node 2 paused, the waiter slept through the npm client's release (its \
+            "the waiter slept through the npm client's release (node {paused:?} paused; its \
              TTL is {FOREIGN_TTL_MS} ms, the wait {WAIT:?}): {e}"
         )
     });
     assert_eq!(intruded, 0, "the intruder got in beside the lease");
     wait_success(npm, Duration::from_secs(30));
     lease.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_notices_an_npm_release_on_one_node() {
+    waiter_gets_in_after_npm_release(1, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_notices_an_npm_release_on_three_nodes() {
+    waiter_gets_in_after_npm_release(3, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_notices_an_npm_release_with_one_node_of_three_paused() {
+    waiter_gets_in_after_npm_release(3, Some(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
