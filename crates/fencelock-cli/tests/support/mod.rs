@@ -1,239 +1,24 @@
-//! Test support: real `redis-server` processes, the `fencelock` binary, and waiting
+//! Test support: real `redis-server` processes (the workspace's one fixture,
+//! crates/fencelock-testkit, re-exported here), the `fencelock` binary, and waiting
 //! with generous timeouts (only to avoid hangs: no test asserts on timing).
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 pub mod scenarios;
-pub mod tls;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
+pub use fencelock_testkit::{Certs, Cluster, RedisCluster, Server};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tempfile::TempDir;
 
 /// How long anything may take before a test gives up (a hang guard, not a threshold).
 pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// N independent `redis-server` processes on free loopback ports, killed on drop.
-pub struct Cluster {
-    nodes: Vec<Node>,
-    dir: TempDir,
-}
-
-struct Node {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    paused: bool,
-}
-
-impl Cluster {
-    /// Starts `n` nodes without persistence and waits until each answers PING.
-    pub fn start(n: usize) -> Cluster {
-        Cluster::start_with(n, &[])
-    }
-
-    /// As [`Cluster::start`], with extra `redis-server` arguments for every node
-    /// (e.g. `["--requirepass", "s3cret"]`).
-    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            nodes.push(start_node(dir.path(), i, extra));
-        }
-        Cluster { nodes, dir }
-    }
-
-    /// Three primaries joined into one Redis Cluster (`redis-cli --cluster create`, no
-    /// replicas); returns once every node says `cluster_state:ok`. Name it with
-    /// [`Cluster::cluster_url`].
-    pub fn start_redis_cluster() -> Cluster {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let conf = format!("nodes-{i}.conf");
-            nodes.push(start_node(
-                dir.path(),
-                i,
-                &["--cluster-enabled", "yes", "--cluster-config-file", &conf],
-            ));
-        }
-        let cluster = Cluster { nodes, dir };
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(
-                cluster
-                    .nodes
-                    .iter()
-                    .map(|n| format!("127.0.0.1:{}", n.port)),
-            )
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli is installed");
-        assert!(out.status.success(), "redis-cli --cluster create: {out:?}");
-        let deadline = Instant::now() + PATIENCE;
-        while !(0..3).all(|i| {
-            cluster
-                .command(i, &["CLUSTER", "INFO"])
-                .contains("cluster_state:ok")
-        }) {
-            assert!(
-                Instant::now() < deadline,
-                "the cluster never formed\n{}",
-                cluster.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        cluster
-    }
-
-    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`: every node as a seed.
-    pub fn cluster_url(&self) -> String {
-        let seeds: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        format!("redis+cluster://{}", seeds.join(","))
-    }
-
-    /// `redis://127.0.0.1:PORT` of every node.
-    pub fn urls(&self) -> Vec<String> {
-        self.nodes
-            .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
-            .collect()
-    }
-
-    /// The URL of one node with a password.
-    pub fn url_with_password(&self, i: usize, password: &str) -> String {
-        format!("redis://:{password}@127.0.0.1:{}", self.nodes[i].port)
-    }
-
-    /// Runs one command on node `i` with `redis-cli` and returns its output.
-    pub fn command(&self, i: usize, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.nodes[i].port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli is installed");
-        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The URL of node `i` for an ACL user (`redis://user:password@…`).
-    pub fn url_for_user(&self, i: usize, user: &str, password: &str) -> String {
-        format!("redis://{user}:{password}@127.0.0.1:{}", self.nodes[i].port)
-    }
-
-    /// Freezes node `i` (SIGSTOP): it keeps its connections but answers nothing.
-    pub fn pause(&mut self, i: usize) {
-        signal(&self.nodes[i].child, Signal::SIGSTOP);
-        self.nodes[i].paused = true;
-    }
-
-    /// Thaws node `i` (SIGCONT).
-    pub fn resume(&mut self, i: usize) {
-        signal(&self.nodes[i].child, Signal::SIGCONT);
-        self.nodes[i].paused = false;
-    }
-
-    /// Every node's log, for failure messages.
-    pub fn logs(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "--- {}:\n{}",
-                    n.port,
-                    std::fs::read_to_string(&n.log).unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if n.paused {
-                signal(&n.child, Signal::SIGCONT);
-            }
-            let _ = n.child.kill();
-            let _ = n.child.wait();
-        }
-        let _ = &self.dir;
-    }
-}
-
-fn signal(child: &Child, sig: Signal) {
-    kill(Pid::from_raw(child.id() as i32), sig).expect("signal redis-server");
-}
-
-fn start_node(dir: &Path, i: usize, extra: &[&str]) -> Node {
-    // A free port can be taken by someone else before redis binds it: retry.
-    let mut last_log = String::new();
-    for attempt in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = dir.join(format!("redis-{i}-{attempt}.log"));
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(&log)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if answers_ping(port) {
-                return Node {
-                    child,
-                    port,
-                    log,
-                    paused: false,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        last_log = std::fs::read_to_string(&log).unwrap_or_default();
-    }
-    panic!("redis-server did not start; last log:\n{last_log}");
-}
-
-/// Whether something on `port` answers PING (`+PONG`, or `-NOAUTH` with a password).
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        Ok(n) => buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"),
-        Err(_) => false,
-    }
-}
 
 /// A `fencelock` command with a clean environment: no `FENCELOCK_*` from the caller,
 /// and a private state directory so the default store is never the user's.
