@@ -147,6 +147,7 @@ impl ProcessOptions {
     /// Extra `redis-server` arguments, after the fixture's own (so they override
     /// them), kept across restarts: e.g. `["--requirepass", "pw"]` (the helper
     /// connections then authenticate with it) or `["--cluster-enabled", "yes"]`.
+    /// Leave `--logfile` and `--loglevel` alone: readiness is read from the log.
     #[must_use]
     pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
         self.args.extend(args.iter().map(|a| a.as_ref().to_owned()));
