@@ -298,3 +298,30 @@ pub async fn connections_all(admin: &mut [MultiplexedConnection]) -> anyhow::Res
     }
     Ok(sum)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `scripts/bench` kills what the pid files name if a run dies without unwinding:
+    /// a node must name itself there while it runs, and take its file away (and its
+    /// PID off the Ctrl-C list) when it stops.
+    #[test]
+    fn nodes_keep_their_pid_files_while_they_run() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let nodes = Nodes::start(2, Some(dir.path())).expect("two nodes");
+        assert!(
+            nodes
+                .urls()
+                .iter()
+                .all(|url| url.starts_with("redis://127.0.0.1:"))
+        );
+        let files = std::fs::read_dir(dir.path()).expect("pid dir").count();
+        assert_eq!(files, 2, "one pid file per node");
+        assert_eq!(STARTED.lock().expect("STARTED").len(), 2);
+        drop(nodes);
+        let files = std::fs::read_dir(dir.path()).expect("pid dir").count();
+        assert_eq!(files, 0, "pid files removed with their nodes");
+        assert!(STARTED.lock().expect("STARTED").is_empty());
+    }
+}

@@ -18,6 +18,8 @@
 //!   Cluster (`redis-cli --cluster create`), with slot moves.
 //! - [`server`]: [`Server`], one server with whatever arguments a test needs (TLS,
 //!   ACL users, replicas), and [`Certs`], a throw-away CA made with `openssl`.
+//! - [`panic_message`]: what a helper that must panic said (the fixture's own tests,
+//!   and tests of other test helpers).
 //!
 //! The rules every server here follows (loopback only, our own PID only, cleanup on
 //! drop, a clear failure when `redis-server` is missing) are in [`process`]. Nothing
@@ -35,3 +37,19 @@ pub use cluster::Cluster;
 pub use process::{Error, Persistence, ProcessOptions, RedisProcess, free_port};
 pub use redis_cluster::RedisCluster;
 pub use server::{Certs, Server};
+
+/// The panic message of `f`, which must panic: for tests that check a helper fails
+/// clearly (the fixture's "node is paused", a checker's "mutual exclusion violated").
+///
+/// Panics if `f` returns normally.
+pub fn panic_message(f: impl FnOnce()) -> String {
+    let payload =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).expect_err("expected a panic");
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}

@@ -4,11 +4,10 @@
 //! These use only redis-rs, std, tempfile and the fixture, never fencelock.
 
 use std::net::TcpStream;
-use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use fencelock_testkit::{
-    Certs, Cluster, Persistence, ProcessOptions, RedisCluster, RedisProcess, Server,
+    Certs, Cluster, Persistence, ProcessOptions, RedisCluster, RedisProcess, Server, panic_message,
 };
 
 /// Whether the process with this PID is gone. A PID could in theory be reused
@@ -20,18 +19,6 @@ fn process_gone(pid: u32, port: u16) -> bool {
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             !(cmdline.contains("redis-server") && cmdline.contains(&port.to_string()))
         }
-    }
-}
-
-/// The panic message of `f`, which must panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else {
-        "<non-string panic payload>".to_owned()
     }
 }
 

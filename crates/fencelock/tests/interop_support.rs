@@ -8,24 +8,12 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
+use fencelock_testkit::panic_message;
 use support::Cluster;
 use support::interop;
-
-/// The panic message of `f`, which must panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else {
-        "<non-string panic payload>".to_owned()
-    }
-}
 
 fn write_log(dir: &Path, lines: &[&str]) -> std::path::PathBuf {
     let path = dir.join("sections.log");
