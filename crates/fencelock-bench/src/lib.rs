@@ -13,8 +13,9 @@
 //! ## Layout
 //!
 //! - `main.rs`: flags, then [`run`] (or the hidden worker mode of W5).
-//! - [`servers`]: local `redis-server` processes on free loopback ports, killed by PID
-//!   on drop and on Ctrl-C; `INFO commandstats` deltas.
+//! - [`servers`]: local `redis-server` processes (the `fencelock-testkit` fixture) on
+//!   free loopback ports, killed by PID on drop and on Ctrl-C; `INFO commandstats`
+//!   deltas.
 //! - [`raw`]: the floor client — `SET NX PX` plus a compare-and-delete script over
 //!   multiplexed connections, majority over several nodes.
 //! - [`stats`]: medians, min–max, hdrhistogram percentiles, CPU time.

@@ -1,19 +1,18 @@
 //! Local `redis-server` processes for the benchmarks.
 //!
-//! Each node listens on 127.0.0.1 only, on a free port, with persistence off
-//! (`--save ""`, no AOF). Nodes are killed by PID when dropped; the PIDs are also kept
-//! in a process-wide list that the Ctrl-C handler of `main` kills
-//! ([`kill_all_started`]), and written to `--pid-dir` so that `scripts/bench` can
-//! kill them even if this process dies without unwinding.
+//! Each node is the workspace's one fixture, [`fencelock_testkit::RedisProcess`]:
+//! 127.0.0.1 only, a free port, persistence off (`--save ""`, no AOF), killed by PID
+//! when dropped. The PIDs are also kept in a process-wide list that the Ctrl-C handler
+//! of `main` kills ([`kill_all_started`]), and written to `--pid-dir` so that
+//! `scripts/bench` can kill them even if this process dies without unwinding.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use fencelock_testkit::{ProcessOptions, RedisProcess};
 use redis::aio::MultiplexedConnection;
 
 /// PIDs of every server started by this process and not yet stopped.
@@ -30,107 +29,64 @@ pub fn kill_all_started() {
     }
 }
 
-/// One `redis-server` process.
+/// One `redis-server` process: the workspace's one fixture
+/// ([`fencelock_testkit::RedisProcess`]), plus the bookkeeping that lets an
+/// interrupted run kill it.
 #[derive(Debug)]
 pub struct Node {
-    child: Child,
-    port: u16,
+    process: RedisProcess,
     pid_file: Option<PathBuf>,
-    _dir: tempfile::TempDir,
 }
 
 impl Node {
-    /// Starts a node on a free port and waits until it answers PING.
+    /// Starts a node on a free port and waits until it is ready.
     ///
     /// # Errors
     ///
-    /// When `redis-server` cannot be run or does not answer within 5 s (the server's
-    /// log is quoted).
+    /// When `redis-server` cannot be run or is not ready within 5 s (the server's log
+    /// is quoted).
     pub fn start(pid_dir: Option<&Path>) -> anyhow::Result<Node> {
-        let dir = tempfile::tempdir().context("temporary directory for redis-server")?;
-        let port = free_port()?;
-        let log = dir.path().join("redis.log");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--protected-mode", "yes"])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("running redis-server (is it installed?)")?;
-        let pid = child.id();
+        let process = RedisProcess::start(
+            ProcessOptions::new()
+                .name("benchmark redis-server")
+                .start_deadline(Duration::from_secs(5)),
+        )?;
+        let pid = process
+            .pid()
+            .context("the benchmark redis-server died at once")?;
         STARTED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
-        let pid_file = match pid_dir {
-            Some(d) => {
-                let f = d.join(format!("redis-{pid}.pid"));
-                std::fs::write(&f, pid.to_string())
-                    .with_context(|| format!("writing {}", f.display()))?;
-                Some(f)
-            }
-            None => None,
-        };
         let mut node = Node {
-            child,
-            port,
-            pid_file,
-            _dir: dir,
+            process,
+            pid_file: None,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(mut c) = redis::Client::open(node.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return Ok(node);
-            }
-            if let Ok(Some(status)) = node.child.try_wait() {
-                bail!(
-                    "redis-server on port {port} exited ({status}); log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                node.stop();
-                bail!("redis-server on port {port} did not answer within 5 s; log:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(d) = pid_dir {
+            let f = d.join(format!("redis-{pid}.pid"));
+            std::fs::write(&f, pid.to_string())
+                .with_context(|| format!("writing {}", f.display()))?;
+            node.pid_file = Some(f);
         }
+        Ok(node)
     }
 
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let pid = self.child.id();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        STARTED
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|&p| p != pid);
-        if let Some(f) = self.pid_file.take() {
-            let _ = std::fs::remove_file(f);
-        }
+        self.process.url()
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.stop();
+        // The process is killed and reaped when `process` drops, right after.
+        if let Some(pid) = self.process.pid() {
+            STARTED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|&p| p != pid);
+        }
+        if let Some(f) = self.pid_file.take() {
+            let _ = std::fs::remove_file(f);
+        }
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// A set of independent nodes (a Redlock quorum when more than one).
@@ -341,4 +297,31 @@ pub async fn connections_all(admin: &mut [MultiplexedConnection]) -> anyhow::Res
             .context("INFO stats without total_connections_received")?;
     }
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `scripts/bench` kills what the pid files name if a run dies without unwinding:
+    /// a node must name itself there while it runs, and take its file away (and its
+    /// PID off the Ctrl-C list) when it stops.
+    #[test]
+    fn nodes_keep_their_pid_files_while_they_run() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let nodes = Nodes::start(2, Some(dir.path())).expect("two nodes");
+        assert!(
+            nodes
+                .urls()
+                .iter()
+                .all(|url| url.starts_with("redis://127.0.0.1:"))
+        );
+        let files = std::fs::read_dir(dir.path()).expect("pid dir").count();
+        assert_eq!(files, 2, "one pid file per node");
+        assert_eq!(STARTED.lock().expect("STARTED").len(), 2);
+        drop(nodes);
+        let files = std::fs::read_dir(dir.path()).expect("pid dir").count();
+        assert_eq!(files, 0, "pid files removed with their nodes");
+        assert!(STARTED.lock().expect("STARTED").is_empty());
+    }
 }

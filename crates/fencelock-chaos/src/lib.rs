@@ -20,7 +20,8 @@
 //!   logging every operation in its own order.
 //! - [`history`]: the recorded events and their files.
 //! - [`checker`]: the properties and their counter-examples.
-//! - [`node`]: a `redis-server` process we own (pause, crash, restart).
+//! - [`node`]: a `redis-server` process we own (pause, crash, restart), on the
+//!   workspace's one fixture, `fencelock-testkit`.
 //! - [`faults`]: network namespaces + iptables, the TCP proxy, the clock shim.
 //! - [`report`]: the scenario table.
 //! - [`clock`]: `CLOCK_MONOTONIC`, the one clock all processes agree on.

@@ -7,11 +7,10 @@
 //! what an independent read of the ledger finds), not for damage: a tiny run may not
 //! hit the race.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fencelock_testkit::{Cluster, free_port};
 use serde_json::Value;
 
 /// Small numbers: the whole demo in a few seconds, even in a debug build.
@@ -160,16 +159,17 @@ fn sqlite_demo_reports_what_the_ledger_holds() {
 #[test]
 fn redis_demo_on_three_nodes_conserves_and_cleans_up() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let nodes = [RedisNode::start(), RedisNode::start(), RedisNode::start()];
+    let nodes = Cluster::start(3);
     let stores: Vec<String> = nodes
-        .iter()
-        .flat_map(|n| ["--store".to_string(), n.url()])
+        .urls()
+        .into_iter()
+        .flat_map(|url| ["--store".to_string(), url])
         .collect();
     let stores: Vec<&str> = stores.iter().map(String::as_str).collect();
 
     let report = run_json(tmp.path(), &stores);
     assert!(report["kept"]["redis_prefix"].is_string(), "{report}");
-    let mut first = nodes[0].connection();
+    let mut first = nodes.connection(0);
     check_report(&report, |round| {
         let prefix = round["ledger"]["redis"]["prefix"]
             .as_str()
@@ -188,21 +188,16 @@ fn redis_demo_on_three_nodes_conserves_and_cleans_up() {
     });
 
     // Without --keep, nothing of the run is left on any node.
-    for node in &nodes {
-        let _: () = redis::cmd("FLUSHALL")
-            .query(&mut node.connection())
-            .expect("FLUSHALL");
+    for i in 0..nodes.len() {
+        nodes.flushall(i);
     }
     demo(tmp.path())
         .args(SMALL)
         .args(&stores)
         .assert()
         .success();
-    for node in &nodes {
-        let keys: i64 = redis::cmd("DBSIZE")
-            .query(&mut node.connection())
-            .expect("DBSIZE");
-        assert_eq!(keys, 0, "keys left on {}", node.url());
+    for i in 0..nodes.len() {
+        assert_eq!(nodes.keys(i), Vec::<String>::new(), "keys left on node {i}");
     }
 }
 
@@ -267,7 +262,7 @@ fn bad_input_is_a_usage_error_not_a_panic() {
 #[test]
 fn a_store_that_is_down_says_so() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let url = format!("redis://127.0.0.1:{}", free_port());
+    let url = format!("redis://127.0.0.1:{}", free_port().expect("a free port"));
     let out = demo(tmp.path())
         .args(SMALL)
         .args(["--store", &url])
@@ -288,71 +283,4 @@ fn sqlite_balances(path: &Path) -> Vec<i64> {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("balances")
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// One `redis-server` of our own: a free port on 127.0.0.1, no persistence, killed on
-/// drop.
-struct RedisNode {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisNode {
-    fn start() -> RedisNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test installs it)");
-        let node = RedisNode {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let up = redis::Client::open(node.url())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            match up {
-                Ok(_) => return node,
-                Err(e) if Instant::now() > deadline => {
-                    panic!("redis-server on port {port} did not start: {e}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .expect("connect to our redis-server")
-    }
-}
-
-impl Drop for RedisNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -6,82 +6,12 @@ mod support;
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use predicates::prelude::*;
+use support::Server;
 
 const PASSWORD: &str = "doctor-Secret-never-shown";
-
-/// A `redis-server` of our own, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start(extra: &[&str]) -> Redis {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = dir.path().join("redis.log");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("Ready to accept")
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn run(&self, args: &[&str]) {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut con = client.get_connection().unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        let _: redis::Value = cmd.query(&mut con).unwrap();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn doctor(dir: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("fencelock").expect("binary");
@@ -96,7 +26,7 @@ fn doctor(dir: &Path) -> assert_cmd::Command {
 
 #[test]
 fn healthy_three_nodes_exit_zero_with_a_report_per_node() {
-    let nodes: Vec<Redis> = (0..3).map(|_| Redis::start(&[])).collect();
+    let nodes: Vec<Server> = (0..3).map(|_| Server::start(&[])).collect();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = doctor(dir.path());
     for n in &nodes {
@@ -140,7 +70,7 @@ fn the_probe_lock_leaves_no_record_behind() {
             .success()
             .stdout(predicate::str::contains("probe lock: ok"));
         for i in 0..3 {
-            let left = cluster.command(i, &["--scan", "--pattern", "*fencelock-doctor-probe*"]);
+            let left = cluster.redis_cli(i, &["--scan", "--pattern", "*fencelock-doctor-probe*"]);
             assert_eq!(
                 left.trim(),
                 "",
@@ -173,14 +103,14 @@ fn the_probe_lock_leaves_no_record_behind() {
 /// the probe too (the forget script uses no command beyond it): healthy, nothing left.
 #[test]
 fn a_minimum_acl_user_leaves_no_probe_record_behind() {
-    let r = Redis::start(&[]);
+    let r = Server::start(&[]);
     let pass = format!(">{PASSWORD}");
     let mut args = vec!["ACL", "SETUSER", "app", "reset", "on", &pass];
     args.extend(fencelock::MINIMUM_ACL.split_whitespace().skip(2));
     r.run(&args);
     let dir = tempfile::tempdir().unwrap();
     doctor(dir.path())
-        .args(["--store", &format!("redis://app@127.0.0.1:{}", r.port)])
+        .args(["--store", &format!("redis://app@127.0.0.1:{}", r.port())])
         .args(["--prefix", "app:"])
         .env("FENCELOCK_PASSWORD", PASSWORD)
         .assert()
@@ -206,15 +136,15 @@ fn the_default_sqlite_store_is_healthy() {
 
 #[test]
 fn the_same_server_twice_fails() {
-    let a = Redis::start(&[]);
-    let b = Redis::start(&[]);
+    let a = Server::start(&[]);
+    let b = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = doctor(dir.path());
     cmd.args([
         "--store",
         &a.url(),
         "--store",
-        &format!("redis://localhost:{}/2", a.port),
+        &format!("redis://localhost:{}/2", a.port()),
     ])
     .args(["--store", &b.url()]);
     cmd.assert()
@@ -225,7 +155,7 @@ fn the_same_server_twice_fails() {
 
 #[test]
 fn a_user_missing_a_grant_fails_without_showing_its_password() {
-    let r = Redis::start(&[]);
+    let r = Server::start(&[]);
     let pass = format!(">{PASSWORD}");
     let mut args = vec!["ACL", "SETUSER", "app", "reset", "on", &pass];
     args.extend(
@@ -237,7 +167,7 @@ fn a_user_missing_a_grant_fails_without_showing_its_password() {
     r.run(&args);
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = doctor(dir.path());
-    cmd.args(["--store", &format!("redis://app@127.0.0.1:{}", r.port)])
+    cmd.args(["--store", &format!("redis://app@127.0.0.1:{}", r.port())])
         .args(["--prefix", "app:"])
         .env("FENCELOCK_PASSWORD", PASSWORD);
     cmd.assert()
@@ -251,7 +181,7 @@ fn a_user_missing_a_grant_fails_without_showing_its_password() {
 
 #[test]
 fn an_unreachable_node_and_a_bad_url_fail() {
-    let a = Redis::start(&[]);
+    let a = Server::start(&[]);
     let closed = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()

@@ -11,7 +11,7 @@ use support::{Cluster, finish, spawn, store_args, wait_for_file};
 
 #[test]
 fn a_paused_node_of_three_does_not_kill_a_running_job() {
-    let mut cluster = Cluster::start(3);
+    let cluster = Cluster::start(3);
     let state = tempfile::tempdir().expect("state dir");
     let work = tempfile::tempdir().expect("work dir");
     let started = work.path().join("started");
@@ -60,7 +60,7 @@ fn a_paused_node_of_three_does_not_kill_a_running_job() {
 
 #[test]
 fn a_paused_node_of_three_does_not_fail_a_short_job() {
-    let mut cluster = Cluster::start(3);
+    let cluster = Cluster::start(3);
     cluster.pause(0);
     let state = tempfile::tempdir().expect("state dir");
     let stores = store_args(&cluster.urls());

@@ -49,7 +49,7 @@ on_cluster!(
 /// majority, so the lease is lost, the command gets SIGTERM, and fencelock exits 75.
 #[test]
 fn lease_lost_stops_the_command() {
-    let mut cluster = Cluster::start(3);
+    let cluster = Cluster::start(3);
     let t = Setup::new(cluster.urls());
     let ready = t.path("ready");
     let got = t.path("got");
@@ -83,7 +83,7 @@ fn lease_lost_stops_the_command() {
 /// no later than the end of the lease's validity (--kill-after is longer).
 #[test]
 fn lease_lost_kills_a_stubborn_command() {
-    let mut cluster = Cluster::start(3);
+    let cluster = Cluster::start(3);
     let t = Setup::new(cluster.urls());
     let pids = t.path("pids");
     let script = format!(
@@ -164,7 +164,7 @@ fn unreachable_and_down_stores() {
 
 #[test]
 fn wrong_password_is_a_config_error() {
-    let cluster = Cluster::start_with(1, &["--requirepass", "right"]);
+    let cluster = Cluster::start_with_args(1, &["--requirepass", "right"]);
     let t = Setup::new(vec![cluster.url_with_password(0, "wrong")]);
     for args in [
         &["run", "k", "--", "true"][..],
@@ -212,7 +212,7 @@ fn missing_acl_permission_is_a_config_error() {
             .split_whitespace()
             .map(|rule| if rule == ">PASSWORD" { ">pw-42" } else { rule }),
     );
-    cluster.command(0, &args);
+    cluster.redis_cli(0, &args);
     let t = Setup::new(vec![cluster.url_for_user(0, "app", "pw-42")]);
     t.run(&["--prefix", "app:", "run", "k", "--", "true"])
         .expect_code(0);
@@ -313,7 +313,7 @@ fn counter_retention_from_the_command_line() {
         .expect_code(0);
     let pttl = |key: &str| -> i64 {
         cluster
-            .command(0, &["PTTL", &format!("{key}:fencelock:fence")])
+            .redis_cli(0, &["PTTL", &format!("{key}:fencelock:fence")])
             .trim()
             .parse()
             .expect("PTTL")

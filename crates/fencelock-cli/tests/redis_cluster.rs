@@ -4,14 +4,14 @@
 
 mod support;
 
-use support::Cluster;
+use support::RedisCluster;
 use support::scenarios::{self, Setup};
 
 macro_rules! on_redis_cluster {
     ($($name:ident),* $(,)?) => {
         $(#[test] fn $name() {
-            let cluster = Cluster::start_redis_cluster();
-            scenarios::$name(&Setup::new(vec![cluster.cluster_url()]));
+            let cluster = RedisCluster::start();
+            scenarios::$name(&Setup::new(vec![cluster.url()]));
         })*
     };
 }
@@ -32,8 +32,8 @@ on_redis_cluster!(
 /// single seed: the other primaries are discovered.
 #[test]
 fn one_seed_in_the_environment_is_enough() {
-    let cluster = Cluster::start_redis_cluster();
-    let url = cluster.cluster_url();
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
     let one_seed = url.split(',').next().expect("a seed").to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     for key in ["a", "b", "c", "d", "e", "f"] {

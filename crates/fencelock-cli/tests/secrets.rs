@@ -3,15 +3,14 @@
 mod support;
 
 use support::scenarios::Setup;
-use support::tls::{Certs, TlsRedis};
-use support::{Cluster, s};
+use support::{Certs, Cluster, Server, s};
 
 /// `--ca-cert` / `FENCELOCK_CA_CERT` is used by every command that talks to the
 /// stores; without it an untrusted certificate is a configuration error (78).
 #[test]
 fn the_ca_certificate_reaches_every_command() {
     let certs = Certs::generate();
-    let redis = TlsRedis::start(&certs);
+    let redis = Server::start_tls(&certs, &[]);
     let t = Setup::new(vec![redis.url()]);
     let ca = s(&certs.ca);
 
@@ -52,7 +51,7 @@ fn the_ca_certificate_reaches_every_command() {
 /// password out of `ps`, for every command.
 #[test]
 fn passwords_from_a_file_or_the_environment() {
-    let cluster = Cluster::start_with(1, &["--requirepass", "file-pw"]);
+    let cluster = Cluster::start_with_args(1, &["--requirepass", "file-pw"]);
     let t = Setup::new(cluster.urls());
     let file = t.path("password");
     std::fs::write(&file, "file-pw\n").expect("write");

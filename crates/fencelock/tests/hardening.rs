@@ -3,14 +3,12 @@
 //! and never printed, the start-up checks (replica, same server twice, eviction policy,
 //! even node count), and one typed, named error per failure a node can answer with.
 
-#[path = "support/secure.rs"]
-mod secure;
 mod support;
 
 use std::time::Duration;
 
 use fencelock::{Locker, NodeErrorKind, ReleaseOutcome, Severity};
-use secure::{Certs, Server};
+use fencelock_testkit::{Certs, Server};
 use support::Cluster;
 
 const TTL: Duration = Duration::from_secs(5);

@@ -9,15 +9,29 @@
 //! - [`interop`]: the `redlock` npm client used by the wire-compatibility tests and
 //!   a checker for the critical-section logs both clients write.
 //!
+//! The first two are the workspace's one redis-server fixture, crates/fencelock-testkit
+//! (also home of the TLS `Server` and `Certs` of the hardening tests), re-exported
+//! under the paths the tests have always used.
+//!
 //! Nothing here uses fencelock itself, so the fixture can be trusted when the
 //! library is wrong.
 
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-pub mod cluster;
 pub mod interop;
-pub mod redis_cluster;
+
+/// The fixture's independent nodes, under the path the tests have always used.
+pub mod cluster {
+    #[allow(unused_imports)]
+    pub use fencelock_testkit::Cluster;
+}
+
+/// The fixture's Redis Cluster, under the path the tests have always used.
+pub mod redis_cluster {
+    #[allow(unused_imports)]
+    pub use fencelock_testkit::RedisCluster;
+}
 
 #[allow(unused_imports)]
 pub use cluster::Cluster;

@@ -1,18 +1,14 @@
-//! Tests of the integration-test fixture itself (`tests/support`): if the fixture
-//! lies about the servers' state, every other integration test is worthless.
+//! Tests of the fixture itself: if it lies about the servers' state, every test,
+//! chaos run and benchmark built on it is worthless.
 //!
-//! These use only redis-rs, std, tempfile and nix, never fencelock.
+//! These use only redis-rs, std, tempfile and the fixture, never fencelock.
 
-mod support;
-
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::Cluster;
-use support::interop;
+use fencelock_testkit::{
+    Certs, Cluster, Persistence, ProcessOptions, RedisCluster, RedisProcess, Server, panic_message,
+};
 
 /// Whether the process with this PID is gone. A PID could in theory be reused
 /// by an unrelated process; only a redis-server on the same port counts as ours.
@@ -23,18 +19,6 @@ fn process_gone(pid: u32, port: u16) -> bool {
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             !(cmdline.contains("redis-server") && cmdline.contains(&port.to_string()))
         }
-    }
-}
-
-/// The panic message of `f`, which must panic.
-fn panic_message(f: impl FnOnce()) -> String {
-    let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else {
-        "<non-string panic payload>".to_owned()
     }
 }
 
@@ -336,156 +320,6 @@ fn drop_while_a_test_panics_still_kills_the_nodes() {
     }
 }
 
-// ----- interop support ------------------------------------------------------------
-
-fn write_log(dir: &Path, lines: &[&str]) -> std::path::PathBuf {
-    let path = dir.join("sections.log");
-    let _ = std::fs::remove_file(&path);
-    for line in lines {
-        interop::append_line(&path, line);
-    }
-    path
-}
-
-#[test]
-fn assert_exclusive_accepts_sequential_sections_and_rejects_overlaps() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ok = write_log(
-        dir.path(),
-        &[
-            "npm enter 0",
-            "npm exit 0",
-            "fl enter 0 tok=5",
-            "fl exit 0",
-            "npm enter 1",
-            "npm exit 1",
-        ],
-    );
-    let counts = interop::assert_exclusive(&ok);
-    assert_eq!(counts.get("npm"), Some(&2));
-    assert_eq!(counts.get("fl"), Some(&1));
-
-    let overlap = write_log(
-        dir.path(),
-        &["npm enter 0", "fl enter 0", "npm exit 0", "fl exit 0"],
-    );
-    let msg = panic_message(|| {
-        interop::assert_exclusive(&overlap);
-    });
-    assert!(
-        msg.contains("mutual exclusion violated") && msg.contains(":2:"),
-        "{msg}"
-    );
-
-    let wrong_exit = write_log(dir.path(), &["npm enter 0", "npm exit 1"]);
-    let msg = panic_message(|| {
-        interop::assert_exclusive(&wrong_exit);
-    });
-    assert!(msg.contains("does not match"), "{msg}");
-
-    let unterminated = write_log(dir.path(), &["fl enter 3"]);
-    let msg = panic_message(|| {
-        interop::assert_exclusive(&unterminated);
-    });
-    assert!(msg.contains("never exited"), "{msg}");
-
-    let malformed = write_log(dir.path(), &["npm enter"]);
-    let msg = panic_message(|| {
-        interop::assert_exclusive(&malformed);
-    });
-    assert!(msg.contains("malformed"), "{msg}");
-}
-
-#[test]
-fn redlock_npm_clients_exclude_each_other() {
-    let cluster = Cluster::start(3);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("sections.log");
-    let urls = cluster.urls().join(",");
-    let key = "interop:fixture";
-    let spawn = |name: &str| {
-        interop::spawn_redlock_client([
-            "--urls",
-            &urls,
-            "--key",
-            key,
-            "--ttl-ms",
-            "2000",
-            "--iterations",
-            "15",
-            "--hold-ms",
-            "3",
-            "--name",
-            name,
-            "--log",
-            log.to_str().expect("utf-8 path"),
-        ])
-    };
-    let a = spawn("a");
-    let b = spawn("b");
-    interop::wait_success(a, Duration::from_secs(60));
-    interop::wait_success(b, Duration::from_secs(60));
-    let counts = interop::assert_exclusive(&log);
-    assert_eq!(counts.get("a"), Some(&15), "{counts:?}");
-    assert_eq!(counts.get("b"), Some(&15), "{counts:?}");
-    cluster.assert_no_keys_left(key);
-}
-
-#[test]
-fn redlock_npm_hold_mode_reports_its_lock() {
-    let cluster = Cluster::start(3);
-    let key = "interop:hold";
-    let mut child = interop::spawn_redlock_client([
-        "--mode",
-        "hold",
-        "--urls",
-        &cluster.urls().join(","),
-        "--key",
-        key,
-        "--ttl-ms",
-        "5000",
-        "--hold-ms",
-        "500",
-    ]);
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines
-        .next()
-        .expect("an `acquired` line")
-        .expect("reading the client's stdout");
-    let value = first
-        .strip_prefix("acquired ")
-        .unwrap_or_else(|| panic!("expected `acquired <value>`, got {first:?}"));
-    assert_eq!(
-        value.len(),
-        32,
-        "redlock values are 16 random bytes in hex: {value:?}"
-    );
-
-    // Held: the lock key holds the client's value with a PX ttl on a majority.
-    let holding: Vec<usize> = (0..3)
-        .filter(|&i| cluster.get(i, key).as_deref() == Some(value))
-        .collect();
-    assert!(holding.len() >= 2, "value on nodes {holding:?} only");
-    for &i in &holding {
-        let pttl = cluster.pttl(i, key);
-        assert!(0 < pttl && pttl <= 5000, "pttl {pttl} on node {i}");
-    }
-
-    let second = lines
-        .next()
-        .expect("a `released` line")
-        .expect("reading the client's stdout");
-    assert!(
-        second
-            .strip_prefix("released ")
-            .is_some_and(|ms| ms.parse::<f64>().is_ok()),
-        "want `released <wall clock ms>`, got {second:?}"
-    );
-    interop::wait_success(child, Duration::from_secs(10));
-    cluster.assert_no_keys_left(key);
-}
-
 #[test]
 fn restart_waits_out_a_port_held_by_another_process() {
     let cluster = Cluster::start(1);
@@ -540,4 +374,104 @@ fn a_cluster_can_be_shared_between_threads() {
     faults.join().expect("fault-injection thread");
     assert!(!cluster.is_paused(0) && cluster.is_running(0));
     assert!(!cluster.is_running(1));
+}
+
+#[test]
+fn an_aof_node_comes_back_from_a_crash_with_its_data() {
+    let cluster = Cluster::start_with_options(
+        2,
+        &ProcessOptions::new().persistence(Persistence::AofAlways),
+    );
+    cluster.set(0, "kept", "v", 0);
+    let port = cluster.port(0);
+    cluster.kill(0);
+    cluster.restart(0);
+    assert_eq!(cluster.port(0), port);
+    assert_eq!(cluster.get(0, "kept").as_deref(), Some("v"), "AOF reloaded");
+    // restart() of a running node (a crash without a kill first) keeps it too.
+    cluster.restart(0);
+    assert_eq!(cluster.get(0, "kept").as_deref(), Some("v"));
+}
+
+#[test]
+fn a_password_node_is_read_with_its_password() {
+    let cluster = Cluster::start_with_args(1, &["--requirepass", "s3cret"]);
+    // Without the password a client is refused; the helpers authenticate.
+    let err = ping(&cluster.url(0), Duration::from_secs(2)).expect_err("NOAUTH");
+    assert!(err.to_string().contains("NOAUTH"), "{err}");
+    cluster.set(0, "k", "v", 0);
+    assert_eq!(cluster.get(0, "k").as_deref(), Some("v"));
+    assert_eq!(
+        ping(
+            &cluster.url_with_password(0, "s3cret"),
+            Duration::from_secs(2)
+        )
+        .expect("PING"),
+        "PONG"
+    );
+    // redis-cli speaks for itself (no password: refused, and says so in its output).
+    assert!(cluster.redis_cli(0, &["PING"]).contains("NOAUTH"));
+}
+
+#[test]
+fn a_tls_server_speaks_tls_only() {
+    let certs = Certs::generate();
+    let server = Server::start_tls(&certs, &[]);
+    assert_eq!(
+        server.url(),
+        format!("rediss://127.0.0.1:{}", server.port())
+    );
+    assert!(server.log().contains("Ready to accept connections"));
+    // A plain-text PING gets no PONG from a TLS port.
+    assert!(
+        ping(
+            &format!("redis://127.0.0.1:{}", server.port()),
+            Duration::from_millis(500)
+        )
+        .is_err()
+    );
+    let pid = server.process().pid().expect("running");
+    let port = server.port();
+    drop(server);
+    assert!(process_gone(pid, port), "TLS server outlived its Server");
+}
+
+#[test]
+fn a_plain_server_runs_commands() {
+    let server = Server::start(&["--maxmemory-policy", "noeviction"]);
+    assert_eq!(
+        server.run(&["CONFIG", "GET", "maxmemory-policy"]),
+        redis::Value::Array(vec![
+            redis::Value::BulkString(b"maxmemory-policy".to_vec()),
+            redis::Value::BulkString(b"noeviction".to_vec()),
+        ])
+    );
+    assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
+}
+
+#[test]
+fn a_fixed_port_that_is_taken_is_a_clear_error() {
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = squatter.local_addr().expect("addr").port();
+    let err = RedisProcess::start(ProcessOptions::new().port(port).name("squatted"))
+        .expect_err("the port is taken");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("squatted") && msg.contains("Address already in use"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_redis_cluster_forms_and_routes_keys() {
+    let cluster = RedisCluster::start();
+    assert!(cluster.url().starts_with("redis+cluster://127.0.0.1:"));
+    for i in 0..3 {
+        let key = cluster.key_on(i, "k");
+        assert_eq!(cluster.owner_of(&key), i);
+        cluster.set(&key, "v", 0);
+        assert_eq!(cluster.get(&key).as_deref(), Some("v"));
+        assert_eq!(cluster.nodes().get(i, &key).as_deref(), Some("v"));
+    }
+    assert_eq!(cluster.all_keys().len(), 3);
 }

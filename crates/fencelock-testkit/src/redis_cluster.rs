@@ -13,12 +13,13 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::cluster::Cluster;
+use crate::Cluster;
 
 /// How long the cluster may take to form.
 const FORM_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Three primaries serving the 16384 slots between them.
+#[derive(Debug)]
 pub struct RedisCluster {
     nodes: Cluster,
 }
