@@ -20,7 +20,7 @@
 //!   acquire and release are subtracted).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -104,20 +104,9 @@ pub struct W6 {
     pub handoffs: Vec<ForeignHandoff>,
 }
 
-/// `<workspace>/tests/interop`.
-fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("FENCELOCK_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| interop_dir().join("../../.venv/bin/python"))
-}
-
 /// The foreign client's command line for `mode` on `key`.
 fn foreign(who: Contender, nodes: &Nodes, key: &str, args: &[String]) -> anyhow::Result<Command> {
-    let dir = interop_dir();
+    let dir = fencelock_testkit::foreign::interop_dir();
     let mut cmd = match who {
         Contender::NpmDefault | Contender::NpmFast => {
             if !dir.join("node_modules/redlock/package.json").is_file() {
@@ -141,7 +130,9 @@ fn foreign(who: Contender, nodes: &Nodes, key: &str, args: &[String]) -> anyhow:
             if nodes.len() != 1 {
                 bail!("redis-py's Lock takes one node");
             }
-            let mut c = Command::new(python());
+            let mut c = Command::new(
+                fencelock_testkit::foreign::redis_py_python().map_err(anyhow::Error::msg)?,
+            );
             c.arg(dir.join("redis_py_lock.py"))
                 .args(["--url", &nodes.urls()[0], "--key", key]);
             c

@@ -251,23 +251,15 @@ fn run_notices_a_redis_py_release() {
     use std::io::BufRead as _;
     let cluster = Cluster::start(1);
     let t = Setup::new(cluster.urls());
-    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
-    let python = std::env::var_os("FENCELOCK_TEST_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| interop.join("../../.venv/bin/python"));
+    let interop = fencelock_testkit::foreign::interop_dir();
+    let python = fencelock_testkit::foreign::redis_py_python().unwrap_or_else(|e| panic!("{e}"));
     let mut py = std::process::Command::new(&python)
         .arg(interop.join("redis_py_lock.py"))
         .args(["--url", &cluster.urls()[0], "--key", "shared"])
         .args(["--ttl-ms", "60000", "--hold-ms", "1000"])
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "running {} (redis-py's venv: run scripts/test, or set \
-                 FENCELOCK_TEST_PYTHON): {e}",
-                python.display()
-            )
-        });
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
     // Kept open until the client is done: it prints `released` at the end.
     let mut said = std::io::BufReader::new(py.stdout.take().expect("stdout"));
     let mut line = String::new();

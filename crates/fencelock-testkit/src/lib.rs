@@ -18,6 +18,8 @@
 //!   Cluster (`redis-cli --cluster create`), with slot moves.
 //! - [`server`]: [`Server`], one server with whatever arguments a test needs (TLS,
 //!   ACL users, replicas), and [`Certs`], a throw-away CA made with `openssl`.
+//! - [`foreign`]: where the foreign clients of the interop tests are (`tests/interop`,
+//!   the redis-py venv).
 //! - [`panic_message`]: what a helper that must panic said (the fixture's own tests,
 //!   and tests of other test helpers).
 //!
@@ -29,6 +31,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod cluster;
+pub mod foreign;
 pub mod process;
 pub mod redis_cluster;
 pub mod server;

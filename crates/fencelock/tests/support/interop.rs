@@ -21,8 +21,7 @@ use nix::unistd::Pid;
 
 /// `<workspace>/tests/interop`.
 pub fn interop_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/interop")
+    fencelock_testkit::foreign::interop_dir()
         .canonicalize()
         .expect("tests/interop should exist at the workspace root")
 }
@@ -243,24 +242,7 @@ pub fn assert_exclusive(path: &Path) -> BTreeMap<String, usize> {
 /// venv), else the venv `scripts/test` makes at the workspace root. Panics with how to
 /// get one when neither has redis-py: a test is never skipped for a missing client.
 pub fn redis_py_python() -> PathBuf {
-    let candidate = std::env::var_os("FENCELOCK_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| interop_dir().join("../../.venv/bin/python"));
-    let ok = Command::new(&candidate)
-        .args(["-c", "import redis"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "no Python with redis-py at {} (FENCELOCK_TEST_PYTHON, or the venv `scripts/test` \
-         creates): run `scripts/test`, which installs it, or point FENCELOCK_TEST_PYTHON \
-         at a Python that has redis-py",
-        candidate.display()
-    );
-    candidate
+    fencelock_testkit::foreign::redis_py_python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Spawns `tests/interop/redis_py_lock.py ARGS…` (a redis-py `Lock` client; see its
