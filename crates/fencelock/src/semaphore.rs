@@ -454,7 +454,8 @@ impl Semaphore {
                     if watches.is_some() {
                         // Woken by a notice, or when the soonest permit expires; a
                         // silent holder (another client) is noticed by trying again.
-                        let expiry = soonest.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
+                        let expiry =
+                            soonest.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
                         if silent || unknown {
                             expiry.min(opts.silent_holder_poll)
                         } else {
@@ -508,9 +509,19 @@ impl Semaphore {
     }
 
     /// The error for a try or a wait that ended with every permit held.
-    fn every_permit_held(&self, single: bool, soonest: Option<Duration>, started: Instant) -> Error {
+    fn every_permit_held(
+        &self,
+        single: bool,
+        soonest: Option<Duration>,
+        started: Instant,
+    ) -> Error {
         let expiry = soonest
-            .map(|p| format!(" (the soonest expires in {} ms unless extended)", p.as_millis()))
+            .map(|p| {
+                format!(
+                    " (the soonest expires in {} ms unless extended)",
+                    p.as_millis()
+                )
+            })
             .unwrap_or_default();
         let (kind, message) = if single {
             (
@@ -604,7 +615,10 @@ mod tests {
         use crate::store::redis::layout::key_slot;
         let (record, slots) = slot_names("api", 2);
         assert_eq!(record, "{api}:fencelock:c:permits");
-        assert_eq!(slots, ["{api}:fencelock:c:permit:0", "{api}:fencelock:c:permit:1"]);
+        assert_eq!(
+            slots,
+            ["{api}:fencelock:c:permit:0", "{api}:fencelock:c:permit:1"]
+        );
         for k in slots.iter().chain([&record]) {
             assert_eq!(key_slot(k.as_bytes()), key_slot(b"api"));
         }

@@ -157,10 +157,16 @@ async fn a_permit_extends_and_is_lost_like_a_lock() {
     let permit = s.acquire(Duration::from_secs(1)).await.expect("acquire");
     let slot = permit.keys()[0].clone();
     let before = permit.token();
-    permit.extend(Duration::from_secs(20)).await.expect("extend");
+    permit
+        .extend(Duration::from_secs(20))
+        .await
+        .expect("extend");
     for i in 0..3 {
         // A late node may still be on its way: the extend decides at a majority.
-        eventually("the extend reached every node", || cluster.pttl(i, &slot) > 5_000).await;
+        eventually("the extend reached every node", || {
+            cluster.pttl(i, &slot) > 5_000
+        })
+        .await;
         assert_eq!(cluster.get(i, &slot).as_deref(), Some(permit.value()));
     }
     assert_eq!(permit.token(), before);
@@ -215,7 +221,10 @@ async fn bad_input_is_refused(urls: Vec<String>) {
 
     // Mixed N: the second number is refused, naming both, and takes no permit.
     let four = l.semaphore("mixed", 4).expect("semaphore");
-    let held = four.acquire(Duration::from_secs(10)).await.expect("acquire");
+    let held = four
+        .acquire(Duration::from_secs(10))
+        .await
+        .expect("acquire");
     let six = locker(&urls).semaphore("mixed", 6).expect("semaphore");
     let mixed = six
         .try_acquire(Duration::from_secs(10))
@@ -235,14 +244,21 @@ async fn bad_input_is_refused(urls: Vec<String>) {
     // The holder of the 4 is unaffected; 3 more fit, not 5.
     let mut more = Vec::new();
     for _ in 0..3 {
-        more.push(four.try_acquire(Duration::from_secs(10)).await.expect("one of 4"));
+        more.push(
+            four.try_acquire(Duration::from_secs(10))
+                .await
+                .expect("one of 4"),
+        );
     }
     let fifth = four
         .try_acquire(Duration::from_secs(10))
         .await
         .expect_err("a fifth of 4");
     assert!(fifth.is_contended(), "{fifth}");
-    let bad_ttl = four.try_acquire(Duration::ZERO).await.expect_err("zero TTL");
+    let bad_ttl = four
+        .try_acquire(Duration::ZERO)
+        .await
+        .expect_err("zero TTL");
     assert!(bad_ttl.is_invalid_input(), "{bad_ttl}");
     held.release().await.expect("release");
     for p in more {
@@ -284,16 +300,20 @@ async fn a_failed_acquire_leaves_no_keys() {
     let b = s.acquire(Duration::from_secs(30)).await.expect("b");
     let values = [a.value().to_string(), b.value().to_string()];
     eventually("both permits on every node", || {
-        slot_values(&cluster, &slots)
-            .iter()
-            .all(|node| node.iter().all(|v| v.as_ref().is_some_and(|v| values.contains(v))))
+        slot_values(&cluster, &slots).iter().all(|node| {
+            node.iter()
+                .all(|v| v.as_ref().is_some_and(|v| values.contains(v)))
+        })
     })
     .await;
     let before = slot_values(&cluster, &slots);
 
     let other = locker(&cluster.urls());
     let os = other.semaphore("full", 2).expect("semaphore");
-    let busy = os.try_acquire(Duration::from_secs(5)).await.expect_err("full");
+    let busy = os
+        .try_acquire(Duration::from_secs(5))
+        .await
+        .expect_err("full");
     assert!(busy.is_contended(), "{busy}");
     let timed_out = os
         .acquire_with(

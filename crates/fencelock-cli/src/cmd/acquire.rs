@@ -5,7 +5,7 @@
 //! held: it lives until its TTL runs out unless the script extends or releases it.
 use serde::Serialize;
 
-use crate::cli::{Global, TtlArg, WaitArgs};
+use crate::cli::{Global, PermitsArg, TtlArg, WaitArgs};
 use crate::duration::millis;
 use crate::exit::{self, Outcome};
 use crate::holder::Holder;
@@ -25,6 +25,9 @@ pub struct Args {
 
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub permits: PermitsArg,
 
     /// How `status` and waiters name the holder [default: the program's name, never
     /// its arguments, which may hold secrets].
@@ -47,6 +50,9 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 struct Acquired<'a> {
     key: &'a str,
+    /// With --permits: the permit's own lock key (tokens are numbered per permit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permit: Option<&'a str>,
     value: &'a str,
     token: u64,
     valid_ms: u64,
@@ -66,6 +72,7 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     let lease = wait::acquire(
         &locker,
         &args.key,
+        args.permits.permits,
         args.ttl.ttl,
         &args.wait,
         signals,
@@ -75,6 +82,7 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     .await?;
     let answer = Acquired {
         key: &args.key,
+        permit: args.permits.permits.map(|_| lease.keys()[0].as_str()),
         value: lease.value(),
         token: lease.token().get(),
         valid_ms: millis(lease.remaining()),
@@ -83,13 +91,17 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     let text = if args.json || args.format == Format::Json {
         format!("{}\n", serde_json::to_string(&answer).unwrap_or_default())
     } else {
-        output::assignments(&[
+        let mut pairs = vec![
             ("FENCELOCK_KEY", answer.key.to_string()),
             ("FENCELOCK_VALUE", answer.value.to_string()),
             ("FENCELOCK_TOKEN", answer.token.to_string()),
             ("FENCELOCK_VALID_MS", answer.valid_ms.to_string()),
             ("FENCELOCK_TTL_MS", answer.ttl_ms.to_string()),
-        ])
+        ];
+        if let Some(permit) = answer.permit {
+            pairs.push(("FENCELOCK_PERMIT", permit.to_string()));
+        }
+        output::assignments(&pairs)
     };
     if let Err(mut failure) = output::emit(&text) {
         // Nobody learnt the value, so nobody can use or release this lock: free it now

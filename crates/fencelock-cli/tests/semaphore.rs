@@ -1,0 +1,104 @@
+//! `fencelock run --permits N` and `acquire --permits N`: up to N commands at once,
+//! on the embedded SQLite store and on three real redis-server processes.
+
+mod support;
+
+use std::process::Child;
+
+use support::finish;
+use support::scenarios::Setup;
+
+/// Five runs of a command that records how many are inside the resource (a directory
+/// of marker files) with 2 permits: never more than 2 inside. Each command counts the
+/// markers after making its own, so of any 3 inside at once the last one in sees 3.
+fn permits_cap_concurrent_runs(t: &Setup) {
+    let inside = t.path("inside");
+    std::fs::create_dir(&inside).expect("dir");
+    let log = t.path("counts.log");
+    let script = format!(
+        "touch '{dir}/'$$; ls '{dir}' | wc -l >> '{log}'; \
+         test -n \"$FENCELOCK_PERMIT\" || echo no-permit-env >> '{log}'; \
+         sleep 0.3; rm '{dir}/'$$",
+        dir = inside.display(),
+        log = log.display()
+    );
+    let children: Vec<Child> = (0..5)
+        .map(|_| t.spawn(&["run", "--permits", "2", "-w", "120s", "api", "-c", &script]))
+        .collect();
+    for child in children {
+        let out = finish(child);
+        assert_eq!(out.code, Some(0), "{out:#?}");
+    }
+    let counts: Vec<String> = std::fs::read_to_string(&log)
+        .expect("log")
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(counts.len(), 5, "{counts:?}");
+    for c in &counts {
+        let n: u32 = c.parse().unwrap_or_else(|_| panic!("{counts:?}"));
+        assert!(
+            (1..=2).contains(&n),
+            "{n} commands inside at once: {counts:?}"
+        );
+    }
+}
+
+/// Both permits held: a third run is not acquired (exit 1, one error line); a run
+/// naming another number of permits, 0, or too many is refused as bad usage; and
+/// `acquire --permits` prints the permit it got.
+fn full_semaphore_and_bad_numbers(t: &Setup) {
+    let holders: Vec<Child> = (0..2)
+        .map(|i| {
+            let ready = t.path(&format!("held.{i}"));
+            let script = format!("touch '{}'; exec sleep 60", ready.display());
+            let child = t.spawn(&["run", "--permits", "2", "full", "-c", &script]);
+            support::wait_for_file(&ready);
+            child
+        })
+        .collect();
+    let out = t.run(&["run", "-n", "--permits", "2", "full", "--", "true"]);
+    out.expect_code(1).expect_one_error_line();
+    assert!(out.stderr.contains("every permit"), "{out:#?}");
+    t.run(&["acquire", "-n", "--permits", "2", "full"])
+        .expect_code(1)
+        .expect_one_error_line();
+    let mixed = t.run(&["run", "-n", "--permits", "3", "full", "--", "true"]);
+    mixed.expect_code(2).expect_one_error_line();
+    assert!(mixed.stderr.contains("has 2 permits, not 3"), "{mixed:#?}");
+    for bad in ["0", "65", "-1", "many"] {
+        let out = t.run(&["run", "--permits", bad, "full", "--", "true"]);
+        out.expect_code(2);
+    }
+    for holder in holders {
+        support::scenarios::stop(holder);
+    }
+    let out = t.run(&["acquire", "--permits", "2", "--ttl", "5s", "free"]);
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("FENCELOCK_PERMIT=") && out.stdout.contains("permit:"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn permits_cap_concurrent_runs_on_sqlite() {
+    permits_cap_concurrent_runs(&Setup::sqlite());
+}
+
+#[test]
+fn permits_cap_concurrent_runs_on_three_redis_nodes() {
+    let cluster = support::Cluster::start(3);
+    permits_cap_concurrent_runs(&Setup::new(cluster.urls()));
+}
+
+#[test]
+fn full_semaphore_and_bad_numbers_on_sqlite() {
+    full_semaphore_and_bad_numbers(&Setup::sqlite());
+}
+
+#[test]
+fn full_semaphore_and_bad_numbers_on_three_redis_nodes() {
+    let cluster = support::Cluster::start(3);
+    full_semaphore_and_bad_numbers(&Setup::new(cluster.urls()));
+}
