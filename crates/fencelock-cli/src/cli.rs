@@ -270,6 +270,10 @@ pub struct WaitArgs {
     /// Make one attempt only: fail at once if the lock is held.
     #[arg(short = 'n', long, conflicts_with = "wait")]
     pub no_wait: bool,
+
+    /// What is waited for: the lock, or one of N permits.
+    #[command(flatten)]
+    pub permits: PermitsArg,
 }
 
 impl WaitArgs {

@@ -20,8 +20,8 @@ use crate::spinner::Line;
 /// interrupted wait, a final release). Past it the keys expire with their TTL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Acquires `key` for `ttl` — or, with `permits`, one of the permits of the semaphore
-/// `key` — waiting as `wait` says.
+/// Acquires `key` for `ttl` — or, with `wait.permits`, one of the permits of the
+/// semaphore `key` — waiting as `wait` says.
 ///
 /// # Errors
 ///
@@ -31,7 +31,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub async fn acquire(
     locker: &Locker,
     key: &str,
-    permits: Option<u32>,
     ttl: Duration,
     wait: &WaitArgs,
     signals: &mut Signals,
@@ -42,7 +41,7 @@ pub async fn acquire(
         preflight(locker, key).await?;
     }
     let options = wait.options();
-    let semaphore = match permits {
+    let semaphore = match wait.permits.permits {
         Some(n) => Some(
             locker
                 .semaphore(key, n)

@@ -81,6 +81,53 @@ fn full_semaphore_and_bad_numbers(t: &Setup) {
     );
 }
 
+/// `status` lists the permits in use with their holders (it refused the permit keys'
+/// reserved names before), and `status --permits N KEY` shows each permit.
+fn status_shows_permits(t: &Setup) {
+    let ready = t.path("held");
+    let script = format!("touch '{}'; exec sleep 60", ready.display());
+    let holder = t.spawn(&[
+        "run",
+        "--permits",
+        "2",
+        "--holder",
+        "report-job",
+        "reports",
+        "-c",
+        &script,
+    ]);
+    support::wait_for_file(&ready);
+    let all = t.run(&["status"]);
+    all.expect_code(0);
+    assert!(all.stdout.contains(":fencelock:c:permit:"), "{all:#?}");
+    assert!(all.stdout.contains("report-job"), "{all:#?}");
+    let each = t.run(&["status", "--permits", "2", "reports"]);
+    each.expect_code(0);
+    assert!(each.stdout.contains("permit:0: "), "{each:#?}");
+    assert!(each.stdout.contains("permit:1: "), "{each:#?}");
+    let permits = |state: &str| {
+        each.stdout
+            .lines()
+            .filter(|l| l.contains(":permit:") && l.ends_with(state))
+            .count()
+    };
+    assert_eq!(permits(": held"), 1, "{each:#?}");
+    assert_eq!(permits(": free"), 1, "{each:#?}");
+    assert!(each.stdout.contains("report-job"), "{each:#?}");
+    support::scenarios::stop(holder);
+}
+
+#[test]
+fn status_shows_permits_on_sqlite() {
+    status_shows_permits(&Setup::sqlite());
+}
+
+#[test]
+fn status_shows_permits_on_three_redis_nodes() {
+    let cluster = support::Cluster::start(3);
+    status_shows_permits(&Setup::new(cluster.urls()));
+}
+
 #[test]
 fn permits_cap_concurrent_runs_on_sqlite() {
     permits_cap_concurrent_runs(&Setup::sqlite());

@@ -99,6 +99,34 @@ fn slot_names(full: &str, permits: u32) -> (String, Vec<String>) {
     (format!("{base}permits"), slots)
 }
 
+/// Whether `full` (prefix applied) is the record or a slot of some semaphore: such keys
+/// carry the reserved `:fencelock:` marker, and only `status` (read-only) takes them.
+pub(crate) fn is_permit_key(full: &str) -> bool {
+    let stem = match full.strip_suffix("permits") {
+        Some(stem) => stem,
+        None => match full.rsplit_once("permit:") {
+            Some((stem, i)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => stem,
+            _ => return false,
+        },
+    };
+    let key = match stem
+        .strip_suffix(":fencelock:c:")
+        .and_then(|s| s.strip_prefix('{'))
+        .and_then(|s| s.strip_suffix('}'))
+    {
+        Some(key) => key,
+        None => match stem.strip_suffix(":fencelock:") {
+            Some(key) => key,
+            None => return false,
+        },
+    };
+    if key.is_empty() || key.contains(":fencelock:") {
+        return false;
+    }
+    let (record, slots) = slot_names(key, MAX_PERMITS);
+    record == full || slots.iter().any(|s| s == full)
+}
+
 impl Locker {
     /// A semaphore of `permits` permits on `key`: at most `permits` holders at once.
     /// Every caller must name the same number for a key (see [`Semaphore::acquire`]).
@@ -148,6 +176,22 @@ impl Semaphore {
     /// permit's [`Lease::keys`] names, and what `fencelock status` shows.
     pub fn slot_keys(&self) -> &[String] {
         &self.slots
+    }
+
+    /// What every node knows about each permit (its slot key), permit `i` at index `i`:
+    /// held or free, the holder record, the TTL left, the last token.
+    ///
+    /// # Errors
+    ///
+    /// None today (node failures are reported per node in [`crate::NodeStatus`]); the
+    /// `Result` leaves room for checks to come.
+    ///
+    /// Cancelling the future abandons the queries; nothing is changed by them.
+    pub async fn status(&self) -> Result<Vec<crate::KeyStatus>> {
+        Ok(self
+            .locker
+            .status_of(self.slots.to_vec(), self.slots.to_vec())
+            .await)
     }
 
     /// Acquires a permit for `ttl`, waiting up to the locker's `max_wait` while every
@@ -628,5 +672,31 @@ mod tests {
         assert_eq!(key_slot(slots[0].as_bytes()), key_slot(b"{user1}.api"));
         // A literal `{api}` and `api` name different semaphores.
         assert_ne!(slot_names("{api}", 1).1, slot_names("api", 1).1);
+    }
+
+    #[test]
+    fn permit_keys_are_recognised_and_nothing_else() {
+        for key in ["api", "{user1}.api", "a}b", "{api}"] {
+            let (record, slots) = slot_names(key, 3);
+            assert!(is_permit_key(&record), "{record}");
+            for s in &slots {
+                assert!(is_permit_key(s), "{s}");
+            }
+        }
+        // `{api}:fencelock:permits` is the record of the key literally named `{api}`.
+        assert!(is_permit_key("{api}:fencelock:permits"));
+        for other in [
+            "api",
+            "api:fencelock:fence",
+            "{api}:fencelock:c:fence",
+            "api:fencelock:permit:",
+            "api:fencelock:permit:x",
+            "api:fencelock:permit:64",
+            ":fencelock:permits",
+            "a:fencelock:b:fencelock:permit:0",
+            "permits",
+        ] {
+            assert!(!is_permit_key(other), "{other}");
+        }
     }
 }

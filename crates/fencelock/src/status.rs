@@ -130,7 +130,30 @@ impl Locker {
     pub async fn status(&self, keys: impl crate::IntoKeys) -> Result<Vec<KeyStatus>> {
         let user_keys = keys.into_keys();
         let options = self.options();
-        let full = validate(user_keys.clone(), &options.prefix, &options.keys)?;
+        // A semaphore's permit keys carry the reserved marker: taken here, read-only,
+        // so that `status` can list and show them (`semaphore.rs`).
+        let (permit_keys, lock_keys): (Vec<String>, Vec<String>) = user_keys
+            .iter()
+            .cloned()
+            .partition(|k| crate::semaphore::is_permit_key(&format!("{}{k}", options.prefix)));
+        if !lock_keys.is_empty() || permit_keys.is_empty() {
+            validate(lock_keys, &options.prefix, &options.keys)?;
+        }
+        let full = user_keys
+            .iter()
+            .map(|k| format!("{}{k}", options.prefix))
+            .collect();
+        Ok(self.status_of(user_keys, full).await)
+    }
+
+    /// [`Locker::status`] of keys already checked: `user_keys` as shown, `full` with
+    /// the prefix.
+    pub(crate) async fn status_of(
+        &self,
+        user_keys: Vec<String>,
+        full: Vec<String>,
+    ) -> Vec<KeyStatus> {
+        let options = self.options();
         let timeout = options.request_timeout.max(Duration::from_millis(500));
         let mut out = Vec::with_capacity(full.len());
         for (user_key, key) in user_keys.into_iter().zip(full) {
@@ -177,7 +200,7 @@ impl Locker {
                 nodes,
             });
         }
-        Ok(out)
+        out
     }
 }
 

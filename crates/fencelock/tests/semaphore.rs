@@ -170,8 +170,7 @@ async fn a_permit_extends_and_is_lost_like_a_lock() {
         assert_eq!(cluster.get(i, &slot).as_deref(), Some(permit.value()));
     }
     assert_eq!(permit.token(), before);
-    // The next holder of the same slot gets a larger token: each permit has the lock's
-    // fencing counter.
+    // A majority paused: renewal cannot reach it, so the permit is lost, as a lock is.
     cluster.pause(0);
     cluster.pause(1);
     tokio::time::timeout(Duration::from_secs(60), permit.lost())
@@ -475,9 +474,9 @@ async fn a_release_wakes_exactly_one_waiter() {
         eventually("the waiter waits", || events.count(w, TRIED) == 2).await;
     }
     let mut got = Vec::new();
-    for round in 0..3 {
+    for (round, waiter) in waiters.iter_mut().enumerate() {
         held.remove(0).release().await.expect("release");
-        let (rank, permit) = tokio::time::timeout(Duration::from_secs(30), &mut waiters[round])
+        let (rank, permit) = tokio::time::timeout(Duration::from_secs(30), waiter)
             .await
             .expect("no waiter was woken by the release")
             .expect("task");

@@ -5,7 +5,7 @@
 //! held: it lives until its TTL runs out unless the script extends or releases it.
 use serde::Serialize;
 
-use crate::cli::{Global, PermitsArg, TtlArg, WaitArgs};
+use crate::cli::{Global, TtlArg, WaitArgs};
 use crate::duration::millis;
 use crate::exit::{self, Outcome};
 use crate::holder::Holder;
@@ -25,9 +25,6 @@ pub struct Args {
 
     #[command(flatten)]
     pub wait: WaitArgs,
-
-    #[command(flatten)]
-    pub permits: PermitsArg,
 
     /// How `status` and waiters name the holder [default: the program's name, never
     /// its arguments, which may hold secrets].
@@ -72,7 +69,6 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     let lease = wait::acquire(
         &locker,
         &args.key,
-        args.permits.permits,
         args.ttl.ttl,
         &args.wait,
         signals,
@@ -82,7 +78,7 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     .await?;
     let answer = Acquired {
         key: &args.key,
-        permit: args.permits.permits.map(|_| lease.keys()[0].as_str()),
+        permit: args.wait.permits.permits.map(|_| lease.keys()[0].as_str()),
         value: lease.value(),
         token: lease.token().get(),
         valid_ms: millis(lease.remaining()),

@@ -32,7 +32,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::cli::{Global, PermitsArg, TtlArg, WaitArgs};
+use crate::cli::{Global, TtlArg, WaitArgs};
 use crate::duration::{self, millis, short};
 use crate::exit::{self, Failure, Outcome};
 use crate::holder::Holder;
@@ -52,9 +52,6 @@ pub struct Args {
 
     #[command(flatten)]
     pub wait: WaitArgs,
-
-    #[command(flatten)]
-    pub permits: PermitsArg,
 
     /// How `status` and waiters name the holder [default: the program's name, never
     /// its arguments, which may hold secrets].
@@ -146,7 +143,6 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     let lease = wait::acquire(
         &locker,
         &args.key,
-        args.permits.permits,
         ttl,
         &args.wait,
         signals,
@@ -202,7 +198,7 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         .env("FENCELOCK_TOKEN", lease.token().to_string())
         .env("FENCELOCK_VALID_MS", millis(lease.remaining()).to_string())
         .env("FENCELOCK_TTL_MS", millis(ttl).to_string());
-    if args.permits.permits.is_some() {
+    if args.wait.permits.permits.is_some() {
         // The permit's own lock key: its tokens are numbered per permit.
         command.env("FENCELOCK_PERMIT", &lease.keys()[0]);
     }
