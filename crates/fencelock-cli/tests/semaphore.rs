@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 
 use support::finish;
 use support::scenarios::Setup;
@@ -115,6 +115,52 @@ fn status_shows_permits(t: &Setup) {
     assert_eq!(permits(": free"), 1, "{each:#?}");
     assert!(each.stdout.contains("report-job"), "{each:#?}");
     support::scenarios::stop(holder);
+}
+
+/// A script takes a permit with `acquire --permits`, extends and releases it by the
+/// permit key and value it was given (`extend`/`release` refused the permit key's
+/// reserved name before), as it would a lock.
+fn script_extends_and_releases_a_permit(t: &Setup) {
+    let script = r#"
+        set -x
+        out=$("$FL" acquire --permits 2 --ttl 20s jobs) || exit 10
+        eval "$out"
+        [ -n "$FENCELOCK_PERMIT" ] && [ -n "$FENCELOCK_VALUE" ] || exit 11
+        other=$("$FL" acquire --permits 2 --ttl 20s jobs) || exit 12
+        "$FL" acquire -n --permits 2 jobs >/dev/null 2>&1; [ $? -eq 1 ] || exit 13
+        ext=$("$FL" extend "$FENCELOCK_PERMIT" --value "$FENCELOCK_VALUE" --ttl 30s) || exit 14
+        printf '%s\n' "$ext" | grep -q '^FENCELOCK_TTL_MS=30000$' || exit 15
+        "$FL" status "$FENCELOCK_PERMIT" | grep -q ': held' || exit 16
+        "$FL" release "$FENCELOCK_PERMIT" --value "$FENCELOCK_VALUE" || exit 17
+        "$FL" release "$FENCELOCK_PERMIT" --value "$FENCELOCK_VALUE"; [ $? -eq 3 ] || exit 18
+        "$FL" acquire -n --permits 2 jobs >/dev/null || exit 19
+        "$FL" acquire jobs:fencelock:permit:0 >/dev/null 2>&1; [ $? -eq 2 ] || exit 20
+        echo ok
+    "#;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .env("FL", env!("CARGO_BIN_EXE_fencelock"))
+        .env("FENCELOCK_STORE", t.stores.join(","))
+        .env("XDG_STATE_HOME", t.dir.path())
+        .env_remove("FENCELOCK_VALUE")
+        .env_remove("FENCELOCK_PREFIX")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = finish(cmd.spawn().expect("sh"));
+    assert_eq!(out.code, Some(0), "script step failed: {out:#?}");
+    assert_eq!(out.stdout, "ok\n");
+}
+
+#[test]
+fn script_extends_and_releases_a_permit_on_sqlite() {
+    script_extends_and_releases_a_permit(&Setup::sqlite());
+}
+
+#[test]
+fn script_extends_and_releases_a_permit_on_three_redis_nodes() {
+    let cluster = support::Cluster::start(3);
+    script_extends_and_releases_a_permit(&Setup::new(cluster.urls()));
 }
 
 #[test]

@@ -998,7 +998,9 @@ impl Locker {
     ) -> Result<(LockSpec, Vec<String>)> {
         let opts = &self.inner.options;
         let user_keys = keys.into_keys();
-        let full = validate(user_keys.clone(), &opts.prefix, &opts.keys)?;
+        // A permit taken by a script (`fencelock acquire --permits`) is named by its key.
+        let full =
+            crate::semaphore::validate_with_permits(user_keys.clone(), &opts.prefix, &opts.keys)?;
         opts.check_ttl(ttl)?;
         if value.is_empty() || value.len() > 1024 {
             return Err(Error::invalid(

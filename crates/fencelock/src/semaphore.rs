@@ -127,6 +127,35 @@ pub(crate) fn is_permit_key(full: &str) -> bool {
     record == full || slots.iter().any(|s| s == full)
 }
 
+/// [`crate::keys::validate`] for the calls that may name a permit directly — status,
+/// and extend and release by value (a script's permit from `fencelock acquire
+/// --permits`): a permit key passes as it is, in full, as [`Lease::keys`] and
+/// [`Semaphore::slot_keys`] name it (the prefix is in it already); other keys are
+/// checked and prefixed as for a lock. Nothing can *acquire* a permit key as a lock.
+pub(crate) fn validate_with_permits(
+    keys: Vec<String>,
+    prefix: &str,
+    limits: &crate::keys::KeyLimits,
+) -> Result<Vec<String>> {
+    if !keys.iter().any(|k| is_permit_key(k)) {
+        return crate::keys::validate(keys, prefix, limits);
+    }
+    let locks: Vec<String> = keys.iter().filter(|k| !is_permit_key(k)).cloned().collect();
+    if !locks.is_empty() {
+        crate::keys::validate(locks, prefix, limits)?;
+    }
+    Ok(keys
+        .into_iter()
+        .map(|k| {
+            if is_permit_key(&k) {
+                k
+            } else {
+                format!("{prefix}{k}")
+            }
+        })
+        .collect())
+}
+
 impl Locker {
     /// A semaphore of `permits` permits on `key`: at most `permits` holders at once.
     /// Every caller must name the same number for a key (see [`Semaphore::acquire`]).

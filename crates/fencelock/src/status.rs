@@ -5,7 +5,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::error::{NodeError, NodeErrorKind, Result};
-use crate::keys::validate;
 use crate::locker::Locker;
 
 /// One key as every node sees it.
@@ -130,19 +129,13 @@ impl Locker {
     pub async fn status(&self, keys: impl crate::IntoKeys) -> Result<Vec<KeyStatus>> {
         let user_keys = keys.into_keys();
         let options = self.options();
-        // A semaphore's permit keys carry the reserved marker: taken here, read-only,
-        // so that `status` can list and show them (`semaphore.rs`).
-        let (permit_keys, lock_keys): (Vec<String>, Vec<String>) = user_keys
-            .iter()
-            .cloned()
-            .partition(|k| crate::semaphore::is_permit_key(&format!("{}{k}", options.prefix)));
-        if !lock_keys.is_empty() || permit_keys.is_empty() {
-            validate(lock_keys, &options.prefix, &options.keys)?;
-        }
-        let full = user_keys
-            .iter()
-            .map(|k| format!("{}{k}", options.prefix))
-            .collect();
+        // A semaphore's permit keys carry the reserved marker: taken here, so that
+        // `status` can list and show them (`semaphore.rs`).
+        let full = crate::semaphore::validate_with_permits(
+            user_keys.clone(),
+            &options.prefix,
+            &options.keys,
+        )?;
         Ok(self.status_of(user_keys, full).await)
     }
 
