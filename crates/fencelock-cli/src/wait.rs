@@ -58,7 +58,7 @@ pub async fn acquire(
     let line = Line::default();
     let spinner = async {
         if Line::wanted(quiet) {
-            line.spin(locker, key).await;
+            line.spin(locker, key, wait.permits.permits).await;
         }
         std::future::pending::<std::convert::Infallible>().await
     };
