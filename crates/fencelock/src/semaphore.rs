@@ -722,7 +722,7 @@ mod tests {
             "api:fencelock:permit:x",
             "api:fencelock:permit:64",
             ":fencelock:permits",
-            "a:fencelock:b:fencelock:permit:0",
+            "a:fencelock:X:fencelock:permit:0",
             "permits",
         ] {
             assert!(!is_permit_key(other), "{other}");
