@@ -163,6 +163,46 @@ fn script_extends_and_releases_a_permit_on_three_redis_nodes() {
     script_extends_and_releases_a_permit(&Setup::new(cluster.urls()));
 }
 
+/// Holders killed with SIGKILL (nothing releases their permits) hold them until their
+/// TTL runs out on the stores; then a waiting run gets one.
+fn killed_holders_permits_come_back(t: &Setup) {
+    let holders: Vec<Child> = (0..2)
+        .map(|i| {
+            let ready = t.path(&format!("dead.{i}"));
+            let script = format!("touch '{}'; exec sleep 60", ready.display());
+            let child = t.spawn(&[
+                "run",
+                "--permits",
+                "2",
+                "--ttl",
+                "2s",
+                "dead",
+                "-c",
+                &script,
+            ]);
+            support::wait_for_file(&ready);
+            child
+        })
+        .collect();
+    for mut holder in holders {
+        holder.kill().expect("SIGKILL");
+        let _ = support::wait_bounded(&mut holder);
+    }
+    let out = t.run(&["run", "-w", "60s", "--permits", "2", "dead", "--", "true"]);
+    out.expect_code(0);
+}
+
+#[test]
+fn killed_holders_permits_come_back_on_sqlite() {
+    killed_holders_permits_come_back(&Setup::sqlite());
+}
+
+#[test]
+fn killed_holders_permits_come_back_on_three_redis_nodes() {
+    let cluster = support::Cluster::start(3);
+    killed_holders_permits_come_back(&Setup::new(cluster.urls()));
+}
+
 #[test]
 fn status_shows_permits_on_sqlite() {
     status_shows_permits(&Setup::sqlite());
