@@ -44,3 +44,9 @@ pub mod workload;
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct WorkspaceReadmeDoctests;
+
+/// `docs/semaphore.md`'s examples, compiled and run as doctests (here for the same
+/// reason as the README's: `docs/` is in no published package).
+#[doc = include_str!("../../../docs/semaphore.md")]
+#[cfg(doctest)]
+pub struct SemaphoreDocDoctests;

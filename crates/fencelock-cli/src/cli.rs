@@ -249,6 +249,17 @@ pub struct TtlArg {
     pub ttl: Duration,
 }
 
+/// A semaphore instead of a lock, as `run` and `acquire` take it.
+#[derive(Debug, Args)]
+pub struct PermitsArg {
+    /// Up to N holders of KEY at once instead of one (a semaphore): each holder gets
+    /// one of N permits, a lock of its own with its own fencing token (the command's
+    /// FENCELOCK_PERMIT names it). Every caller of a KEY must give the same N; at most
+    /// 64. See docs/semaphore.md.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(fencelock::MAX_PERMITS)))]
+    pub permits: Option<u32>,
+}
+
 /// How long to wait for a held lock, as `run` and `acquire` take it.
 #[derive(Debug, Args)]
 pub struct WaitArgs {
@@ -259,6 +270,10 @@ pub struct WaitArgs {
     /// Make one attempt only: fail at once if the lock is held.
     #[arg(short = 'n', long, conflicts_with = "wait")]
     pub no_wait: bool,
+
+    /// What is waited for: the lock, or one of N permits.
+    #[command(flatten)]
+    pub permits: PermitsArg,
 }
 
 impl WaitArgs {

@@ -31,19 +31,26 @@ impl Line {
     }
 
     /// Draws until dropped (never completes). Race it against the acquire.
-    pub async fn spin(&self, locker: &Locker, key: &str) {
+    ///
+    /// With `permits` (a semaphore), it names the semaphore and shows no holder: the
+    /// key itself is not what is held.
+    pub async fn spin(&self, locker: &Locker, key: &str, permits: Option<u32>) {
         tokio::time::sleep(DELAY).await;
         let started = Instant::now() - DELAY;
         let width = terminal_width();
         let mut seen = Seen::default();
         let mut next_query = Instant::now();
         for frame in FRAMES.iter().cycle() {
-            if Instant::now() >= next_query {
+            if permits.is_none() && Instant::now() >= next_query {
                 seen = look(locker, key).await;
                 next_query = Instant::now() + QUERY_EVERY;
             }
+            let what = match permits {
+                Some(n) => format!("a permit of {key:?} (all {n} held)"),
+                None => format!("lock {key:?}"),
+            };
             let line = format!(
-                "{frame} waiting {} for lock {key:?}{}",
+                "{frame} waiting {} for {what}{}",
                 short(started.elapsed()),
                 seen.render()
             );

@@ -20,7 +20,8 @@ use crate::spinner::Line;
 /// interrupted wait, a final release). Past it the keys expire with their TTL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Acquires `key` for `ttl`, waiting as `wait` says.
+/// Acquires `key` for `ttl` — or, with `wait.permits`, one of the permits of the
+/// semaphore `key` — waiting as `wait` says.
 ///
 /// # Errors
 ///
@@ -40,15 +41,29 @@ pub async fn acquire(
         preflight(locker, key).await?;
     }
     let options = wait.options();
+    let semaphore = match wait.permits.permits {
+        Some(n) => Some(
+            locker
+                .semaphore(key, n)
+                .map_err(|e| Failure::from_lib(&e, conflict))?,
+        ),
+        None => None,
+    };
+    let acquire = async {
+        match &semaphore {
+            Some(s) => s.acquire_with(ttl, &options).await,
+            None => locker.acquire_with(key, ttl, &options).await,
+        }
+    };
     let line = Line::default();
     let spinner = async {
         if Line::wanted(quiet) {
-            line.spin(locker, key).await;
+            line.spin(locker, key, wait.permits.permits).await;
         }
         std::future::pending::<std::convert::Infallible>().await
     };
     let result = tokio::select! {
-        result = locker.acquire_with(key, ttl, &options) => result,
+        result = acquire => result,
         sig = signals.recv() => {
             drop(line);
             tracing::info!("{sig} while waiting for the lock: giving up");
@@ -66,7 +81,9 @@ pub async fn acquire(
         Ok(lease) => Ok(lease),
         Err(e) if e.is_contended() || e.is_timeout() => {
             let mut failure = Failure::from_lib(&e, conflict);
-            if let Some(who) = holder_of(locker, key).await {
+            if semaphore.is_none()
+                && let Some(who) = holder_of(locker, key).await
+            {
                 failure.message = format!("{e}; held by {who}");
             }
             Err(failure)

@@ -69,6 +69,9 @@
 //! - `quorum.rs`: the pure rules — quorum, drift, the one validity computation
 //!   (`valid_until`), the acquire tally and the one "held on a majority" tally
 //!   (`HoldTally`) that renewal, extend and release share.
+//! - [`Semaphore`] (`semaphore.rs`): `N` permits on a key, each an ordinary lock on
+//!   one of `N` slot keys, so each permit is a [`Lease`] with the lock's guarantees
+//!   (`docs/semaphore.md`).
 //! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.
 //! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
 //! - `keys.rs`: [`IntoKeys`] and key validation.
@@ -102,6 +105,7 @@ mod locker;
 mod quorum;
 mod renew;
 mod secret;
+mod semaphore;
 mod status;
 mod store;
 mod tls;
@@ -115,6 +119,7 @@ pub use fence::FencingToken;
 pub use keys::IntoKeys;
 pub use lease::{Lease, ReleaseOutcome};
 pub use locker::{AcquireOptions, Locker, Scoped};
+pub use semaphore::{MAX_PERMITS, PERMITS_RECORD_TTL, Semaphore};
 pub use status::{KeyStatus, NodeStatus};
 
 // Entry points of the cargo-fuzz targets in `fuzz/`; not part of the API.

@@ -123,7 +123,7 @@ impl<T> Scoped<T> {
 }
 
 /// Why one attempt did not grant.
-enum Failure {
+pub(crate) enum Failure {
     /// Held by another owner. `pttl`: the longest remaining TTL the nodes reported;
     /// `joined`: some refusing node put us in line anew (see [`Acquired::Held`]);
     /// `silent`: some key's holder will not announce its release (see
@@ -527,7 +527,7 @@ impl Locker {
     }
 
     /// Subscribes to release notices of every key on every node that offers them.
-    async fn watch_all(&self, spec: &LockSpec) -> Option<Vec<Watch>> {
+    pub(crate) async fn watch_all(&self, spec: &LockSpec) -> Option<Vec<Watch>> {
         let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
         let timeout = self
             .inner
@@ -549,7 +549,7 @@ impl Locker {
 
     /// One Redlock attempt: ask every node at once, decide as soon as a majority of
     /// grants or refusals is in, commit the fencing token, check the validity.
-    async fn attempt(
+    pub(crate) async fn attempt(
         &self,
         spec: &LockSpec,
         user_keys: &[String],
@@ -849,31 +849,7 @@ impl Locker {
         ttl: Duration,
         work: impl AsyncFnOnce(&Lease) -> T,
     ) -> Scoped<T> {
-        let lease = match self.acquire(keys, ttl).await {
-            Ok(l) => l,
-            Err(e) => {
-                return Scoped {
-                    work: Err(e),
-                    release: None,
-                };
-            }
-        };
-        lease.set_auto_renew(true);
-        let lost = lease.lost();
-        let result = tokio::select! {
-            biased;
-            output = work(&lease) => Ok(output),
-            _ = lost => Err(()),
-        };
-        let work = match result {
-            Ok(output) if !lease.is_lost() => Ok(output),
-            _ => Err(lost_error(
-                lease.state(),
-                "the work was stopped because the lease could no longer be proven valid",
-            )),
-        };
-        let release = Some(lease.release().await);
-        Scoped { work, release }
+        scoped(self.acquire(keys, ttl).await, work).await
     }
 
     /// Finishes every release queued by dropped leases and cancelled acquires. Call it
@@ -1022,7 +998,9 @@ impl Locker {
     ) -> Result<(LockSpec, Vec<String>)> {
         let opts = &self.inner.options;
         let user_keys = keys.into_keys();
-        let full = validate(user_keys.clone(), &opts.prefix, &opts.keys)?;
+        // A permit taken by a script (`fencelock acquire --permits`) is named by its key.
+        let full =
+            crate::semaphore::validate_with_permits(user_keys.clone(), &opts.prefix, &opts.keys)?;
         opts.check_ttl(ttl)?;
         if value.is_empty() || value.len() > 1024 {
             return Err(Error::invalid(
@@ -1243,7 +1221,7 @@ impl Drop for CleanupGuard {
 
 /// Microseconds since the Unix epoch by the wall clock: the fair-mode ticket, so that
 /// waiters line up in the same order on every node.
-fn unix_micros() -> u64 {
+pub(crate) fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -1252,14 +1230,14 @@ fn unix_micros() -> u64 {
 /// A lease's lock value: `fl:` and [`random_value`]. Other clients compare values as
 /// opaque strings; the prefix tells a fencelock waiter that this holder announces its
 /// release (`fencelock_announces` in shared.lua), so the waiter need not poll for it.
-fn lock_value() -> String {
+pub(crate) fn lock_value() -> String {
     format!("fl:{}", random_value())
 }
 
 /// 16 bytes from the OS CSPRNG as 32 hex characters: the entropy of the `redlock` npm
 /// package's values (redsync writes base64 of 16 bytes; values are compared as opaque
 /// strings, so any client's value means the same to every client).
-fn random_value() -> String {
+pub(crate) fn random_value() -> String {
     use rand::TryRngCore;
     let mut bytes = [0u8; 16];
     if rand::rngs::OsRng.try_fill_bytes(&mut bytes).is_err() {
@@ -1268,4 +1246,88 @@ fn random_value() -> String {
         rand::Rng::fill(&mut rand::rng(), &mut bytes);
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- Semaphores (`semaphore.rs`): what a permit acquire shares with a lock's. ----
+
+impl AcquireOptions {
+    /// When a wait that starts at `started` ends (`None`: never), and whether it is a
+    /// single attempt; the locker's `max_wait` when the options do not say.
+    pub(crate) fn deadline(&self, locker: &Locker, started: Instant) -> (Option<Instant>, bool) {
+        let wait = self.wait.unwrap_or(match locker.inner.options.max_wait {
+            Some(d) => Wait::Up(d),
+            None => Wait::Forever,
+        });
+        match wait {
+            Wait::No => (Some(started), true),
+            Wait::Up(d) => (started.checked_add(d), false),
+            Wait::Forever => (None, false),
+        }
+    }
+
+    /// Whether fair mode was asked for (here or on the locker).
+    pub(crate) fn is_fair(&self, locker: &Locker) -> bool {
+        self.fair.unwrap_or(locker.inner.options.fair)
+    }
+}
+
+impl Locker {
+    /// Runs `work` (attempts on keys already validated) as [`Locker::acquire_with`]
+    /// runs its own: the background task started, the start-up checks beside it.
+    pub(crate) async fn run_checked<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.inner
+            .background
+            .ensure_started(&self.inner.nodes, &self.inner.options);
+        let checks = self.startup_checks(&self.inner.checked);
+        if let Some(checked) = checks.peek() {
+            checked.clone()?;
+            return work.await;
+        }
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            checked = checks => {
+                checked?;
+                work.await
+            }
+            done = &mut work => done,
+        }
+    }
+}
+
+/// The body of [`Locker::with_lock`] once the acquire is done (also
+/// `Semaphore::with_permit`): renewed while `work` runs, the work dropped if the lease
+/// is lost, always released.
+pub(crate) async fn scoped<T>(
+    lease: Result<Lease>,
+    work: impl AsyncFnOnce(&Lease) -> T,
+) -> Scoped<T> {
+    let lease = match lease {
+        Ok(l) => l,
+        Err(e) => {
+            return Scoped {
+                work: Err(e),
+                release: None,
+            };
+        }
+    };
+    lease.set_auto_renew(true);
+    let lost = lease.lost();
+    let result = tokio::select! {
+        biased;
+        output = work(&lease) => Ok(output),
+        _ = lost => Err(()),
+    };
+    let work = match result {
+        Ok(output) if !lease.is_lost() => Ok(output),
+        _ => Err(lost_error(
+            lease.state(),
+            "the work was stopped because the lease could no longer be proven valid",
+        )),
+    };
+    let release = Some(lease.release().await);
+    Scoped { work, release }
 }

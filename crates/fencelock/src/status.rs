@@ -5,7 +5,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::error::{NodeError, NodeErrorKind, Result};
-use crate::keys::validate;
 use crate::locker::Locker;
 
 /// One key as every node sees it.
@@ -130,7 +129,24 @@ impl Locker {
     pub async fn status(&self, keys: impl crate::IntoKeys) -> Result<Vec<KeyStatus>> {
         let user_keys = keys.into_keys();
         let options = self.options();
-        let full = validate(user_keys.clone(), &options.prefix, &options.keys)?;
+        // A semaphore's permit keys carry the reserved marker: taken here, so that
+        // `status` can list and show them (`semaphore.rs`).
+        let full = crate::semaphore::validate_with_permits(
+            user_keys.clone(),
+            &options.prefix,
+            &options.keys,
+        )?;
+        Ok(self.status_of(user_keys, full).await)
+    }
+
+    /// [`Locker::status`] of keys already checked: `user_keys` as shown, `full` with
+    /// the prefix.
+    pub(crate) async fn status_of(
+        &self,
+        user_keys: Vec<String>,
+        full: Vec<String>,
+    ) -> Vec<KeyStatus> {
+        let options = self.options();
         let timeout = options.request_timeout.max(Duration::from_millis(500));
         let mut out = Vec::with_capacity(full.len());
         for (user_key, key) in user_keys.into_iter().zip(full) {
@@ -177,7 +193,7 @@ impl Locker {
                 nodes,
             });
         }
-        Ok(out)
+        out
     }
 }
 

@@ -349,6 +349,98 @@ async fn bad_input(b: &Backend) {
     }
 }
 
+// ---- Semaphores (issue #19, `docs/semaphore.md`) ----
+
+/// N permits: N holders on N different permits, the next one refused until one is
+/// released; a caller with another N is refused; the permits show in `status`.
+async fn semaphore_admits_n(b: &Backend) {
+    let x = b.locker();
+    let s = x.semaphore("sem", 3).expect("semaphore");
+    let mut permits = Vec::new();
+    for _ in 0..3 {
+        permits.push(s.try_acquire(TTL).await.expect("a permit"));
+    }
+    let mut slots: Vec<&str> = permits.iter().map(|p| p.keys()[0].as_str()).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), 3, "two permits on one slot");
+    let full = s.try_acquire(TTL).await.expect_err("a fourth of 3");
+    assert!(full.is_contended(), "{full}");
+    let mixed = b
+        .locker()
+        .semaphore("sem", 5)
+        .expect("semaphore")
+        .try_acquire(TTL)
+        .await
+        .expect_err("5 on a semaphore of 3");
+    assert!(mixed.is_invalid_input(), "{mixed}");
+    let shown = s.status().await.expect("status");
+    assert_eq!(shown.len(), 3);
+    assert!(shown.iter().all(|k| k.is_held()));
+    let listed = x.known_keys("", 100).await.expect("list");
+    let statuses = x
+        .status(listed.as_slice())
+        .await
+        .expect("status of listed keys");
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|k| k.is_held() && s.slot_keys().contains(&k.key))
+            .count(),
+        3
+    );
+    let freed = permits.pop().expect("permit");
+    let slot = freed.keys()[0].clone();
+    let token = freed.token();
+    assert_eq!(
+        freed.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
+    let again = s.try_acquire(TTL).await.expect("the freed permit");
+    assert_eq!(again.keys()[0], slot);
+    assert!(again.token() > token, "tokens grow per permit");
+    permits.push(again);
+    for p in permits {
+        p.release().await.expect("release");
+    }
+}
+
+/// A permit that is not renewed expires by the store and goes to a waiter; a waiter
+/// also gets a released permit.
+async fn semaphore_permits_expire_and_pass_on(b: &Backend) {
+    let x = b.locker_without_renewal();
+    let s = x.semaphore("sem-exp", 1).expect("semaphore");
+    let stale = s
+        .acquire(Duration::from_millis(200))
+        .await
+        .expect("acquire");
+    let y = b.locker();
+    let waiting = y.semaphore("sem-exp", 1).expect("semaphore");
+    let next = waiting
+        .acquire_with(
+            TTL,
+            &AcquireOptions::default().max_wait(Duration::from_secs(10)),
+        )
+        .await
+        .expect("the expired permit");
+    assert!(next.token() > stale.token());
+    assert_eq!(
+        stale.release().await.expect("release"),
+        ReleaseOutcome::OwnedByOther
+    );
+    let handed = tokio::spawn(async move {
+        waiting
+            .acquire_with(
+                TTL,
+                &AcquireOptions::default().max_wait(Duration::from_secs(10)),
+            )
+            .await
+    });
+    next.release().await.expect("release");
+    let got = handed.await.expect("task").expect("the released permit");
+    got.release().await.expect("release");
+}
+
 macro_rules! conformance {
     ($backend:ident = $make:expr; $($case:ident),* $(,)?) => {
         mod $backend {
@@ -386,6 +478,8 @@ every_store!(
     status_shows_holder,
     lists_known_keys_by_prefix,
     bad_input,
+    semaphore_admits_n,
+    semaphore_permits_expire_and_pass_on,
 );
 
 #[tokio::test]

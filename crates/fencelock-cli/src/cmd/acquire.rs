@@ -47,6 +47,9 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 struct Acquired<'a> {
     key: &'a str,
+    /// With --permits: the permit's own lock key (tokens are numbered per permit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permit: Option<&'a str>,
     value: &'a str,
     token: u64,
     valid_ms: u64,
@@ -75,6 +78,7 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     .await?;
     let answer = Acquired {
         key: &args.key,
+        permit: args.wait.permits.permits.map(|_| lease.keys()[0].as_str()),
         value: lease.value(),
         token: lease.token().get(),
         valid_ms: millis(lease.remaining()),
@@ -83,13 +87,17 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
     let text = if args.json || args.format == Format::Json {
         format!("{}\n", serde_json::to_string(&answer).unwrap_or_default())
     } else {
-        output::assignments(&[
+        let mut pairs = vec![
             ("FENCELOCK_KEY", answer.key.to_string()),
             ("FENCELOCK_VALUE", answer.value.to_string()),
             ("FENCELOCK_TOKEN", answer.token.to_string()),
             ("FENCELOCK_VALID_MS", answer.valid_ms.to_string()),
             ("FENCELOCK_TTL_MS", answer.ttl_ms.to_string()),
-        ])
+        ];
+        if let Some(permit) = answer.permit {
+            pairs.push(("FENCELOCK_PERMIT", permit.to_string()));
+        }
+        output::assignments(&pairs)
     };
     if let Err(mut failure) = output::emit(&text) {
         // Nobody learnt the value, so nobody can use or release this lock: free it now

@@ -198,6 +198,10 @@ pub async fn run(args: Args, global: &Global, signals: &mut Signals) -> Outcome 
         .env("FENCELOCK_TOKEN", lease.token().to_string())
         .env("FENCELOCK_VALID_MS", millis(lease.remaining()).to_string())
         .env("FENCELOCK_TTL_MS", millis(ttl).to_string());
+    if args.wait.permits.permits.is_some() {
+        // The permit's own lock key: its tokens are numbered per permit.
+        command.env("FENCELOCK_PERMIT", &lease.keys()[0]);
+    }
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {

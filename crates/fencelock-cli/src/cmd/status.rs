@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long, requires = "keys")]
     pub held: bool,
 
+    /// Show each permit of the semaphore KEY of N permits (one KEY only): who holds
+    /// which permit. `status` without keys lists the permits in use too.
+    #[arg(long, value_name = "N", requires = "keys", value_parser = clap::value_parser!(u32).range(1..=i64::from(fencelock::MAX_PERMITS)))]
+    pub permits: Option<u32>,
+
     /// Same as --format json (kept for older scripts).
     #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
@@ -94,7 +99,15 @@ pub async fn run(args: Args, global: &Global) -> Outcome {
         })?;
         return Ok(0);
     }
-    let statuses = locker.status(keys.as_slice()).await?;
+    let statuses = match (args.permits, keys.as_slice()) {
+        (Some(n), [key]) => locker.semaphore(key, n)?.status().await?,
+        (Some(_), _) => {
+            return Err(Failure::usage(
+                "--permits shows one semaphore: give one KEY",
+            ));
+        }
+        (None, _) => locker.status(keys.as_slice()).await?,
+    };
     let report = Report {
         keys: statuses.iter().map(key_report).collect(),
     };

@@ -36,7 +36,7 @@ use super::{
 use crate::checks::Probe;
 use crate::error::{Error, NodeError, NodeErrorKind};
 
-mod layout;
+pub(crate) mod layout;
 mod notify;
 
 pub(crate) use layout::Layout;

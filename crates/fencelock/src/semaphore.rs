@@ -1,0 +1,731 @@
+//! Semaphores: at most `N` holders of a key at once, each holding a *permit* that is a
+//! lease like a lock's.
+//!
+//! A semaphore of `N` permits on key `K` is `N` *slots*, and each slot is an ordinary
+//! lock key (a sibling of `K`, see [`slot_names`]). Holding a permit is holding one
+//! slot's lock, taken by the very same Redlock attempt as any lock
+//! ([`Locker::attempt`]): so each permit has the lock's exclusion argument, its own
+//! fencing counter and token, renewal, extend, `lost()`, release and drop-release, and
+//! at most `N` processes hold a permit because each slot has at most one holder
+//! (`docs/semaphore.md`). The number `N` is recorded beside the slots, so a caller
+//! that names another `N` for the same key is refused instead of quietly using more
+//! (or fewer) slots.
+//!
+//! Acquiring a permit tries the slots one at a time, from a random one, each as one
+//! lock attempt; the first granted is the permit. A refused attempt leaves nothing
+//! behind (the lock's own undo), so neither does an acquire that found every slot
+//! held. A waiter waits in the line of every slot (Redis): a release wakes the first
+//! waiter of the freed slot alone, and since every waiter joins every line with the
+//! same ticket, that is the same, longest-waiting waiter on every slot.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, NodeError, Result};
+use crate::fanout::FanOut;
+use crate::jitter;
+use crate::lease::Lease;
+use crate::locker::{
+    AcquireOptions, Failure, Locker, Scoped, lock_value, random_value, scoped, unix_micros,
+};
+use crate::quorum;
+use crate::store::redis::layout::hash_tag;
+use crate::store::{Acquired, LockSpec, Notice, QueueTicket};
+
+/// The largest number of permits a semaphore may have. An acquire that finds every
+/// slot held has tried each of them once, so the cost of a busy semaphore grows with
+/// `N`; 64 covers the concurrency limits semaphores are for (a partner API's 4 calls,
+/// a database's 20 heavy reports).
+pub const MAX_PERMITS: u32 = 64;
+
+/// How long the record of a semaphore's number of permits lives after the last acquire
+/// that refreshed it. While it lives, a caller naming another number is refused; to
+/// change the number of a semaphore in use, use a new key (or wait this long without
+/// acquires).
+pub const PERMITS_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What the permits record holds, before the number.
+const RECORD_VALUE_PREFIX: &str = "fencelock-permits:";
+
+/// A semaphore: `N` permits on one key. Made by [`Locker::semaphore`]; cheap to clone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), fencelock::Error> {
+/// use std::time::Duration;
+/// let locker = fencelock::Locker::builder().store("memory://semaphore-doc").build()?;
+/// // At most 4 calls to the partner API at once, across every process.
+/// let partner_api = locker.semaphore("partner-api", 4)?;
+/// let permit = partner_api.acquire(Duration::from_secs(30)).await?;
+/// // … call the API; a resource that checks tokens keeps the highest per permit
+/// // (permit.keys()[0] names it) …
+/// println!("permit {} with token {}", permit.keys()[0], permit.token());
+/// permit.release().await?;
+/// # locker.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Semaphore {
+    locker: Locker,
+    /// The key as the caller gave it.
+    key: String,
+    permits: u32,
+    /// The full key of the permits record.
+    record: Arc<str>,
+    /// The full slot keys, slot `i` at index `i`.
+    slots: Arc<[String]>,
+}
+
+/// The names of a semaphore's record and slots, from its full key (prefix applied).
+///
+/// Siblings of the key, in its Redis Cluster slot: with a hash tag, `K:fencelock:`
+/// then `permits` / `permit:<i>`; without one, `{K}:fencelock:c:` then the same (the
+/// `c:` as in `store/redis/layout.rs`, so that the semaphores of `K` and of a key
+/// literally named `{K}` stay apart). The names are the same on every node (a lock
+/// attempt sends one key list to all of them), so they do not depend on whether a
+/// node is a cluster; a key without a hash tag that contains `}` keeps the plain form,
+/// which a Redis Cluster node then refuses with the layout's own message. A lock key
+/// cannot contain `:fencelock:`, so no lock is ever named like a slot or record.
+fn slot_names(full: &str, permits: u32) -> (String, Vec<String>) {
+    let base = if hash_tag(full.as_bytes()).is_some() || full.contains('}') {
+        format!("{full}:fencelock:")
+    } else {
+        format!("{{{full}}}:fencelock:c:")
+    };
+    let slots = (0..permits).map(|i| format!("{base}permit:{i}")).collect();
+    (format!("{base}permits"), slots)
+}
+
+/// Whether `full` (prefix applied) is the record or a slot of some semaphore: such keys
+/// carry the reserved `:fencelock:` marker, and only `status` (read-only) takes them.
+pub(crate) fn is_permit_key(full: &str) -> bool {
+    let stem = match full.strip_suffix("permits") {
+        Some(stem) => stem,
+        None => match full.rsplit_once("permit:") {
+            Some((stem, i)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => stem,
+            _ => return false,
+        },
+    };
+    let key = match stem
+        .strip_suffix(":fencelock:c:")
+        .and_then(|s| s.strip_prefix('{'))
+        .and_then(|s| s.strip_suffix('}'))
+    {
+        Some(key) => key,
+        None => match stem.strip_suffix(":fencelock:") {
+            Some(key) => key,
+            None => return false,
+        },
+    };
+    if key.is_empty() || key.contains(":fencelock:") {
+        return false;
+    }
+    let (record, slots) = slot_names(key, MAX_PERMITS);
+    record == full || slots.iter().any(|s| s == full)
+}
+
+/// [`crate::keys::validate`] for the calls that may name a permit directly — status,
+/// and extend and release by value (a script's permit from `fencelock acquire
+/// --permits`): a permit key passes as it is, in full, as [`Lease::keys`] and
+/// [`Semaphore::slot_keys`] name it (the prefix is in it already); other keys are
+/// checked and prefixed as for a lock. Nothing can *acquire* a permit key as a lock.
+pub(crate) fn validate_with_permits(
+    keys: Vec<String>,
+    prefix: &str,
+    limits: &crate::keys::KeyLimits,
+) -> Result<Vec<String>> {
+    if !keys.iter().any(|k| is_permit_key(k)) {
+        return crate::keys::validate(keys, prefix, limits);
+    }
+    let locks: Vec<String> = keys.iter().filter(|k| !is_permit_key(k)).cloned().collect();
+    if !locks.is_empty() {
+        crate::keys::validate(locks, prefix, limits)?;
+    }
+    Ok(keys
+        .into_iter()
+        .map(|k| {
+            if is_permit_key(&k) {
+                k
+            } else {
+                format!("{prefix}{k}")
+            }
+        })
+        .collect())
+}
+
+impl Locker {
+    /// A semaphore of `permits` permits on `key`: at most `permits` holders at once.
+    /// Every caller must name the same number for a key (see [`Semaphore::acquire`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a bad key (as for a lock), `permits` = 0, or
+    /// `permits` above [`MAX_PERMITS`].
+    pub fn semaphore(&self, key: &str, permits: u32) -> Result<Semaphore> {
+        if permits == 0 {
+            return Err(Error::invalid(
+                "permits",
+                "a semaphore needs at least 1 permit (0 would never admit anyone)",
+            ));
+        }
+        if permits > MAX_PERMITS {
+            return Err(Error::invalid(
+                "permits",
+                format!("{permits} permits; the maximum is {MAX_PERMITS}"),
+            ));
+        }
+        let opts = self.options();
+        let full = crate::keys::validate(vec![key.to_string()], &opts.prefix, &opts.keys)?;
+        let (record, slots) = slot_names(&full[0], permits);
+        Ok(Semaphore {
+            locker: self.clone(),
+            key: key.to_string(),
+            permits,
+            record: record.into(),
+            slots: slots.into(),
+        })
+    }
+}
+
+impl Semaphore {
+    /// The key, as given.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The number of permits.
+    pub fn permits(&self) -> u32 {
+        self.permits
+    }
+
+    /// The lock keys of the permits (prefix applied), permit `i` at index `i`: what a
+    /// permit's [`Lease::keys`] names, and what `fencelock status` shows.
+    pub fn slot_keys(&self) -> &[String] {
+        &self.slots
+    }
+
+    /// What every node knows about each permit (its slot key), permit `i` at index `i`:
+    /// held or free, the holder record, the TTL left, the last token.
+    ///
+    /// # Errors
+    ///
+    /// None today (node failures are reported per node in [`crate::NodeStatus`]); the
+    /// `Result` leaves room for checks to come.
+    ///
+    /// Cancelling the future abandons the queries; nothing is changed by them.
+    pub async fn status(&self) -> Result<Vec<crate::KeyStatus>> {
+        Ok(self
+            .locker
+            .status_of(self.slots.to_vec(), self.slots.to_vec())
+            .await)
+    }
+
+    /// Acquires a permit for `ttl`, waiting up to the locker's `max_wait` while every
+    /// permit is held. The permit is a [`Lease`] on one slot key: it renews itself, has
+    /// its own fencing token (tokens of different permits are not comparable: a
+    /// resource that checks tokens keeps the highest per permit, by
+    /// `lease.keys()[0]`), and is released by [`Lease::release`] or when dropped.
+    /// On Redis a release wakes the longest waiter alone; other stores wake every
+    /// waiter (memory) or are polled (SQLite), as for a lock.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a bad TTL, or when the semaphore is recorded
+    /// with another number of permits (the message names both; the record lives
+    /// [`PERMITS_RECORD_TTL`] after the last acquire); [`ErrorKind::Timeout`] when the
+    /// wait ran out with every permit held; [`ErrorKind::Unavailable`] when no quorum of
+    /// nodes answered; [`ErrorKind::Config`] in fair mode (not available for
+    /// semaphores) or when a node refuses in a way retrying cannot fix.
+    ///
+    /// Cancelling the future at any point leaves no permit of ours behind (the
+    /// locker's background task releases whatever the attempt in flight may have set)
+    /// and takes the waiter out of every line.
+    pub async fn acquire(&self, ttl: Duration) -> Result<Lease> {
+        self.acquire_with(ttl, &AcquireOptions::default()).await
+    }
+
+    /// One try: a permit if one is free right now.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Contended`] when every permit is held (with the soonest remaining
+    /// TTL among them); otherwise as [`Semaphore::acquire`].
+    ///
+    /// Cancelling the future leaves no permit of ours behind.
+    pub async fn try_acquire(&self, ttl: Duration) -> Result<Lease> {
+        self.acquire_with(ttl, &AcquireOptions::default().no_wait())
+            .await
+    }
+
+    /// [`Semaphore::acquire`] with per-call options (how long to wait).
+    ///
+    /// # Errors
+    ///
+    /// As [`Semaphore::acquire`] and [`Semaphore::try_acquire`].
+    ///
+    /// Cancelling the future leaves no permit of ours behind.
+    pub async fn acquire_with(&self, ttl: Duration, options: &AcquireOptions) -> Result<Lease> {
+        self.locker.options().check_ttl(ttl)?;
+        if options.is_fair(&self.locker) {
+            return Err(Error::config(
+                "fair mode is not available for semaphores yet: a freed permit goes to \
+                 the first waiter in line, but a newcomer may take it first",
+            ));
+        }
+        let started = Instant::now();
+        self.locker
+            .run_checked(async {
+                self.check_record().await?;
+                self.acquire_slot(ttl, options, started).await
+            })
+            .await
+    }
+
+    /// Runs `work` while holding a permit, with automatic renewal, and always releases
+    /// at the end. If the permit is lost, the work future is dropped at once and the
+    /// result is [`ErrorKind::Lost`] (as [`Locker::with_lock`]).
+    ///
+    /// Cancelling the returned future drops the work and releases the permit (through
+    /// the background task).
+    pub async fn with_permit<T>(
+        &self,
+        ttl: Duration,
+        work: impl AsyncFnOnce(&Lease) -> T,
+    ) -> Scoped<T> {
+        scoped(self.acquire(ttl).await, work).await
+    }
+
+    /// Records the number of permits on every node, or finds another number recorded.
+    ///
+    /// The record is a key set to `fencelock-permits:<N>` by the nodes' ordinary
+    /// acquire (free, or already holding that value → set, with
+    /// [`PERMITS_RECORD_TTL`]): callers naming the same `N` all "hold" it, a caller
+    /// naming another is refused by any node that has it. Decided at a majority of
+    /// agreeing nodes, or at the first node with another number.
+    async fn check_record(&self) -> Result<()> {
+        let nodes = self.locker.nodes();
+        let q = quorum::quorum(nodes.len());
+        let spec = LockSpec {
+            keys: vec![self.record.to_string()].into(),
+            value: format!("{RECORD_VALUE_PREFIX}{}", self.permits).into(),
+            ttl_ms: u64::try_from(PERMITS_RECORD_TTL.as_millis()).unwrap_or(u64::MAX),
+            holder: None,
+            queue: None,
+        };
+        let timeout = self.locker.options().request_timeout;
+        let mut fan = FanOut::start(nodes, timeout, |node| node.acquire(&spec));
+        let mut agreed = 0;
+        let mut errors: Vec<NodeError> = Vec::new();
+        let mut other = None;
+        while let Some((i, answer)) = fan.next().await {
+            match answer {
+                Ok(Ok(Acquired::Granted { .. } | Acquired::HandedOver { .. })) => agreed += 1,
+                Ok(Ok(Acquired::Held { .. })) => {
+                    other = Some(i);
+                    break;
+                }
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(fan.timeout_error(nodes[i].name())),
+            }
+            if agreed >= q {
+                break;
+            }
+        }
+        fan.finish_in_background(|_, _| {});
+        if let Some(i) = other {
+            let recorded = tokio::time::timeout(timeout, nodes[i].inspect(&self.record))
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .and_then(|info| info.value);
+            let number = recorded
+                .as_deref()
+                .and_then(|v| v.strip_prefix(RECORD_VALUE_PREFIX))
+                .and_then(|n| n.parse::<u32>().ok());
+            return Err(match number {
+                Some(n) => Error::invalid(
+                    "permits",
+                    format!(
+                        "semaphore {:?} has {n} permits, not {}: every caller of a key must \
+                         name the same number (the record of {n} lives {} h after its last \
+                         acquire; use another key for another number)",
+                        self.key,
+                        self.permits,
+                        PERMITS_RECORD_TTL.as_secs() / 3600
+                    ),
+                ),
+                None => Error::config(format!(
+                    "semaphore {:?}: its record key {} on {} holds something fencelock \
+                     did not write",
+                    self.key,
+                    self.record,
+                    nodes[i].name()
+                )),
+            });
+        }
+        if agreed >= q {
+            return Ok(());
+        }
+        if errors.iter().any(|e| e.is_permanent()) {
+            return Err(Error::config(format!(
+                "cannot use semaphore {:?}: a node refused in a way retrying cannot fix",
+                self.key
+            ))
+            .with_nodes(errors));
+        }
+        Err(Error::unavailable(
+            &format!(
+                "cannot use semaphore {:?}: fewer than {q} of {} nodes answered",
+                self.key,
+                nodes.len()
+            ),
+            errors,
+        ))
+    }
+
+    /// Tries the slots from a random one until one is granted, waiting between rounds
+    /// as a lock's waiter does (notices, or polling where there are none).
+    async fn acquire_slot(
+        &self,
+        ttl: Duration,
+        options: &AcquireOptions,
+        started: Instant,
+    ) -> Result<Lease> {
+        let locker = &self.locker;
+        let opts = locker.options();
+        let nodes = locker.nodes();
+        let (deadline, single) = options.deadline(locker, started);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        // A waiter takes a place in the line of every slot it finds held, with one
+        // ticket: a release then wakes the first waiter of that slot only — the same
+        // waiter on every slot, the one waiting longest. Plain waiter ids only: a
+        // hand-off (the release setting the key to the waiter's id) is for a waiter of
+        // that one key, and a permit waiter may be served by another slot first.
+        let queues = !single && opts.notifications && nodes.iter().all(|n| n.supports_queue());
+        let ticket = queues.then(|| {
+            let grace_ms = u64::try_from(
+                (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            QueueTicket {
+                waiter: random_value().into(),
+                ticket: unix_micros(),
+                grace_ms,
+                fair: false,
+            }
+        });
+        let mut lines = Lines {
+            locker: locker.clone(),
+            ticket: ticket.clone(),
+            slots: &self.slots,
+            joined: vec![false; self.slots.len()],
+            ttl_ms,
+            armed: true,
+        };
+        let watch_spec = LockSpec {
+            keys: self.slots.clone(),
+            value: lock_value().into(),
+            ttl_ms,
+            holder: None,
+            queue: ticket.clone(),
+        };
+        let n = self.slots.len();
+        let first = rand::random_range(0..n);
+        let mut watches = None;
+        let mut watched_once = false;
+        let mut polls: u32 = 0;
+        let mut outages: u32 = 0;
+        loop {
+            let mut soonest: Option<Duration> = None;
+            let mut unknown = false;
+            let mut silent = false;
+            let mut down: Option<Vec<NodeError>> = None;
+            tracing::debug!(
+                target: "fencelock::semaphore",
+                key = %self.key,
+                holder = opts.holder.as_deref().unwrap_or(""),
+                "trying the permits"
+            );
+            for k in 0..n {
+                let i = (first + k) % n;
+                let spec = LockSpec {
+                    keys: vec![self.slots[i].clone()].into(),
+                    value: lock_value().into(),
+                    ttl_ms,
+                    holder: opts.holder.as_deref().map(Into::into),
+                    queue: ticket.clone(),
+                };
+                match locker
+                    .attempt(&spec, std::slice::from_ref(&self.slots[i]), ttl)
+                    .await
+                {
+                    Ok(lease) => {
+                        lines.leave_except(i).await;
+                        return Ok(lease);
+                    }
+                    Err(Failure::Contended {
+                        pttl, silent: s, ..
+                    }) => {
+                        lines.joined[i] |= ticket.is_some();
+                        silent |= s;
+                        match pttl {
+                            Some(p) => soonest = Some(soonest.map_or(p, |c| c.min(p))),
+                            None => unknown = true,
+                        }
+                    }
+                    Err(Failure::Unavailable(errors)) => {
+                        down = Some(errors);
+                        break;
+                    }
+                    Err(Failure::Permanent(errors)) => {
+                        return Err(Error::config(format!(
+                            "cannot acquire a permit of semaphore {:?}: a node refused in a \
+                             way retrying cannot fix",
+                            self.key
+                        ))
+                        .with_nodes(errors));
+                    }
+                }
+            }
+            let now = Instant::now();
+            let over = deadline.is_some_and(|d| now >= d);
+            let pause = match down {
+                Some(errors) => {
+                    if over {
+                        return Err(Error::unavailable(
+                            &format!(
+                                "cannot acquire a permit of semaphore {:?}: fewer than {} of \
+                                 {} nodes answered",
+                                self.key,
+                                quorum::quorum(nodes.len()),
+                                nodes.len()
+                            ),
+                            errors,
+                        ));
+                    }
+                    outages += 1;
+                    jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
+                }
+                None => {
+                    outages = 0;
+                    if over {
+                        return Err(self.every_permit_held(single, soonest, started));
+                    }
+                    if opts.notifications && !watched_once {
+                        // Subscribe, then try again at once: a release between the
+                        // round and the subscription would otherwise be missed.
+                        watched_once = true;
+                        watches = locker.watch_all(&watch_spec).await;
+                        if watches.is_some() {
+                            continue;
+                        }
+                    }
+                    if watches.is_some() {
+                        // Woken by a notice, or when the soonest permit expires; a
+                        // silent holder (another client) is noticed by trying again.
+                        let expiry =
+                            soonest.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
+                        if silent || unknown {
+                            expiry.min(opts.silent_holder_poll)
+                        } else {
+                            expiry
+                        }
+                    } else if opts.notifications {
+                        // No notices from this store (SQLite): poll as a lock's waiter.
+                        polls += 1;
+                        let step = Duration::from_millis(1) * (1u32 << polls.min(4));
+                        let poll = step.min(opts.retry_delay);
+                        soonest.map_or(poll, |p| p.min(poll))
+                    } else {
+                        opts.retry_delay
+                    }
+                }
+            };
+            let pause = jitter::jittered(
+                pause,
+                opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
+            );
+            let wake_at = match deadline {
+                Some(d) => (now + pause).min(d),
+                None => now + pause,
+            };
+            let sleep = tokio::time::sleep_until(wake_at);
+            match watches.take() {
+                Some(mut ws) if !ws.is_empty() => {
+                    let notice: Option<Notice> = {
+                        let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
+                        tokio::select! {
+                            (notice, _, _) = notified => Some(notice),
+                            _ = sleep => None,
+                        }
+                    };
+                    if notice.is_some() {
+                        tracing::debug!(
+                            target: "fencelock::semaphore",
+                            key = %self.key,
+                            holder = opts.holder.as_deref().unwrap_or(""),
+                            "woken by a release notice"
+                        );
+                    }
+                    // Re-arm before dropping the old watches, so the subscriptions
+                    // stay up.
+                    watches = locker.watch_all(&watch_spec).await;
+                    drop(ws);
+                }
+                _ => sleep.await,
+            }
+        }
+    }
+
+    /// The error for a try or a wait that ended with every permit held.
+    fn every_permit_held(
+        &self,
+        single: bool,
+        soonest: Option<Duration>,
+        started: Instant,
+    ) -> Error {
+        let expiry = soonest
+            .map(|p| {
+                format!(
+                    " (the soonest expires in {} ms unless extended)",
+                    p.as_millis()
+                )
+            })
+            .unwrap_or_default();
+        let (kind, message) = if single {
+            (
+                ErrorKind::Contended,
+                format!(
+                    "every permit of semaphore {:?} ({}) is held{expiry}",
+                    self.key, self.permits
+                ),
+            )
+        } else {
+            (
+                ErrorKind::Timeout,
+                format!(
+                    "gave up on semaphore {:?} after {} ms: every one of its {} permits is \
+                     held{expiry}",
+                    self.key,
+                    started.elapsed().as_millis(),
+                    self.permits
+                ),
+            )
+        };
+        Error::new(kind, message).with_retry_after(soonest)
+    }
+}
+
+/// The lines a permit waiter stands in. A waiter that got a permit leaves the others
+/// before it returns, so that the next release of those slots wakes a waiter that
+/// still waits; dropped while armed (a wait that gave up or was cancelled), it leaves
+/// them all through the background task.
+struct Lines<'a> {
+    locker: Locker,
+    ticket: Option<QueueTicket>,
+    slots: &'a [String],
+    joined: Vec<bool>,
+    ttl_ms: u64,
+    armed: bool,
+}
+
+impl Lines<'_> {
+    /// A spec that names the lines of `slots` and a value no key holds: released, it
+    /// takes the waiter out of those lines (telling the next waiter of a free slot)
+    /// and deletes nothing.
+    fn leave_spec(&self, except: Option<usize>) -> Option<LockSpec> {
+        let keys: Vec<String> = self
+            .joined
+            .iter()
+            .enumerate()
+            .filter(|(i, joined)| **joined && Some(*i) != except)
+            .map(|(i, _)| self.slots[i].clone())
+            .collect();
+        let queue = self.ticket.clone()?;
+        (!keys.is_empty()).then(|| LockSpec {
+            keys: keys.into(),
+            value: lock_value().into(),
+            ttl_ms: self.ttl_ms,
+            holder: None,
+            queue: Some(queue),
+        })
+    }
+
+    /// Leaves every line but `slot`'s (the granted attempt left that one), waiting for
+    /// the nodes up to the request time-out; what does not answer expires by itself.
+    async fn leave_except(&mut self, slot: usize) {
+        self.armed = false;
+        let Some(spec) = self.leave_spec(Some(slot)) else {
+            return;
+        };
+        let timeout = self.locker.options().request_timeout;
+        FanOut::start(self.locker.nodes(), timeout, |n| n.release(&spec))
+            .all()
+            .await;
+    }
+}
+
+impl Drop for Lines<'_> {
+    fn drop(&mut self) {
+        if self.armed
+            && let Some(spec) = self.leave_spec(None)
+        {
+            self.locker.release_in_background(spec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_siblings_in_the_keys_cluster_slot() {
+        use crate::store::redis::layout::key_slot;
+        let (record, slots) = slot_names("api", 2);
+        assert_eq!(record, "{api}:fencelock:c:permits");
+        assert_eq!(
+            slots,
+            ["{api}:fencelock:c:permit:0", "{api}:fencelock:c:permit:1"]
+        );
+        for k in slots.iter().chain([&record]) {
+            assert_eq!(key_slot(k.as_bytes()), key_slot(b"api"));
+        }
+        let (record, slots) = slot_names("{user1}.api", 1);
+        assert_eq!(record, "{user1}.api:fencelock:permits");
+        assert_eq!(slots, ["{user1}.api:fencelock:permit:0"]);
+        assert_eq!(key_slot(slots[0].as_bytes()), key_slot(b"{user1}.api"));
+        // A literal `{api}` and `api` name different semaphores.
+        assert_ne!(slot_names("{api}", 1).1, slot_names("api", 1).1);
+    }
+
+    #[test]
+    fn permit_keys_are_recognised_and_nothing_else() {
+        for key in ["api", "{user1}.api", "a}b", "{api}"] {
+            let (record, slots) = slot_names(key, 3);
+            assert!(is_permit_key(&record), "{record}");
+            for s in &slots {
+                assert!(is_permit_key(s), "{s}");
+            }
+        }
+        // `{api}:fencelock:permits` is the record of the key literally named `{api}`.
+        assert!(is_permit_key("{api}:fencelock:permits"));
+        for other in [
+            "api",
+            "api:fencelock:fence",
+            "{api}:fencelock:c:fence",
+            "api:fencelock:permit:",
+            "api:fencelock:permit:x",
+            "api:fencelock:permit:64",
+            ":fencelock:permits",
+            "a:fencelock:X:fencelock:permit:0",
+            "permits",
+        ] {
+            assert!(!is_permit_key(other), "{other}");
+        }
+    }
+}

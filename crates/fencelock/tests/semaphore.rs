@@ -1,0 +1,494 @@
+//! Semaphores (`docs/semaphore.md`): at most N holders at once, checked at a resource
+//! that counts who is inside, on real redis-server processes (1 and 3 nodes) and real
+//! SQLite files; expiry, extend and loss like a lock's; bad input; wake-ups counted.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use fencelock::{AcquireOptions, Locker, MAX_PERMITS};
+use support::{Cluster, eventually};
+
+fn locker(urls: &[String]) -> Locker {
+    Locker::builder()
+        .stores(urls.to_vec())
+        .request_timeout(Duration::from_secs(1))
+        .max_wait(None)
+        .build()
+        .expect("locker")
+}
+
+fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("locks.db").display())
+}
+
+/// The resource: counts who is inside right now, and the most ever inside at once.
+#[derive(Default)]
+struct Resource {
+    inside: AtomicUsize,
+    most: AtomicUsize,
+    entries: AtomicUsize,
+}
+
+impl Resource {
+    async fn visit(&self) {
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.entries.fetch_add(1, Ordering::SeqCst);
+        // Stay a while, so that contenders overlap.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// N = 4 permits, 8 contenders, each with its own locker (as separate processes
+/// would be), each entering the resource `rounds` times.
+async fn never_more_than_n_inside(urls: Vec<String>) {
+    const N: u32 = 4;
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 6;
+    let resource = Arc::new(Resource::default());
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let resource = resource.clone();
+        let locker = locker(&urls);
+        tasks.push(tokio::spawn(async move {
+            let semaphore = locker.semaphore("partner-api", N).expect("semaphore");
+            for _ in 0..ROUNDS {
+                let scoped = semaphore
+                    .with_permit(Duration::from_secs(10), async |_permit| {
+                        resource.visit().await
+                    })
+                    .await;
+                scoped.into_result().expect("with_permit");
+            }
+            locker.shutdown().await;
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    assert_eq!(resource.entries.load(Ordering::SeqCst), TASKS * ROUNDS);
+    let most = resource.most.load(Ordering::SeqCst);
+    assert!(
+        most <= N as usize,
+        "{most} holders were inside at once with {N} permits"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_n_inside_on_one_redis_node() {
+    let cluster = Cluster::start(1);
+    never_more_than_n_inside(cluster.urls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_n_inside_on_three_redis_nodes() {
+    let cluster = Cluster::start(3);
+    never_more_than_n_inside(cluster.urls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_n_inside_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    never_more_than_n_inside(vec![sqlite_url(&dir)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_n_inside_in_memory() {
+    never_more_than_n_inside(vec!["memory://semaphore-n".to_string()]).await;
+}
+
+/// Holders that crash (their leases leaked: never released, never renewed) hold their
+/// permits until the TTL runs out on the stores; then a waiter gets one of them.
+async fn crashed_holders_permits_come_back(urls: Vec<String>) {
+    let crashed = Locker::builder()
+        .stores(urls.clone())
+        .auto_renew(false)
+        .build()
+        .expect("locker");
+    let s = crashed.semaphore("crashy", 2).expect("semaphore");
+    let a = s.acquire(Duration::from_millis(1500)).await.expect("a");
+    let b = s.acquire(Duration::from_millis(1500)).await.expect("b");
+    let leaked: Vec<String> = vec![a.keys()[0].clone(), b.keys()[0].clone()];
+    assert_ne!(leaked[0], leaked[1], "two permits on one slot");
+    std::mem::forget(a);
+    std::mem::forget(b);
+
+    let waiter = locker(&urls);
+    let ws = waiter.semaphore("crashy", 2).expect("semaphore");
+    let busy = ws
+        .try_acquire(Duration::from_secs(5))
+        .await
+        .expect_err("a permit while both are held");
+    assert!(busy.is_contended(), "{busy}");
+    assert!(busy.retry_after().is_some(), "{busy}");
+    let permit = ws
+        .acquire_with(
+            Duration::from_secs(5),
+            &AcquireOptions::default().max_wait(Duration::from_secs(30)),
+        )
+        .await
+        .expect("a permit once a crashed holder's TTL ran out");
+    assert!(leaked.contains(&permit.keys()[0]));
+    permit.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_holders_permits_come_back_on_redis() {
+    let cluster = Cluster::start(3);
+    crashed_holders_permits_come_back(cluster.urls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_holders_permits_come_back_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    crashed_holders_permits_come_back(vec![sqlite_url(&dir)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permit_extends_and_is_lost_like_a_lock() {
+    let cluster = Cluster::start(3);
+    let l = locker(&cluster.urls());
+    let s = l.semaphore("ext", 3).expect("semaphore");
+    let permit = s.acquire(Duration::from_secs(1)).await.expect("acquire");
+    let slot = permit.keys()[0].clone();
+    let before = permit.token();
+    permit
+        .extend(Duration::from_secs(20))
+        .await
+        .expect("extend");
+    for i in 0..3 {
+        // A late node may still be on its way: the extend decides at a majority.
+        eventually("the extend reached every node", || {
+            cluster.pttl(i, &slot) > 5_000
+        })
+        .await;
+        assert_eq!(cluster.get(i, &slot).as_deref(), Some(permit.value()));
+    }
+    assert_eq!(permit.token(), before);
+    // A majority paused: renewal cannot reach it, so the permit is lost, as a lock is.
+    cluster.pause(0);
+    cluster.pause(1);
+    tokio::time::timeout(Duration::from_secs(60), permit.lost())
+        .await
+        .expect("lost() did not fire with a majority paused");
+    assert!(permit.is_lost());
+    cluster.resume(0);
+    cluster.resume(1);
+    drop(permit);
+    // Extend a permit that still stands, then release it.
+    let again = s.acquire(Duration::from_secs(5)).await.expect("acquire");
+    again.extend(Duration::from_secs(10)).await.expect("extend");
+    assert!(again.is_valid());
+    again.release().await.expect("release");
+    l.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_grow_per_permit() {
+    let cluster = Cluster::start(3);
+    let l = locker(&cluster.urls());
+    let s = l.semaphore("tokens", 1).expect("semaphore");
+    let first = s.acquire(Duration::from_secs(5)).await.expect("acquire");
+    let t1 = first.token();
+    first.release().await.expect("release");
+    let second = s.acquire(Duration::from_secs(5)).await.expect("acquire");
+    assert!(second.token() > t1);
+    second.release().await.expect("release");
+}
+
+async fn bad_input_is_refused(urls: Vec<String>) {
+    let l = locker(&urls);
+    let zero = l.semaphore("bad", 0).expect_err("0 permits");
+    assert!(zero.is_invalid_input(), "{zero}");
+    assert!(zero.to_string().contains("at least 1"), "{zero}");
+    let huge = l.semaphore("bad", MAX_PERMITS + 1).expect_err("too many");
+    assert!(huge.is_invalid_input(), "{huge}");
+    assert!(
+        huge.to_string().contains(&MAX_PERMITS.to_string()),
+        "{huge}"
+    );
+    let huge = l.semaphore("bad", u32::MAX).expect_err("too many");
+    assert!(huge.is_invalid_input(), "{huge}");
+    let reserved = l.semaphore("a:fencelock:b", 2).expect_err("reserved key");
+    assert!(reserved.is_invalid_input(), "{reserved}");
+    assert!(l.semaphore("", 2).expect_err("empty").is_invalid_input());
+
+    // Mixed N: the second number is refused, naming both, and takes no permit.
+    let four = l.semaphore("mixed", 4).expect("semaphore");
+    let held = four
+        .acquire(Duration::from_secs(10))
+        .await
+        .expect("acquire");
+    let six = locker(&urls).semaphore("mixed", 6).expect("semaphore");
+    let mixed = six
+        .try_acquire(Duration::from_secs(10))
+        .await
+        .expect_err("6 permits on a semaphore of 4");
+    assert!(mixed.is_invalid_input(), "{mixed}");
+    let text = mixed.to_string();
+    assert!(text.contains("has 4 permits, not 6"), "{text}");
+    let waited = six
+        .acquire_with(
+            Duration::from_secs(10),
+            &AcquireOptions::default().max_wait(Duration::from_secs(1)),
+        )
+        .await
+        .expect_err("6 permits on a semaphore of 4, waiting");
+    assert!(waited.is_invalid_input(), "{waited}");
+    // The holder of the 4 is unaffected; 3 more fit, not 5.
+    let mut more = Vec::new();
+    for _ in 0..3 {
+        more.push(
+            four.try_acquire(Duration::from_secs(10))
+                .await
+                .expect("one of 4"),
+        );
+    }
+    let fifth = four
+        .try_acquire(Duration::from_secs(10))
+        .await
+        .expect_err("a fifth of 4");
+    assert!(fifth.is_contended(), "{fifth}");
+    let bad_ttl = four
+        .try_acquire(Duration::ZERO)
+        .await
+        .expect_err("zero TTL");
+    assert!(bad_ttl.is_invalid_input(), "{bad_ttl}");
+    held.release().await.expect("release");
+    for p in more {
+        p.release().await.expect("release");
+    }
+    let fair = four
+        .acquire_with(Duration::from_secs(10), &AcquireOptions::default().fair())
+        .await
+        .expect_err("fair mode");
+    assert!(fair.is_config(), "{fair}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_on_redis() {
+    let cluster = Cluster::start(3);
+    bad_input_is_refused(cluster.urls()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    bad_input_is_refused(vec![sqlite_url(&dir)]).await;
+}
+
+/// What every node holds in the slot keys of semaphore `key`.
+fn slot_values(cluster: &Cluster, slots: &[String]) -> Vec<Vec<Option<String>>> {
+    (0..cluster.len())
+        .map(|i| slots.iter().map(|k| cluster.get(i, k)).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_acquire_leaves_no_keys() {
+    let cluster = Cluster::start(3);
+    let l = locker(&cluster.urls());
+    let s = l.semaphore("full", 2).expect("semaphore");
+    let slots = s.slot_keys().to_vec();
+    let a = s.acquire(Duration::from_secs(30)).await.expect("a");
+    let b = s.acquire(Duration::from_secs(30)).await.expect("b");
+    let values = [a.value().to_string(), b.value().to_string()];
+    eventually("both permits on every node", || {
+        slot_values(&cluster, &slots).iter().all(|node| {
+            node.iter()
+                .all(|v| v.as_ref().is_some_and(|v| values.contains(v)))
+        })
+    })
+    .await;
+    let before = slot_values(&cluster, &slots);
+
+    let other = locker(&cluster.urls());
+    let os = other.semaphore("full", 2).expect("semaphore");
+    let busy = os
+        .try_acquire(Duration::from_secs(5))
+        .await
+        .expect_err("full");
+    assert!(busy.is_contended(), "{busy}");
+    let timed_out = os
+        .acquire_with(
+            Duration::from_secs(5),
+            &AcquireOptions::default().max_wait(Duration::from_millis(300)),
+        )
+        .await
+        .expect_err("full");
+    assert!(timed_out.is_timeout(), "{timed_out}");
+    assert_eq!(slot_values(&cluster, &slots), before);
+    // The waiter's places in line go with it.
+    for i in 0..3 {
+        eventually("the waiter left every line", || {
+            cluster.keys_matching(i, "*permit:*queue*").is_empty()
+        })
+        .await;
+    }
+    // A mixed-N refusal touches no slot at all.
+    let refused = locker(&cluster.urls())
+        .semaphore("full", 3)
+        .expect("semaphore")
+        .try_acquire(Duration::from_secs(5))
+        .await
+        .expect_err("3 on a semaphore of 2");
+    assert!(refused.is_invalid_input(), "{refused}");
+    let three_slots = locker(&cluster.urls())
+        .semaphore("full", 3)
+        .expect("semaphore")
+        .slot_keys()
+        .to_vec();
+    for i in 0..3 {
+        assert_eq!(cluster.get(i, &three_slots[2]), None);
+    }
+    assert_eq!(slot_values(&cluster, &slots), before);
+    a.release().await.expect("release");
+    b.release().await.expect("release");
+}
+
+/// Counts the semaphore's debug events per (holder description, message): how often
+/// each waiter tried the permits and was woken by a notice.
+#[derive(Default)]
+struct Events {
+    counts: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl Events {
+    fn count(&self, holder: &str, message: &str) -> u64 {
+        let counts = self.counts.lock().unwrap();
+        counts
+            .get(&(holder.to_string(), message.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+struct Counter(&'static Events);
+
+#[derive(Default)]
+struct Fields {
+    holder: String,
+    message: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "holder" => self.holder = format!("{value:?}"),
+            _ => {}
+        }
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "message" => self.message = value.to_string(),
+            "holder" => self.holder = value.to_string(),
+            _ => {}
+        }
+    }
+}
+
+impl tracing::Subscriber for Counter {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == "fencelock::semaphore"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        *self
+            .0
+            .counts
+            .lock()
+            .unwrap()
+            .entry((fields.holder, fields.message))
+            .or_default() += 1;
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+fn events() -> &'static Events {
+    static EVENTS: OnceLock<&'static Events> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        let events: &'static Events = Box::leak(Box::default());
+        tracing::subscriber::set_global_default(Counter(events)).expect("subscriber");
+        events
+    })
+}
+
+const TRIED: &str = "trying the permits";
+const WOKEN: &str = "woken by a release notice";
+
+/// Three waiters on a full semaphore of 2; each release wakes one waiter — the one
+/// waiting longest — and no other: every waiter is woken exactly once and tries the
+/// permits exactly three times (first try, again after subscribing, after its wake-up).
+/// A herd (every waiter woken by every release) would wake the later waiters on the
+/// earlier releases too. Polling cannot stand in for the notices: the holders' TTL is
+/// a minute and the retry delay an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_wakes_exactly_one_waiter() {
+    let events = events();
+    let cluster = Cluster::start(1);
+    let patient = |who: &str| {
+        Locker::builder()
+            .stores(cluster.urls())
+            .retry_delay(Duration::from_secs(3600))
+            .silent_holder_poll(Duration::from_secs(3600))
+            .request_timeout(Duration::from_secs(1))
+            .holder(who)
+            .max_wait(None)
+            .build()
+            .expect("locker")
+    };
+    let holders = patient("holder");
+    let s = holders.semaphore("wake", 2).expect("semaphore");
+    let mut held = vec![
+        s.acquire(Duration::from_secs(60)).await.expect("a"),
+        s.acquire(Duration::from_secs(60)).await.expect("b"),
+    ];
+    let order = Arc::new(AtomicU64::new(0));
+    let mut waiters = Vec::new();
+    for w in ["w1", "w2", "w3"] {
+        let locker = patient(w);
+        let order = order.clone();
+        waiters.push(tokio::spawn(async move {
+            let permit = locker
+                .semaphore("wake", 2)
+                .expect("semaphore")
+                .acquire(Duration::from_secs(60))
+                .await
+                .expect("permit");
+            (order.fetch_add(1, Ordering::SeqCst), permit)
+        }));
+        // In line (and subscribed) before the next one comes.
+        eventually("the waiter waits", || events.count(w, TRIED) == 2).await;
+    }
+    let mut got = Vec::new();
+    for (round, waiter) in waiters.iter_mut().enumerate() {
+        held.remove(0).release().await.expect("release");
+        let (rank, permit) = tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .expect("no waiter was woken by the release")
+            .expect("task");
+        assert_eq!(rank, round as u64, "the longest waiter got the permit");
+        // The next release frees the permit a waiter got, or the holders' last one.
+        got.push(permit);
+        if held.is_empty() {
+            held.push(got.remove(0));
+        }
+    }
+    for w in ["w1", "w2", "w3"] {
+        assert_eq!(events.count(w, WOKEN), 1, "{w} woken");
+        assert_eq!(events.count(w, TRIED), 3, "{w} tried");
+    }
+}
