@@ -129,6 +129,13 @@ fn write_page(
                 &w.raw.server_us,
                 1,
             )?;
+            row(
+                s,
+                "client CPU µs per pair (bench process)",
+                &w.fencelock.client_us,
+                &w.raw.client_us,
+                1,
+            )?;
         }
         writeln!(s)?;
     }
@@ -161,6 +168,43 @@ fn write_page(
                     l.fencelock_reconnects.show(0),
                     l.fencelock_timeouts
                 )?;
+            }
+        }
+        writeln!(s)?;
+        writeln!(
+            s,
+            "Cost per pair at 64 tasks: client CPU is this process's user+system time \
+             (`getrusage`) over the side's run, Redis CPU the `INFO cpu` deltas summed over \
+             nodes; both divided by every pair the run completed.\n"
+        )?;
+        writeln!(
+            s,
+            "| nodes | figure | fencelock | floor (raw redis-rs) | fencelock / floor |"
+        )?;
+        writeln!(s, "|---|---|---|---|---|")?;
+        for w in &r.w2 {
+            if let Some(l) = w.at(64) {
+                for (name, a, b) in [
+                    (
+                        "client CPU µs per pair",
+                        &l.fencelock_client_us,
+                        &l.raw_client_us,
+                    ),
+                    (
+                        "Redis CPU µs per pair (all nodes)",
+                        &l.fencelock_server_us,
+                        &l.raw_server_us,
+                    ),
+                ] {
+                    writeln!(
+                        s,
+                        "| {} | {name} | {} | {} | {} |",
+                        w.nodes,
+                        a.show(1),
+                        b.show(1),
+                        ratio(a, b)
+                    )?;
+                }
             }
         }
         writeln!(s)?;
