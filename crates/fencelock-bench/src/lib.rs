@@ -74,7 +74,7 @@ pub struct Plan {
     /// W6: only the contests at npm's default retry (npm against npm, fencelock
     /// against npm), no hand-off timing: the fair-share target on its own.
     pub w6_fair_share_only: bool,
-    /// Which workloads to run (`w1` … `w6`).
+    /// Which workloads to run (`w1` … `w6`, `w3h`).
     pub only: Vec<String>,
 }
 
@@ -146,6 +146,8 @@ pub struct Results {
     pub w2: Vec<w2_throughput::W2>,
     /// W3 on 1 and 3 nodes.
     pub w3: Vec<w3_hot_key::W3>,
+    /// W3H (every critical section a hand-off) on 1 and 3 nodes.
+    pub w3h: Vec<w3_hot_key::W3>,
     /// W4 per lease count.
     pub w4: Vec<w4_renewal::W4>,
     /// W5.
@@ -218,6 +220,16 @@ pub async fn run(plan: &Plan, out: &Output, pid_dir: Option<PathBuf>) -> anyhow:
             .await
         {
             results.w3.push(r);
+        }
+        if plan.wants("w3h")
+            && let Some(r) = attempt(
+                f,
+                format!("W3H on {n} node(s)"),
+                w3_hot_key::run_handoff(plan, nodes),
+            )
+            .await
+        {
+            results.w3h.push(r);
         }
         if plan.wants("w6")
             && let Some(r) =

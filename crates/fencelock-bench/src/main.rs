@@ -15,7 +15,7 @@ struct Args {
     /// Repetitions of every figure (default 5, or 3 with --quick).
     #[arg(long)]
     runs: Option<usize>,
-    /// Only these workloads (w1 … w6, comma separated).
+    /// Only these workloads (w1 … w6, w3h; comma separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The Markdown report to write.

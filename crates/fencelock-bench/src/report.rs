@@ -129,6 +129,13 @@ fn write_page(
                 &w.raw.server_us,
                 1,
             )?;
+            row(
+                s,
+                "client CPU µs per pair (bench process)",
+                &w.fencelock.client_us,
+                &w.raw.client_us,
+                1,
+            )?;
         }
         writeln!(s)?;
     }
@@ -164,6 +171,43 @@ fn write_page(
             }
         }
         writeln!(s)?;
+        writeln!(
+            s,
+            "Cost per pair at 64 tasks: client CPU is this process's user+system time \
+             (`getrusage`) over the side's run, Redis CPU the `INFO cpu` deltas summed over \
+             nodes; both divided by every pair the run completed.\n"
+        )?;
+        writeln!(
+            s,
+            "| nodes | figure | fencelock | floor (raw redis-rs) | fencelock / floor |"
+        )?;
+        writeln!(s, "|---|---|---|---|---|")?;
+        for w in &r.w2 {
+            if let Some(l) = w.at(64) {
+                for (name, a, b) in [
+                    (
+                        "client CPU µs per pair",
+                        &l.fencelock_client_us,
+                        &l.raw_client_us,
+                    ),
+                    (
+                        "Redis CPU µs per pair (all nodes)",
+                        &l.fencelock_server_us,
+                        &l.raw_server_us,
+                    ),
+                ] {
+                    writeln!(
+                        s,
+                        "| {} | {name} | {} | {} | {} |",
+                        w.nodes,
+                        a.show(1),
+                        b.show(1),
+                        ratio(a, b)
+                    )?;
+                }
+            }
+        }
+        writeln!(s)?;
         for c in charts.iter().filter(|c| c.file.starts_with("throughput")) {
             writeln!(s, "![{}](charts/{})\n", c.title, c.file)?;
         }
@@ -193,6 +237,25 @@ fn write_page(
         }
         for c in charts.iter().filter(|c| c.file.starts_with("handoff")) {
             writeln!(s, "![{}](charts/{})\n", c.title, c.file)?;
+        }
+    }
+
+    if !r.w3h.is_empty() {
+        writeln!(
+            s,
+            "## W3H — one hot key, every critical section a hand-off\n"
+        )?;
+        writeln!(
+            s,
+            "As W3 ({} per run, 8 contenders, the same figures), but after its release a \
+             contender does not compete again until another contender has acquired: no holder \
+             re-takes the lock it just released, so every critical section is a hand-off. \
+             fencelock in its default mode against the spinning floor (whose released \
+             contender waits the same way while the other 7 spin).\n",
+            ms(plan.w3_time)
+        )?;
+        for w in &r.w3h {
+            w3_table(s, w)?;
         }
     }
 
@@ -554,6 +617,42 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             d.handoff_share.median,
             yes(p.wait_max.median > 2.0 * d.wait_max.median
                 && p.handoff_share.median < d.handoff_share.median)
+        )?;
+    }
+    for w in &r.w3h {
+        let (Some(d), Some(f)) = (w.variant(Kind::Default), w.variant(Kind::Spinning)) else {
+            continue;
+        };
+        let n = w.nodes;
+        let on_one_node = |met: bool| {
+            if n == 1 {
+                yes(met)
+            } else {
+                "reference (target set on 1 node)"
+            }
+        };
+        writeln!(
+            s,
+            "| W3H, {n} node(s): critical sections/s ≥ 0.9× spinning floor | {:.0} vs {:.0} ({}) | {} |",
+            d.cs_per_s.median,
+            f.cs_per_s.median,
+            ratio(&d.cs_per_s, &f.cs_per_s),
+            on_one_node(d.cs_per_s.median >= 0.9 * f.cs_per_s.median)
+        )?;
+        writeln!(
+            s,
+            "| W3H, {n} node(s): ≤ 3 commands sent per critical section ({:.2} executed) | {:.2} | {} |",
+            d.commands_per_cs.median,
+            d.sent_per_cs.median,
+            on_one_node(d.sent_per_cs.median <= 3.0)
+        )?;
+        writeln!(
+            s,
+            "| W3H, {n} node(s): hand-off p99 ≤ 1.5× the floor's | {:.0} vs {:.0} µs ({}) | {} |",
+            d.handoff_p99.median,
+            f.handoff_p99.median,
+            ratio(&d.handoff_p99, &f.handoff_p99),
+            on_one_node(d.handoff_p99.median <= 1.5 * f.handoff_p99.median)
         )?;
     }
     if let (Some(first), Some(last)) = (r.w4.first(), r.w4.last())

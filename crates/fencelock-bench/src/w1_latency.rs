@@ -29,6 +29,9 @@ pub struct Side {
     pub ops: Summary,
     /// Server CPU per pair, µs, summed over nodes (`INFO cpu` deltas).
     pub server_us: Summary,
+    /// Client CPU per pair, µs: this process's user+system time (`getrusage`) over the
+    /// side's run (the other side is idle meanwhile).
+    pub client_us: Summary,
 }
 
 /// W1 on one node set.
@@ -48,6 +51,7 @@ struct Runs {
     p99: Vec<f64>,
     ops: Vec<f64>,
     server: Vec<f64>,
+    client: Vec<f64>,
 }
 
 impl Runs {
@@ -63,6 +67,7 @@ impl Runs {
             p99: Summary::of(&self.p99),
             ops: Summary::of(&self.ops),
             server_us: Summary::of(&self.server),
+            client_us: Summary::of(&self.client),
         }
     }
 }
@@ -86,6 +91,7 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W1> {
         let tag_rw = format!("r{run}");
         for side in 0..2 {
             let cpu0 = servers::cpu_all(&mut admin).await?;
+            let client0 = stats::cpu_time();
             let fencelock_side = (side == 0) == (run % 2 == 0);
             let (runs, (h, t)) = if fencelock_side {
                 (
@@ -96,6 +102,9 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W1> {
                 (&mut rw, raw_pass(&raw, &tag_rw, plan.w1_ops).await?)
             };
             runs.push(&h, t, plan.w1_ops);
+            let client = stats::cpu_time().saturating_sub(client0);
+            runs.client
+                .push(client.as_secs_f64() * 1e6 / plan.w1_ops as f64);
             let cpu = servers::cpu_all(&mut admin).await? - cpu0;
             runs.server.push(cpu * 1e6 / plan.w1_ops as f64);
         }

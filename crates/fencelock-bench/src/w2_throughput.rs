@@ -14,7 +14,7 @@ use fencelock::Locker;
 use crate::Plan;
 use crate::raw::{self, Raw};
 use crate::servers::{self, Nodes};
-use crate::stats::Summary;
+use crate::stats::{self, Summary};
 use crate::w1_latency::TTL;
 
 /// Each task does at most this many pairs per run (the time bound usually ends it).
@@ -36,6 +36,14 @@ pub struct Level {
     /// fencelock requests (all runs of the level) that got no answer within the 250 ms
     /// request timeout; they are not counted as operations.
     pub fencelock_timeouts: u64,
+    /// fencelock: this process's CPU (user+system, `getrusage`) per pair, µs.
+    pub fencelock_client_us: Summary,
+    /// The floor: this process's CPU per pair, µs.
+    pub raw_client_us: Summary,
+    /// fencelock: Redis CPU per pair, µs, summed over nodes (`INFO cpu` deltas).
+    pub fencelock_server_us: Summary,
+    /// The floor: Redis CPU per pair, µs, summed over nodes.
+    pub raw_server_us: Summary,
 }
 
 /// W2 on one node set.
@@ -68,18 +76,32 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W2> {
     let mut pass = 0u64;
     for &tasks in &plan.w2_levels {
         let (mut fl, mut rw, mut conns) = (Vec::new(), Vec::new(), Vec::new());
+        // CPU per pair, µs: [fencelock client, raw client, fencelock server, raw server].
+        let mut cpu: [Vec<f64>; 4] = Default::default();
         let timeouts = Arc::new(AtomicU64::new(0));
         for run in 0..plan.runs {
             pass += 1;
             let first_fl = run % 2 == 0;
             for side in 0..2 {
-                if (side == 0) == first_fl {
+                let server0 = servers::cpu_all(&mut admin).await?;
+                let client0 = stats::cpu_time();
+                let (_, pairs) = if (side == 0) == first_fl {
                     let c0 = servers::connections_all(&mut admin).await?;
-                    fl.push(fencelock_pass(&locker, tasks, plan.w2_time, pass, &timeouts).await?);
+                    let r = fencelock_pass(&locker, tasks, plan.w2_time, pass, &timeouts).await?;
+                    fl.push(r.0);
                     conns.push((servers::connections_all(&mut admin).await? - c0) as f64);
+                    r
                 } else {
-                    rw.push(raw_pass(&raw, tasks, plan.w2_time, pass).await?);
-                }
+                    let r = raw_pass(&raw, tasks, plan.w2_time, pass).await?;
+                    rw.push(r.0);
+                    r
+                };
+                let client = stats::cpu_time().saturating_sub(client0).as_secs_f64();
+                let server = servers::cpu_all(&mut admin).await? - server0;
+                let per = |secs: f64| secs * 1e6 / pairs.max(1) as f64;
+                let which = usize::from((side == 0) != first_fl);
+                cpu[which].push(per(client));
+                cpu[2 + which].push(per(server));
             }
         }
         levels.push(Level {
@@ -88,6 +110,10 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W2> {
             raw: Summary::of(&rw),
             fencelock_reconnects: Summary::of(&conns),
             fencelock_timeouts: timeouts.load(Ordering::Relaxed),
+            fencelock_client_us: Summary::of(&cpu[0]),
+            raw_client_us: Summary::of(&cpu[1]),
+            fencelock_server_us: Summary::of(&cpu[2]),
+            raw_server_us: Summary::of(&cpu[3]),
         });
         // Keys of earlier passes would only make the node's dictionary bigger.
         nodes.reset().await?;
@@ -104,7 +130,7 @@ fn key(pass: u64, task: usize, i: u64) -> String {
 }
 
 /// Runs `tasks` copies of `one(task, i)` until `time` is up; pairs per second.
-async fn drive<F, Fut>(tasks: usize, time: Duration, one: F) -> anyhow::Result<f64>
+async fn drive<F, Fut>(tasks: usize, time: Duration, one: F) -> anyhow::Result<(f64, u64)>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<bool>> + Send + 'static,
@@ -135,7 +161,12 @@ where
     for h in handles {
         h.await.context("W2 task panicked")??;
     }
-    Ok(counted as f64 / elapsed.as_secs_f64())
+    // The rate counts the pairs done within the time; the CPU figures divide by every
+    // pair done, those finished after the stop too.
+    Ok((
+        counted as f64 / elapsed.as_secs_f64(),
+        done.load(Ordering::Relaxed),
+    ))
 }
 
 async fn fencelock_pass(
@@ -144,7 +175,7 @@ async fn fencelock_pass(
     time: Duration,
     pass: u64,
     timeouts: &Arc<AtomicU64>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, u64)> {
     let locker = locker.clone();
     let timeouts = timeouts.clone();
     drive(tasks, time, move |t, i| {
@@ -178,7 +209,12 @@ async fn fencelock_pass(
     .await
 }
 
-async fn raw_pass(raw: &Raw, tasks: usize, time: Duration, pass: u64) -> anyhow::Result<f64> {
+async fn raw_pass(
+    raw: &Raw,
+    tasks: usize,
+    time: Duration,
+    pass: u64,
+) -> anyhow::Result<(f64, u64)> {
     let raw = raw.clone();
     let ttl = TTL.as_millis() as u64;
     drive(tasks, time, move |t, i| {

@@ -11,6 +11,11 @@
 //!
 //! Hand-off latency is the time from a holder deciding to release (just before it sends
 //! the release) to a *different* contender's acquire returning.
+//!
+//! W3H ([`run_handoff`]) is W3 with every critical section a hand-off: after its release
+//! a contender does not compete again until another contender has acquired, so no
+//! holder re-takes the lock it just released. Only fencelock's default mode and the
+//! spinning floor run it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,6 +166,8 @@ fn sent_calls(kind: Kind, calls: &std::collections::HashMap<String, u64>) -> u64
 /// What one run shares between its contenders.
 struct Arena {
     stop: AtomicBool,
+    /// W3H: the last holder, for a contender that waits for another to acquire.
+    forced: Option<tokio::sync::watch::Sender<Option<usize>>>,
     counter: AtomicU64,
     executed: AtomicU64,
     state: Mutex<State>,
@@ -177,9 +184,10 @@ struct State {
 }
 
 impl Arena {
-    fn new() -> Arena {
+    fn new(forced: bool) -> Arena {
         Arena {
             stop: AtomicBool::new(false),
+            forced: forced.then(|| tokio::sync::watch::Sender::new(None)),
             counter: AtomicU64::new(0),
             executed: AtomicU64::new(0),
             state: Mutex::new(State {
@@ -200,6 +208,26 @@ impl Arena {
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Stops the run: contenders finish their critical section and return.
+    fn finish(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(tx) = &self.forced {
+            // Wake the contenders waiting for their turn, so they see the stop.
+            tx.send_modify(|_| ());
+        }
+    }
+
+    /// W3H: after `me` released, waits until another contender has acquired (or the
+    /// run stopped). W3: returns at once.
+    async fn next_turn(&self, me: usize) {
+        if let Some(tx) = &self.forced {
+            let mut rx = tx.subscribe();
+            let _ = rx
+                .wait_for(|last| self.stopped() || last.is_none_or(|h| h != me))
+                .await;
+        }
     }
 
     /// `me` was granted the lock after asking for it at `asked`.
@@ -223,6 +251,9 @@ impl Arena {
             stats::record(&mut s.hist, now.duration_since(t));
         }
         s.last_holder = Some(me);
+        if let Some(tx) = &self.forced {
+            tx.send_replace(Some(me));
+        }
     }
 
     /// The work under the lock: a read-yield-write increment that loses updates if
@@ -254,13 +285,42 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W3> {
             let idx = (j + run) % Kind::ALL.len();
             let kind = Kind::ALL[idx];
             nodes.reset().await?;
-            let r = one_run(kind, nodes, &mut admin, plan.w3_time).await?;
+            let r = one_run(kind, nodes, &mut admin, plan.w3_time, false).await?;
             figures[idx].push(r);
         }
     }
+    finish(nodes, figures, plan.runs).await
+}
+
+/// The clients W3H compares: fencelock's default mode and the spinning floor.
+pub const HANDOFF_KINDS: [Kind; 2] = [Kind::Default, Kind::Spinning];
+
+/// Runs W3H on `nodes`: W3 with every critical section a hand-off (see the module
+/// docs), for [`HANDOFF_KINDS`].
+///
+/// # Errors
+///
+/// When a request fails, a wait times out, or an update was lost.
+pub async fn run_handoff(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W3> {
+    let mut admin = nodes.admin().await?;
+    let mut figures: Vec<Runs> = HANDOFF_KINDS.iter().map(|&k| Runs::new(k)).collect();
+    for run in 0..plan.runs {
+        for j in 0..HANDOFF_KINDS.len() {
+            let idx = (j + run) % HANDOFF_KINDS.len();
+            let kind = HANDOFF_KINDS[idx];
+            nodes.reset().await?;
+            let r = one_run(kind, nodes, &mut admin, plan.w3_time, true).await?;
+            figures[idx].push(r);
+        }
+    }
+    finish(nodes, figures, plan.runs).await
+}
+
+/// The round-trip time and every variant's figures.
+async fn finish(nodes: &Nodes, figures: Vec<Runs>, runs: usize) -> anyhow::Result<W3> {
     let raw = Raw::connect(&nodes.urls()).await?;
     let mut rtt = Vec::new();
-    for _ in 0..plan.runs {
+    for _ in 0..runs {
         let mut h = stats::histogram();
         for _ in 0..PINGS {
             let t = Instant::now();
@@ -345,8 +405,9 @@ async fn one_run(
     nodes: &Nodes,
     admin: &mut [redis::aio::MultiplexedConnection],
     time: Duration,
+    forced: bool,
 ) -> anyhow::Result<RunResult> {
-    let arena = Arc::new(Arena::new());
+    let arena = Arc::new(Arena::new(forced));
     // Clients are made and warmed up (connections, scripts) before the stats reset.
     let mut tasks = Vec::new();
     let mut contenders = Vec::new();
@@ -363,7 +424,7 @@ async fn one_run(
     let elapsed = {
         // Under the state lock so no grant is counted after the clock stopped.
         let _s = arena.lock();
-        arena.stop.store(true, Ordering::Relaxed);
+        arena.finish();
         start.elapsed()
     };
     for t in tasks {
@@ -431,6 +492,10 @@ impl Contender {
             Contender::Fencelock(locker) => {
                 let opts = AcquireOptions::default().max_wait(Duration::from_secs(30));
                 while !arena.stopped() {
+                    arena.next_turn(me).await;
+                    if arena.stopped() {
+                        break;
+                    }
                     let asked = Instant::now();
                     let lease = locker
                         .acquire_with(KEY, TTL, &opts)
@@ -459,6 +524,7 @@ impl Contender {
                         arena.critical_section().await;
                         arena.releasing(me);
                         raw.release(KEY, &v).await?;
+                        arena.next_turn(me).await;
                         asked = Instant::now();
                     }
                 }

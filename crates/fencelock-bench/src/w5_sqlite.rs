@@ -105,6 +105,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<W5> {
         p99: Summary::of(&v.iter().map(|x| x.1).collect::<Vec<_>>()),
         ops: Summary::of(&v.iter().map(|x| x.2).collect::<Vec<_>>()),
         server_us: Summary::default(),
+        client_us: Summary::default(),
     };
     let (mut hot_fl, mut hot_rw) = (Vec::new(), Vec::new());
     for run in 0..plan.runs {

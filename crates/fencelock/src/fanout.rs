@@ -1,5 +1,5 @@
-//! The node fan-out: one operation sent to every node at once, each request under its
-//! own time-out, answers taken in the order they come.
+//! The node fan-out: one operation sent to every node at once, all under one time-out,
+//! answers taken in the order they come.
 //!
 //! Every path that touches a live lease — an acquire attempt, a renewal round, an
 //! extend, a release — goes through here, so they all follow the same rule: the caller
@@ -27,11 +27,22 @@ pub(crate) type Answer<T> = Result<Result<T, NodeError>, TimedOut>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimedOut;
 
-type Pending<T> = Pin<Box<dyn Future<Output = (usize, Answer<T>)> + Send>>;
+type Pending<T> = Pin<Box<dyn Future<Output = (usize, Result<T, NodeError>)> + Send>>;
 
 /// Requests in flight to every node (see the module docs).
+///
+/// One timer for the whole fan-out, not one per request: every request starts at the
+/// same moment with the same time-out, so one deadline says the same, and each timer
+/// costs a registration and a cancellation in the runtime's timer wheel on the
+/// uncontended path (crates/fencelock-bench/PERF-NOTES.md).
 pub(crate) struct FanOut<T> {
     pending: FuturesUnordered<Pending<T>>,
+    /// The nodes that have not answered yet.
+    waiting: Vec<usize>,
+    /// When every request still in flight times out.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline passed: the requests were dropped, `waiting` is reported timed out.
+    expired: bool,
     timeout: Duration,
 }
 
@@ -53,20 +64,23 @@ impl<T: Send + 'static> FanOut<T> {
         timeout: Duration,
         mut request: impl FnMut(&Node) -> StoreFuture<T>,
     ) -> Self {
+        let mut waiting = Vec::with_capacity(nodes.len());
         let pending = which
             .into_iter()
             .filter_map(|i| Some((i, nodes.get(i)?)))
             .map(|(i, node)| {
+                waiting.push(i);
                 let call = request(node);
-                Box::pin(async move {
-                    let answer = tokio::time::timeout(timeout, call)
-                        .await
-                        .map_err(|_| TimedOut);
-                    (i, answer)
-                }) as Pending<T>
+                Box::pin(async move { (i, call.await) }) as Pending<T>
             })
             .collect();
-        FanOut { pending, timeout }
+        FanOut {
+            pending,
+            waiting,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            expired: false,
+            timeout,
+        }
     }
 
     /// The next answer, from whichever node gives it first; `None` when every node has
@@ -74,15 +88,33 @@ impl<T: Send + 'static> FanOut<T> {
     ///
     /// Cancelling it loses no answer: the request stays in the fan-out.
     pub(crate) async fn next(&mut self) -> Option<(usize, Answer<T>)> {
-        self.pending.next().await
+        if !self.expired && !self.waiting.is_empty() {
+            tokio::select! {
+                biased;
+                Some((i, answer)) = self.pending.next() => {
+                    self.waiting.retain(|&w| w != i);
+                    return Some((i, Ok(answer)));
+                }
+                () = &mut self.deadline => {
+                    // As a time-out per request would: the requests still in flight are
+                    // dropped (their nodes may still apply them).
+                    self.expired = true;
+                    self.pending = FuturesUnordered::new();
+                }
+            }
+        }
+        if self.waiting.is_empty() {
+            return None;
+        }
+        Some((self.waiting.remove(0), Err(TimedOut)))
     }
 
     /// Every answer still to come, in the order they come (for callers that need all).
     ///
     /// Cancelling it drops the requests still in flight (their nodes may apply them).
     pub(crate) async fn all(mut self) -> Vec<(usize, Answer<T>)> {
-        let mut out = Vec::with_capacity(self.pending.len());
-        while let Some(answer) = self.pending.next().await {
+        let mut out = Vec::with_capacity(self.waiting.len());
+        while let Some(answer) = self.next().await {
             out.push(answer);
         }
         out
@@ -90,7 +122,7 @@ impl<T: Send + 'static> FanOut<T> {
 
     /// Whether every node has answered or timed out.
     pub(crate) fn is_done(&self) -> bool {
-        self.pending.is_empty()
+        self.waiting.is_empty()
     }
 
     /// The error that stands for a node's time-out in messages.
@@ -109,11 +141,11 @@ impl<T: Send + 'static> FanOut<T> {
         mut self,
         mut on_answer: impl FnMut(usize, Answer<T>) + Send + 'static,
     ) {
-        if self.pending.is_empty() {
+        if self.waiting.is_empty() {
             return;
         }
         tokio::spawn(async move {
-            while let Some((i, answer)) = self.pending.next().await {
+            while let Some((i, answer)) = self.next().await {
                 on_answer(i, answer);
             }
         });

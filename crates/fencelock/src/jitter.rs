@@ -2,8 +2,9 @@
 //!
 //! One generator per thread, seeded from the OS, so a hot path draws a number without a
 //! system call. Lock values and waiter ids do not come from here: they must be
-//! unguessable and are read from the OS (`locker.rs`). Tests seed the generator so a
-//! run under paused time replays exactly (`seed_this_thread`).
+//! unguessable, and are drawn from `rand`'s thread CSPRNG (`locker.rs`), which a test's
+//! seed does not reach. Tests seed this generator so a run under paused time replays
+//! exactly (`seed_this_thread`).
 
 use std::cell::RefCell;
 use std::time::Duration;

@@ -1231,21 +1231,34 @@ pub(crate) fn unix_micros() -> u64 {
 /// opaque strings; the prefix tells a fencelock waiter that this holder announces its
 /// release (`fencelock_announces` in shared.lua), so the waiter need not poll for it.
 pub(crate) fn lock_value() -> String {
-    format!("fl:{}", random_value())
+    let mut value = String::with_capacity(35);
+    value.push_str("fl:");
+    push_random_hex(&mut value);
+    value
 }
 
-/// 16 bytes from the OS CSPRNG as 32 hex characters: the entropy of the `redlock` npm
-/// package's values (redsync writes base64 of 16 bytes; values are compared as opaque
-/// strings, so any client's value means the same to every client).
+/// 16 random bytes as 32 hex characters: the entropy of the `redlock` npm package's
+/// values (redsync writes base64 of 16 bytes; values are compared as opaque strings, so
+/// any client's value means the same to every client).
+///
+/// Drawn from the thread's CSPRNG (`rand::rng()`: ChaCha seeded from the OS and reseeded
+/// by it), not from the OS per value: a value must be unguessable, which a CSPRNG gives,
+/// and a system call per acquire is measurable on the uncontended path
+/// (crates/fencelock-bench/PERF-NOTES.md).
 pub(crate) fn random_value() -> String {
-    use rand::TryRngCore;
-    let mut bytes = [0u8; 16];
-    if rand::rngs::OsRng.try_fill_bytes(&mut bytes).is_err() {
-        // The OS RNG failing is nearly unheard of; the thread RNG is a CSPRNG seeded
-        // from it, so it is a safe second choice.
-        rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    let mut value = String::with_capacity(32);
+    push_random_hex(&mut value);
+    value
+}
+
+/// Appends [`random_value`]'s 32 hex characters to `out`.
+fn push_random_hex(out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes: [u8; 16] = rand::Rng::random(&mut rand::rng());
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ---- Semaphores (`semaphore.rs`): what a permit acquire shares with a lock's. ----

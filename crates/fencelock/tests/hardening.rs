@@ -221,7 +221,8 @@ async fn outside_its_prefix_the_user_gets_a_clear_permission_error() {
 async fn each_grant_of_the_minimum_acl_is_needed() {
     // The experiment behind docs/security.md: take one command away at a time, run
     // every kind of operation (held key → PTTL; fair mode → the Z* commands; script
-    // cache flushed → SCRIPT LOAD; fresh counter → TIME; release → DEL, PUBLISH), and
+    // cache flushed → SCRIPT LOAD; fresh counter → TIME; release → DEL; release with
+    // someone in line → PUBLISH: with nobody in line a release publishes nothing), and
     // see a permission error naming the node. (SUBSCRIBE is not in the list: without
     // it waiters fall back to polling, which is slower but not an error.)
     let server = Server::start(&[]);
@@ -253,6 +254,14 @@ async fn each_grant_of_the_minimum_acl_is_needed() {
             "99999999999999",
             "w0",
         ]);
+        // A waiter in line for `lined` (which is free): its release tells that waiter.
+        server.run(&["ZADD", "app:lined:fencelock:queue", "0", "w1"]);
+        server.run(&[
+            "ZADD",
+            "app:lined:fencelock:queue-deadline",
+            "99999999999999",
+            "w1",
+        ]);
         add_app_user(&server, &[&format!("-{command}")]);
         let locker = builder()
             .store(&url)
@@ -280,6 +289,14 @@ async fn each_grant_of_the_minimum_acl_is_needed() {
                 }
                 Err(e) => errors.push(e),
             }
+        }
+        match locker.try_acquire("lined", TTL).await {
+            Ok(lease) => {
+                if let Err(e) = lease.release().await {
+                    errors.push(e);
+                }
+            }
+            Err(e) => errors.push(e),
         }
         match locker.try_acquire("exp", TTL).await {
             Ok(lease) => {

@@ -26,6 +26,30 @@ local waiter = ARGV[6]
 local queued = waiter ~= nil and waiter ~= ''
 local fair = queued and ARGV[9] == '1'
 
+-- The uncontended case of one key, in the fewest calls: SET NX takes the key when it is
+-- free (as every Redlock client's own acquire does), then the counter follows — 4 calls
+-- for a fresh key (SET, GET, TIME, SET), where checking first would take 5 or more.
+-- Everything else — the key held (by anyone, ourselves included: a retry of a request
+-- that landed), handed to this waiter, fair mode, several keys — fails the SET and takes
+-- the general path below, which changes nothing the SET did not.
+if n == 1 and not fair and redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl) then
+  local counter = fencelock_counter(KEYS[2])
+  if counter == nil then
+    -- The key was free: freeing it again undoes the SET, so nothing is written.
+    redis.call('DEL', KEYS[1])
+    return redis.error_reply('fencelock: counter ' .. KEYS[2] .. ' is not a number')
+  end
+  fencelock_keep(KEYS[2], counter + 1, fencelock_now_ms() + ttl, tail)
+  if holder ~= '' then
+    redis.call('SET', KEYS[3], holder, 'PX', ttl)
+  end
+  if queued then
+    redis.call('ZREM', KEYS[4], waiter)
+    redis.call('ZREM', KEYS[5], waiter)
+  end
+  return {1, fencelock_token(counter + 1)}
+end
+
 local now_ms = 0
 if queued then
   now_ms = fencelock_now_ms()

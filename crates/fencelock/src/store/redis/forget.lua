@@ -13,8 +13,8 @@
 -- Returns 1 when forgotten, 0 when the key is held or someone is in its line (nothing
 -- is touched), or -n when the counter is still ahead of the node's clock by up to n ms
 -- (nothing is touched; ask again after that).
--- Only commands a fencelock user runs anyway (GET, ZRANGE, TIME, DEL): a minimal ACL
--- user needs no new grant.
+-- Only commands a fencelock user runs anyway (GET, ZRANGE, TIME, PUBLISH, DEL): a
+-- minimal ACL user needs no new grant.
 if redis.call('GET', KEYS[1]) or redis.call('ZRANGE', KEYS[4], 0, 0)[1] then
   return 0
 end
@@ -29,5 +29,10 @@ if raw then
     return -wait
   end
 end
+-- An empty notice on the key's release channel, before anything is deleted: the probe
+-- lock is how `fencelock doctor` exercises every grant a fencelock user needs, and a
+-- release publishes only when someone is in line, which a probe never finds. It wakes
+-- nobody (the line is empty) and tells anyone listening only that they may retry.
+redis.call('PUBLISH', fencelock_prefix(KEYS[4]) .. 'released', '')
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 1

@@ -4,8 +4,9 @@
 -- to its id for a short claim (the waiter extends it to its TTL) and the next fencing token, announced as 'granted:<token>:<id>' on
 -- its client's own channel '<key>:fencelock:to:<inbox>' (so no other client wakes) —
 -- so it holds the lock one notice and one extend after the release; any
--- other waiter is named in the notice and alone retries at once (an empty notice wakes
--- every waiter). A waiter that gives up (ARGV[3]) leaves the lines too.
+-- other waiter is named in the notice and alone retries at once. With nobody in line
+-- nothing is published (the floor's release publishes nothing either; a waiter not in
+-- line wakes at the holder's TTL). A waiter that gives up (ARGV[3]) leaves the lines too.
 --
 -- A key released with nobody in its line retires its fencing counter: deleted at once
 -- when this node's clock has reached it, else set to expire when it does (plus the
@@ -56,11 +57,16 @@ local function pass_on(i)
   local head = first_in_line(i)
   local claim = head ~= '' and tail and fencelock_handoff(head)
   local counter = claim and fencelock_counter(KEYS[4 * n + i])
+  if head == '' then
+    -- Nobody in line: nobody to tell. (Every waiter that listens for notices is in
+    -- line on each node that refused it, and wakes at the holder's TTL anyway.)
+    return false, false
+  end
   if not counter then
-    -- Nobody in line, a waiter that retries by itself, or a counter that is not a
-    -- number (the waiter's own attempt then reports it).
+    -- A waiter that retries by itself, or a counter that is not a number (the
+    -- waiter's own attempt then reports it).
     redis.call('PUBLISH', fencelock_channel(fencelock_prefix(KEYS[2 * n + i]), head), head)
-    return false, head ~= ''
+    return false, true
   end
   local token = fencelock_token(counter + 1)
   redis.call('SET', KEYS[i], head, 'PX', claim)

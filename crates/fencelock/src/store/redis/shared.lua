@@ -3,10 +3,23 @@
 -- and retired (so every script numbers grants and drops counters by the same rule), how
 -- a waiter's line entry is read and reached, and the upkeep of the line.
 
+-- The node's clock, read once per script run: one TIME call serves the seed, the
+-- line deadlines and the counter expiries (each redis.call costs about 2 µs in a
+-- script). A script runs atomically, so an earlier reading from the same run stands
+-- for the moment the script ran; a deletion it decides (fencelock_keep) only comes
+-- later on the node's clock, never earlier.
+local fencelock_clock = nil
+local function fencelock_time()
+  if not fencelock_clock then
+    fencelock_clock = redis.call('TIME')
+  end
+  return fencelock_clock
+end
+
 -- The node's clock in milliseconds (line deadlines and counter expiries are kept in
 -- it).
 local function fencelock_now_ms()
-  local t = redis.call('TIME')
+  local t = fencelock_time()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -17,7 +30,7 @@ end
 -- the client needs no commit round to align them. nil when the key holds something
 -- that is not a number.
 local function fencelock_seed()
-  local now = redis.call('TIME')
+  local now = fencelock_time()
   return tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
 end
 
