@@ -13,6 +13,10 @@
 //!   accepted operation of another lease: effective exclusion failed at the resource.
 //! - **lost update** — accepted increments minus the final counter.
 //! - **ledger delta** — final `a + b` minus the initial total.
+//! - **over-admitted** — a semaphore's run: more holders inside the resource at once
+//!   than the semaphore has permits, as the resource counted them (its own order).
+//!   Per-permit exclusion and token order are the lock's checks above: a permit's
+//!   grant is recorded under its own key.
 //! - **acquire overran** — an acquire returned later than its deadline allows.
 //! - **no recovery** — after the last fault healed, no lease within TTL + retry delay
 //!   (+ slack for restarts and reconnects).
@@ -46,6 +50,8 @@ pub enum Kind {
     LostUpdate(Res),
     /// The ledger's total changed.
     LedgerDelta(Res),
+    /// More semaphore holders were inside the resource at once than there are permits.
+    OverAdmitted(Res),
     /// An acquire returned after its deadline.
     AcquireOverran,
     /// No lease after the faults healed.
@@ -75,6 +81,7 @@ impl std::fmt::Display for Kind {
             Kind::Interleaved(r) => write!(f, "interleaved RMW ({r})"),
             Kind::LostUpdate(r) => write!(f, "lost update ({r})"),
             Kind::LedgerDelta(r) => write!(f, "ledger delta ({r})"),
+            Kind::OverAdmitted(r) => write!(f, "over-admitted ({r})"),
             Kind::AcquireOverran => write!(f, "acquire overran"),
             Kind::NoRecovery => write!(f, "no recovery"),
             Kind::StrayKey => write!(f, "stray key"),
@@ -116,6 +123,8 @@ pub struct Stats {
     pub lost_updates: BTreeMap<Res, i64>,
     /// Ledger delta per copy.
     pub ledger_delta: BTreeMap<Res, i64>,
+    /// A semaphore's run: the most holders inside each copy at once.
+    pub most_inside: BTreeMap<Res, i64>,
     /// First grant after the last heal, ms after it.
     pub recovery_ms: Option<f64>,
     /// Longest acquire, ms.
@@ -404,8 +413,15 @@ pub fn check(h: &History, bounds: Bounds) -> Findings {
     check_tokens(&mut f, &grants, &fmt);
     let by_lease: HashMap<LeaseId, &Grant> = grants.iter().map(|g| (g.lease, g)).collect();
     for res in [Res::F, Res::U] {
-        let ops: Vec<&ResourceOp> = h.resource.iter().filter(|o| o.res == res).collect();
+        let (ops, inside): (Vec<&ResourceOp>, Vec<&ResourceOp>) = h
+            .resource
+            .iter()
+            .filter(|o| o.res == res)
+            .partition(|o| o.permit.is_none());
         check_resource(&mut f, res, &ops, &by_lease, h.ledger_total, &fmt);
+        if let Some(permits) = h.permits {
+            check_inside(&mut f, res, &inside, permits, &by_lease, &fmt);
+        }
     }
     check_recovery(&mut f, h, &grants, bounds, &fmt);
     if let Some(max_gap) = bounds.max_gap_ns {
@@ -651,6 +667,68 @@ fn check_resource(
                 a + b
             ),
             events: example,
+        });
+    }
+}
+
+/// A semaphore's holders at the resource: the resource counts who is inside after each
+/// entry (`counter`); more than `permits` is a violation. The example is the first
+/// such entry with everyone inside then (followed through the log here).
+fn check_inside(
+    f: &mut Findings,
+    res: Res,
+    ops: &[&ResourceOp],
+    permits: u32,
+    grants: &HashMap<LeaseId, &Grant>,
+    fmt: &Fmt,
+) {
+    let mut inside: BTreeMap<LeaseId, &ResourceOp> = BTreeMap::new();
+    let mut most = 0;
+    let mut over = 0;
+    let mut example: Option<Vec<String>> = None;
+    for o in ops {
+        match o.op.as_str() {
+            "enter" if o.ok => {
+                inside.insert(o.lease, o);
+            }
+            "leave" | "evict" => {
+                inside.remove(&o.lease);
+            }
+            _ => {}
+        }
+        most = most.max(o.counter);
+        if o.op == "enter" && o.ok && o.counter > i64::from(permits) {
+            over += 1;
+            example.get_or_insert_with(|| {
+                let mut ev = vec![format!(
+                    "{} holders inside after res#{} ({} permits); inside then:",
+                    o.counter, o.seq, permits
+                )];
+                let mut entries: Vec<&&ResourceOp> = inside.values().collect();
+                entries.sort_by_key(|e| e.seq);
+                for e in entries {
+                    ev.push(format!(
+                        "{} permit={}",
+                        Fmt::op(e),
+                        e.permit.as_deref().unwrap_or("?")
+                    ));
+                    if let Some(g) = grants.get(&e.lease) {
+                        ev.push(format!("  └ {}", fmt.grant(g)));
+                    }
+                }
+                ev
+            });
+        }
+    }
+    f.stats.most_inside.insert(res, most);
+    if let Some(events) = example {
+        f.violations.push(Violation {
+            kind: Kind::OverAdmitted(res),
+            count: over,
+            summary: format!(
+                "more than {permits} holders were inside the {res} resource at once (most {most})"
+            ),
+            events,
         });
     }
 }

@@ -166,7 +166,8 @@ pub struct ResourceOp {
     pub seq: u64,
     /// Which copy.
     pub res: Res,
-    /// `"read"` or `"write"`.
+    /// `"read"` or `"write"`; a semaphore's `"enter"`, `"leave"`, or `"evict"` (the
+    /// fenced copy let a newer token of the permit in, and fenced this holder off).
     pub op: String,
     /// The lease that sent it.
     pub lease: LeaseId,
@@ -180,6 +181,10 @@ pub struct ResourceOp {
     pub a: i64,
     /// Ledger account B after the operation.
     pub b: i64,
+    /// A semaphore's `enter` / `leave` / `evict`: the permit key (`counter` is then the
+    /// number of holders inside the copy after the operation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permit: Option<String>,
 }
 
 /// One step of the fault schedule, as injected.
@@ -275,6 +280,10 @@ pub struct History {
     pub end: u64,
     /// The initial ledger total per copy.
     pub ledger_total: i64,
+    /// A semaphore run: its number of permits (at most this many may be inside the
+    /// resource at once).
+    #[serde(default)]
+    pub permits: Option<u32>,
 }
 
 impl History {

@@ -14,6 +14,15 @@
 //! Each operation takes a sequence number inside the Lua script that applies it and
 //! logs itself to `res:log`, so the resource's own order is recorded — not the order
 //! in which the clients think they acted.
+//!
+//! A semaphore's holders do not read-modify-write (up to N of them are inside at
+//! once by design): they **enter** and **leave**, and the resource counts who is
+//! inside, on both copies. The unfenced copy counts every holder that entered and
+//! has not left. The fenced copy keeps the highest token per permit (tokens of
+//! different permits are not comparable) and refuses an entry below it; a newer
+//! token on a permit **evicts** the holder inside on that permit (fenced off: its
+//! leave is refused), as a store that fences sessions would. So only the unfenced
+//! copy can see more than N inside when a paused holder outlives its permit.
 
 use redis::Script;
 
@@ -84,6 +93,54 @@ end
 return out
 ";
 
+/// Lets a permit's holder in (both copies) and announces it. ARGV: lease, token,
+/// permit key, holder. The fenced copy's eviction is logged before the entry, so the
+/// log's order is the count's.
+const ENTER: &str = r"
+local token = tonumber(ARGV[2])
+local out = {}
+for _, r in ipairs({'F', 'U'}) do
+  local ok = 1
+  if r == 'F' then
+    local seen_s = redis.call('HGET', 'F:permit-fence', ARGV[3]) or '0'
+    if token < tonumber(seen_s) then ok = 0 else
+      redis.call('HSET', 'F:permit-fence', ARGV[3], ARGV[2])
+      local prev = redis.call('HGET', 'F:permit-holder', ARGV[3])
+      if prev and prev ~= ARGV[1] and redis.call('SREM', 'F:inside', prev) == 1 then
+        local s = redis.call('INCR', 'res:seq')
+        local n = redis.call('SCARD', 'F:inside')
+        redis.call('RPUSH', 'res:log', s .. '|F|evict|' .. prev .. '|' .. seen_s .. '|1|' .. n .. '|0|0|' .. ARGV[3])
+      end
+      redis.call('HSET', 'F:permit-holder', ARGV[3], ARGV[1])
+    end
+  end
+  if ok == 1 then redis.call('SADD', r .. ':inside', ARGV[1]) end
+  local seq = redis.call('INCR', 'res:seq')
+  local n = redis.call('SCARD', r .. ':inside')
+  redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|enter|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. n .. '|0|0|' .. ARGV[3])
+  table.insert(out, ok)
+end
+redis.call('SET', 'res:holder', ARGV[4])
+return out
+";
+
+/// Lets a permit's holder out (both copies). ARGV: lease, token, permit key. Refused
+/// (logged with ok 0) where the holder was not inside: evicted from the fenced copy.
+const LEAVE: &str = r"
+local out = {}
+for _, r in ipairs({'F', 'U'}) do
+  local ok = redis.call('SREM', r .. ':inside', ARGV[1])
+  if r == 'F' and redis.call('HGET', 'F:permit-holder', ARGV[3]) == ARGV[1] then
+    redis.call('HDEL', 'F:permit-holder', ARGV[3])
+  end
+  local seq = redis.call('INCR', 'res:seq')
+  local n = redis.call('SCARD', r .. ':inside')
+  redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|leave|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. n .. '|0|0|' .. ARGV[3])
+  table.insert(out, ok)
+end
+return out
+";
+
 /// What a read returned for one copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Snapshot {
@@ -103,6 +160,8 @@ pub struct ResourceClient {
     con: redis::aio::MultiplexedConnection,
     read: Script,
     write: Script,
+    enter: Script,
+    leave: Script,
 }
 
 impl std::fmt::Debug for ResourceClient {
@@ -129,6 +188,8 @@ impl ResourceClient {
             con,
             read: Script::new(READ),
             write: Script::new(WRITE),
+            enter: Script::new(ENTER),
+            leave: Script::new(LEAVE),
         })
     }
 
@@ -182,6 +243,47 @@ impl ResourceClient {
         }
         inv.invoke_async(&mut self.con).await
     }
+
+    /// A semaphore's holder enters under `token` of `permit` (its permit key) and
+    /// announces `holder`. Returns per copy whether it was let in.
+    ///
+    /// # Errors
+    ///
+    /// Redis errors.
+    pub async fn enter(
+        &mut self,
+        lease: LeaseId,
+        token: u64,
+        permit: &str,
+        holder: &str,
+    ) -> redis::RedisResult<Vec<i64>> {
+        self.enter
+            .arg(lease)
+            .arg(token)
+            .arg(permit)
+            .arg(holder)
+            .invoke_async(&mut self.con)
+            .await
+    }
+
+    /// A semaphore's holder leaves. Returns per copy whether it was still inside.
+    ///
+    /// # Errors
+    ///
+    /// Redis errors.
+    pub async fn leave(
+        &mut self,
+        lease: LeaseId,
+        token: u64,
+        permit: &str,
+    ) -> redis::RedisResult<Vec<i64>> {
+        self.leave
+            .arg(lease)
+            .arg(token)
+            .arg(permit)
+            .invoke_async(&mut self.con)
+            .await
+    }
 }
 
 /// Sets the initial state (counters 0, both accounts at [`INITIAL_BALANCE`]).
@@ -224,10 +326,12 @@ pub fn read_log(con: &mut redis::Connection) -> Result<Vec<ResourceOp>, String> 
     Ok(ops)
 }
 
-/// Parses `seq|res|op|lease|token|ok|counter|a|b`.
+/// Parses `seq|res|op|lease|token|ok|counter|a|b`, and a semaphore's
+/// `seq|res|enter|lease|token|ok|inside|0|0|permit` (also `leave`, `evict`).
 pub fn parse_log_line(line: &str) -> Option<ResourceOp> {
-    let f: Vec<&str> = line.split('|').collect();
-    if f.len() != 9 {
+    // A permit key may itself contain `|`: it is the rest of the line.
+    let f: Vec<&str> = line.splitn(10, '|').collect();
+    if f.len() != 9 && f.len() != 10 {
         return None;
     }
     Some(ResourceOp {
@@ -244,6 +348,7 @@ pub fn parse_log_line(line: &str) -> Option<ResourceOp> {
         counter: f[6].parse().ok()?,
         a: f[7].parse().ok()?,
         b: f[8].parse().ok()?,
+        permit: f.get(9).map(|p| (*p).to_string()),
     })
 }
 
@@ -260,5 +365,13 @@ mod tests {
         assert!(!op.ok);
         assert_eq!((op.counter, op.a, op.b), (5, 990, 1010));
         assert!(parse_log_line("1|X|read|1|1|1|0|0|0").is_none());
+        let op =
+            parse_log_line("13|U|enter|4294967297|7|1|3|0|0|{chaos:ledger}:fencelock:c:permit:1")
+                .unwrap();
+        assert_eq!((op.op.as_str(), op.counter), ("enter", 3));
+        assert_eq!(
+            op.permit.as_deref(),
+            Some("{chaos:ledger}:fencelock:c:permit:1")
+        );
     }
 }

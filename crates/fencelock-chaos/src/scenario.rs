@@ -166,10 +166,16 @@ pub struct Scenario {
     /// With a value: the lock must never stay unused longer than this while someone
     /// waits (the checker's `Blocked`).
     pub max_gap: Option<Duration>,
+    /// With a value: workers take one permit of a semaphore of this many permits on
+    /// [`KEY`] instead of the lock, and enter and leave the resource, which counts
+    /// them (the checker's `OverAdmitted`).
+    pub permits: Option<u32>,
 }
 
+/// What a worker stalled past its lease may cause (the lock's damage, and one holder
+/// too many inside the unfenced copy in a semaphore's run).
 fn is_unfenced(k: Kind) -> bool {
-    unfenced_damage().contains(&k)
+    unfenced_damage().contains(&k) || k == Kind::OverAdmitted(Res::U)
 }
 
 /// The violations a stale holder produces on the unfenced copy.
@@ -205,12 +211,17 @@ impl Scenario {
             victims: 0,
             victim_ttl: Duration::ZERO,
             max_gap: None,
+            permits: None,
         }
     }
 
     /// The workload, in words (for the report).
     pub fn workload(&self) -> String {
-        let mut w = format!(
+        let mut w = match self.permits {
+            Some(n) => format!("semaphore of {n} permits, "),
+            None => String::new(),
+        };
+        w.push_str(&format!(
             "{} nodes, {} workers, TTL {} ms, hold {}–{} ms, {}",
             self.nodes.len(),
             self.workers,
@@ -222,7 +233,7 @@ impl Scenario {
             } else {
                 "polling"
             }
-        );
+        ));
         if self.renew {
             w.push_str(", auto-renewal");
         }
@@ -441,6 +452,70 @@ pub fn all() -> Vec<Scenario> {
 
     v.extend(renewal_scenarios());
     v.extend(handoff_scenarios());
+    v.extend(semaphore_scenarios());
+    v
+}
+
+/// A semaphore of 2 permits and 5 workers (N + 3 contend), counted at the resource
+/// under the lock's faults on 3 nodes: a paused minority and a node restarted empty
+/// after the TTL (holds of up to a TTL, renewed) must never let 3 in. The client pause
+/// is the negative control: a holder paused past its TTL is still inside the unfenced
+/// copy when its permit's next holder enters, so 3 are inside there; the fenced copy,
+/// which keeps the highest token per permit, evicts it and never counts 3.
+fn semaphore_scenarios() -> Vec<Scenario> {
+    let sem = |name: &str, fault: &str| {
+        let mut s = Scenario::base(name, fault, 3);
+        s.permits = Some(2);
+        s.workers = 5;
+        s
+    };
+    let renewing = |name: &str, fault: &str| {
+        let mut s = sem(name, fault);
+        s.renew = true;
+        s.notifications = true;
+        s.hold_ms = (200, 1500);
+        s
+    };
+    let mut v = Vec::new();
+
+    let mut s = renewing(
+        "sem-node-pause",
+        "semaphore: SIGSTOP node 0 for 2×TTL while permits renew, then SIGCONT",
+    );
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::PauseNode(0),
+        Step::Sleep(ms(3000)),
+        Step::ResumeNode(0),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = renewing(
+        "sem-restart-delayed",
+        "semaphore: kill -9 node 1 while permits renew, restart empty after TTL + 0.5 s",
+    );
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::CrashNode(1),
+        Step::Sleep(ms(2000)),
+        Step::StartNode(1),
+        Step::Healed,
+    ];
+    v.push(s);
+
+    let mut s = sem(
+        "sem-client-pause",
+        "semaphore: SIGSTOP a holder (after it entered) for TTL + 1 s, then SIGCONT",
+    );
+    s.hold_ms = (150, 300);
+    s.schedule = vec![
+        Step::Sleep(ms(1000)),
+        Step::PauseHolder(ms(2500)),
+        Step::Healed,
+    ];
+    s.expect = vec![Kind::OverAdmitted(Res::U)];
+    v.push(s);
     v
 }
 
@@ -680,6 +755,13 @@ impl Outcome {
                 st.leases_lost, st.claims_checked
             ));
         }
+        if let Some(n) = self.scenario.permits {
+            s.push_str(&format!(
+                "   most holders inside at once fenced / unfenced {} / {} ({n} permits)\n",
+                st.most_inside.get(&Res::F).unwrap_or(&0),
+                st.most_inside.get(&Res::U).unwrap_or(&0),
+            ));
+        }
         if let Some(bound) = self.scenario.max_gap {
             s.push_str(&format!(
                 "   longest the lock stayed unused while someone waited {:.0} ms (bound {} ms)\n",
@@ -838,6 +920,7 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
             renew: sc.renew,
             extend_ms: sc.extend_ms,
             overstate_ms: sc.overstate_ms,
+            permits: sc.permits,
         };
         let cfg_path = rig.dir.path().join(format!("worker{w}.json"));
         std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap_or_default())
@@ -923,6 +1006,7 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
         healed_at,
         faults,
         ledger_total: 2 * INITIAL_BALANCE,
+        permits: sc.permits,
         ..History::default()
     };
     for w in 0..sc.workers {
@@ -939,7 +1023,12 @@ pub fn run(sc: &Scenario, exe: &Path, save_dir: &Path, keep: bool) -> Result<Out
     let outlived = sc.ttl.saturating_sub(ms(sc.hold_ms.1));
     let stalled_past_lease = findings.stats.longest_stall_ms > outlived.as_secs_f64() * 1000.0;
     let allow: Vec<Kind> = if stalled_past_lease {
-        [sc.allow.clone(), unfenced_damage()].concat()
+        [
+            sc.allow.clone(),
+            unfenced_damage(),
+            vec![Kind::OverAdmitted(Res::U)],
+        ]
+        .concat()
     } else {
         sc.allow.clone()
     };

@@ -66,6 +66,11 @@ pub struct WorkerConfig {
     /// the checker must flag them.
     #[serde(default)]
     pub overstate_ms: u64,
+    /// Take one permit of a semaphore of this many permits on `key` instead of the
+    /// lock; the critical section is then an entry and an exit the resource counts
+    /// (up to N holders are inside at once by design) instead of a read-modify-write.
+    #[serde(default)]
+    pub permits: Option<u32>,
 }
 
 /// Runs one worker until its deadline. Errors of the lock are recorded, not returned:
@@ -92,6 +97,11 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
         .auto_renew(cfg.renew)
         .build()
         .map_err(|e| format!("locker: {e}"))?;
+    let semaphore = cfg
+        .permits
+        .map(|n| locker.semaphore(&cfg.key, n))
+        .transpose()
+        .map_err(|e| format!("semaphore: {e}"))?;
     let mut res = ResourceClient::connect(&cfg.resource)
         .await
         .map_err(|e| format!("resource {}: {e}", cfg.resource))?;
@@ -122,7 +132,11 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
             });
         }
         let t_req = mono_ns();
-        let lease = match locker.acquire_with(cfg.key.as_str(), ttl, &opts).await {
+        let acquired = match &semaphore {
+            Some(sem) => sem.acquire_with(ttl, &opts).await,
+            None => locker.acquire_with(cfg.key.as_str(), ttl, &opts).await,
+        };
+        let lease = match acquired {
             Ok(l) => l,
             Err(e) => {
                 hist.record(&WorkerEvent::AcquireFailed {
@@ -140,9 +154,15 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
         seq += 1;
         let id = lease_id(cfg.worker, seq);
         let token = lease.token().get();
+        // A permit's own key: its token is ordered per permit, and its claim excludes
+        // other holders of that permit only.
+        let key = match &semaphore {
+            Some(_) => lease.keys().first().cloned().unwrap_or_default(),
+            None => cfg.key.clone(),
+        };
         hist.record(&WorkerEvent::Grant {
             lease: id,
-            key: cfg.key.clone(),
+            key: key.clone(),
             token,
             value: lease.value().to_string(),
             t_req,
@@ -154,52 +174,44 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
         // The lock value last: the harness checks a victim still holds the key before it
         // kills it as a holder (`Step::KillHolder`).
         let holder = format!("{} {pid} {id} {token} {}", cfg.worker, lease.value());
-        match res.read(id, token, &holder).await {
-            Ok(read) => {
-                let (lo, hi) = cfg.hold_ms;
-                let think = Duration::from_millis(rand::rng().random_range(lo..=hi.max(lo)));
-                // Whether the job was stopped (its lease lost) before it writes. Without
-                // renewal it is asked before the think time, which stands for the window
-                // between a holder's last check and its write (module docs): a pause that
-                // lands there (client-pause) must end in the write, as it would in a real
-                // client, and not in a race between the resumed worker and the lease's
-                // own expiry timer, both due at SIGCONT. Under renewal a lost lease stops
-                // the job during the hold (`hold_renewing`), as `fencelock run` does.
-                let mut stopped = lease.is_lost();
-                if cfg.renew {
-                    if let Err(message) = hold_renewing(&cfg, &lease, think, &mut nodes).await {
-                        hist.record(&WorkerEvent::Lost {
+        let (lo, hi) = cfg.hold_ms;
+        let think = Duration::from_millis(rand::rng().random_range(lo..=hi.max(lo)));
+        if semaphore.is_some() {
+            // Up to N holders are inside at once by design: no read-modify-write, an
+            // entry and an exit the resource counts. A stopped job leaves at once.
+            match res.enter(id, token, &key, &holder).await {
+                Ok(_) => {
+                    hold(&cfg, &lease, &key, think, &mut nodes, &mut hist, id).await;
+                    if let Err(e) = res.leave(id, token, &key).await {
+                        hist.record(&WorkerEvent::ResourceError {
                             lease: id,
-                            t: mono_ns(),
-                            message,
+                            message: e.to_string(),
                         });
                     }
-                    for (t, claimed_us, majority_us, extend_ms) in nodes.take_checks() {
-                        hist.record(&WorkerEvent::ClaimChecked {
-                            lease: id,
-                            t,
-                            claimed_us,
-                            majority_us,
-                            extend_ms,
-                        });
-                    }
-                    stopped = lease.is_lost();
-                } else {
-                    tokio::time::sleep(think).await;
                 }
-                let amount = rand::rng().random_range(1..=10);
-                // A stopped job writes nothing; it still releases below.
-                if !stopped && let Err(e) = res.write(id, token, &read, amount).await {
-                    hist.record(&WorkerEvent::ResourceError {
-                        lease: id,
-                        message: e.to_string(),
-                    });
-                }
+                Err(e) => hist.record(&WorkerEvent::ResourceError {
+                    lease: id,
+                    message: e.to_string(),
+                }),
             }
-            Err(e) => hist.record(&WorkerEvent::ResourceError {
-                lease: id,
-                message: e.to_string(),
-            }),
+        } else {
+            match res.read(id, token, &holder).await {
+                Ok(read) => {
+                    let stopped = hold(&cfg, &lease, &key, think, &mut nodes, &mut hist, id).await;
+                    let amount = rand::rng().random_range(1..=10);
+                    // A stopped job writes nothing; it still releases below.
+                    if !stopped && let Err(e) = res.write(id, token, &read, amount).await {
+                        hist.record(&WorkerEvent::ResourceError {
+                            lease: id,
+                            message: e.to_string(),
+                        });
+                    }
+                }
+                Err(e) => hist.record(&WorkerEvent::ResourceError {
+                    lease: id,
+                    message: e.to_string(),
+                }),
+            }
         }
         hist.record(&WorkerEvent::Releasing {
             lease: id,
@@ -230,6 +242,47 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The critical section's think time: under renewal, held until `think` is over or
+/// `lost()` fires (recorded, with the claim checks); without, the lease's loss is
+/// asked *before* the think time, which stands for the window between a holder's last
+/// check and its write (module docs): a pause that lands there (client-pause) must
+/// end in the write, as it would in a real client, and not in a race between the
+/// resumed worker and the lease's own expiry timer, both due at SIGCONT. Under
+/// renewal a lost lease stops the job during the hold, as `fencelock run` does.
+/// Returns whether the job was stopped (its lease lost) before its write.
+async fn hold(
+    cfg: &WorkerConfig,
+    lease: &fencelock::Lease,
+    key: &str,
+    think: Duration,
+    nodes: &mut NodeReader,
+    hist: &mut HistoryWriter,
+    id: crate::history::LeaseId,
+) -> bool {
+    if !cfg.renew {
+        let stopped = lease.is_lost();
+        tokio::time::sleep(think).await;
+        return stopped;
+    }
+    if let Err(message) = hold_renewing(cfg, lease, key, think, nodes).await {
+        hist.record(&WorkerEvent::Lost {
+            lease: id,
+            t: mono_ns(),
+            message,
+        });
+    }
+    for (t, claimed_us, majority_us, extend_ms) in nodes.take_checks() {
+        hist.record(&WorkerEvent::ClaimChecked {
+            lease: id,
+            t,
+            claimed_us,
+            majority_us,
+            extend_ms,
+        });
+    }
+    lease.is_lost()
+}
+
 /// Holds `lease` for `think` under automatic renewal, like `with_lock`: the hold stops
 /// the moment `lost()` fires. With `extend_ms`, extends the lease every quarter TTL to
 /// a random TTL from that range, checking its claim against the nodes after each.
@@ -240,6 +293,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
 async fn hold_renewing(
     cfg: &WorkerConfig,
     lease: &fencelock::Lease,
+    key: &str,
     think: Duration,
     nodes: &mut NodeReader,
 ) -> Result<(), String> {
@@ -255,7 +309,7 @@ async fn hold_renewing(
             tokio::time::sleep(every.min(end - tokio::time::Instant::now())).await;
             let ttl = rand::rng().random_range(lo..=hi.max(lo));
             if lease.extend(Duration::from_millis(ttl)).await.is_ok() {
-                nodes.check(lease, &cfg.key, ttl).await;
+                nodes.check(lease, key, ttl).await;
             }
         }
     };

@@ -136,3 +136,25 @@ fn handoff_to_dead_waiters_costs_at_most_a_claim() {
 fn a_dead_holder_blocking_the_lock_is_flagged() {
     run("handoff-dead-holder");
 }
+
+/// A semaphore of 2 permits, 5 workers: a paused minority never lets 3 in at the
+/// resource.
+#[test]
+fn semaphore_rides_out_a_paused_node() {
+    run("sem-node-pause");
+}
+
+/// A semaphore of 2 permits, 5 workers: a node restarted empty after the TTL never
+/// lets 3 in at the resource.
+#[test]
+fn semaphore_rides_out_a_node_restarted_after_the_ttl() {
+    run("sem-restart-delayed");
+}
+
+/// The negative control: a holder paused past its TTL is still inside the unfenced
+/// copy when its permit's next holder enters (3 inside, flagged); the fenced copy,
+/// which keeps the highest token per permit, never counts 3.
+#[test]
+fn semaphore_client_pause_over_admits_only_the_unfenced_copy() {
+    run("sem-client-pause");
+}
