@@ -210,6 +210,22 @@ pub fn semaphore() -> Vec<SemConfig> {
         SemConfig::slots(reduced(1).crashes(0), 2, vec![1, 1, 1])
             .permits_each(vec![2, 3, 3])
             .named("semaphore: mixed N (2, 3, 3) refused by the record"),
+        // One slot on several nodes: P-slot, the lock's mutual exclusion, with a
+        // minority restarted empty.
+        SemConfig::slots(
+            Config::faithful(2, 2).network(Network::Reduced),
+            1,
+            vec![1, 1],
+        )
+        .record_check(false)
+        .named("semaphore: one slot on 2 nodes, two clients, a crash"),
+        SemConfig::slots(
+            Config::faithful(3, 2).network(Network::Reduced),
+            1,
+            vec![1, 1],
+        )
+        .record_check(false)
+        .named("semaphore: one slot on 3 nodes, two clients, a crash"),
     ]
 }
 
@@ -232,5 +248,13 @@ pub fn semaphore_negative() -> Vec<SemConfig> {
         SemConfig::slots(reduced(1).crashes(1), 2, vec![1, 1, 1])
             .permits_each(vec![2, 3, 3])
             .named("semaphore negative: mixed N (2, 3, 3), the record lost in a crash"),
+        SemConfig::slots(
+            Config::faithful(3, 2).network(Network::Reduced),
+            1,
+            vec![1, 1],
+        )
+        .record_check(false)
+        .immediate_restart()
+        .named("semaphore negative: one slot on 3 nodes, a crashed node rejoins at once"),
     ]
 }
