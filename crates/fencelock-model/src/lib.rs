@@ -107,10 +107,12 @@
 pub mod config;
 pub mod explore;
 pub mod model;
+pub mod sem;
 pub mod suite;
 pub mod symmetry;
 
 pub use config::{CLOCK_GAP, Config, CounterStart, Mutation, Network};
 pub use explore::{Counterexample, Coverage, Outcome, Outcomes, check, outcomes, replay};
 pub use model::{Property, State, Step};
+pub use sem::{Design, SemConfig, SemOutcome, SemProperty, check_sem};
 pub use suite::named;

@@ -650,6 +650,13 @@ impl State {
     /// losing behaviours. Not applied under [`Mutation::ReuseValue`] (values repeat)
     /// or [`Mutation::CommitIgnoresHolder`] (commits apply whoever holds the key).
     pub fn forget_finished(&mut self, cfg: &Config) {
+        self.forget_finished_except(cfg, &[]);
+    }
+
+    /// [`State::forget_finished`], except for the leases in `keep`, which stay told
+    /// apart: the semaphore model ([`crate::sem`]) needs to know which attempt a key
+    /// holds while that attempt's permit may still be valid.
+    pub fn forget_finished_except(&mut self, cfg: &Config, keep: &[AttemptId]) {
         if matches!(
             cfg.mutation,
             Some(Mutation::ReuseValue | Mutation::CommitIgnoresHolder)
@@ -658,13 +665,14 @@ impl State {
         }
         let over = |s: &State, att: AttemptId| {
             att == AttemptId::OVER
-                || matches!(
-                    s.attempt(cfg, att).stage,
-                    Stage::Leased { .. } | Stage::Ended | Stage::Failed { .. }
-                )
+                || (!keep.contains(&att)
+                    && matches!(
+                        s.attempt(cfg, att).stage,
+                        Stage::Leased { .. } | Stage::Ended | Stage::Failed { .. }
+                    ))
         };
         let nodes = self.nodes;
-        let keep: Vec<bool> = self
+        let kept: Vec<bool> = self
             .net
             .iter()
             .map(|m| match *m {
@@ -674,8 +682,8 @@ impl State {
                 _ => true,
             })
             .collect();
-        let mut keep = keep.into_iter();
-        self.net.retain(|_| keep.next().unwrap_or(true));
+        let mut kept = kept.into_iter();
+        self.net.retain(|_| kept.next().unwrap_or(true));
         let mut renamed = false;
         for i in 0..usize::from(cfg.nodes) {
             if let Some(v) = self.nodes[i].value
@@ -702,8 +710,10 @@ impl State {
         if renamed {
             self.net.sort_unstable();
         }
-        for a in &mut self.attempts {
-            if matches!(a.stage, Stage::Leased { .. } | Stage::Failed { .. }) {
+        for (k, a) in self.attempts.iter_mut().enumerate() {
+            if matches!(a.stage, Stage::Leased { .. } | Stage::Failed { .. })
+                && !keep.contains(&attempt_id(cfg, k))
+            {
                 a.stage = Stage::Ended;
             }
         }

@@ -5,6 +5,7 @@
 //! build (`fencelock-model-check --big`).
 
 use crate::config::{Config, CounterStart, Mutation, Network};
+use crate::sem::{Design, SemConfig};
 
 /// Faithful configurations: the protocol as written, under the documented
 /// assumptions. Each must explore completely with no counter-example.
@@ -190,5 +191,70 @@ pub fn big() -> Vec<Config> {
             .network(Network::Reduced)
             .clocks(vec![0, 3, 6], 1)
             .named("big: reduced N=3, skewed clocks, retired counters and a crash"),
+    ]
+}
+
+/// Semaphore configurations (`docs/semaphore.md`, `crate::sem`): N = 2 slots, three
+/// clients (N + 1 contend), the lock's faults. Each must explore completely with no
+/// counter-example. The first is small enough for the tests; the others run from the
+/// command line (`fencelock-model-check --suite`, release build, seconds).
+pub fn semaphore() -> Vec<SemConfig> {
+    let reduced = |nodes| Config::faithful(nodes, 3).network(Network::Reduced);
+    vec![
+        SemConfig::slots(reduced(1).crashes(0), 2, vec![1, 1, 1])
+            .record_check(false)
+            .named("semaphore: N=2, three clients, keys expire at any moment"),
+        SemConfig::slots(reduced(1).crashes(1), 2, vec![1, 1, 1])
+            .record_check(false)
+            .named("semaphore: N=2, three clients, keys expire at any moment, a crash"),
+        SemConfig::slots(reduced(1).crashes(0), 2, vec![1, 1, 1])
+            .permits_each(vec![2, 3, 3])
+            .named("semaphore: mixed N (2, 3, 3) refused by the record"),
+        // One slot on several nodes: P-slot, the lock's mutual exclusion, with a
+        // minority restarted empty.
+        SemConfig::slots(
+            Config::faithful(2, 2).network(Network::Reduced),
+            1,
+            vec![1, 1],
+        )
+        .record_check(false)
+        .named("semaphore: one slot on 2 nodes, two clients, a crash"),
+        SemConfig::slots(
+            Config::faithful(3, 2).network(Network::Reduced),
+            1,
+            vec![1, 1],
+        )
+        .record_check(false)
+        .named("semaphore: one slot on 3 nodes, two clients, a crash"),
+    ]
+}
+
+/// Semaphore negative controls: each must produce a counter-example. The first three
+/// are small enough for the tests.
+pub fn semaphore_negative() -> Vec<SemConfig> {
+    let reduced = |nodes| Config::faithful(nodes, 3).network(Network::Reduced);
+    vec![
+        SemConfig::slots(Config::faithful(3, 3), 2, vec![1, 1, 1])
+            .design(Design::CountingNodes)
+            .named("semaphore negative: each node admits while it holds fewer than N"),
+        SemConfig::slots(reduced(1).crashes(0), 2, vec![1, 1, 1])
+            .permits_each(vec![2, 3, 3])
+            .record_check(false)
+            .named("semaphore negative: mixed N (2, 3, 3) without the record check"),
+        SemConfig::slots(reduced(1).crashes(1), 2, vec![1, 1, 1])
+            .record_check(false)
+            .immediate_restart()
+            .named("semaphore negative: a crashed node rejoins at once"),
+        SemConfig::slots(reduced(1).crashes(1), 2, vec![1, 1, 1])
+            .permits_each(vec![2, 3, 3])
+            .named("semaphore negative: mixed N (2, 3, 3), the record lost in a crash"),
+        SemConfig::slots(
+            Config::faithful(3, 2).network(Network::Reduced),
+            1,
+            vec![1, 1],
+        )
+        .record_check(false)
+        .immediate_restart()
+        .named("semaphore negative: one slot on 3 nodes, a crashed node rejoins at once"),
     ]
 }

@@ -17,7 +17,7 @@
 //! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value|retire-ahead`,
 //! `--validity-ok` (the validity check never fails), `--max-states M`.
 //!
-//! Or one of: `--suite` (the configurations the tests run), `--big` (larger ones,
+//! Or one of: `--suite` (the configurations the tests run, and the semaphore's), `--big` (larger ones,
 //! minutes), `--suite --big` (both), `--cross-check` (literal against reduced network
 //! on larger bounds than the test's).
 //!
@@ -28,7 +28,9 @@
 
 use std::process::ExitCode;
 
-use fencelock_model::{Config, CounterStart, Mutation, Network, Outcome, check, outcomes, suite};
+use fencelock_model::{
+    Config, CounterStart, Mutation, Network, Outcome, check, check_sem, outcomes, suite,
+};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,7 +45,11 @@ fn main() -> ExitCode {
         if flag("--big") {
             configs.extend(suite::big());
         }
-        Ok(run_all(configs))
+        let mut ok = run_all(configs);
+        if flag("--suite") {
+            ok &= run_semaphore();
+        }
+        Ok(ok)
     } else if flag("--cross-check") {
         Ok(cross_check())
     } else {
@@ -70,6 +76,30 @@ fn run_all(configs: Vec<Config>) -> bool {
             println!("{}", c.render(&cfg));
         }
         all_expected &= expected(&outcome);
+    }
+    all_expected
+}
+
+/// Runs the semaphore configurations and negative controls (`suite::semaphore`,
+/// `suite::semaphore_negative`), and tells whether every result was the expected one.
+fn run_semaphore() -> bool {
+    let mut all_expected = true;
+    for cfg in suite::semaphore()
+        .into_iter()
+        .chain(suite::semaphore_negative())
+    {
+        let outcome = check_sem(&cfg);
+        println!("{}", outcome.summary());
+        print!("{}", outcome.render());
+        let ok = if cfg.is_faithful() {
+            outcome.passed()
+        } else {
+            outcome.counterexample.is_some()
+        };
+        if !ok {
+            println!("    UNEXPECTED result for this semaphore configuration");
+        }
+        all_expected &= ok;
     }
     all_expected
 }
