@@ -76,6 +76,8 @@ pub struct Plan {
     pub w6_fair_share_only: bool,
     /// Which workloads to run (`w1` … `w6`, `w3h`).
     pub only: Vec<String>,
+    /// On which node counts (1, 3); empty: both.
+    pub nodes: Vec<usize>,
 }
 
 impl Plan {
@@ -98,6 +100,7 @@ impl Plan {
                 w6_handoffs: 5,
                 w6_fair_share_only: false,
                 only: Vec::new(),
+                nodes: Vec::new(),
             }
         } else {
             Plan {
@@ -116,6 +119,7 @@ impl Plan {
                 w6_handoffs: 10,
                 w6_fair_share_only: false,
                 only: Vec::new(),
+                nodes: Vec::new(),
             }
         }
     }
@@ -191,6 +195,9 @@ pub async fn run(plan: &Plan, out: &Output, pid_dir: Option<PathBuf>) -> anyhow:
     let f = &mut results.failures;
     for nodes in [&one, &three] {
         let n = nodes.len();
+        if !plan.nodes.is_empty() && !plan.nodes.contains(&n) {
+            continue;
+        }
         if plan.wants("w1")
             && let Some(r) = attempt(
                 f,

@@ -27,6 +27,9 @@ struct Args {
     /// The command line quoted in the report.
     #[arg(long, default_value = "fencelock-bench")]
     command: String,
+    /// Only on these node counts (1, 3; comma separated). Default: both.
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<usize>,
     /// W6: seconds per mixed-fleet contest (default 8, or 4 with --quick). Shares of
     /// longer contests spread less from run to run.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
@@ -82,6 +85,10 @@ async fn main() -> anyhow::Result<()> {
         plan.w6_time = std::time::Duration::from_secs(secs);
     }
     plan.w6_fair_share_only = args.w6_fair_share_only;
+    if let Some(n) = args.nodes.iter().find(|&&n| n != 1 && n != 3) {
+        anyhow::bail!("--nodes takes 1 and 3, not {n}");
+    }
+    plan.nodes = args.nodes;
     let out = Output {
         markdown: args.out,
         charts: args.charts,

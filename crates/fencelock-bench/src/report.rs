@@ -83,7 +83,12 @@ fn write_page(
         m.cores
     )?;
 
-    targets(s, r)?;
+    // A partial run may have no targets at all: no empty table then.
+    let mut table = String::new();
+    targets(&mut table, r)?;
+    if table.lines().filter(|l| l.starts_with("| ")).count() > 1 {
+        s.push_str(&table);
+    }
 
     if !r.failures.is_empty() {
         writeln!(s, "## Workloads that failed in this run\n")?;
@@ -392,6 +397,14 @@ fn write_page(
             a.busiest_share.show(2),
             b.busiest_share.show(2)
         )?;
+    }
+
+    if !plan.only.is_empty() || !plan.nodes.is_empty() {
+        return writeln!(
+            s,
+            "A partial run (`--only`, `--nodes`): the full page's other sections (the npm \
+             package, the micro-benchmarks, where the time goes) are in `docs/benchmarks.md`."
+        );
     }
 
     if let Ok(text) = std::fs::read_to_string(NODE_RESULTS) {
