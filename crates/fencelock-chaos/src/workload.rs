@@ -176,6 +176,17 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
         let holder = format!("{} {pid} {id} {token} {}", cfg.worker, lease.value());
         let (lo, hi) = cfg.hold_ms;
         let think = Duration::from_millis(rand::rng().random_range(lo..=hi.max(lo)));
+        // Without renewal the job asks whether its lease is lost once, *before* the
+        // read (or entry) that announces it as the holder: the client-pause fault
+        // stops a holder only after that announcement, so its pause always lands after
+        // the job's last check and ends in the write, as in a real client. (Asked
+        // after the read, a pause landing between the read and the question made the
+        // resumed job find its lease lost and skip the write: a fresh-clone CI run
+        // once saw no unfenced damage for that reason.)
+        if !cfg.renew && lease.is_lost() {
+            release(lease, id, &mut hist).await;
+            continue;
+        }
         if semaphore.is_some() {
             // Up to N holders are inside at once by design: no read-modify-write, an
             // entry and an exit the resource counts. A stopped job leaves at once.
@@ -213,19 +224,7 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
                 }),
             }
         }
-        hist.record(&WorkerEvent::Releasing {
-            lease: id,
-            t: mono_ns(),
-        });
-        let outcome = match lease.release().await {
-            Ok(o) => format!("{o:?}"),
-            Err(e) => format!("error {:?}: {e}", e.kind()),
-        };
-        hist.record(&WorkerEvent::Released {
-            lease: id,
-            t: mono_ns(),
-            outcome,
-        });
+        release(lease, id, &mut hist).await;
         if cfg.idle_ms > 0 {
             tokio::time::sleep(Duration::from_millis(cfg.idle_ms)).await;
         }
@@ -242,13 +241,31 @@ pub async fn run_worker(cfg: WorkerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Releases `lease`, recording when the release began and how it ended.
+async fn release(lease: fencelock::Lease, id: crate::history::LeaseId, hist: &mut HistoryWriter) {
+    hist.record(&WorkerEvent::Releasing {
+        lease: id,
+        t: mono_ns(),
+    });
+    let outcome = match lease.release().await {
+        Ok(o) => format!("{o:?}"),
+        Err(e) => format!("error {:?}: {e}", e.kind()),
+    };
+    hist.record(&WorkerEvent::Released {
+        lease: id,
+        t: mono_ns(),
+        outcome,
+    });
+}
+
 /// The critical section's think time: under renewal, held until `think` is over or
-/// `lost()` fires (recorded, with the claim checks); without, the lease's loss is
-/// asked *before* the think time, which stands for the window between a holder's last
-/// check and its write (module docs): a pause that lands there (client-pause) must
-/// end in the write, as it would in a real client, and not in a race between the
-/// resumed worker and the lease's own expiry timer, both due at SIGCONT. Under
-/// renewal a lost lease stops the job during the hold, as `fencelock run` does.
+/// `lost()` fires (recorded, with the claim checks); without, the lease's loss was
+/// asked before the read, and the think time stands for the window between a
+/// holder's last check and its write (module docs): a pause that lands there
+/// (client-pause) must end in the write, as it would in a real client, and not in a
+/// race between the resumed worker and the lease's own expiry timer, both due at
+/// SIGCONT. Under renewal a lost lease stops the job during the hold, as
+/// `fencelock run` does.
 /// Returns whether the job was stopped (its lease lost) before its write.
 async fn hold(
     cfg: &WorkerConfig,
@@ -260,9 +277,9 @@ async fn hold(
     id: crate::history::LeaseId,
 ) -> bool {
     if !cfg.renew {
-        let stopped = lease.is_lost();
+        // Asked before the read (see the caller): nothing stops the job from here on.
         tokio::time::sleep(think).await;
-        return stopped;
+        return false;
     }
     if let Err(message) = hold_renewing(cfg, lease, key, think, nodes).await {
         hist.record(&WorkerEvent::Lost {
