@@ -29,8 +29,8 @@ const MAX_ROUNDS: usize = 500;
 /// Every run's `--ttl`.
 const TTL: Duration = Duration::from_secs(2);
 
-/// One node: every release hands the key straight to the first waiter in line (the
-/// one-node hand-off), between versions both ways. No faults: a lone node restarted
+/// One node: a release with a waiter in line hands the key straight to it (the
+/// one-node hand-off), here between versions both ways. No faults: a lone node restarted
 /// empty frees a held lock, as Redlock on one node must.
 #[test]
 fn one_node_old_and_new_never_overlap_and_tokens_only_go_up() {
