@@ -20,7 +20,11 @@
 //!   multiplexed connections, majority over several nodes.
 //! - [`stats`]: medians, min–max, hdrhistogram percentiles, CPU time.
 //! - One workload per file: [`w1_latency`], [`w2_throughput`], [`w3_hot_key`],
-//!   [`w4_renewal`], [`w5_sqlite`], [`w6_mixed`].
+//!   [`w4_renewal`], [`w5_sqlite`], [`w6_mixed`]; [`peers`] (W1, W2 and W3H beside
+//!   `rslock` and the `redlock` npm package) and [`sem`] (the semaphore beside the
+//!   `redis-semaphore` npm package).
+//! - [`node_peer`]: the Node.js peers (`tests/interop/bench-peer.js`), which measure
+//!   themselves and report JSON.
 //! - [`report`]: the Markdown page; [`charts`]: the SVG charts; [`machine`]: facts
 //!   about the box.
 #![forbid(unsafe_code)]
@@ -28,8 +32,11 @@
 
 pub mod charts;
 pub mod machine;
+pub mod node_peer;
+pub mod peers;
 pub mod raw;
 pub mod report;
+pub mod sem;
 pub mod servers;
 pub mod stats;
 pub mod w1_latency;
@@ -74,7 +81,7 @@ pub struct Plan {
     /// W6: only the contests at npm's default retry (npm against npm, fencelock
     /// against npm), no hand-off timing: the fair-share target on its own.
     pub w6_fair_share_only: bool,
-    /// Which workloads to run (`w1` … `w6`, `w3h`).
+    /// Which workloads to run (`w1` … `w6`, `w3h`, `peers`, `sem`).
     pub only: Vec<String>,
     /// On which node counts (1, 3); empty: both.
     pub nodes: Vec<usize>,
@@ -158,6 +165,14 @@ pub struct Results {
     pub w5: Option<w5_sqlite::W5>,
     /// W6 on 1 and 3 nodes.
     pub w6: Vec<w6_mixed::W6>,
+    /// W1 beside the peers, on 1 and 3 nodes.
+    pub peers_w1: Vec<peers::PeersW1>,
+    /// W2 at 64 tasks beside the peers, on 1 and 3 nodes.
+    pub peers_w2: Vec<peers::PeersW2>,
+    /// W3H beside the peers, on 1 and 3 nodes.
+    pub peers_w3h: Vec<w3_hot_key::W3>,
+    /// The semaphore beside `redis-semaphore`, on 1 and 3 nodes.
+    pub sem: Vec<sem::Sem>,
     /// Workloads that failed, with the error (the others still run and are reported).
     pub failures: Vec<(String, String)>,
 }
@@ -243,6 +258,45 @@ pub async fn run(plan: &Plan, out: &Output, pid_dir: Option<PathBuf>) -> anyhow:
                 attempt(f, format!("W6 on {n} node(s)"), w6_mixed::run(plan, nodes)).await
         {
             results.w6.push(r);
+        }
+        if plan.wants("peers") {
+            if let Some(r) = attempt(
+                f,
+                format!("Peers W1 on {n} node(s)"),
+                peers::run_w1(plan, nodes),
+            )
+            .await
+            {
+                results.peers_w1.push(r);
+            }
+            if let Some(r) = attempt(
+                f,
+                format!("Peers W2 on {n} node(s)"),
+                peers::run_w2(plan, nodes),
+            )
+            .await
+            {
+                results.peers_w2.push(r);
+            }
+            if let Some(r) = attempt(
+                f,
+                format!("Peers W3H on {n} node(s)"),
+                peers::run_w3h(plan, nodes),
+            )
+            .await
+            {
+                results.peers_w3h.push(r);
+            }
+        }
+        if plan.wants("sem")
+            && let Some(r) = attempt(
+                f,
+                format!("Semaphore on {n} node(s)"),
+                sem::run(plan, nodes),
+            )
+            .await
+        {
+            results.sem.push(r);
         }
     }
     if plan.wants("w4") {

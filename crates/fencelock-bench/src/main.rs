@@ -15,7 +15,9 @@ struct Args {
     /// Repetitions of every figure (default 5, or 3 with --quick).
     #[arg(long)]
     runs: Option<usize>,
-    /// Only these workloads (w1 … w6, w3h; comma separated).
+    /// Only these workloads (w1 … w6, w3h, peers, sem; comma separated). `peers`: W1,
+    /// W2 at 64 tasks and W3H beside rslock and the redlock npm package; `sem`: the
+    /// semaphore beside the redis-semaphore npm package.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// The Markdown report to write.
@@ -79,6 +81,10 @@ async fn main() -> anyhow::Result<()> {
     let mut plan = Plan::new(args.quick);
     if let Some(r) = args.runs {
         plan.runs = r.max(1);
+    }
+    const WORKLOADS: [&str; 9] = ["w1", "w2", "w3", "w3h", "w4", "w5", "w6", "peers", "sem"];
+    if let Some(w) = args.only.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
+        anyhow::bail!("--only takes {}, not {w:?}", WORKLOADS.join(", "));
     }
     plan.only = args.only;
     if let Some(secs) = args.w6_seconds {

@@ -264,6 +264,9 @@ fn write_page(
         }
     }
 
+    peers_section(s, plan, r)?;
+    sem_section(s, plan, r)?;
+
     if !r.w4.is_empty() {
         writeln!(s, "## W4 — renewal of many leases\n")?;
         writeln!(
@@ -431,6 +434,217 @@ fn write_page(
         writeln!(s, "{}", text.trim_end())?;
     }
     Ok(())
+}
+
+/// The peers' settings, as the report states them.
+fn peer_settings() -> String {
+    format!(
+        "`rslock` {} (crates.io, in the bench process): `LockManager::new(urls)` with its \
+         defaults — `lock` tries 3 times, 0–200 ms apart (random), clock drift factor 0.01; \
+         one multiplexed connection per node; W3H calls `acquire_no_guard`, which calls \
+         `lock` again until it succeeds. `redlock` npm {} on ioredis {} (Node.js {}, a \
+         process of its own, `tests/interop/bench-peer.js`): `new Redlock(clients)` with its \
+         defaults — `retryCount` 10, `retryDelay` 200 ms, `retryJitter` 100 ms, \
+         `driftFactor` 0.01 —, one ioredis client per node with its default options; W3H \
+         calls `acquire` again when its retries run out. The Node.js process measures \
+         itself with the same definitions (`process.hrtime`, percentiles nearest-rank over \
+         every sample) after connecting and warming up, and reports JSON to the bench.",
+        crate::peers::RSLOCK_VERSION,
+        crate::peers::npm_version("redlock"),
+        crate::peers::npm_version("ioredis"),
+        node_version()
+    )
+}
+
+/// `node --version`, or "n/a".
+fn node_version() -> String {
+    std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// fencelock and the floor beside `rslock` and the `redlock` npm package.
+fn peers_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
+    use crate::peers::Peer;
+    if r.peers_w1.is_empty() && r.peers_w2.is_empty() && r.peers_w3h.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        s,
+        "## Peers — fencelock, the floor, rslock and redlock npm\n"
+    )?;
+    writeln!(
+        s,
+        "The same workloads, run for every client in the same run against the same nodes, the \
+         clients' runs alternating (the order rotating run by run); ratios are of medians within \
+         this run. fencelock with its default options; the floor as in W1. {}\n",
+        peer_settings()
+    )?;
+    if !r.peers_w1.is_empty() {
+        writeln!(
+            s,
+            "**W1** — one task, acquire+release of a fresh key, {} pairs per run (TTL 10 s).\n",
+            plan.w1_ops
+        )?;
+        writeln!(
+            s,
+            "| nodes | client | p50 µs | p99 µs | pairs/s | pairs/s vs floor | pairs/s vs fencelock |"
+        )?;
+        writeln!(s, "|---|---|---|---|---|---|---|")?;
+        for w in &r.peers_w1 {
+            let (Some(floor), Some(fl)) = (w.side(Peer::Floor), w.side(Peer::Fencelock)) else {
+                continue;
+            };
+            for x in &w.sides {
+                writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} |",
+                    w.nodes,
+                    x.peer.label(),
+                    x.p50.show(1),
+                    x.p99.show(1),
+                    x.ops.show(0),
+                    ratio(&x.ops, &floor.ops),
+                    ratio(&x.ops, &fl.ops)
+                )?;
+            }
+        }
+        writeln!(s)?;
+    }
+    if !r.peers_w2.is_empty() {
+        writeln!(
+            s,
+            "**W2** — {} tasks at once, each on its own fresh keys, for {} per run; each client \
+             shared by every task (fencelock one `Locker`, rslock one `LockManager`, redlock npm \
+             one `Redlock`).\n",
+            crate::peers::TASKS,
+            ms(plan.w2_time)
+        )?;
+        writeln!(s, "| nodes | client | pairs/s | vs floor | vs fencelock |")?;
+        writeln!(s, "|---|---|---|---|---|")?;
+        for w in &r.peers_w2 {
+            let (Some(floor), Some(fl)) = (w.side(Peer::Floor), w.side(Peer::Fencelock)) else {
+                continue;
+            };
+            for (p, x) in &w.sides {
+                writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} |",
+                    w.nodes,
+                    p.label(),
+                    x.show(0),
+                    ratio(x, floor),
+                    ratio(x, fl)
+                )?;
+            }
+        }
+        writeln!(s)?;
+    }
+    if !r.peers_w3h.is_empty() {
+        writeln!(
+            s,
+            "**W3H** — as W3H above ({} per run, 8 contenders each with its own client, every \
+             critical section a hand-off; a lost update fails the run). *sent* leaves out the \
+             commands the clients' own scripts run (for redlock npm: `EXISTS`, `SET`, `GET`, \
+             `DEL`, from its script sources).\n",
+            ms(plan.w3_time)
+        )?;
+        writeln!(
+            s,
+            "| nodes | client | critical sections/s | vs floor | vs fencelock | hand-off p50 µs | hand-off p99 µs | p99 vs floor | wait p99 µs | wait max µs | commands/CS sent | commands/CS executed |"
+        )?;
+        writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        for w in &r.peers_w3h {
+            let (Some(floor), Some(fl)) = (w.variant(Kind::Spinning), w.variant(Kind::Default))
+            else {
+                continue;
+            };
+            for v in &w.variants {
+                writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    w.nodes,
+                    v.kind.label(),
+                    v.cs_per_s.show(0),
+                    ratio(&v.cs_per_s, &floor.cs_per_s),
+                    ratio(&v.cs_per_s, &fl.cs_per_s),
+                    v.handoff_p50.show(0),
+                    v.handoff_p99.show(0),
+                    ratio(&v.handoff_p99, &floor.handoff_p99),
+                    v.wait_p99.show(0),
+                    v.wait_max.show(0),
+                    v.sent_per_cs.show(2),
+                    v.commands_per_cs.show(2)
+                )?;
+            }
+        }
+        writeln!(s)?;
+    }
+    Ok(())
+}
+
+/// fencelock's semaphore beside the `redis-semaphore` npm package.
+fn sem_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
+    use crate::sem::{CONTENDERS, Client, PERMITS};
+    if r.sem.is_empty() {
+        return Ok(());
+    }
+    writeln!(s, "## Semaphore — fencelock beside redis-semaphore\n")?;
+    writeln!(
+        s,
+        "{CONTENDERS} contenders (2N) take permits of one semaphore of N = {PERMITS} for {} per \
+         run, each with its own client; after its release a contender does not compete again \
+         until the permit it freed has been granted to another contender, so every grant goes \
+         to a contender that was asking (N are always waiting). *Hand-off* is the \
+         time from a permit's release starting to the next grant (releases and grants matched \
+         first in, first out); *wait* from calling acquire to the grant; *holders at once* is \
+         counted at the resource (fencelock's run fails above N; the peer's maximum is shown); \
+         *commands per grant* is every command on every node (`INFO commandstats`, with the \
+         scripts' own). fencelock: `Locker::semaphore(key, {PERMITS})`, default options, \
+         `acquire_with` (TTL 10 s, wait up to 30 s). redis-semaphore {} on ioredis {} (Node.js \
+         {}, `tests/interop/bench-peer.js`): its `Semaphore` on one node and its \
+         `RedlockSemaphore` on several, default options — `lockTimeout` 10 s, `acquireTimeout` \
+         10 s (acquire is called again when it times out), `retryInterval` 10 ms (it polls), \
+         `refreshInterval` 8 s; one ioredis client per node per contender, default options. \
+         The clients' runs alternate; ratios are of medians within this run.\n",
+        ms(plan.w3_time),
+        crate::peers::npm_version("redis-semaphore"),
+        crate::peers::npm_version("ioredis"),
+        node_version()
+    )?;
+    writeln!(
+        s,
+        "| nodes | client | permits/s | vs fencelock | hand-off p50 µs | hand-off p99 µs | p99 vs fencelock | wait p50 µs | wait p99 µs | wait max µs | holders at once (max) | commands per grant |"
+    )?;
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for w in &r.sem {
+        let Some(fl) = w.side(Client::Fencelock) else {
+            continue;
+        };
+        for x in &w.sides {
+            writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                w.nodes,
+                x.client.label(w.nodes),
+                x.permits_per_s.show(0),
+                ratio(&x.permits_per_s, &fl.permits_per_s),
+                x.handoff_p50.show(0),
+                x.handoff_p99.show(0),
+                ratio(&x.handoff_p99, &fl.handoff_p99),
+                x.wait_p50.show(0),
+                x.wait_p99.show(0),
+                x.wait_max.show(0),
+                x.max_inside.show(0),
+                x.commands_per_grant.show(2)
+            )?;
+        }
+    }
+    writeln!(s)
 }
 
 /// W6: shares of a key in a mixed fleet, and the hand-off from a silent holder.
@@ -666,6 +880,21 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             f.handoff_p99.median,
             ratio(&d.handoff_p99, &f.handoff_p99),
             on_one_node(d.handoff_p99.median <= 1.5 * f.handoff_p99.median)
+        )?;
+    }
+    for w in &r.peers_w2 {
+        use crate::peers::Peer;
+        let (Some(fl), Some(rs)) = (w.side(Peer::Fencelock), w.side(Peer::Rslock)) else {
+            continue;
+        };
+        writeln!(
+            s,
+            "| W2 (peers), {} node(s): pairs/s at 64 tasks ≥ rslock's | {:.0} vs {:.0} ({}) | {} |",
+            w.nodes,
+            fl.median,
+            rs.median,
+            ratio(fl, rs),
+            yes(fl.median >= rs.median)
         )?;
     }
     if let (Some(first), Some(last)) = (r.w4.first(), r.w4.last())

@@ -16,7 +16,7 @@ use crate::stats::{self, Summary};
 
 /// The TTL of every lease (long: nothing here should expire).
 pub const TTL: Duration = Duration::from_secs(10);
-const WARM_UP: usize = 200;
+pub(crate) const WARM_UP: usize = 200;
 
 /// One side of W1.
 #[derive(Clone, Debug, Default)]
@@ -122,7 +122,7 @@ pub fn key(tag: &str, i: usize) -> String {
     format!("bench:w1:{tag}:{i:08}")
 }
 
-async fn fencelock_pass(
+pub(crate) async fn fencelock_pass(
     locker: &Locker,
     tag: &str,
     n: usize,
@@ -141,7 +141,7 @@ async fn fencelock_pass(
     Ok((h, start.elapsed()))
 }
 
-async fn raw_pass(
+pub(crate) async fn raw_pass(
     raw: &Raw,
     tag: &str,
     n: usize,

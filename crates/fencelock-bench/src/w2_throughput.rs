@@ -125,12 +125,16 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W2> {
     })
 }
 
-fn key(pass: u64, task: usize, i: u64) -> String {
+pub(crate) fn key(pass: u64, task: usize, i: u64) -> String {
     format!("bench:w2:{pass:04}:{task:03}:{i:08}")
 }
 
 /// Runs `tasks` copies of `one(task, i)` until `time` is up; pairs per second.
-async fn drive<F, Fut>(tasks: usize, time: Duration, one: F) -> anyhow::Result<(f64, u64)>
+pub(crate) async fn drive<F, Fut>(
+    tasks: usize,
+    time: Duration,
+    one: F,
+) -> anyhow::Result<(f64, u64)>
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = anyhow::Result<bool>> + Send + 'static,
@@ -169,7 +173,7 @@ where
     ))
 }
 
-async fn fencelock_pass(
+pub(crate) async fn fencelock_pass(
     locker: &Locker,
     tasks: usize,
     time: Duration,
@@ -209,7 +213,7 @@ async fn fencelock_pass(
     .await
 }
 
-async fn raw_pass(
+pub(crate) async fn raw_pass(
     raw: &Raw,
     tasks: usize,
     time: Duration,

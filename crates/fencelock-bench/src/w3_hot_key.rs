@@ -15,7 +15,8 @@
 //! W3H ([`run_handoff`]) is W3 with every critical section a hand-off: after its release
 //! a contender does not compete again until another contender has acquired, so no
 //! holder re-takes the lock it just released. Only fencelock's default mode and the
-//! spinning floor run it.
+//! spinning floor run it; the peers' comparison ([`crate::peers`]) runs it also with
+//! `rslock` and the `redlock` npm package at their default settings.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +49,13 @@ pub enum Kind {
     Fair,
     /// Raw `SET NX PX` retried without sleeping.
     Spinning,
+    /// The `rslock` crate at its defaults: `LockManager::acquire_no_guard` (3 tries
+    /// per `lock` call, 0–200 ms apart, and `lock` called again until it succeeds).
+    Rslock,
+    /// The `redlock` npm package at its defaults (10 retries 200 ± 100 ms apart per
+    /// `acquire`, called again when they run out), in a Node.js process of its own
+    /// (`tests/interop/bench-peer.js`, which measures itself).
+    RedlockNpm,
 }
 
 impl Kind {
@@ -61,6 +69,8 @@ impl Kind {
             Kind::Polling => "fencelock, notifications off (200 ms polling)",
             Kind::Fair => "fencelock, fair mode",
             Kind::Spinning => "raw SET NX spinning (floor)",
+            Kind::Rslock => "rslock (defaults)",
+            Kind::RedlockNpm => "redlock npm (defaults)",
         }
     }
 }
@@ -146,15 +156,26 @@ const FENCELOCK_SCRIPTS: &[&str] = &[
     include_str!("../../fencelock/src/store/redis/forget.lua"),
 ];
 
+/// The commands the scripts of the `redlock` npm package (5.0.0-beta.2,
+/// `dist/cjs/index.js`: acquire, extend, release) run. Not read from the sources: the
+/// package is installed at run time, after this is built.
+const REDLOCK_NPM_SCRIPT_COMMANDS: &[&str] = &["exists", "set", "get", "del"];
+
 /// The commands `kind`'s clients sent themselves: commandstats counts a command run
 /// by a script like one a client sent, so the commands the client's scripts run are
-/// taken out. Sound because neither client sends any of those itself during a run
-/// (fencelock sends EVALSHA and (UN)SUBSCRIBE; the floor `SET` and EVALSHA, and its
-/// script runs only GET and DEL).
+/// taken out. Sound because no client sends any of those itself during a run
+/// (fencelock sends EVALSHA and (UN)SUBSCRIBE; the floor and `rslock` `SET` and
+/// EVAL(SHA), and their release scripts run only GET and DEL; the `redlock` npm
+/// package only EVALSHA, or EVAL after a NOSCRIPT).
 fn sent_calls(kind: Kind, calls: &std::collections::HashMap<String, u64>) -> u64 {
     let inner = match kind {
-        Kind::Spinning => script_commands(&[crate::raw::RELEASE]),
-        _ => script_commands(FENCELOCK_SCRIPTS),
+        // rslock's unlock script is the floor's compare-and-delete (GET, DEL).
+        Kind::Spinning | Kind::Rslock => script_commands(&[crate::raw::RELEASE]),
+        Kind::RedlockNpm => REDLOCK_NPM_SCRIPT_COMMANDS
+            .iter()
+            .map(|c| (*c).to_string())
+            .collect(),
+        Kind::Default | Kind::Polling | Kind::Fair => script_commands(FENCELOCK_SCRIPTS),
     };
     calls
         .iter()
@@ -302,12 +323,21 @@ pub const HANDOFF_KINDS: [Kind; 2] = [Kind::Default, Kind::Spinning];
 ///
 /// When a request fails, a wait times out, or an update was lost.
 pub async fn run_handoff(plan: &Plan, nodes: &Nodes) -> anyhow::Result<W3> {
+    run_forced(plan, nodes, &HANDOFF_KINDS).await
+}
+
+/// W3H for `kinds` (their runs alternate, the order rotating run by run).
+///
+/// # Errors
+///
+/// When a request fails, a wait times out, or an update was lost.
+pub async fn run_forced(plan: &Plan, nodes: &Nodes, kinds: &[Kind]) -> anyhow::Result<W3> {
     let mut admin = nodes.admin().await?;
-    let mut figures: Vec<Runs> = HANDOFF_KINDS.iter().map(|&k| Runs::new(k)).collect();
+    let mut figures: Vec<Runs> = kinds.iter().map(|&k| Runs::new(k)).collect();
     for run in 0..plan.runs {
-        for j in 0..HANDOFF_KINDS.len() {
-            let idx = (j + run) % HANDOFF_KINDS.len();
-            let kind = HANDOFF_KINDS[idx];
+        for j in 0..kinds.len() {
+            let idx = (j + run) % kinds.len();
+            let kind = kinds[idx];
             nodes.reset().await?;
             let r = one_run(kind, nodes, &mut admin, plan.w3_time, true).await?;
             figures[idx].push(r);
@@ -407,6 +437,9 @@ async fn one_run(
     time: Duration,
     forced: bool,
 ) -> anyhow::Result<RunResult> {
+    if kind == Kind::RedlockNpm {
+        return npm_run(nodes, admin, time, forced).await;
+    }
     let arena = Arc::new(Arena::new(forced));
     // Clients are made and warmed up (connections, scripts) before the stats reset.
     let mut tasks = Vec::new();
@@ -459,9 +492,50 @@ async fn one_run(
     })
 }
 
+/// A run of the `redlock` npm package's contenders: a Node.js process that measures
+/// itself with the definitions above (W3H only: it always forces hand-offs).
+async fn npm_run(
+    nodes: &Nodes,
+    admin: &mut [redis::aio::MultiplexedConnection],
+    time: Duration,
+    forced: bool,
+) -> anyhow::Result<RunResult> {
+    if !forced {
+        bail!("the redlock npm contenders run W3H only");
+    }
+    let args: Vec<String> = [
+        "--duration-ms".to_string(),
+        time.as_millis().to_string(),
+        "--contenders".into(),
+        CONTENDERS.to_string(),
+        "--ttl-ms".into(),
+        TTL.as_millis().to_string(),
+    ]
+    .into();
+    let (r, calls) = crate::node_peer::run("redlock", "w3h", nodes, admin, &args, time).await?;
+    use crate::node_peer::num;
+    let executed = num(r.executed).max(1.0);
+    Ok(RunResult {
+        cs_per_s: num(r.grants) / r.elapsed_s,
+        p50: num(r.handoff_p50_us),
+        p99: num(r.handoff_p99_us),
+        wait50: num(r.wait_p50_us),
+        wait99: num(r.wait_p99_us),
+        wait_max: num(r.wait_max_us),
+        handoff_share: num(r.handoff_share),
+        busiest: num(r.busiest_share),
+        commands_per_cs: calls.values().sum::<u64>() as f64 / executed,
+        sent_per_cs: sent_calls(Kind::RedlockNpm, &calls) as f64 / executed,
+        commands: calls,
+        // Its hand-offs are not in the chart (the process reports percentiles only).
+        hist: stats::histogram(),
+    })
+}
+
 enum Contender {
     Fencelock(Locker),
     Raw(Raw),
+    Rslock(rslock::LockManager),
 }
 
 impl Contender {
@@ -484,6 +558,17 @@ impl Contender {
                 Contender::Fencelock(locker)
             }
             Kind::Spinning => Contender::Raw(Raw::connect(&nodes.urls()).await?),
+            Kind::Rslock => {
+                let manager = rslock::LockManager::new(nodes.urls());
+                let warm = format!("bench:w3:warm:{me}");
+                let lock = manager
+                    .lock(warm.as_str(), TTL)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("rslock warm-up lock: {e}"))?;
+                manager.unlock(&lock).await;
+                Contender::Rslock(manager)
+            }
+            Kind::RedlockNpm => bail!("the redlock npm contenders run in Node.js"),
         })
     }
 
@@ -510,6 +595,23 @@ impl Contender {
                         .with_context(|| format!("contender {me}: release"))?;
                 }
                 locker.shutdown().await;
+            }
+            Contender::Rslock(manager) => {
+                while !arena.stopped() {
+                    arena.next_turn(me).await;
+                    if arena.stopped() {
+                        break;
+                    }
+                    let asked = Instant::now();
+                    // Loops over `lock` (its default retries) until the key is taken.
+                    let lock = manager.acquire_no_guard(KEY, TTL).await.map_err(|e| {
+                        anyhow::anyhow!("contender {me}: rslock acquire of the hot key: {e}")
+                    })?;
+                    arena.granted(me, asked);
+                    arena.critical_section().await;
+                    arena.releasing(me);
+                    manager.unlock(&lock).await;
+                }
             }
             Contender::Raw(raw) => {
                 let ttl = TTL.as_millis() as u64;
