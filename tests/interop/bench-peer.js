@@ -29,9 +29,11 @@
 //        the resource (never fails the run: the figure is reported).
 //   w3h and sem JSON: {grants, executed, elapsed_s, handoff_p50_us, handoff_p99_us,
 //        wait_p50_us, wait_p99_us, wait_max_us, handoff_share, busiest_share,
-//        max_inside}. Hand-off: w3h, from a holder starting its release to a different
+//        max_inside, waiter_share (sem)}. Hand-off: w3h, from a holder starting its release to a different
 //        contender's acquire returning; sem, from a permit's release starting to the
-//        next grant (releases and grants matched first in, first out). Wait: from
+//        grant it is matched with (releases and grants matched first in, first out:
+//        how long a freed permit stays free); waiter_share: the fraction of grants to
+//        a contender that was asking before the matched release started. Wait: from
 //        calling acquire to the grant (waits ending after the stop count too).
 "use strict";
 
@@ -212,6 +214,7 @@ class Arena {
     this.maxInside = 0;
     this.grants = 0;
     this.handoffs = 0;
+    this.toWaiters = 0;
     this.lastHolder = null;
     this.lastRelease = null;
     this.pending = [];
@@ -239,6 +242,8 @@ class Arena {
       const r = this.pending.shift();
       if (r !== undefined) {
         this.handoffSamples.push(us(t - r.at));
+        // To a contender asking since before the release started, not a newcomer.
+        if (asked < r.at) this.toWaiters++;
         r.matched();
       }
     } else if (this.lastRelease && this.lastRelease.who !== me) {
@@ -303,6 +308,7 @@ class Arena {
       handoff_share: this.handoffs / total,
       busiest_share: Math.max(...this.per) / total,
       max_inside: this.maxInside,
+      waiter_share: this.fifo ? this.toWaiters / total : undefined,
       // A semaphore admits several at once: its check is max_inside, not the counter.
       counter: this.fifo ? undefined : this.counter,
     };

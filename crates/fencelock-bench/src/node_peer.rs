@@ -57,6 +57,9 @@ pub struct Report {
     pub busiest_share: Option<f64>,
     /// W3H, sem: the most holders inside at once (at the resource).
     pub max_inside: Option<f64>,
+    /// sem: the fraction of grants that went to a contender already asking when the
+    /// matched release started (a hand-off, not a newcomer finding a free permit).
+    pub waiter_share: Option<f64>,
 }
 
 /// An optional figure as a number (NaN when absent: "n/a" in the report).

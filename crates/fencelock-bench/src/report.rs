@@ -600,8 +600,11 @@ fn sem_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
          run, each with its own client; after its release a contender does not compete again \
          until the permit it freed has been granted to another contender, so every grant goes \
          to a contender that was asking (N are always waiting). *Hand-off* is the \
-         time from a permit's release starting to the next grant (releases and grants matched \
-         first in, first out); *wait* from calling acquire to the grant; *holders at once* is \
+         time from a permit's release starting to the grant it is matched with (releases and \
+         grants matched first in, first out): how long a freed permit stays free; *grants to \
+         waiters* is the share of grants to a contender that was asking before the matched \
+         release started (the others went to a contender that asked after it and found the \
+         permit free); *wait* from calling acquire to the grant — what a waiter feels; *holders at once* is \
          counted at the resource (fencelock's run fails above N; the peer's maximum is shown); \
          *commands per grant* is every command on every node (`INFO commandstats`, with the \
          scripts' own). fencelock: `Locker::semaphore(key, {PERMITS})`, default options, \
@@ -618,9 +621,9 @@ fn sem_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
     )?;
     writeln!(
         s,
-        "| nodes | client | permits/s | vs fencelock | hand-off p50 µs | hand-off p99 µs | p99 vs fencelock | wait p50 µs | wait p99 µs | wait max µs | holders at once (max) | commands per grant |"
+        "| nodes | client | permits/s | vs fencelock | hand-off p50 µs | hand-off p99 µs | p99 vs fencelock | wait p50 µs | wait p99 µs | wait max µs | grants to waiters % | holders at once (max) | commands per grant |"
     )?;
-    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for w in &r.sem {
         let Some(fl) = w.side(Client::Fencelock) else {
             continue;
@@ -628,7 +631,7 @@ fn sem_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
         for x in &w.sides {
             writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 w.nodes,
                 x.client.label(w.nodes),
                 x.permits_per_s.show(0),
@@ -639,6 +642,7 @@ fn sem_section(s: &mut String, plan: &Plan, r: &Results) -> std::fmt::Result {
                 x.wait_p50.show(0),
                 x.wait_p99.show(0),
                 x.wait_max.show(0),
+                x.to_waiters_pct.show(0),
                 x.max_inside.show(0),
                 x.commands_per_grant.show(2)
             )?;

@@ -10,8 +10,12 @@
 //! Measured:
 //!
 //! - **permits/s**: grants within the run's time;
-//! - **hand-off**: from a permit's release starting to the next grant (releases and
-//!   grants matched first in, first out);
+//! - **hand-off**: from a permit's release starting to the grant it is matched with
+//!   (releases and grants matched first in, first out): how long a freed permit stays
+//!   free;
+//! - **grants to waiters**: the fraction of grants to a contender that was asking
+//!   before the matched release started (the others went to a newcomer that asked
+//!   after it and found the permit free);
 //! - **wait**: from calling acquire to the grant (waits ending after the stop count);
 //! - **holders at once**: counted at the resource (a counter every holder increments
 //!   on entry and decrements on exit); fencelock's run fails if it ever exceeds N, the
@@ -83,6 +87,8 @@ pub struct Side {
     pub wait_max: Summary,
     /// The most holders inside at once in a run.
     pub max_inside: Summary,
+    /// The fraction of grants that went to a contender already waiting, in percent.
+    pub to_waiters_pct: Summary,
     /// Redis commands executed (all nodes) per critical section.
     pub commands_per_grant: Summary,
 }
@@ -112,6 +118,7 @@ struct RunResult {
     wait_p99: f64,
     wait_max: f64,
     max_inside: f64,
+    to_waiters_pct: f64,
     commands_per_grant: f64,
 }
 
@@ -150,6 +157,7 @@ pub async fn run(plan: &Plan, nodes: &Nodes) -> anyhow::Result<Sem> {
                 wait_p99: pick(|r| r.wait_p99),
                 wait_max: pick(|r| r.wait_max),
                 max_inside: pick(|r| r.max_inside),
+                to_waiters_pct: pick(|r| r.to_waiters_pct),
                 commands_per_grant: pick(|r| r.commands_per_grant),
             }
         })
@@ -185,6 +193,7 @@ async fn npm_run(
         wait_p99: num(r.wait_p99_us),
         wait_max: num(r.wait_max_us),
         max_inside: num(r.max_inside),
+        to_waiters_pct: 100.0 * num(r.waiter_share),
         commands_per_grant: calls.values().sum::<u64>() as f64 / num(r.executed).max(1.0),
     })
 }
@@ -202,6 +211,8 @@ struct State {
     /// Releases not yet matched with a grant: when, and whom to tell.
     pending: VecDeque<(Instant, tokio::sync::oneshot::Sender<()>)>,
     grants: u64,
+    /// Grants to a contender asking since before the matched release started.
+    to_waiters: u64,
     hist: Histogram<u64>,
     waits: Histogram<u64>,
 }
@@ -232,6 +243,10 @@ impl Arena {
         s.grants += 1;
         if let Some((released, turn)) = s.pending.pop_front() {
             stats::record(&mut s.hist, now.duration_since(released));
+            // Not a newcomer that asked after the release started.
+            if asked < released {
+                s.to_waiters += 1;
+            }
             let _ = turn.send(());
         }
     }
@@ -269,6 +284,7 @@ async fn fencelock_run(
         state: Mutex::new(State {
             pending: VecDeque::new(),
             grants: 0,
+            to_waiters: 0,
             hist: stats::histogram(),
             waits: stats::histogram(),
         }),
@@ -339,6 +355,7 @@ async fn fencelock_run(
         wait_p99: stats::percentile_us(&s.waits, 99.0),
         wait_max: s.waits.max() as f64 / 1000.0,
         max_inside: max_inside as f64,
+        to_waiters_pct: 100.0 * s.to_waiters as f64 / s.grants.max(1) as f64,
         commands_per_grant: calls.values().sum::<u64>() as f64 / executed,
     })
 }
