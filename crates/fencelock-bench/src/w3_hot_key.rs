@@ -656,5 +656,9 @@ mod tests {
             .collect();
         assert_eq!(sent_calls(Kind::Default, &calls), 3);
         assert_eq!(sent_calls(Kind::Spinning, &calls), 6);
+        // rslock sends SET itself; its unlock script runs GET and DEL.
+        assert_eq!(sent_calls(Kind::Rslock, &calls), 6);
+        // redlock npm sends only EVALSHA (its scripts run EXISTS, SET, GET, DEL).
+        assert_eq!(sent_calls(Kind::RedlockNpm, &calls), 3);
     }
 }
