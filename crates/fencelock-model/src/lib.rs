@@ -108,6 +108,7 @@ pub mod config;
 pub mod explore;
 pub mod model;
 pub mod sem;
+pub mod semkeys;
 pub mod suite;
 pub mod symmetry;
 
@@ -115,4 +116,5 @@ pub use config::{CLOCK_GAP, Config, CounterStart, Mutation, Network};
 pub use explore::{Counterexample, Coverage, Outcome, Outcomes, check, outcomes, replay};
 pub use model::{Property, State, Step};
 pub use sem::{Design, SemConfig, SemOutcome, SemProperty, check_sem};
+pub use semkeys::{Detail, KeysConfig, KeysMutation, KeysOutcome, check_keys};
 pub use suite::named;

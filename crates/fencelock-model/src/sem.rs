@@ -45,7 +45,7 @@
 //! - Waiting (lines, notices) is not modelled: a waiter is a client that acquires
 //!   again, which the budget of acquires covers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -379,7 +379,14 @@ pub struct SemOutcome {
     pub most_valid: u8,
     /// The first (shortest) counter-example: the property and the steps to it.
     pub counterexample: Option<(SemProperty, Vec<SemEvent>)>,
+    /// Every combination of valid permits seen, as sorted `(client, slot)` pairs, with
+    /// the crashes so far (compared with [`crate::semkeys`] by the tests).
+    pub holdings: Holdings,
 }
+
+/// Combinations of valid permits: each a sorted list of `(client, slot)` with the
+/// crashes so far.
+pub type Holdings = HashSet<(Vec<(u8, u8)>, u8)>;
 
 impl SemOutcome {
     /// Whether the run explored everything and found nothing.
@@ -890,6 +897,8 @@ pub fn check_sem(cfg: &SemConfig) -> SemOutcome {
     let mut depth = 0;
     let mut complete = true;
     let mut found: Option<(SemProperty, u32, SemEvent)> = None;
+    let mut holdings = HashSet::new();
+    holdings.insert((Vec::new(), 0));
     'search: while let Some((id, d, state)) = queue.pop_front() {
         depth = depth.max(d);
         for (event, next, hand_out) in state.successors(cfg) {
@@ -900,10 +909,13 @@ pub fn check_sem(cfg: &SemConfig) -> SemOutcome {
                 complete = false;
                 break 'search;
             }
-            most_valid = most_valid.max(next.valid_permits(cfg).len() as u8);
             if seen.contains_key(&next) {
                 continue;
             }
+            let mut valid = next.valid_permits(cfg);
+            most_valid = most_valid.max(valid.len() as u8);
+            valid.sort_unstable();
+            holdings.insert((valid, next.crashes));
             if seen.len() >= cfg.lock.max_states {
                 complete = false;
                 break 'search;
@@ -935,5 +947,6 @@ pub fn check_sem(cfg: &SemConfig) -> SemOutcome {
         hand_outs,
         most_valid,
         counterexample,
+        holdings,
     }
 }
