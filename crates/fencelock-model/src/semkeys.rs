@@ -666,6 +666,10 @@ impl KState {
     }
 
     /// The initial state: every key free, nothing in flight, every client idle.
+    ///
+    /// # Panics
+    ///
+    /// If the bounds are out of range (see [`check_keys`]).
     pub fn initial(cfg: &KeysConfig) -> KState {
         cfg.validate();
         let mut s = KState::empty();
@@ -972,6 +976,11 @@ impl KeysOutcome {
 
 /// Explores every state reachable under `cfg` (breadth-first, so a counter-example is
 /// a shortest one), stopping at the first violation of P-slot or P-sem.
+///
+/// # Panics
+///
+/// If the bounds are out of range (more than [`MAX_NODES`] nodes, [`MAX_SLOTS`] slots or
+/// [`MAX_CLIENTS`] clients, or too large to pack a state into 128 bits).
 pub fn check_keys(cfg: &KeysConfig) -> KeysOutcome {
     let started = Instant::now();
     let codec = Codec::new(cfg);
@@ -1120,6 +1129,10 @@ fn projection(codec: &Codec, s: &KState) -> Vec<u8> {
 /// Every projection of a reachable state (per client, after the canonical renaming:
 /// idle, trying slot `s`, or holding slot `s`; and the crashes so far), and whether
 /// the search was complete.
+///
+/// # Panics
+///
+/// If the bounds are out of range (see [`check_keys`]).
 pub fn projections(cfg: &KeysConfig) -> (HashSet<Vec<u8>>, bool) {
     reachable(cfg, projection)
 }
@@ -1128,6 +1141,10 @@ pub fn projections(cfg: &KeysConfig) -> (HashSet<Vec<u8>>, bool) {
 /// with the crashes so far; and whether the search was complete. Clients and slots are
 /// not renamed (the search runs without merging renamings), so the result compares
 /// with [`crate::SemOutcome::holdings`].
+///
+/// # Panics
+///
+/// If the bounds are out of range (see [`check_keys`]).
 pub fn holdings(cfg: &KeysConfig) -> (Holdings, bool) {
     let cfg = cfg.clone().symmetry(false);
     reachable(&cfg, |_, s| {
@@ -1172,6 +1189,10 @@ fn reachable<T: std::hash::Hash + Eq>(
 /// with full detail must be reachable reduced (with at most as many crashes). Returns the counts (full, reduced) and
 /// the projections missing from the reduced run; `None` if either run hit the state
 /// limit.
+///
+/// # Panics
+///
+/// If the bounds are out of range (see [`check_keys`]).
 pub fn cross_check(cfg: &KeysConfig) -> Option<(usize, usize, Vec<Vec<u8>>)> {
     let (full, full_done) = projections(&cfg.clone().detail(Detail::Full));
     let (reduced, reduced_done) = projections(&cfg.clone().detail(Detail::Reduced));
