@@ -400,11 +400,7 @@ impl SemOutcome {
 
     /// One line (or a trace) for reports.
     pub fn summary(&self) -> String {
-        let verdict = match &self.counterexample {
-            Some((p, steps)) => format!("COUNTER-EXAMPLE ({p}) in {} steps", steps.len()),
-            None if self.complete => "ok".to_string(),
-            None => "INCOMPLETE (state limit)".to_string(),
-        };
+        let verdict = verdict(&self.counterexample, self.complete);
         format!(
             "{}\n  {verdict}: {} states, {} transitions, depth {}, {:.2?}; {} permit \
              hand-outs, at most {} valid permits at once",
@@ -420,15 +416,32 @@ impl SemOutcome {
 
     /// The counter-example's steps, one a line.
     pub fn render(&self) -> String {
-        let Some((p, steps)) = &self.counterexample else {
-            return String::new();
-        };
-        let mut out = format!("  counter-example for {p}:\n");
-        for (k, s) in steps.iter().enumerate() {
-            out.push_str(&format!("    {:>3}. {}\n", k + 1, render_event(s)));
-        }
-        out
+        render_steps(&self.counterexample, render_event)
     }
+}
+
+/// The verdict of a semaphore run, for its summary (here and in [`crate::semkeys`]).
+pub(crate) fn verdict<E>(counterexample: &Option<(SemProperty, Vec<E>)>, complete: bool) -> String {
+    match counterexample {
+        Some((p, steps)) => format!("COUNTER-EXAMPLE ({p}) in {} steps", steps.len()),
+        None if complete => "ok".to_string(),
+        None => "INCOMPLETE (state limit)".to_string(),
+    }
+}
+
+/// A semaphore run's counter-example, one step a line (empty without one).
+pub(crate) fn render_steps<E>(
+    counterexample: &Option<(SemProperty, Vec<E>)>,
+    show: impl Fn(&E) -> String,
+) -> String {
+    let Some((p, steps)) = counterexample else {
+        return String::new();
+    };
+    let mut out = format!("  counter-example for {p}:\n");
+    for (k, s) in steps.iter().enumerate() {
+        out.push_str(&format!("    {:>3}. {}\n", k + 1, show(s)));
+    }
+    out
 }
 
 fn render_event(e: &SemEvent) -> String {

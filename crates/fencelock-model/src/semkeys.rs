@@ -87,7 +87,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::explore::FxBuild;
-use crate::sem::{Holdings, SemProperty};
+use crate::sem::{Holdings, SemProperty, render_steps, verdict};
 use crate::symmetry::permutations;
 
 /// The most nodes a configuration may have.
@@ -942,11 +942,7 @@ impl KeysOutcome {
 
     /// One line for reports.
     pub fn summary(&self) -> String {
-        let verdict = match &self.counterexample {
-            Some((p, steps)) => format!("COUNTER-EXAMPLE ({p}) in {} steps", steps.len()),
-            None if self.complete => "ok".to_string(),
-            None => "INCOMPLETE (state limit)".to_string(),
-        };
+        let verdict = verdict(&self.counterexample, self.complete);
         format!(
             "{}\n  {verdict}: {} states, {} transitions, depth {}, {:.2?}; {} permit \
              hand-outs ({} after a crash), at most {} valid permits at once",
@@ -963,14 +959,7 @@ impl KeysOutcome {
 
     /// The counter-example's steps, one a line.
     pub fn render(&self) -> String {
-        let Some((p, steps)) = &self.counterexample else {
-            return String::new();
-        };
-        let mut out = format!("  counter-example for {p}:\n");
-        for (k, s) in steps.iter().enumerate() {
-            out.push_str(&format!("    {:>3}. {s}\n", k + 1));
-        }
-        out
+        render_steps(&self.counterexample, KEvent::to_string)
     }
 }
 

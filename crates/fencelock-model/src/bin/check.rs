@@ -106,17 +106,13 @@ fn run_semaphore() -> bool {
         .chain(suite::semaphore_negative())
     {
         let outcome = check_sem(&cfg);
-        println!("{}", outcome.summary());
-        print!("{}", outcome.render());
-        let ok = if cfg.is_faithful() {
-            outcome.passed()
-        } else {
-            outcome.counterexample.is_some()
-        };
-        if !ok {
-            println!("    UNEXPECTED result for this semaphore configuration");
-        }
-        all_expected &= ok;
+        all_expected &= report_semaphore(
+            outcome.summary(),
+            outcome.render(),
+            cfg.is_faithful(),
+            outcome.passed(),
+            outcome.counterexample.is_some(),
+        );
     }
     all_expected
 }
@@ -127,19 +123,34 @@ fn run_semaphore_nodes(configs: Vec<KeysConfig>) -> bool {
     let mut all_expected = true;
     for cfg in configs {
         let outcome = check_keys(&cfg);
-        println!("{}", outcome.summary());
-        print!("{}", outcome.render());
-        let ok = if cfg.is_faithful() {
-            outcome.passed()
-        } else {
-            outcome.counterexample.is_some()
-        };
-        if !ok {
-            println!("    UNEXPECTED result for this semaphore configuration");
-        }
-        all_expected &= ok;
+        all_expected &= report_semaphore(
+            outcome.summary(),
+            outcome.render(),
+            cfg.is_faithful(),
+            outcome.passed(),
+            outcome.counterexample.is_some(),
+        );
     }
     all_expected
+}
+
+/// Prints a semaphore run's summary and trace, and tells whether its result was the
+/// expected one: a faithful configuration passes, a negative control finds a
+/// counter-example.
+fn report_semaphore(
+    summary: String,
+    trace: String,
+    faithful: bool,
+    passed: bool,
+    found: bool,
+) -> bool {
+    println!("{summary}");
+    print!("{trace}");
+    let ok = if faithful { passed } else { found };
+    if !ok {
+        println!("    UNEXPECTED result for this semaphore configuration");
+    }
+    ok
 }
 
 /// Compares the literal and the reduced network on bounds larger than the test's:
