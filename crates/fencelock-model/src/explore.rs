@@ -65,7 +65,7 @@ pub struct Counterexample {
 /// FxHash (as in rustc): much faster than SipHash on these small keys, and hash
 /// flooding is no concern here.
 #[derive(Default)]
-struct FxHasher(u64);
+pub(crate) struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -92,7 +92,7 @@ impl Hasher for FxHasher {
     }
 }
 
-type FxBuild = BuildHasherDefault<FxHasher>;
+pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// Explores every state reachable under `cfg`, stopping at the first counter-example.
 pub fn check(cfg: &Config) -> Outcome {

@@ -78,6 +78,16 @@
 //! with real numbers and names; finding the replay is itself a check that the
 //! merging only ever merged equivalent states.
 //!
+//! # Semaphores
+//!
+//! [`sem`] composes N copies of this model into the semaphore of `docs/semaphore.md`
+//! (N slots, each an ordinary lock key) and checks that no slot has two valid permits
+//! and that at most N permits are valid, with a validity ghost; exhaustive on one node.
+//! [`semkeys`] checks the same bound on 3 and 5 nodes with N + 1 or more clients,
+//! keeping the key values and dropping counters and tokens (which never decide whose
+//! value a key holds); its module docs give the argument, and its tests compare it
+//! with [`sem`].
+//!
 //! # Bounds
 //!
 //! The search is exhaustive within the bounds of a [`Config`]: clients, nodes,
@@ -108,6 +118,7 @@ pub mod config;
 pub mod explore;
 pub mod model;
 pub mod sem;
+pub mod semkeys;
 pub mod suite;
 pub mod symmetry;
 
@@ -115,4 +126,5 @@ pub use config::{CLOCK_GAP, Config, CounterStart, Mutation, Network};
 pub use explore::{Counterexample, Coverage, Outcome, Outcomes, check, outcomes, replay};
 pub use model::{Property, State, Step};
 pub use sem::{Design, SemConfig, SemOutcome, SemProperty, check_sem};
+pub use semkeys::{Detail, KeysConfig, KeysMutation, KeysOutcome, check_keys};
 pub use suite::named;

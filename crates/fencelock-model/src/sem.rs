@@ -44,8 +44,12 @@
 //!   client's record requests are one message per node (duplicates merged).
 //! - Waiting (lines, notices) is not modelled: a waiter is a client that acquires
 //!   again, which the budget of acquires covers.
+//!
+//! Exhaustive here on one node, and per slot on 2 and 3 nodes; two slots and three
+//! clients on 3 nodes did not finish (3 million states). [`crate::semkeys`] checks the
+//! multi-node bound without counters and tokens.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -379,7 +383,14 @@ pub struct SemOutcome {
     pub most_valid: u8,
     /// The first (shortest) counter-example: the property and the steps to it.
     pub counterexample: Option<(SemProperty, Vec<SemEvent>)>,
+    /// Every combination of valid permits seen, as sorted `(client, slot)` pairs, with
+    /// the crashes so far (compared with [`crate::semkeys`] by the tests).
+    pub holdings: Holdings,
 }
+
+/// Combinations of valid permits: each a sorted list of `(client, slot)` with the
+/// crashes so far.
+pub type Holdings = HashSet<(Vec<(u8, u8)>, u8)>;
 
 impl SemOutcome {
     /// Whether the run explored everything and found nothing.
@@ -389,11 +400,7 @@ impl SemOutcome {
 
     /// One line (or a trace) for reports.
     pub fn summary(&self) -> String {
-        let verdict = match &self.counterexample {
-            Some((p, steps)) => format!("COUNTER-EXAMPLE ({p}) in {} steps", steps.len()),
-            None if self.complete => "ok".to_string(),
-            None => "INCOMPLETE (state limit)".to_string(),
-        };
+        let verdict = verdict(&self.counterexample, self.complete);
         format!(
             "{}\n  {verdict}: {} states, {} transitions, depth {}, {:.2?}; {} permit \
              hand-outs, at most {} valid permits at once",
@@ -409,15 +416,32 @@ impl SemOutcome {
 
     /// The counter-example's steps, one a line.
     pub fn render(&self) -> String {
-        let Some((p, steps)) = &self.counterexample else {
-            return String::new();
-        };
-        let mut out = format!("  counter-example for {p}:\n");
-        for (k, s) in steps.iter().enumerate() {
-            out.push_str(&format!("    {:>3}. {}\n", k + 1, render_event(s)));
-        }
-        out
+        render_steps(&self.counterexample, render_event)
     }
+}
+
+/// The verdict of a semaphore run, for its summary (here and in [`crate::semkeys`]).
+pub(crate) fn verdict<E>(counterexample: &Option<(SemProperty, Vec<E>)>, complete: bool) -> String {
+    match counterexample {
+        Some((p, steps)) => format!("COUNTER-EXAMPLE ({p}) in {} steps", steps.len()),
+        None if complete => "ok".to_string(),
+        None => "INCOMPLETE (state limit)".to_string(),
+    }
+}
+
+/// A semaphore run's counter-example, one step a line (empty without one).
+pub(crate) fn render_steps<E>(
+    counterexample: &Option<(SemProperty, Vec<E>)>,
+    show: impl Fn(&E) -> String,
+) -> String {
+    let Some((p, steps)) = counterexample else {
+        return String::new();
+    };
+    let mut out = format!("  counter-example for {p}:\n");
+    for (k, s) in steps.iter().enumerate() {
+        out.push_str(&format!("    {:>3}. {}\n", k + 1, show(s)));
+    }
+    out
 }
 
 fn render_event(e: &SemEvent) -> String {
@@ -890,6 +914,8 @@ pub fn check_sem(cfg: &SemConfig) -> SemOutcome {
     let mut depth = 0;
     let mut complete = true;
     let mut found: Option<(SemProperty, u32, SemEvent)> = None;
+    let mut holdings = HashSet::new();
+    holdings.insert((Vec::new(), 0));
     'search: while let Some((id, d, state)) = queue.pop_front() {
         depth = depth.max(d);
         for (event, next, hand_out) in state.successors(cfg) {
@@ -900,10 +926,13 @@ pub fn check_sem(cfg: &SemConfig) -> SemOutcome {
                 complete = false;
                 break 'search;
             }
-            most_valid = most_valid.max(next.valid_permits(cfg).len() as u8);
             if seen.contains_key(&next) {
                 continue;
             }
+            let mut valid = next.valid_permits(cfg);
+            most_valid = most_valid.max(valid.len() as u8);
+            valid.sort_unstable();
+            holdings.insert((valid, next.crashes));
             if seen.len() >= cfg.lock.max_states {
                 complete = false;
                 break 'search;
@@ -935,5 +964,6 @@ pub fn check_sem(cfg: &SemConfig) -> SemOutcome {
         hand_outs,
         most_valid,
         counterexample,
+        holdings,
     }
 }

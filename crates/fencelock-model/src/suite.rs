@@ -6,6 +6,7 @@
 
 use crate::config::{Config, CounterStart, Mutation, Network};
 use crate::sem::{Design, SemConfig};
+use crate::semkeys::{Detail, KeysConfig, KeysMutation};
 
 /// Faithful configurations: the protocol as written, under the documented
 /// assumptions. Each must explore completely with no counter-example.
@@ -256,5 +257,68 @@ pub fn semaphore_negative() -> Vec<SemConfig> {
         .record_check(false)
         .immediate_restart()
         .named("semaphore negative: one slot on 3 nodes, a crashed node rejoins at once"),
+    ]
+}
+
+/// The semaphore on several nodes (`crate::semkeys`): N slots, N + 1 or more clients,
+/// 3 or 5 nodes, the lock's faults (message loss and delay, expiry at any moment, node
+/// crashes that restart empty). Each must explore completely with no counter-example,
+/// reaching N valid permits at once. All of them run in `cargo test` (seconds in a
+/// debug build).
+pub fn semaphore_nodes() -> Vec<KeysConfig> {
+    vec![
+        KeysConfig::new(3, 2, vec![1, 1, 1])
+            .named("semaphore on 3 nodes: N=2, three clients, a crash"),
+        KeysConfig::new(3, 2, vec![2, 2, 2])
+            .named("semaphore on 3 nodes: N=2, three clients acquiring twice each, a crash"),
+        KeysConfig::new(3, 2, vec![1, 1, 1])
+            .crashes(2)
+            .named("semaphore on 3 nodes: N=2, three clients, two crashes"),
+        KeysConfig::new(3, 3, vec![1, 1, 1, 1])
+            .named("semaphore on 3 nodes: N=3, four clients, a crash"),
+        KeysConfig::new(5, 2, vec![1, 1, 1])
+            .crashes(2)
+            .named("semaphore on 5 nodes: N=2, three clients, two crashes"),
+        // With every detail of the lock model's keys (`Detail::Full`).
+        KeysConfig::new(3, 1, vec![1, 1, 1])
+            .detail(Detail::Full)
+            .named("semaphore on 3 nodes, full detail: N=1, three clients, a crash"),
+        KeysConfig::new(3, 2, vec![1, 1])
+            .detail(Detail::Full)
+            .named("semaphore on 3 nodes, full detail: N=2, two clients, a crash"),
+    ]
+}
+
+/// Larger runs with full detail, for the command line (`fencelock-model-check --big`,
+/// release build, minutes).
+pub fn semaphore_nodes_big() -> Vec<KeysConfig> {
+    vec![
+        KeysConfig::new(3, 2, vec![1, 1, 1])
+            .detail(Detail::Full)
+            .named("big: semaphore on 3 nodes, full detail: N=2, three clients, a crash"),
+    ]
+}
+
+/// Negative controls of the semaphore on several nodes: each must produce a
+/// counter-example.
+pub fn semaphore_nodes_negative() -> Vec<KeysConfig> {
+    let base = || KeysConfig::new(3, 2, vec![1, 1, 1]);
+    vec![
+        base()
+            .mutation(KeysMutation::ImmediateRestart)
+            .named("semaphore on 3 nodes negative: a crashed node rejoins at once"),
+        base()
+            .mutation(KeysMutation::IgnoreExpiry)
+            .named("semaphore on 3 nodes negative: a permit outlives an expired key"),
+        base()
+            .mutation(KeysMutation::HalfQuorum)
+            .named("semaphore on 3 nodes negative: a permit on one node of three"),
+        KeysConfig::new(4, 2, vec![1, 1, 1])
+            .mutation(KeysMutation::HalfQuorum)
+            .named("semaphore on 4 nodes negative: a permit on two nodes of four"),
+        base()
+            .detail(Detail::Full)
+            .mutation(KeysMutation::ImmediateRestart)
+            .named("semaphore on 3 nodes negative, full detail: a crashed node rejoins at once"),
     ]
 }

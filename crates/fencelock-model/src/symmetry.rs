@@ -25,7 +25,7 @@ pub struct Symmetry {
     per_client: usize,
 }
 
-fn permutations(n: u8) -> Vec<Vec<u8>> {
+pub(crate) fn permutations(n: u8) -> Vec<Vec<u8>> {
     if n == 0 {
         return vec![Vec::new()];
     }

@@ -3,7 +3,8 @@
 //! P-slot and P-sem (and the tokens per slot), reaching N valid permits at once; every
 //! negative control must find its counter-example (run with `--nocapture` to see it).
 
-use fencelock_model::{SemProperty, check_sem, suite};
+use fencelock_model::semkeys::{self, Detail};
+use fencelock_model::{KeysConfig, SemProperty, check_sem, suite};
 
 #[test]
 fn faithful_semaphore_configurations_hold() {
@@ -29,6 +30,26 @@ fn faithful_semaphore_configurations_hold() {
         // Not vacuous: N permits were valid at once somewhere.
         let n = cfg.permits.iter().copied().min().unwrap_or(0);
         assert_eq!(outcome.most_valid, n, "{}", outcome.summary());
+        // The multi-node check (`semkeys`, tests/semaphore_nodes.rs) drops counters,
+        // tokens and the commit round: every combination of valid permits reached here
+        // must be reached there too, at both details.
+        for detail in [Detail::Full, Detail::Reduced] {
+            let keys = KeysConfig::new(cfg.lock.nodes, cfg.slot_count(), cfg.acquires.clone())
+                .crashes(cfg.lock.crashes)
+                .detail(detail);
+            let (reached, complete) = semkeys::holdings(&keys);
+            assert!(complete, "{keys}");
+            let missing: Vec<_> = outcome
+                .holdings
+                .iter()
+                .filter(|h| !semkeys::covers(&reached, h))
+                .collect();
+            assert!(missing.is_empty(), "{keys}: missing {missing:?}");
+            println!(
+                "  {} combinations of valid permits, all reached by {keys}",
+                outcome.holdings.len()
+            );
+        }
     }
 }
 

@@ -17,6 +17,11 @@
 //! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value|retire-ahead`,
 //! `--validity-ok` (the validity check never fails), `--max-states M`.
 //!
+//! `--semaphore` runs one multi-node semaphore check instead (`semkeys`): `--nodes M`,
+//! `--slots N`, `--acquires A` (or `A0,A1,…` per client), `--clients C`, `--crashes K`,
+//! `--detail full|reduced`, `--symmetry on|off`,
+//! `--mutation immediate-restart|ignore-expiry|half-quorum`, `--max-states S`.
+//!
 //! Or one of: `--suite` (the configurations the tests run, and the semaphore's), `--big` (larger ones,
 //! minutes), `--suite --big` (both), `--cross-check` (literal against reduced network
 //! on larger bounds than the test's).
@@ -29,7 +34,8 @@
 use std::process::ExitCode;
 
 use fencelock_model::{
-    Config, CounterStart, Mutation, Network, Outcome, check, check_sem, outcomes, suite,
+    Config, CounterStart, Detail, KeysConfig, KeysMutation, Mutation, Network, Outcome, check,
+    check_keys, check_sem, outcomes, suite,
 };
 
 fn main() -> ExitCode {
@@ -48,10 +54,21 @@ fn main() -> ExitCode {
         let mut ok = run_all(configs);
         if flag("--suite") {
             ok &= run_semaphore();
+            ok &= run_semaphore_nodes(
+                suite::semaphore_nodes()
+                    .into_iter()
+                    .chain(suite::semaphore_nodes_negative())
+                    .collect(),
+            );
+        }
+        if flag("--big") {
+            ok &= run_semaphore_nodes(suite::semaphore_nodes_big());
         }
         Ok(ok)
     } else if flag("--cross-check") {
         Ok(cross_check())
+    } else if flag("--semaphore") {
+        parse_keys(&args).map(|cfg| run_semaphore_nodes(vec![cfg]))
     } else {
         parse(&args).map(|cfg| run_all(vec![cfg]))
     };
@@ -89,19 +106,51 @@ fn run_semaphore() -> bool {
         .chain(suite::semaphore_negative())
     {
         let outcome = check_sem(&cfg);
-        println!("{}", outcome.summary());
-        print!("{}", outcome.render());
-        let ok = if cfg.is_faithful() {
-            outcome.passed()
-        } else {
-            outcome.counterexample.is_some()
-        };
-        if !ok {
-            println!("    UNEXPECTED result for this semaphore configuration");
-        }
-        all_expected &= ok;
+        all_expected &= report_semaphore(
+            outcome.summary(),
+            outcome.render(),
+            cfg.is_faithful(),
+            outcome.passed(),
+            outcome.counterexample.is_some(),
+        );
     }
     all_expected
+}
+
+/// Runs semaphore configurations on several nodes (`semkeys`), and tells whether every
+/// result was the expected one.
+fn run_semaphore_nodes(configs: Vec<KeysConfig>) -> bool {
+    let mut all_expected = true;
+    for cfg in configs {
+        let outcome = check_keys(&cfg);
+        all_expected &= report_semaphore(
+            outcome.summary(),
+            outcome.render(),
+            cfg.is_faithful(),
+            outcome.passed(),
+            outcome.counterexample.is_some(),
+        );
+    }
+    all_expected
+}
+
+/// Prints a semaphore run's summary and trace, and tells whether its result was the
+/// expected one: a faithful configuration passes, a negative control finds a
+/// counter-example.
+fn report_semaphore(
+    summary: String,
+    trace: String,
+    faithful: bool,
+    passed: bool,
+    found: bool,
+) -> bool {
+    println!("{summary}");
+    print!("{trace}");
+    let ok = if faithful { passed } else { found };
+    if !ok {
+        println!("    UNEXPECTED result for this semaphore configuration");
+    }
+    ok
 }
 
 /// Compares the literal and the reduced network on bounds larger than the test's:
@@ -253,4 +302,59 @@ fn parse_start(v: &str) -> Result<CounterStart, String> {
         Some(("fixed", x)) => CounterStart::Fixed(arg(x)?.max(0) as u64),
         _ => return Err(format!("unknown --start {v}")),
     })
+}
+
+/// `--semaphore` with `--nodes M --slots N --acquires A|A0,A1,… --crashes K
+/// --symmetry on|off --detail full|reduced --mutation immediate-restart|ignore-expiry|half-quorum
+/// --max-states S`: one run of the multi-node semaphore check (`semkeys`).
+fn parse_keys(args: &[String]) -> Result<KeysConfig, String> {
+    let mut cfg = KeysConfig::new(3, 2, vec![1, 1, 1]).named("command line");
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--semaphore" {
+            continue;
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?
+            .as_str();
+        let number = |v: &str| v.parse::<u8>().map_err(|e| format!("{flag} {v}: {e}"));
+        match flag.as_str() {
+            "--nodes" => cfg.nodes = number(value)?,
+            "--slots" => cfg.slots = number(value)?,
+            "--crashes" => cfg.crashes = number(value)?,
+            "--acquires" => {
+                cfg.acquires = value
+                    .split(',')
+                    .map(number)
+                    .collect::<Result<Vec<u8>, String>>()?;
+            }
+            "--clients" => {
+                let c = usize::from(number(value)?);
+                let each = cfg.acquires.first().copied().unwrap_or(1);
+                cfg.acquires = vec![each; c];
+            }
+            "--symmetry" => cfg.symmetry = value == "on",
+            "--detail" => {
+                cfg.detail = match value {
+                    "full" => Detail::Full,
+                    "reduced" => Detail::Reduced,
+                    other => return Err(format!("unknown --detail {other}")),
+                };
+            }
+            "--max-states" => {
+                cfg.max_states = value.parse().map_err(|e| format!("{flag}: {e}"))?;
+            }
+            "--mutation" => {
+                cfg.mutation = Some(match value {
+                    "immediate-restart" => KeysMutation::ImmediateRestart,
+                    "ignore-expiry" => KeysMutation::IgnoreExpiry,
+                    "half-quorum" => KeysMutation::HalfQuorum,
+                    other => return Err(format!("unknown mutation {other}")),
+                });
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(cfg)
 }
