@@ -94,3 +94,42 @@ async fn redis_ledger_fences_reads_and_writes() {
         ErrorKind::Other
     );
 }
+
+/// The ledger's fence rule is the library's: over the same tokens, a fenced write to
+/// the ledger is accepted exactly when `fencelock::fence::REDIS_FENCED_SET` accepts
+/// it (a lower token refused, an equal one accepted).
+#[tokio::test]
+async fn redis_ledger_follows_the_librarys_fence_rule() {
+    let node = Cluster::start(1);
+    let url = node.urls()[0].clone();
+    let spec = LedgerSpec::Redis {
+        url: url.clone(),
+        prefix: "rule:".into(),
+    };
+    let ledger = Ledger::create(&spec, 2, 0).await.expect("create");
+    let client = redis::Client::open(url).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let library = redis::Script::new(fencelock::fence::REDIS_FENCED_SET);
+    for (i, token) in [5_u64, 5, 4, 7, 6, 7, 9, 8].into_iter().enumerate() {
+        let by_library: i64 = library
+            .key("lib:data")
+            .key("lib:fence")
+            .arg(i)
+            .arg(token)
+            .invoke_async(&mut con)
+            .await
+            .expect("library script");
+        let by_ledger = ledger
+            .write((0, i as i64), (1, i as i64), t(token))
+            .await
+            .expect("ledger write");
+        assert_eq!(
+            by_ledger == Written::Applied,
+            by_library == 1,
+            "token {token} (step {i})"
+        );
+    }
+}
