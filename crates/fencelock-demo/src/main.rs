@@ -59,12 +59,14 @@ use rounds::{LedgerSite, Round, Setup};
 /// [`Command::Worker`], which clap spells `worker`.
 pub(crate) const WORKER_SUBCOMMAND: &str = "worker";
 
-/// The command line: `fencelock-demo demo …`, so that `cargo run --release -- demo`
-/// at the workspace root runs the story.
+// The command line: `fencelock-demo demo …`, so that `cargo run --release -- demo` at
+// the workspace root runs the story.
 #[derive(Debug, Parser)]
 #[command(
     name = "fencelock-demo",
     version,
+    about = "fencelock's demo: what a lock does, and what only a fencing token does, on a \
+             shared ledger (`demo`)",
     subcommand_required = true,
     arg_required_else_help = true
 )]

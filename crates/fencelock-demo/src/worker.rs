@@ -316,7 +316,7 @@ impl Worker {
 /// stall). End of input means the driver
 /// is gone, and the worker must not write anything.
 async fn wait_for_driver() -> Result<(), Failure> {
-    // std's stdin on the blocking pool: tokio's own needs a feature the CLI does not
+    // std's stdin on the blocking pool: tokio's own needs a feature the demo does not
     // otherwise use.
     let n = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
         .await
