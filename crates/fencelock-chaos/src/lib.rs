@@ -17,7 +17,8 @@
 //!   the runner.
 //! - [`workload`]: the worker process — acquire, read, think, write, release.
 //! - [`resource`]: the protected resource, fenced and unfenced copies side by side,
-//!   logging every operation in its own order.
+//!   logging every operation in its own order; each copy is the workspace's one fenced
+//!   ledger (`fencelock_demo::ledger`, shared with the demo).
 //! - [`history`]: the recorded events and their files.
 //! - [`checker`]: the properties and their counter-examples.
 //! - [`node`]: a `redis-server` process we own (pause, crash, restart), on the

@@ -11,6 +11,11 @@
 //! order). The unfenced copy trusts the lock alone — the negative control run side by
 //! side with the same tokens.
 //!
+//! Both copies are the workspace's one fenced ledger (`fencelock_demo::ledger`, which
+//! the demo uses too): its Lua functions read and write the accounts `counter`, `a`
+//! and `b` of each copy, and apply the fence — a single fence key, `F:fence`, for the
+//! fenced copy (every operation touches all three accounts), none for the unfenced one.
+//!
 //! Each operation takes a sequence number inside the Lua script that applies it and
 //! logs itself to `res:log`, so the resource's own order is recorded — not the order
 //! in which the clients think they acted.
@@ -24,6 +29,7 @@
 //! leave is refused), as a store that fences sessions would. So only the unfenced
 //! copy can see more than N inside when a paused holder outlives its permit.
 
+use fencelock_demo::ledger;
 use redis::Script;
 
 use crate::history::{LeaseId, Res, ResourceOp};
@@ -37,54 +43,46 @@ pub const LOG_KEY: &str = "res:log";
 /// client-pause fault to find the holder.
 pub const HOLDER_KEY: &str = "res:holder";
 
-/// Reads both copies (fencing the fenced one) and announces the reader. Tokens are
-/// compared as Lua numbers (exact below 2^53; fencelock's tokens are about 2^51) and
-/// logged as the strings the client sent, so the log never rounds them.
+/// Reads both copies (fencing the fenced one) and announces the reader. ARGV: lease,
+/// token, holder. Tokens are logged as the strings the client sent, so the log never
+/// rounds them. Each copy is a ledger of `fencelock_demo::ledger`
+/// ([`REDIS_LEDGER_LUA`](fencelock_demo::ledger::REDIS_LEDGER_LUA)): the fenced one
+/// guarded by the one fence `F:fence`, the unfenced one by none. A refused read still
+/// logs the copy's state, the resource's own look.
 const READ: &str = r"
-local token = tonumber(ARGV[2])
 local out = {}
 for _, r in ipairs({'F', 'U'}) do
   local seq = redis.call('INCR', 'res:seq')
-  local ok = 1
-  if r == 'F' then
-    local seen = tonumber(redis.call('GET', 'F:fence') or '0')
-    if token < seen then ok = 0 else redis.call('SET', 'F:fence', ARGV[2]) end
-  end
-  local c = tonumber(redis.call('GET', r .. ':counter') or '0')
-  local a = tonumber(redis.call('GET', r .. ':a') or '0')
-  local b = tonumber(redis.call('GET', r .. ':b') or '0')
-  redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|read|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. c .. '|' .. a .. '|' .. b)
+  local balances = {r .. ':counter', r .. ':a', r .. ':b'}
+  local fences = {}
+  if r == 'F' then fences = {'F:fence'} end
+  local ok = ledger_read(balances, fences, ARGV[2])[1]
+  local v = ledger_balances(balances)
+  redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|read|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. v[1] .. '|' .. v[2] .. '|' .. v[3])
   table.insert(out, ok)
-  table.insert(out, c)
-  table.insert(out, a)
-  table.insert(out, b)
+  table.insert(out, v[1])
+  table.insert(out, v[2])
+  table.insert(out, v[3])
 end
 redis.call('SET', 'res:holder', ARGV[3])
 return out
 ";
 
-/// Writes both copies. Per copy: ARGV `do` (1/0), new counter, new `a`, credit to `b`.
+/// Writes both copies through the ledger, as [`READ`] reads them. ARGV: lease, token,
+/// then per copy: `do` (1/0), new counter, new `a`, credit to `b` (an increment).
 const WRITE: &str = r"
-local token = tonumber(ARGV[2])
 local out = {}
 for i, r in ipairs({'F', 'U'}) do
   local base = 2 + (i - 1) * 4
   if ARGV[base + 1] == '1' then
     local seq = redis.call('INCR', 'res:seq')
-    local ok = 1
-    if r == 'F' then
-      local seen = tonumber(redis.call('GET', 'F:fence') or '0')
-      if token < seen then ok = 0 else redis.call('SET', 'F:fence', ARGV[2]) end
-    end
-    if ok == 1 then
-      redis.call('SET', r .. ':counter', ARGV[base + 2])
-      redis.call('SET', r .. ':a', ARGV[base + 3])
-      redis.call('INCRBY', r .. ':b', ARGV[base + 4])
-    end
-    local c = tonumber(redis.call('GET', r .. ':counter') or '0')
-    local a = tonumber(redis.call('GET', r .. ':a') or '0')
-    local b = tonumber(redis.call('GET', r .. ':b') or '0')
-    redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|write|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. c .. '|' .. a .. '|' .. b)
+    local balances = {r .. ':counter', r .. ':a', r .. ':b'}
+    local fences = {}
+    if r == 'F' then fences = {'F:fence'} end
+    local changes = {{'set', ARGV[base + 2]}, {'set', ARGV[base + 3]}, {'add', ARGV[base + 4]}}
+    local ok = ledger_write(balances, fences, ARGV[2], changes)
+    local v = ledger_balances(balances)
+    redis.call('RPUSH', 'res:log', seq .. '|' .. r .. '|write|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ok .. '|' .. v[1] .. '|' .. v[2] .. '|' .. v[3])
     table.insert(out, ok)
   else
     table.insert(out, -1)
@@ -186,8 +184,8 @@ impl ResourceClient {
             .await?;
         Ok(ResourceClient {
             con,
-            read: Script::new(READ),
-            write: Script::new(WRITE),
+            read: ledger::redis_script(READ),
+            write: ledger::redis_script(WRITE),
             enter: Script::new(ENTER),
             leave: Script::new(LEAVE),
         })

@@ -191,16 +191,6 @@ pub enum Command {
             "FENCELOCK_PASSWORD_FILE=/run/secrets/redis fencelock doctor --strict",
         ]))]
     Doctor(cmd::doctor::Args),
-
-    #[command(after_help = after("", &[
-        "fencelock demo",
-        "fencelock demo --workers 8 --accounts 3",
-        "fencelock --store redis://127.0.0.1:6379 demo --json --keep",
-    ]))]
-    Demo(crate::demo::DemoArgs),
-
-    #[command(hide = true)]
-    DemoWorker(crate::demo::WorkerArgs),
 }
 
 /// Parses a lock key for clap: any text without control characters.
@@ -232,10 +222,8 @@ fn after(command: &str, examples: &[&str]) -> String {
         text.push_str(e);
         text.push('\n');
     }
-    if !command.is_empty() {
-        text.push('\n');
-        text.push_str(&exit::help(Some(command)));
-    }
+    text.push('\n');
+    text.push_str(&exit::help(Some(command)));
     text
 }
 

@@ -23,7 +23,6 @@
 mod adopt;
 mod cli;
 mod cmd;
-mod demo;
 mod duration;
 mod exit;
 mod guard;
@@ -56,12 +55,6 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     logging::init(cli.global.verbose, cli.global.quiet);
-    // `demo` runs its own runtime and worker processes.
-    let cli = match cli.command {
-        cli::Command::Demo(args) => return demo::run(args, &cli.global.stores),
-        cli::Command::DemoWorker(args) => return demo::worker(args),
-        _ => cli,
-    };
     // One thread is plenty: fencelock waits on a few sockets, one child and signals.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

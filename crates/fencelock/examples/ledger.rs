@@ -1,5 +1,5 @@
-//! A ledger that refuses stale writes: the pattern behind `fencelock demo`, in library
-//! code to copy.
+//! A ledger that refuses stale writes: the pattern behind the demo
+//! (`cargo run --release -- demo`, crates/fencelock-demo), in library code to copy.
 //!
 //! ```text
 //! cargo run -p fencelock --example ledger

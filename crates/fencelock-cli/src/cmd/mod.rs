@@ -22,9 +22,5 @@ pub async fn dispatch(cli: Cli) -> Outcome {
         Command::Release(args) => release::run(args, global).await,
         Command::Status(args) => status::run(args, global).await,
         Command::Doctor(args) => doctor::run(args, global).await,
-        Command::Demo(_) | Command::DemoWorker(_) => Err(crate::exit::Failure::new(
-            crate::exit::SOFTWARE,
-            "the demo is dispatched in main",
-        )),
     }
 }

@@ -1,5 +1,5 @@
-//! `fencelock demo`, run as users run it: the built binary, real worker processes, a
-//! real SQLite file or three real `redis-server` processes.
+//! The demo (`cargo run --release -- demo`), run as users run it: the built binary,
+//! real worker processes, a real SQLite file or three real `redis-server` processes.
 //!
 //! What is asserted is what the demo promises: rounds 2 and 4 conserve the money and
 //! count every transfer (the exit code says so), and every round's numbers are the
@@ -16,10 +16,10 @@ use serde_json::Value;
 /// Small numbers: the whole demo in a few seconds, even in a debug build.
 const SMALL: [&str; 6] = ["--workers", "3", "--accounts", "5", "--transfers", "20"];
 
-/// `fencelock demo …` with a clean environment: no store from the caller's shell, and
+/// `fencelock-demo demo …` with a clean environment: no store from the caller's shell, and
 /// temporary files under `tmp`.
 fn demo(tmp: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("fencelock");
+    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("fencelock-demo");
     cmd.env_remove("FENCELOCK_STORE")
         .env("TMPDIR", tmp)
         .timeout(Duration::from_secs(120))
@@ -90,7 +90,8 @@ fn check_report(report: &Value, mut balances_of: impl FnMut(&Value) -> Vec<i64>)
         int(locked, "transfers") + int(locked, "declined"),
         workers * per_worker
     );
-    // The stall was staged both times; only the fenced ledger refused the late write.
+    // The stall was staged both times; only the fenced ledger refused the late write,
+    // and the stalled holder's next read.
     let unfenced = by_id("stall_unfenced");
     let fenced = by_id("stall_fenced");
     for r in [unfenced, fenced] {
@@ -102,9 +103,18 @@ fn check_report(report: &Value, mut balances_of: impl FnMut(&Value) -> Vec<i64>)
         assert!(stall["stopped_ms"].as_u64() >= Some(100), "{r}");
     }
     assert_eq!(unfenced["stall"]["late_write"], "applied", "{unfenced}");
+    assert_eq!(unfenced["stall"]["next_read"], "accepted", "{unfenced}");
     assert_eq!(int(unfenced, "stale_writes_refused"), 0);
+    assert_eq!(int(unfenced, "stale_reads_refused"), 0);
     assert_eq!(fenced["stall"]["late_write"], "refused", "{fenced}");
+    assert_eq!(fenced["stall"]["next_read"], "refused", "{fenced}");
     assert_eq!(int(fenced, "stale_writes_refused"), 1);
+    assert_eq!(int(fenced, "stale_reads_refused"), 1);
+    // No other transfer's read or write was refused: rounds 1 to 3 refuse nothing.
+    for r in rounds.iter().filter(|r| r["id"] != "stall_fenced") {
+        assert_eq!(int(r, "stale_writes_refused"), 0, "{r}");
+        assert_eq!(int(r, "stale_reads_refused"), 0, "{r}");
+    }
 }
 
 #[test]
@@ -224,9 +234,13 @@ fn table_is_the_default_output_and_the_temp_dir_is_removed() {
             line.chars().count()
         );
     }
-    assert!(stdout.contains("late write refused"), "{stdout}");
+    assert!(
+        stdout.contains("late write and next read refused"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("and so was its next read"), "{stdout}");
     assert_eq!(
-        stderr.matches("fencelock demo: round").count(),
+        stderr.matches("fencelock-demo: round").count(),
         4,
         "one progress line per round:\n{stderr}"
     );

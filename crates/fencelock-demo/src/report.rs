@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Kept;
-use super::events::Outcome as Written;
+use super::events::{Access, Outcome as Written};
 use super::rounds::{INITIAL_BALANCE, Outcome, Round};
 
 /// Everything the report shows.
@@ -58,7 +58,7 @@ impl Report<'_> {
             "round",
             "transfers",
             "money Δ",
-            "stale refused",
+            "refused w/r",
             "per s",
             "p50 ms",
             "p99 ms",
@@ -73,7 +73,7 @@ impl Report<'_> {
                 format!("{} {}", i + 1, label(o.round)),
                 o.applied.to_string(),
                 signed(o.total_after - o.total_before),
-                o.refused.to_string(),
+                format!("{}/{}", o.refused, o.reads_refused),
                 format!("{:.0}", throughput(o)),
                 p50.map_or_else(|| "-".into(), ms),
                 p99.map_or_else(|| "-".into(), ms),
@@ -119,7 +119,7 @@ impl Report<'_> {
                 out.push_str(&wrap(
                     &format!(
                         "round {}: worker 0 (token {}) was stopped for {} ms; {}; its late \
-                         write was {}.",
+                         write was {}{}.",
                         i + 1,
                         s.token,
                         s.stopped.as_millis(),
@@ -129,8 +129,13 @@ impl Report<'_> {
                         ),
                         match s.outcome {
                             Written::Applied => "accepted",
-                            Written::Refused => "refused",
+                            Written::Refused | Written::ReadRefused => "refused",
                             Written::Declined => "not attempted",
+                        },
+                        match s.next_read {
+                            Some(Access::Accepted) => ", and its next read was answered",
+                            Some(Access::Refused) => ", and so was its next read",
+                            None => "",
                         }
                     ),
                     "  ",
@@ -152,9 +157,10 @@ impl Report<'_> {
             "  ",
         ));
         out.push_str(&wrap(
-            "Money Δ: total after minus total before (0 when conserved). Hand-off (p50, \
-             p99): from a holder's release to the grant of one of its accounts to another \
-             worker that was waiting.",
+            "Money Δ: total after minus total before (0 when conserved). Refused w/r: \
+             writes and reads the fenced ledger refused as stale. Hand-off (p50, p99): from \
+             a holder's release to the grant of one of its accounts to another worker that \
+             was waiting.",
             "  ",
         ));
         out
@@ -176,6 +182,7 @@ impl Report<'_> {
                     "ledger": o.ledger,
                     "transfers": o.applied,
                     "stale_writes_refused": o.refused,
+                    "stale_reads_refused": o.reads_refused,
                     "declined": o.declined,
                     "total_before": o.total_before,
                     "total_after": o.total_after,
@@ -190,6 +197,7 @@ impl Report<'_> {
                         "stopped_ms": s.stopped.as_millis(),
                         "overtaken_by_token": s.overtaken_by,
                         "late_write": s.outcome,
+                        "next_read": s.next_read,
                     })),
                     "must_conserve": o.round.must_conserve(),
                     "ok": v.ok,
@@ -237,8 +245,8 @@ fn meaning(round: Round) -> &'static str {
              ledger ignores fencing tokens"
         }
         Round::StallFenced => {
-            "the same stall, and the ledger refuses a write whose fencing token is \
-             older than one it has seen"
+            "the same stall, and the ledger refuses every read and write whose \
+             fencing token is older than one it has seen"
         }
     }
 }
@@ -299,6 +307,10 @@ fn verdict(o: &Outcome) -> Verdict {
                 "{}: the stalled holder's late write; no lock can stop it",
                 damage()
             ),
+        ),
+        Round::StallFenced if intact && o.refused > 0 && o.reads_refused > 0 => (
+            true,
+            "late write and next read refused by their old token; total conserved".into(),
         ),
         Round::StallFenced if intact && o.refused > 0 => (
             true,

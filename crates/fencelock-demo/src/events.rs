@@ -55,8 +55,12 @@ pub(crate) struct Transfer {
     /// Until when the lock was ours: the start of the release, or for a lease that
     /// expired before it was released, its grant plus its TTL.
     pub(crate) held_until_ns: u64,
-    /// What the ledger did with the write.
+    /// What the ledger did with the transfer.
     pub(crate) outcome: Outcome,
+    /// The stalled worker only: what the ledger did with its next read, after the late
+    /// write (with the same, by then stale, token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) next_read: Option<Access>,
     /// Whether the release found the lock still ours (`false` for a lease that had
     /// expired, and without a lock). Only real releases count as hand-offs.
     pub(crate) released: bool,
@@ -68,10 +72,23 @@ pub(crate) struct Transfer {
 pub(crate) enum Outcome {
     /// Both balances were written.
     Applied,
-    /// The fenced ledger refused the write: a higher token had written an account.
+    /// The fenced ledger refused the write: a higher token had read or written an
+    /// account.
     Refused,
+    /// The fenced ledger refused the read: nothing was computed, nothing written.
+    ReadRefused,
     /// Not attempted: the account to debit was empty.
     Declined,
+}
+
+/// Whether the ledger let a read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Access {
+    /// It answered.
+    Accepted,
+    /// The fenced ledger refused it: a higher token had read or written an account.
+    Refused,
 }
 
 /// Now, on the host's monotonic clock, in nanoseconds.

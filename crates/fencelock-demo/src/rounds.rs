@@ -21,7 +21,9 @@
 //!
 //! Without fencing that write overwrites account 1 and the money worker 1 moved is
 //! gone from the ledger (or appears twice, depending on direction). With fencing the
-//! ledger has seen worker 1's larger token on account 1 and refuses the whole write.
+//! ledger has seen worker 1's larger token on account 1 (its read raised the fence
+//! already, its write kept it there) and refuses the whole write. Worker 0 then reads
+//! both accounts again with the same token: the fenced ledger refuses that read too.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,13 +32,46 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::events::{Event, Outcome as Written, Transfer, now_ns};
-use super::ledger::{self, Ledger, LedgerSite, LedgerSpec, Location};
+use super::events::{Access, Event, Outcome as Written, Transfer, now_ns};
 use super::process::{
     Message, STAGE_TIMEOUT, WorkerProcess, finish_failed, start_together, wait_for_stall,
 };
 use super::worker::STALL_PAIR;
 use super::{DemoArgs, Failure, Mode, WORKER_SUBCOMMAND, code};
+use fencelock_demo::ledger::{self, Ledger, LedgerSpec, Location};
+
+/// Where a run keeps its ledgers: one per round, so that each round starts from the
+/// same balances and a kept run can be checked round by round.
+#[derive(Debug, Clone)]
+pub(crate) enum LedgerSite {
+    /// SQLite files in the run's temporary directory.
+    Sqlite {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Keys on a Redis server (the first lock store) under the run's prefix.
+    Redis {
+        /// The server.
+        url: String,
+        /// The run's ledger prefix.
+        prefix: String,
+    },
+}
+
+impl LedgerSite {
+    /// The ledger of round `n`.
+    pub(crate) fn for_round(&self, n: usize) -> LedgerSpec {
+        match self {
+            LedgerSite::Sqlite { dir } => LedgerSpec::Sqlite {
+                path: dir.join(format!("ledger-{n}.db")),
+            },
+            LedgerSite::Redis { url, prefix } => LedgerSpec::Redis {
+                url: url.clone(),
+                prefix: format!("{prefix}{n}:"),
+            },
+        }
+    }
+}
 
 /// Every account starts with this balance.
 pub(crate) const INITIAL_BALANCE: i64 = 1_000;
@@ -126,6 +161,9 @@ pub(crate) struct Outcome {
     pub(crate) applied: u64,
     /// Writes the fenced ledger refused as stale.
     pub(crate) refused: u64,
+    /// Reads the fenced ledger refused as stale (the stalled worker's next read, and
+    /// the reads of transfers it refused whole).
+    pub(crate) reads_refused: u64,
     /// Transfers not attempted (the debited account was empty).
     pub(crate) declined: u64,
     /// Accounts whose balance is not what replaying the applied transfers gives:
@@ -152,6 +190,8 @@ pub(crate) struct Stall {
     pub(crate) overtaken_by: Option<u64>,
     /// What the ledger did with its late write.
     pub(crate) outcome: Written,
+    /// What the ledger did with its next read, after the late write.
+    pub(crate) next_read: Option<Access>,
 }
 
 /// Everything the rounds share: the binary, the stores, the sizes.
@@ -340,7 +380,7 @@ impl Setup {
         let path = dir.join(format!("round-{number}-events.jsonl"));
         if let Err(e) = std::fs::write(&path, text) {
             eprintln!(
-                "fencelock demo: warning: cannot write {}: {e}",
+                "fencelock-demo: warning: cannot write {}: {e}",
                 path.display()
             );
         }
@@ -435,7 +475,7 @@ impl Setup {
             if let Some(s) = staged.take_if(|s| s.ready() || started.elapsed() > STAGE_TIMEOUT) {
                 if s.overtaken_by.is_none() {
                     eprintln!(
-                        "fencelock demo: warning: nobody overtook the stalled worker in \
+                        "fencelock-demo: warning: nobody overtook the stalled worker in \
                          {STAGE_TIMEOUT:?}; resuming it anyway"
                     );
                 }
@@ -449,6 +489,7 @@ impl Setup {
                     stopped: s.stopped_at.elapsed(),
                     overtaken_by: s.overtaken_by,
                     outcome: Written::Declined,
+                    next_read: None,
                 });
             }
         }
@@ -457,6 +498,7 @@ impl Setup {
             && let Some(t) = records.iter().find(|t| t.worker == 0)
         {
             s.outcome = t.outcome;
+            s.next_read = t.next_read;
         }
         Ok((records, stall))
     }
@@ -473,7 +515,11 @@ impl Setup {
     ) -> Result<Outcome, Failure> {
         let mut expected = vec![INITIAL_BALANCE; self.accounts as usize];
         let (mut applied, mut refused, mut declined) = (0, 0, 0);
+        let mut reads_refused = 0;
         for t in records {
+            if t.next_read == Some(Access::Refused) {
+                reads_refused += 1;
+            }
             match t.outcome {
                 Written::Applied => {
                     applied += 1;
@@ -490,6 +536,7 @@ impl Setup {
                     expected[t.to as usize] = to + t.amount;
                 }
                 Written::Refused => refused += 1,
+                Written::ReadRefused => reads_refused += 1,
                 Written::Declined => declined += 1,
             }
         }
@@ -507,6 +554,7 @@ impl Setup {
             total_after: balances.iter().sum(),
             applied,
             refused,
+            reads_refused,
             declined,
             accounts_off: u32::try_from(accounts_off).unwrap_or(u32::MAX),
             handoffs_ns: handoffs(records, self.accounts),
@@ -620,6 +668,7 @@ mod tests {
             releasing_ns: times[2],
             held_until_ns: times[2],
             outcome: Written::Applied,
+            next_read: None,
             released: true,
         }
     }

@@ -1,4 +1,8 @@
-//! `fencelock demo`: the ledger story, told by running it.
+//! `fencelock-demo`: the ledger story, told by running it. At the workspace root:
+//!
+//! ```text
+//! cargo run --release -- demo [--workers N] [--accounts N] [--store URL …] [--json] …
+//! ```
 //!
 //! Several worker *processes* move money between the accounts of one shared ledger.
 //! Each transfer is a read-modify-write done in the application (read both balances,
@@ -11,17 +15,19 @@
 //! 3. **a holder stalls past its TTL** (the driver stops its process with SIGSTOP, as a
 //!    long GC pause would) and the ledger does not check tokens: its late write lands
 //!    after another holder's and corrupts the ledger. No lock can prevent that;
-//! 4. **the same stall, but the ledger checks fencing tokens**: the late write carries
-//!    an old token and is refused; the total is conserved.
+//! 4. **the same stall, but the ledger checks fencing tokens on every read and write**
+//!    (`fencelock_demo::ledger`): the late write carries an old token and is refused,
+//!    and so is the stale holder's next read; the total is conserved.
 //!
 //! The demo is also a check: it exits non-zero when round 2 or 4 loses money or a
 //! transfer.
 //!
 //! ## Layout
 //!
-//! - `mod.rs`: the command-line arguments of `demo` and of the hidden worker command,
+//! - `main.rs`: the command line (`demo`, and the hidden `worker` the driver spawns),
 //!   the two entry points, set-up and clean-up of the run, exit codes.
-//! - `ledger.rs`: the shared ledger, in SQLite or Redis; plain and fenced writes.
+//! - `ledger.rs` (the library, shared with the chaos suite): the ledger, in SQLite or
+//!   Redis; plain and fenced reads and writes.
 //! - `worker.rs`: one worker process: its transfers, with or without the lock.
 //! - `events.rs`: what workers tell the driver (JSON lines on stdout), with timestamps
 //!   on the host's monotonic clock.
@@ -30,34 +36,76 @@
 //! - `process.rs`: a worker process seen from the driver: its pipes, its go-ahead,
 //!   SIGSTOP/SIGCONT, its exit.
 //! - `report.rs`: the verdicts, the table and the JSON.
+#![forbid(unsafe_code)]
 
 mod events;
-mod ledger;
 mod process;
 mod report;
 mod rounds;
 mod worker;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use clap::builder::TypedValueParser;
+use fencelock_demo::ledger;
 
-use ledger::LedgerSite;
-use rounds::{Round, Setup};
+use rounds::{LedgerSite, Round, Setup};
 
 /// The name of the hidden worker subcommand, as the driver spawns it. It must match
-/// the CLI's wiring (`Command::DemoWorker`, which clap spells `demo-worker`).
-pub(crate) const WORKER_SUBCOMMAND: &str = "demo-worker";
+/// [`Command::Worker`], which clap spells `worker`.
+pub(crate) const WORKER_SUBCOMMAND: &str = "worker";
 
-/// Exit codes, the CLI's own (see its `exit.rs`), so scripts read the demo the same.
+// The command line: `fencelock-demo demo …`, so that `cargo run --release -- demo` at
+// the workspace root runs the story.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fencelock-demo",
+    version,
+    about = "fencelock's demo: what a lock does, and what only a fencing token does, on a \
+             shared ledger (`demo`)",
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    #[command(after_help = "Examples:\n  \
+                            cargo run --release -- demo\n  \
+                            cargo run --release -- demo --workers 8 --accounts 3\n  \
+                            cargo run --release -- demo --store redis://127.0.0.1:6379 --json --keep")]
+    Demo(DemoArgs),
+
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+fn main() -> ExitCode {
+    // clap prints help and version on stdout (exit 0) and usage errors on stderr
+    // (exit 2, the demo's `USAGE`).
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo(args) => run(&args),
+        Command::Worker(args) => worker(args),
+    }
+}
+
+/// Exit codes, the `fencelock` command's (see `docs/cli.md`), so scripts read the demo
+/// the same.
 mod code {
     /// The demo's check failed: round 2 or 4 lost money or a transfer.
     pub(super) const CHECK_FAILED: u8 = 1;
     /// Bad usage: a bad flag value, a store the demo cannot use.
     pub(super) const USAGE: u8 = 2;
+    /// `EX_IOERR`: the report could not be written (stdout closed or full).
+    pub(super) const OUTPUT: u8 = 74;
     /// `EX_UNAVAILABLE`: a store did not answer.
     pub(super) const UNAVAILABLE: u8 = 69;
     /// `EX_SOFTWARE`: a bug, or a worker that failed in a way the demo did not expect.
@@ -81,12 +129,27 @@ mod code {
                   or invented), with fencelock (the total is conserved), with one holder \
                   stopped past its TTL (its late write corrupts the ledger) and the same \
                   with a ledger that checks fencing tokens (the late write is refused).\n\n\
+                  The fenced ledger refuses every read and write whose token is older than \
+                  one it has seen: the stalled holder's late write, and its next read.\n\n\
                   The locks and the ledger live in a fresh SQLite file in a temporary \
                   directory, or with --store redis://… under a key prefix unique to the run \
                   (the ledger on the first server); everything is removed at the end. Exits \
                   1 if round 2 or 4 loses money."
 )]
 pub(crate) struct DemoArgs {
+    /// Lock stores: redis://host:port (repeat it for a Redlock quorum; the ledger goes
+    /// on the first) or sqlite:///path/file.db [default: a fresh SQLite file in a
+    /// temporary directory, never the `fencelock` command's default store].
+    #[arg(
+        long = "store",
+        value_name = "URL",
+        env = "FENCELOCK_STORE",
+        value_delimiter = ',',
+        // The variable may hold passwords: never show its value in --help.
+        hide_env_values = true
+    )]
+    stores: Vec<String>,
+
     /// Worker processes per round (2 to 64; the stall rounds need one to stall and one
     /// to take over).
     #[arg(long, value_name = "N", default_value_t = 4,
@@ -135,7 +198,7 @@ pub(crate) enum Mode {
     Stall,
 }
 
-/// One worker process of `fencelock demo` (internal; spawned by the demo itself).
+/// One worker process of the demo (internal; spawned by the demo itself).
 //
 // Hidden: its interface may change with any release.
 #[derive(Debug, clap::Args)]
@@ -168,7 +231,7 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_enum)]
     mode: Mode,
 
-    /// Write through the fenced update (the ledger refuses stale tokens).
+    /// Read and write with the lease's token (the ledger refuses stale tokens).
     #[arg(long)]
     fenced: bool,
 
@@ -253,69 +316,62 @@ impl Failure {
     }
 }
 
+impl From<ledger::Error> for Failure {
+    fn from(e: ledger::Error) -> Self {
+        let code = match e.kind() {
+            ledger::ErrorKind::Usage => code::USAGE,
+            ledger::ErrorKind::Unavailable => code::UNAVAILABLE,
+            ledger::ErrorKind::Config => code::CONFIG,
+            _ => code::SOFTWARE,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-/// Runs `fencelock demo`. `stores` are the store URLs the user named (`--store`,
-/// `FENCELOCK_STORE`), *not* the CLI's default store: with none, the demo uses a fresh
-/// SQLite file of its own, so that it never touches real locks.
-///
-/// Callable from inside or outside an async runtime: the demo runs its own on a
-/// thread of its own (see [`on_own_runtime`]).
-pub(crate) fn run(args: DemoArgs, stores: &[String]) -> ExitCode {
-    let outcome = on_own_runtime(demo(&args, stores));
-    match outcome {
-        Ok(Ok(code)) => ExitCode::from(code),
-        Ok(Err(f)) | Err(f) => {
-            eprintln!("fencelock demo: {f}");
+/// Runs the demo. Its stores are the ones the user named (`--store`,
+/// `FENCELOCK_STORE`); with none, the demo uses a fresh SQLite file of its own, so that
+/// it never touches real locks.
+fn run(args: &DemoArgs) -> ExitCode {
+    match block_on(demo(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("fencelock-demo: {f}");
             ExitCode::from(f.code)
         }
     }
 }
 
 /// Runs the hidden worker command (one worker process of one round).
-pub(crate) fn worker(args: WorkerArgs) -> ExitCode {
-    match on_own_runtime(worker::run(args)) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(f)) | Err(f) => {
-            eprintln!("fencelock demo-worker: {f}");
+fn worker(args: WorkerArgs) -> ExitCode {
+    match block_on(worker::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("fencelock-demo worker: {f}");
             ExitCode::from(f.code)
         }
     }
 }
 
-/// Runs `fut` to completion on a fresh current-thread runtime, on a thread of its own.
-///
-/// Why a thread: the CLI's other commands run inside its runtime, and a runtime cannot
-/// be started (nor blocked on) from a thread that is already driving one. On its own
-/// thread the demo works whether it is called from `main` or from async dispatch.
-fn on_own_runtime<T: Send>(
-    fut: impl Future<Output = Result<T, Failure>> + Send,
-) -> Result<Result<T, Failure>, Failure> {
-    std::thread::scope(|scope| {
-        let thread = std::thread::Builder::new()
-            .name("fencelock-demo".into())
-            .spawn_scoped(scope, || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Failure::os("cannot start the async runtime", &e))?;
-                Ok(runtime.block_on(fut))
-            })
-            .map_err(|e| Failure::os("cannot start a thread", &e))?;
-        thread
-            .join()
-            .unwrap_or_else(|_| Err(Failure::new(code::SOFTWARE, "the demo thread panicked")))
-    })
+/// Runs `fut` to completion on a fresh current-thread runtime: a driver waits on its
+/// workers' pipes, a worker on its lock and its ledger; one thread is plenty.
+fn block_on<T>(fut: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::os("cannot start the async runtime", &e))?
+        .block_on(fut)
 }
 
 /// The whole demo: set up, four rounds, report, clean up. Returns the exit code.
-async fn demo(args: &DemoArgs, stores: &[String]) -> Result<u8, Failure> {
+async fn demo(args: &DemoArgs) -> Result<u8, Failure> {
     let started = Instant::now();
-    let run = Run::prepare(args, stores).await?;
+    let run = Run::prepare(args).await?;
     let outcome = tokio::select! {
         outcome = run.rounds(args) => outcome,
         // Ctrl-C: dropping the rounds kills the workers (a stopped one too: SIGKILL
@@ -340,15 +396,13 @@ async fn demo(args: &DemoArgs, stores: &[String]) -> Result<u8, Failure> {
     } else {
         report.table()
     };
-    // A closed stdout (`fencelock demo | head -3`) is an I/O error, not a panic.
+    // A closed stdout (`fencelock-demo demo | head -3`) is an I/O error, not a panic.
     {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())
             .and_then(|()| out.flush())
-            .map_err(|e| {
-                Failure::new(crate::exit::OUTPUT, format!("cannot write the report: {e}"))
-            })?;
+            .map_err(|e| Failure::new(code::OUTPUT, format!("cannot write the report: {e}")))?;
     }
     Ok(if report.passed() {
         0
@@ -375,8 +429,9 @@ pub(crate) struct Kept {
 
 impl Run {
     /// Picks the stores, creates the temporary directory, checks that the stores answer.
-    async fn prepare(args: &DemoArgs, stores: &[String]) -> Result<Run, Failure> {
-        let stores: Vec<String> = stores
+    async fn prepare(args: &DemoArgs) -> Result<Run, Failure> {
+        let stores: Vec<String> = args
+            .stores
             .iter()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
@@ -438,7 +493,7 @@ impl Run {
         let mut results = Vec::with_capacity(Round::ALL.len());
         for (i, round) in Round::ALL.into_iter().enumerate() {
             eprintln!(
-                "fencelock demo: round {}/{}: {} ({} workers × {} transfers{}) …",
+                "fencelock-demo: round {}/{}: {} ({} workers × {} transfers{}) …",
                 i + 1,
                 Round::ALL.len(),
                 round.title(),
@@ -460,15 +515,15 @@ impl Run {
         };
         if keep {
             if let Some(d) = &kept.dir {
-                eprintln!("fencelock demo: kept the ledgers in {}", d.display());
+                eprintln!("fencelock-demo: kept the ledgers in {}", d.display());
             }
             if let Some(p) = &kept.redis_prefix {
-                eprintln!("fencelock demo: kept the Redis keys {p}*");
+                eprintln!("fencelock-demo: kept the Redis keys {p}*");
             }
             return Some(kept);
         }
         for warning in self.setup.remove_redis_keys().await {
-            eprintln!("fencelock demo: warning: {warning}");
+            eprintln!("fencelock-demo: warning: {warning}");
         }
         self.remove_dir();
         None
@@ -479,7 +534,7 @@ impl Run {
             && let Err(e) = std::fs::remove_dir_all(d)
         {
             eprintln!(
-                "fencelock demo: warning: cannot remove {}: {e}",
+                "fencelock-demo: warning: cannot remove {}: {e}",
                 d.display()
             );
         }
@@ -502,9 +557,4 @@ fn random_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(u64::from(std::process::id()));
     h.finish()
-}
-
-/// `path` as the `sqlite://` URL of a file.
-fn sqlite_url(path: &Path) -> String {
-    format!("sqlite://{}", path.display())
 }

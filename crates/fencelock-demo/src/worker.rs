@@ -8,14 +8,19 @@
 //! In the stall rounds, worker 0 makes a single transfer and stops half-way: it holds
 //! the lease and has read the balances, and waits for a line on stdin while the driver
 //! keeps its process stopped past the lease's TTL. Then it writes what it computed
-//! before the pause, as a program waking up from a long GC pause would.
+//! before the pause, as a program waking up from a long GC pause would, and goes on
+//! with its job: it reads the two balances again, with the same lease.
+//!
+//! In the fenced round every read and every write carries the lease's token, so the
+//! ledger refuses both the stalled worker's late write and its next read.
 
 use std::time::Duration;
 
 use fencelock::{AcquireOptions, FencingToken, Locker, ReleaseOutcome};
 
-use super::events::{self, Event, Outcome, Transfer, now_ns};
-use super::ledger::{Ledger, LedgerSpec, Written};
+use fencelock_demo::ledger::{Ledger, LedgerSpec, Read, Written};
+
+use super::events::{self, Access, Event, Outcome, Transfer, now_ns};
 use super::{Failure, Mode, WorkerArgs, code};
 
 /// The most a transfer moves (at most the balance of the account it debits).
@@ -120,15 +125,14 @@ impl Worker {
     /// the read and the write.
     async fn unlocked(&self, from: u32, to: u32, rng: &mut Rng) -> Result<Transfer, Failure> {
         let start = now_ns();
-        let balances = self.ledger.read(from, to).await?;
-        let moved = self.write(from, to, balances, rng, None).await?;
+        let moved = self.read_modify_write(from, to, rng, None).await?;
         let end = now_ns();
         Ok(self.transfer(from, to, &moved, None, [start, start, end, end], false))
     }
 
     /// Rounds 2–4: the same read-modify-write under the lock on both accounts, renewed
-    /// while it runs and released at the end (`with_lock`). Fenced, the write carries
-    /// the lease's token.
+    /// while it runs and released at the end (`with_lock`). Fenced, the read and the
+    /// write carry the lease's token.
     async fn locked(
         &self,
         locker: &Locker,
@@ -146,13 +150,8 @@ impl Worker {
                 async |lease| {
                     granted = now_ns();
                     let token = lease.token();
-                    let moved = match self.ledger.read(from, to).await {
-                        Ok(balances) => {
-                            let fence = self.fenced.then_some(token);
-                            self.write(from, to, balances, rng, fence).await
-                        }
-                        Err(e) => Err(e),
-                    };
+                    let fence = self.fenced.then_some(token);
+                    let moved = self.read_modify_write(from, to, rng, fence).await;
                     releasing = now_ns();
                     moved.map(|m| (m, token))
                 },
@@ -173,7 +172,8 @@ impl Worker {
     }
 
     /// Rounds 3 and 4, worker 0: acquire with a short TTL and no renewal, read, tell the
-    /// driver, wait (stopped by the driver), then write what was computed before.
+    /// driver, wait (stopped by the driver), then write what was computed before, and
+    /// read again.
     async fn stalled(&self, locker: &Locker, rng: &mut Rng) -> Result<Transfer, Failure> {
         let (from, to) = STALL_PAIR;
         let requested = now_ns();
@@ -188,7 +188,17 @@ impl Worker {
             .await
             .map_err(|e| Failure::locking("acquire (the stalling worker)", &e))?;
         let granted = now_ns();
-        let balances = self.ledger.read(from, to).await?;
+        let fence = self.fenced.then_some(lease.token());
+        // The lease is new: a fenced read cannot be refused yet.
+        let balances = match self.ledger.read(from, to, fence).await? {
+            Read::Balances(a, b) => (a, b),
+            Read::Refused => {
+                return Err(Failure::new(
+                    code::SOFTWARE,
+                    "the ledger refused the stalling worker's first read",
+                ));
+            }
+        };
         events::emit(&Event::Stalled {
             token: lease.token().get(),
             granted_ns: granted,
@@ -200,8 +210,12 @@ impl Worker {
         // Here the lease has expired and another worker has written. Checking
         // `lease.is_valid()` now would catch *this* pause, but not one that strikes
         // between that check and the write: only the ledger's fence closes the gap.
-        let fence = self.fenced.then_some(lease.token());
         let moved = self.write(from, to, balances, rng, fence).await?;
+        // The job goes on with the same lease: its next step starts with a read.
+        let next_read = match self.ledger.read(from, to, fence).await? {
+            Read::Balances(..) => Access::Accepted,
+            Read::Refused => Access::Refused,
+        };
         let releasing = now_ns();
         let token = lease.token();
         let released = matches!(lease.release().await, Ok(ReleaseOutcome::Released));
@@ -210,14 +224,33 @@ impl Worker {
         } else {
             granted.saturating_add(u64::try_from(self.ttl.as_nanos()).unwrap_or(u64::MAX))
         };
-        Ok(self.transfer(
+        let mut transfer = self.transfer(
             from,
             to,
             &moved,
             Some(token),
             [requested, granted, releasing, held_until],
             released,
-        ))
+        );
+        transfer.next_read = Some(next_read);
+        Ok(transfer)
+    }
+
+    /// Reads both balances (fenced by `fence` when given), computes, and writes them.
+    async fn read_modify_write(
+        &self,
+        from: u32,
+        to: u32,
+        rng: &mut Rng,
+        fence: Option<FencingToken>,
+    ) -> Result<Moved, Failure> {
+        match self.ledger.read(from, to, fence).await? {
+            Read::Balances(a, b) => self.write(from, to, (a, b), rng, fence).await,
+            Read::Refused => Ok(Moved {
+                amount: 0,
+                outcome: Outcome::ReadRefused,
+            }),
+        }
     }
 
     /// Computes the new balances from the ones read, and writes them.
@@ -273,6 +306,7 @@ impl Worker {
             releasing_ns,
             held_until_ns,
             outcome: moved.outcome,
+            next_read: None,
             released,
         }
     }
@@ -282,7 +316,7 @@ impl Worker {
 /// stall). End of input means the driver
 /// is gone, and the worker must not write anything.
 async fn wait_for_driver() -> Result<(), Failure> {
-    // std's stdin on the blocking pool: tokio's own needs a feature the CLI does not
+    // std's stdin on the blocking pool: tokio's own needs a feature the demo does not
     // otherwise use.
     let n = tokio::task::spawn_blocking(|| std::io::stdin().read_line(&mut String::new()))
         .await
