@@ -91,9 +91,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod attempt;
+mod background;
 mod builder;
 mod checks;
+mod core;
 pub mod error;
+mod extend;
 mod fanout;
 pub mod fence;
 #[cfg(test)]
@@ -101,24 +105,33 @@ mod interleavings;
 mod jitter;
 mod keys;
 mod lease;
+mod lease_state;
 mod locker;
+mod options;
 mod quorum;
+mod release;
 mod renew;
+mod scoped;
 mod secret;
 mod semaphore;
 mod status;
 mod store;
 mod tls;
+mod value;
+mod wait;
 
-pub use builder::{
-    DEFAULT_COUNTER_RETENTION, DEFAULT_MAX_TTL, LockerBuilder, MAX_COUNTER_RETENTION, MIN_TTL,
-};
+pub use builder::LockerBuilder;
 pub use checks::{Finding, MINIMUM_ACL, NodeReport, PROBE_KEY, Report, Severity};
 pub use error::{Error, ErrorKind, NodeError, NodeErrorKind, Result};
 pub use fence::FencingToken;
 pub use keys::IntoKeys;
-pub use lease::{Lease, ReleaseOutcome};
-pub use locker::{AcquireOptions, Locker, Scoped};
+pub use lease::Lease;
+pub use locker::Locker;
+pub use options::{
+    AcquireOptions, DEFAULT_COUNTER_RETENTION, DEFAULT_MAX_TTL, MAX_COUNTER_RETENTION, MIN_TTL,
+};
+pub use release::ReleaseOutcome;
+pub use scoped::Scoped;
 pub use semaphore::{MAX_PERMITS, PERMITS_RECORD_TTL, Semaphore};
 pub use status::{KeyStatus, NodeStatus};
 

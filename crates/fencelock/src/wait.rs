@@ -1,0 +1,333 @@
+//! The wait of an acquire: attempts (`attempt.rs`) until one grants, and between them
+//! a wait for the holder's release notice, a poll where no notice comes (a silent
+//! holder, a store without notices), or a back-off while nodes are down — all bounded
+//! by the acquire's deadline. A waiter stands in the key's line (Redis), and takes a
+//! lock handed over by a release.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures_util::future::{join_all, select_all};
+use tokio::time::Instant;
+
+use crate::attempt::{CleanupGuard, Failure, attempt};
+use crate::core::Core;
+use crate::error::{Error, ErrorKind, KeyList, NodeError, Result};
+use crate::extend::extend;
+use crate::jitter;
+use crate::lease::Lease;
+use crate::options::AcquireOptions;
+use crate::quorum;
+use crate::store::{Expiry, LockSpec, Notice, QueueTicket, Watch};
+use crate::value::{lock_value, random_value, unix_micros};
+
+/// The wait loop of [`crate::Locker::acquire_with`], once the keys and TTL are valid:
+/// attempts until one grants, between them waiting for a release notice, polling, or
+/// backing off, until the deadline.
+///
+/// Cancelling it leaves no key of ours behind (each attempt's guard, and the line's).
+pub(crate) async fn acquire(
+    core: &Arc<Core>,
+    user_keys: Vec<String>,
+    full: Vec<String>,
+    ttl: Duration,
+    options: &AcquireOptions,
+) -> Result<Lease> {
+    let opts = &core.options;
+    let mut spec = LockSpec {
+        keys: full.into(),
+        value: lock_value().into(),
+        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        holder: opts.holder.as_deref().map(Into::into),
+        queue: None,
+    };
+    let started = Instant::now();
+    let (deadline, single) = options.deadline(opts, started);
+    let fair = options.is_fair(opts);
+    let queues = core.nodes.iter().all(|n| n.supports_queue());
+    if fair && !queues {
+        return Err(Error::config(
+            "fair mode needs Redis stores: memory:// and sqlite:// keep no waiter line",
+        ));
+    }
+    let mut queue_guard = None;
+    // A waiter takes a place in line, so that a release wakes it alone; a single
+    // attempt has no use for one — unless fair mode must check the line.
+    if queues && (fair || (opts.notifications && !single)) {
+        // One key on one node (no holder record to write): one node's grant is the
+        // whole lock, so the release can hand it over itself — the waiter holds
+        // the lock one notice after the release, without a retry of its own.
+        let inbox = match core.nodes.as_slice() {
+            [node] if opts.notifications && spec.keys.len() == 1 && spec.holder.is_none() => {
+                node.inbox()
+            }
+            _ => None,
+        };
+        let grace_ms = u64::try_from(
+            (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500)).as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        // A release holds a handed-over key for the waiter only for a short claim
+        // (the line entry's grace), and the waiter makes it its full TTL itself: a
+        // waiter that died in line costs the lock that claim, not its TTL.
+        let waiter = match inbox {
+            Some(inbox) => {
+                QueueTicket::handoff_waiter(grace_ms.min(spec.ttl_ms), inbox, &random_value())
+            }
+            None => random_value(),
+        };
+        spec.queue = Some(QueueTicket {
+            waiter: waiter.into(),
+            ticket: unix_micros(),
+            grace_ms,
+            fair,
+        });
+        // Until disarmed, dropping this (cancelled, gave up) leaves the line — and
+        // frees the key if a release handed it to us meanwhile.
+        let mut leave = spec.clone();
+        if let Some(q) = spec.queue.as_ref().filter(|q| q.handoff()) {
+            leave.value = q.waiter.clone();
+        }
+        queue_guard = Some(CleanupGuard::new(core, leave));
+    }
+    let mut watches: Option<Vec<Watch>> = None;
+    let mut watched_once = false;
+    let mut outages: u32 = 0;
+    let mut polls: u32 = 0;
+    let mut attempts: u32 = 0;
+    // Hand-off notices: a release can only hand us the key after a node refused us
+    // and put us in line. A notice's token is trusted only while every notice for
+    // us must postdate our latest refusal: not once our line entry vanished and
+    // came back (a hand-off we never read may have come and gone, and its notice
+    // would name an older token), nor after an attempt whose answer we never saw.
+    let mut refused_at: Option<Instant> = None;
+    let mut trust_notices = true;
+    if opts.notifications && spec.queue.is_some() {
+        // A hot key (already watched by this locker): watch before the first
+        // attempt, for free, so a refusal goes straight to waiting.
+        watches = watch_now_all(core, &spec);
+        watched_once = watches.is_some();
+    }
+    loop {
+        // A fresh value per attempt: the clean-up of a failed attempt (a late reply,
+        // a timed-out request) then never touches the keys of a later attempt that
+        // succeeded. Within one attempt, a key already holding the value is ours.
+        if attempts > 0 {
+            spec.value = lock_value().into();
+        }
+        attempts += 1;
+        let attempt_started = Instant::now();
+        let failure = match attempt(core, &spec, &user_keys, ttl).await {
+            Ok(lease) => {
+                // Granted: the acquire script took us out of the line.
+                if let Some(mut g) = queue_guard {
+                    g.disarm();
+                }
+                return Ok(lease);
+            }
+            Err(f) => f,
+        };
+        let now = Instant::now();
+        let pause = match &failure {
+            Failure::Permanent(errors) => {
+                return Err(Error::config(format!(
+                    "cannot lock {}: a node refused in a way retrying cannot fix",
+                    KeyList(&spec.keys)
+                ))
+                .with_nodes(errors.clone()));
+            }
+            Failure::Contended {
+                pttl,
+                joined,
+                silent,
+            } => {
+                outages = 0;
+                // Joined anew after an earlier refusal had put us in line.
+                if *joined && refused_at.is_some() {
+                    trust_notices = false;
+                }
+                refused_at = Some(attempt_started);
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(gave_up(core, single, &spec, &failure, started));
+                }
+                if opts.notifications && !watched_once {
+                    // Subscribe, then retry at once: a release between our attempt
+                    // and the subscription would otherwise be missed.
+                    watched_once = true;
+                    watches = watch_all(core, &spec).await;
+                    if watches.is_some() {
+                        continue;
+                    }
+                }
+                if watches.is_some() {
+                    // Woken by a notice, or at the end of the holder's TTL — but a
+                    // silent holder (another Redlock client) sends no notice: its
+                    // release is noticed only by trying again, every poll.
+                    let expiry = pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
+                    if *silent {
+                        expiry.min(opts.silent_holder_poll)
+                    } else {
+                        expiry
+                    }
+                } else if opts.notifications {
+                    // No notices from this store (SQLite): poll, starting fast and
+                    // slowing down to at most 16 ms (a local transaction costs tens
+                    // of microseconds), never past the holder's TTL.
+                    polls += 1;
+                    let step = Duration::from_millis(1) * (1u32 << polls.min(4));
+                    let poll = step.min(opts.retry_delay);
+                    pttl.map_or(poll, |p| p.min(poll))
+                } else {
+                    opts.retry_delay
+                }
+            }
+            Failure::Unavailable(_) => {
+                trust_notices = false;
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(gave_up(core, single, &spec, &failure, started));
+                }
+                outages += 1;
+                jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
+            }
+        };
+        let pause = jitter::jittered(
+            pause,
+            opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
+        );
+        let wake_at = match deadline {
+            Some(d) => (now + pause).min(d),
+            None => now + pause,
+        };
+        let sleep = tokio::time::sleep_until(wake_at);
+        match watches.take() {
+            Some(mut ws) if !ws.is_empty() => {
+                let notice = {
+                    // Polled through references: the watches outlive this wait.
+                    let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
+                    tokio::select! {
+                        (notice, _, _) = notified => Some(notice),
+                        _ = sleep => None,
+                    }
+                };
+                if let (Some(Notice::Granted { token }), Some(_), true) =
+                    (notice, refused_at, trust_notices)
+                    && let Some(lease) = handed_over(core, &spec, &user_keys, ttl, token).await
+                {
+                    if let Some(mut g) = queue_guard {
+                        g.disarm();
+                    }
+                    return Ok(lease);
+                }
+                // Otherwise (a notice we cannot build on, or one too late to leave
+                // a valid lease) the next attempt finds the key handed to us and
+                // renews it: the acquire script's hand-over answer.
+                // Re-arm before the next attempt so no release goes unheard, and
+                // before dropping the old watches, so the subscriptions stay up
+                // (no UNSUBSCRIBE/SUBSCRIBE round trip per wake-up).
+                watches = watch_all(core, &spec).await;
+                drop(ws);
+            }
+            _ => sleep.await,
+        }
+    }
+}
+
+/// The error for a wait that ended without the lock.
+fn gave_up(
+    core: &Core,
+    single: bool,
+    spec: &LockSpec,
+    failure: &Failure,
+    started: Instant,
+) -> Error {
+    match (single, failure) {
+        (_, Failure::Unavailable(errors)) => unavailable(core, spec, errors.clone()),
+        (true, Failure::Contended { pttl, .. }) => Error::contended(&spec.keys, *pttl),
+        (_, Failure::Contended { pttl, .. }) => Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "gave up on lock {} after {} ms: it is held by another owner{}",
+                KeyList(&spec.keys),
+                started.elapsed().as_millis(),
+                pttl.map(|p| format!(" (expires in {} ms unless extended)", p.as_millis()))
+                    .unwrap_or_default()
+            ),
+        )
+        .with_retry_after(*pttl),
+        (_, Failure::Permanent(errors)) => Error::config("node refused").with_nodes(errors.clone()),
+    }
+}
+
+fn unavailable(core: &Core, spec: &LockSpec, errors: Vec<NodeError>) -> Error {
+    Error::unavailable(
+        &format!(
+            "cannot lock {}: fewer than {} of {} nodes answered",
+            KeyList(&spec.keys),
+            quorum::quorum(core.nodes.len()),
+            core.nodes.len()
+        ),
+        errors,
+    )
+}
+
+/// Watches of every key on every node, if every one is free to arm now (see
+/// [`crate::store::Store::watch_now`]); `None` otherwise.
+fn watch_now_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
+    let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
+    core.nodes
+        .iter()
+        .flat_map(|n| spec.keys.iter().map(move |k| (n, k)))
+        .map(|(n, k)| n.watch_now(k, waiter.clone()))
+        .collect()
+}
+
+/// Subscribes to release notices of every key on every node that offers them.
+pub(crate) async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
+    let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
+    let timeout = core
+        .options
+        .request_timeout_for(Duration::from_millis(spec.ttl_ms));
+    let requests = core.nodes.iter().flat_map(|n| {
+        let waiter = waiter.clone();
+        spec.keys
+            .iter()
+            .map(move |k| tokio::time::timeout(timeout, n.watch(k, waiter.clone())))
+    });
+    let watches: Vec<Watch> = join_all(requests)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok()?.ok()?)
+        .collect();
+    (!watches.is_empty()).then_some(watches)
+}
+
+/// The lease a hand-off notice gave us: `release.lua` set the key to our waiter id
+/// for a short claim and announced `token`; we make it ours for the full TTL with
+/// one extend, whose start bounds the validity like a fresh grant's. `None` when the
+/// extend does not confirm it (the claim ran out first, a node did not answer): the
+/// caller's next attempt then finds out where the key stands.
+///
+/// The notice's token is trusted only as the caller allows (`trust_notices`): the
+/// key holding our id proves that the hand-off happened, not which one.
+async fn handed_over(
+    core: &Arc<Core>,
+    spec: &LockSpec,
+    user_keys: &[String],
+    ttl: Duration,
+    token: u64,
+) -> Option<Lease> {
+    let waiter = spec.queue.as_ref()?.waiter.clone();
+    let spec = LockSpec {
+        value: waiter,
+        queue: None,
+        ..spec.clone()
+    };
+    let until = extend(core, &spec, user_keys, ttl, Expiry::AtLeast, None)
+        .await
+        .ok()?;
+    let ended = Arc::new(AtomicBool::new(false));
+    Some(Lease::granted(
+        core, &spec, user_keys, ttl, token, until, ended,
+    ))
+}
