@@ -40,10 +40,9 @@ pub(crate) async fn attempt(
     user_keys: &[String],
     ttl: Duration,
 ) -> Result<Lease, Failure> {
-    let inner = core;
-    let n = inner.nodes.len();
+    let n = core.nodes.len();
     let q = quorum::quorum(n);
-    let timeout = inner.options.request_timeout_for(ttl);
+    let timeout = core.options.request_timeout_for(ttl);
     let start = Instant::now();
     let ended = Arc::new(AtomicBool::new(false));
     // The clean-ups of this attempt undo its grants but keep our place in line
@@ -55,7 +54,7 @@ pub(crate) async fn attempt(
     };
     // Until disarmed, dropping this (a cancelled acquire) releases on every node.
     let mut guard = CleanupGuard::new(core, spec.clone());
-    let mut fan = FanOut::start(&inner.nodes, timeout, |node| node.acquire(attempt_spec));
+    let mut fan = FanOut::start(&core.nodes, timeout, |node| node.acquire(attempt_spec));
     let mut tally = Tally::new(n);
     let mut grants: Vec<(usize, u64)> = Vec::with_capacity(n);
     let mut errors: Vec<NodeError> = Vec::new();
@@ -106,7 +105,7 @@ pub(crate) async fn attempt(
             }
             Err(_) => {
                 tally.failed += 1;
-                errors.push(fan.timeout_error(inner.nodes[i].name()));
+                errors.push(fan.timeout_error(core.nodes[i].name()));
                 // What to do about it depends on the verdict (below).
                 timed_out.push(i);
             }
@@ -116,8 +115,9 @@ pub(crate) async fn attempt(
         }
     }
     let verdict = tally.early().unwrap_or_else(|| tally.last());
-    // Nodes still to answer: their replies are handled in the background.
-    {
+    // Nodes still to answer: their replies are handled in the background (nothing to
+    // clone when every node has answered).
+    if !fan.is_done() {
         let core = core.clone();
         let spec = spec.clone();
         let ended = ended.clone();
@@ -147,7 +147,7 @@ pub(crate) async fn attempt(
         // then drop that connection. (For a granted lease, a late landing is just
         // one more node holding our key, released with the lease.)
         for &i in &timed_out {
-            inner.background.send(Message::Abandon(i, spec.clone()));
+            core.background.send(Message::Abandon(i, spec.clone()));
         }
         undo(
             core,
@@ -184,7 +184,7 @@ pub(crate) async fn attempt(
         .collect();
     let mut committed = grants.len() - behind.len();
     if !behind.is_empty() {
-        let commits = FanOut::start_on(&inner.nodes, behind, timeout, |n| {
+        let commits = FanOut::start_on(&core.nodes, behind, timeout, |n| {
             n.commit_fence(spec, token)
         })
         .all()
@@ -194,13 +194,13 @@ pub(crate) async fn attempt(
             .filter(|(_, r)| matches!(r, Ok(Ok(true))))
             .count();
     }
-    let valid_until = quorum::valid_until(start, ttl, inner.options.drift_factor);
+    let valid_until = quorum::valid_until(start, ttl, core.options.drift_factor);
     let (true, Some(valid_until)) = (committed >= q, valid_until) else {
         // Failed after all: late grants are undone by the task above, timed-out
         // requests are abandoned.
         ended.store(true, Ordering::Release);
         for &i in &timed_out {
-            inner.background.send(Message::Abandon(i, spec.clone()));
+            core.background.send(Message::Abandon(i, spec.clone()));
         }
         // Every node: one that answers late may have granted meanwhile.
         undo(
@@ -222,8 +222,7 @@ pub(crate) async fn attempt(
         // Nodes that refused (or may have: errors) put us in line: leave it, in the
         // background. Late replies are handled by the task above.
         for &i in refused.iter().chain(&touched) {
-            inner
-                .background
+            core.background
                 .send(Message::LeaveQueue(i, attempt_spec.clone()));
         }
     }

@@ -227,19 +227,7 @@ pub const MINIMUM_ACL: &str = "on >PASSWORD resetkeys ~app:* resetchannels &app:
     +ping +evalsha +script|load +get +set +del +pexpire +pttl +time +publish \
     +subscribe +unsubscribe +zadd +zrange +zrangebyscore +zrem +zscore +info +acl|whoami";
 
-/// Runs the start-up checks against every node and returns what they found,
-/// logging warnings and notes through `tracing`.
-///
-/// Nodes that cannot be reached are reported (with their error) but are not a
-/// failure here: Redlock tolerates a minority of nodes down, and acquiring will
-/// say so if too many are.
-///
-/// # Errors
-///
-/// [`crate::ErrorKind::Config`] when a finding means locking would be wrong — a
-/// replica node, the same server listed twice, a TTL shorter than the round trip
-/// allows — or, with [`crate::LockerBuilder::strict_checks`], any warning. The
-/// message lists the findings (no secrets: nodes are named by redacted address).
+/// [`crate::Locker::check`]: the checks, judged, a bad finding refused.
 pub(crate) async fn check(core: &Core) -> Result<Report> {
     // Three round trips per node, each bounded like any request, so a node that
     // is down or paused delays the first acquire by at most this.
@@ -297,37 +285,12 @@ fn judged(core: &Core, report: Report, node_errors: bool) -> Result<Report> {
     }
 }
 
-/// Asks every node what the checks need to know and judges the answers, for
-/// leases of `ttl`. Never fails: unreachable nodes are reported as such. This is
-/// what `fencelock doctor` prints.
+/// [`crate::Locker::diagnose`]: the checks, thorough, judged, never refused.
 pub(crate) async fn diagnose(core: &Core, ttl: Duration) -> Report {
     examine(core, ttl, true, PROBE_TIMEOUT).await
 }
 
-/// Removes what a probe lock on [`PROBE_KEY`] (under this locker's prefix) left on
-/// every node — its fencing counter, holder record and waiter line — so that a
-/// health check such as `fencelock doctor` leaves no trace: nothing of it in
-/// [`crate::Locker::known_keys`], nothing piling up.
-///
-/// Only the probe key, on purpose: a key's counter is what makes every holder's
-/// token larger than the last, and forgetting it is how tokens could go back. After
-/// this call the probe key's tokens restart from the store's seed, the clock in
-/// microseconds: SQLite and memory stores first raise their floor above the
-/// forgotten counter, and a Redis node forgets it only once its clock has passed it
-/// (this waits for that, up to about two seconds), so even the probe's tokens keep
-/// growing as long as no node's clock goes back. A node where the probe key is held
-/// or waited for (another doctor probing right now) keeps it, for that doctor to
-/// forget.
-///
-/// Returns whether every node forgot the probe key (`false`: some node kept it, as
-/// above).
-///
-/// # Errors
-///
-/// [`crate::ErrorKind::Unavailable`] when a node failed or did not answer, with each
-/// node's error ([`Error::node_errors`]); the nodes that answered did forget.
-/// [`crate::ErrorKind::InvalidInput`] when the locker's prefix makes the probe key
-/// invalid (too long).
+/// [`crate::Locker::forget_probe`]: every node forgets the probe key.
 pub(crate) async fn forget_probe(core: &Core) -> Result<bool> {
     let options = &core.options;
     let key = validate(vec![PROBE_KEY.to_string()], &options.prefix, &options.keys)?.swap_remove(0);

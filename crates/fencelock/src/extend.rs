@@ -35,15 +35,14 @@ pub(crate) async fn extend(
 ) -> Result<Instant> {
     // Only a lease that is still valid may take gone keys back (see `Store::extend`).
     let reclaim = lease.is_some();
-    let inner = core;
-    let n = inner.nodes.len();
+    let n = core.nodes.len();
     let q = quorum::quorum(n);
-    let drift_factor = inner.options.drift_factor;
+    let drift_factor = core.options.drift_factor;
     let lost = |why: &str| Error::lost(format!("lock {} lost: {why}", KeyList(keys)));
     let batch = [spec.clone()];
-    let timeout = inner.options.request_timeout_for(ttl);
+    let timeout = core.options.request_timeout_for(ttl);
     let start = Instant::now();
-    let mut fan = FanOut::start(&inner.nodes, timeout, |node| {
+    let mut fan = FanOut::start(&core.nodes, timeout, |node| {
         node.extend(&batch, expiry, reclaim)
     });
     let mut tally = HoldTally::new(n);
@@ -55,7 +54,7 @@ pub(crate) async fn extend(
             break None;
         };
         answered[i] = true;
-        let name = inner.nodes[i].name();
+        let name = core.nodes[i].name();
         match answer {
             Ok(Ok(states)) => match states.first() {
                 Some(&holding) => {

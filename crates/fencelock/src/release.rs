@@ -39,16 +39,15 @@ pub(crate) async fn release(
     spec: &LockSpec,
     keys: &[String],
 ) -> Result<ReleaseOutcome> {
-    let inner = core;
-    let n = inner.nodes.len();
+    let n = core.nodes.len();
     // Not capped by the TTL: a release races no validity, and a short lease must
     // not turn a slow answer into "not confirmed".
-    let timeout = inner.options.request_timeout;
-    let mut fan = FanOut::start(&inner.nodes, timeout, |node| node.release(spec));
+    let timeout = core.options.request_timeout;
+    let mut fan = FanOut::start(&core.nodes, timeout, |node| node.release(spec));
     let mut tally = HoldTally::new(n);
     let mut errors = Vec::new();
     while let Some((i, answer)) = fan.next().await {
-        let name = inner.nodes[i].name();
+        let name = core.nodes[i].name();
         match answer {
             Ok(Ok(holding)) => tally.add(name, holding),
             Ok(Err(e)) => {
@@ -56,7 +55,7 @@ pub(crate) async fn release(
                 errors.push(e);
             }
             Err(_) => {
-                inner.background.send(Message::Abandon(i, spec.clone()));
+                core.background.send(Message::Abandon(i, spec.clone()));
                 let e = fan.timeout_error(name);
                 tally.fail_with(&e);
                 errors.push(e);

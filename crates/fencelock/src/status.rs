@@ -61,22 +61,7 @@ pub struct NodeStatus {
     pub error: Option<NodeError>,
 }
 
-/// The keys (without the locker's prefix) that start with `prefix` and are held
-/// through fencelock, or were released recently — while their fencing counter is
-/// kept: 24 h on SQLite and memory stores; on Redis until the node retires it, at
-/// once or within a millisecond of the release unless
-/// [`crate::LockerBuilder::counter_retention`] keeps it longer — as any node that
-/// answered knows them; sorted, at most `limit`. Pair it
-/// with [`crate::Locker::status`] to see which are held.
-///
-/// Keys held only by other clients (the `redlock` npm package, redsync) are not
-/// listed: they keep no counter.
-///
-/// # Errors
-///
-/// [`crate::ErrorKind::Unavailable`] when no node answered.
-///
-/// Cancelling the future abandons the queries; nothing is changed by them.
+/// [`crate::Locker::known_keys`]: the union of what the nodes that answered know.
 pub(crate) async fn known_keys(core: &Core, prefix: &str, limit: usize) -> Result<Vec<String>> {
     let options = &core.options;
     let full = format!("{}{prefix}", options.prefix);

@@ -331,3 +331,182 @@ async fn handed_over(
         core, &spec, user_keys, ttl, token, until, ended,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The wait loop under paused time: the clock moves only when every task sleeps, so
+    //! what the loop decides (when to try again, when to give up) is exact.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::error::{NodeErrorKind, Result as FlResult};
+    use crate::options::Options;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Acquired, Forgot, Holding, KeyInfo, Node, Store, StoreFuture};
+
+    /// A lock on `key` held by another owner for `ttl`, set straight on the node.
+    async fn held_by_another(node: &Node, key: &str, ttl: Duration) -> LockSpec {
+        let spec = LockSpec {
+            keys: vec![key.to_string()].into(),
+            value: "fl:another-owner".into(),
+            ttl_ms: u64::try_from(ttl.as_millis()).expect("ttl"),
+            holder: None,
+            queue: None,
+        };
+        let granted = node.acquire(&spec).await.expect("acquire");
+        assert!(matches!(granted, Acquired::Granted { .. }), "{granted:?}");
+        spec
+    }
+
+    fn core(nodes: Vec<Node>, options: Options) -> Arc<Core> {
+        let core = Arc::new(Core::new(nodes, options));
+        crate::renew::ensure_started(&core);
+        core
+    }
+
+    async fn acquire_key(core: &Arc<Core>, key: &str, options: &AcquireOptions) -> FlResult<Lease> {
+        let full = vec![key.to_string()];
+        acquire(core, full.clone(), full, Duration::from_secs(10), options).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_gives_up_at_its_deadline_and_leaves_the_holders_key_alone() {
+        let node: Node = Arc::new(MemoryStore::named("wait-gives-up-at-its-deadline"));
+        let holder = held_by_another(&node, "k", Duration::from_secs(60)).await;
+        let core = core(vec![node.clone()], Options::default());
+        let started = Instant::now();
+        let wait = Duration::from_secs(2);
+        let e = acquire_key(&core, "k", &AcquireOptions::default().max_wait(wait))
+            .await
+            .expect_err("held for a minute");
+        let waited = started.elapsed();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(e.retry_after().is_some(), "{e}");
+        // It waited its whole wait, and not for the holder's TTL.
+        assert!(
+            waited >= wait && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
+        let info = node.inspect("k").await.expect("inspect");
+        assert_eq!(info.value.as_deref(), Some(&*holder.value));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_attempt_reports_contended_without_waiting() {
+        let node: Node = Arc::new(MemoryStore::named("wait-single-attempt"));
+        held_by_another(&node, "k", Duration::from_secs(60)).await;
+        let core = core(vec![node], Options::default());
+        let started = Instant::now();
+        let e = acquire_key(&core, "k", &AcquireOptions::default().no_wait())
+            .await
+            .expect_err("held");
+        assert_eq!(e.kind(), ErrorKind::Contended, "{e}");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_the_lock_when_the_holders_ttl_runs_out() {
+        let node: Node = Arc::new(MemoryStore::named("wait-for-the-ttl"));
+        let ttl = Duration::from_secs(3);
+        held_by_another(&node, "k", ttl).await;
+        let core = core(vec![node], Options::default());
+        let started = Instant::now();
+        let lease = acquire_key(&core, "k", &AcquireOptions::default().max_wait(ttl * 10))
+            .await
+            .expect("free once the TTL ran out");
+        let waited = started.elapsed();
+        assert!(waited >= ttl && waited < ttl * 10, "{waited:?}");
+        lease.release().await.expect("release");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_on_the_release_notice_before_the_ttl() {
+        let node: Node = Arc::new(MemoryStore::named("wait-for-the-notice"));
+        let ttl = Duration::from_secs(60);
+        let holder = held_by_another(&node, "k", ttl).await;
+        let core = core(vec![node.clone()], Options::default());
+        let release_after = Duration::from_secs(1);
+        let releaser = tokio::spawn(async move {
+            tokio::time::sleep(release_after).await;
+            node.release(&holder).await.expect("release")
+        });
+        let started = Instant::now();
+        let lease = acquire_key(&core, "k", &AcquireOptions::default().wait_forever())
+            .await
+            .expect("released");
+        let waited = started.elapsed();
+        assert_eq!(releaser.await.expect("releaser"), Holding::Ours);
+        // Woken by the notice: long before the holder's TTL would have freed the key.
+        assert!(waited >= release_after && waited < ttl, "{waited:?}");
+        lease.release().await.expect("release");
+    }
+
+    /// A node that is down: every request fails at once, and is counted.
+    #[derive(Debug, Default)]
+    struct Down {
+        acquires: AtomicUsize,
+    }
+
+    fn down<T>() -> StoreFuture<T> {
+        Box::pin(async { Err(NodeError::new(NodeErrorKind::Io, "down", "refused")) })
+    }
+
+    impl Store for Down {
+        fn name(&self) -> &str {
+            "down"
+        }
+        fn acquire(&self, _: &LockSpec) -> StoreFuture<Acquired> {
+            self.acquires.fetch_add(1, Ordering::Relaxed);
+            down()
+        }
+        fn commit_fence(&self, _: &LockSpec, _: u64) -> StoreFuture<bool> {
+            down()
+        }
+        fn extend(&self, _: &[LockSpec], _: Expiry, _: bool) -> StoreFuture<Vec<Holding>> {
+            down()
+        }
+        fn release(&self, _: &LockSpec) -> StoreFuture<Holding> {
+            down()
+        }
+        fn abandon(&self, _: &LockSpec) -> StoreFuture<()> {
+            down()
+        }
+        fn known_keys(&self, _: &str, _: usize) -> StoreFuture<Vec<String>> {
+            down()
+        }
+        fn inspect(&self, _: &str) -> StoreFuture<KeyInfo> {
+            down()
+        }
+        fn forget(&self, _: &str) -> StoreFuture<Forgot> {
+            down()
+        }
+        fn watch(&self, _: &str, _: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
+            down()
+        }
+    }
+
+    /// Nodes down: the waiter backs off (doubling, up to 5 s) instead of retrying every
+    /// `retry_delay`, and reports them unavailable, with their errors, at its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_backs_off_while_the_nodes_are_down_and_reports_them() {
+        crate::jitter::seed_this_thread(15);
+        let store = Arc::new(Down::default());
+        let node: Node = store.clone();
+        let options = Options::default();
+        let retry_delay = options.retry_delay;
+        let core = core(vec![node], options);
+        let wait = Duration::from_secs(20);
+        let started = Instant::now();
+        let e = acquire_key(&core, "k", &AcquireOptions::default().max_wait(wait))
+            .await
+            .expect_err("down");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(!e.node_errors().is_empty(), "{e}");
+        assert!(started.elapsed() >= wait);
+        let attempts = store.acquires.load(Ordering::Relaxed);
+        // Retried, but far fewer times than a fixed poll every `retry_delay` would.
+        let polls = usize::try_from(wait.as_millis() / retry_delay.as_millis()).expect("n");
+        assert!(attempts > 2 && attempts < polls / 2, "{attempts} attempts");
+    }
+}
