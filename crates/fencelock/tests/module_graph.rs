@@ -314,3 +314,61 @@ fn the_reader_sees_every_form_of_import() {
     assert!(graph["store::redis::notify"].contains("error"), "{graph:?}");
     assert!(graph["store::redis"].contains("store"), "{graph:?}");
 }
+
+/// `lib.rs`'s "Layout" section names every file, and lists them so that each builds
+/// only on files listed below it (a file under `store/` counts as the `store/` line):
+/// the section stays true as files come and go. Test-only files may sit anywhere.
+#[test]
+fn the_layout_in_lib_rs_names_every_file_above_the_files_it_builds_on() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs");
+    let start = lib.find("//! ## Layout").expect("a Layout section");
+    let section: Vec<&str> = lib[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("//!") && !l.starts_with("//! ##"))
+        .collect();
+    // Bullet i: the text of the i-th "- " item with its continuation lines.
+    let mut bullets: Vec<String> = Vec::new();
+    for line in section {
+        let text = line.trim_start_matches("//!").trim();
+        if let Some(item) = text.strip_prefix("- ") {
+            bullets.push(item.to_string());
+        } else if let Some(last) = bullets.last_mut() {
+            last.push(' ');
+            last.push_str(text);
+        }
+    }
+    let graph = import_graph();
+    let position = |module: &str| -> Option<usize> {
+        if module.starts_with("store") {
+            return bullets.iter().position(|b| b.starts_with("`store/`"));
+        }
+        let file = format!("`{module}.rs`");
+        bullets.iter().position(|b| b.contains(&file))
+    };
+    let mut problems = Vec::new();
+    for (from, targets) in &graph {
+        if from == "lib" {
+            continue;
+        }
+        let Some(at) = position(from) else {
+            problems.push(format!("{from}: no line in the Layout section"));
+            continue;
+        };
+        let test_only = bullets[at].contains("(tests only)");
+        for to in targets {
+            if let Some(below) = position(to)
+                && below < at
+                && !test_only
+            {
+                problems.push(format!("{from} builds on {to}, which is listed above it"));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "lib.rs Layout:\n{}",
+        problems.join("\n")
+    );
+}
