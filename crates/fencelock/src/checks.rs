@@ -3,12 +3,12 @@
 //! Locking can be wrong without a single error being returned: a replica listed as a
 //! node, the same server listed twice (it would count twice toward the quorum), an
 //! eviction policy that may delete a lock key before its TTL, clocks far apart. Each
-//! such condition is caught here, once, when a [`crate::Locker`] first connects, and by
+//! such condition is caught here, once, when a [`Locker`](crate::Locker) first connects, and by
 //! `fencelock doctor` on demand.
 //!
-//! Findings have a [`Severity`]: an [`Severity::Error`] means locking would be wrong
-//! and [`crate::Locker::check`] refuses; a [`Severity::Warning`] is logged through `tracing`
-//! (and refused too with [`crate::LockerBuilder::strict_checks`]); a
+//! Findings have a [`Severity`]: an [`Severity::Error`] means locking would be wrong and
+//! [`Locker::check`](crate::Locker::check) refuses; a [`Severity::Warning`] is logged
+//! through `tracing` (and refused too with [`crate::LockerBuilder::strict_checks`]); a
 //! [`Severity::Note`] is something the operator should know (no persistence: the
 //! delayed-restart rule).
 //!
@@ -31,8 +31,8 @@ use crate::keys::validate;
 use crate::renew::ensure_started;
 use crate::store::{Forgot, Node, Probe};
 
-/// [`crate::Locker::forget_probe`] on one node: asks again while the node says it is too soon,
-/// within [`FORGET_PATIENCE`].
+/// [`Locker::forget_probe`](crate::Locker::forget_probe) on one node: asks again while the
+/// node says it is too soon, within [`FORGET_PATIENCE`].
 async fn forget_on(node: &Node, key: &str, timeout: Duration) -> Result<Forgot, NodeError> {
     let deadline = tokio::time::Instant::now() + FORGET_PATIENCE;
     loop {
@@ -62,12 +62,14 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The key of the probe lock `fencelock doctor` takes (under the locker's prefix) to
 /// exercise acquire, extend and release for real. Reserved for that: it is the one key
-/// whose records [`crate::Locker::forget_probe`] removes, so do not lock it for anything else.
+/// whose records [`Locker::forget_probe`](crate::Locker::forget_probe) removes, so do not
+/// lock it for anything else.
 pub const PROBE_KEY: &str = "fencelock-doctor-probe";
 
-/// How long [`crate::Locker::forget_probe`] waits in all for a Redis node's clock to pass the
-/// probe's counter (a few milliseconds unless the node's clock is behind the other
-/// nodes' by more; past this, the records stay and the next probe tries again).
+/// How long [`Locker::forget_probe`](crate::Locker::forget_probe) waits in all for a
+/// Redis node's clock to pass the probe's counter (a few milliseconds unless the node's
+/// clock is behind the other nodes' by more; past this, the records stay and the next
+/// probe tries again).
 const FORGET_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How much a finding matters.
@@ -227,7 +229,7 @@ pub const MINIMUM_ACL: &str = "on >PASSWORD resetkeys ~app:* resetchannels &app:
     +ping +evalsha +script|load +get +set +del +pexpire +pttl +time +publish \
     +subscribe +unsubscribe +zadd +zrange +zrangebyscore +zrem +zscore +info +acl|whoami";
 
-/// [`crate::Locker::check`]: the checks, judged, a bad finding refused.
+/// [`Locker::check`](crate::Locker::check): the checks, judged, a bad finding refused.
 pub(crate) async fn check(core: &Core) -> Result<Report> {
     // Three round trips per node, each bounded like any request, so a node that
     // is down or paused delays the first acquire by at most this.
@@ -285,12 +287,12 @@ fn judged(core: &Core, report: Report, node_errors: bool) -> Result<Report> {
     }
 }
 
-/// [`crate::Locker::diagnose`]: the checks, thorough, judged, never refused.
+/// [`Locker::diagnose`](crate::Locker::diagnose): the checks, thorough, judged, never refused.
 pub(crate) async fn diagnose(core: &Core, ttl: Duration) -> Report {
     examine(core, ttl, true, PROBE_TIMEOUT).await
 }
 
-/// [`crate::Locker::forget_probe`]: every node forgets the probe key.
+/// [`Locker::forget_probe`](crate::Locker::forget_probe): every node forgets the probe key.
 pub(crate) async fn forget_probe(core: &Core) -> Result<bool> {
     let options = &core.options;
     let key = validate(vec![PROBE_KEY.to_string()], &options.prefix, &options.keys)?.swap_remove(0);
@@ -314,14 +316,14 @@ pub(crate) async fn forget_probe(core: &Core) -> Result<bool> {
     }
 }
 
-/// The start-up checks ([`crate::Locker::check`]) until they pass once, started on a task
-/// of their own on the first call. Every acquire looks at them, but none waits for
-/// them: an acquire that completes first goes ahead (a silent node, which the quorum
-/// does not need, must not hold it back), and checks that fail while an acquire is
+/// The start-up checks ([`Locker::check`](crate::Locker::check)) until they pass once,
+/// started on a task of their own on the first call. Every acquire looks at them, but none
+/// waits for them: an acquire that completes first goes ahead (a silent node, which the
+/// quorum does not need, must not hold it back), and checks that fail while an acquire is
 /// under way fail that acquire and every later one until they pass. A failure is not
-/// remembered, so fixing the set-up (a password, a node) needs no new locker.
-/// Unreachable nodes do not fail the checks; a node that comes back is still vetted
-/// (not a replica) when it reconnects.
+/// remembered, so fixing the set-up (a password, a node) needs no new locker. Unreachable
+/// nodes do not fail the checks; a node that comes back is still vetted (not a replica)
+/// when it reconnects.
 pub(crate) fn startup_checks(core: &Arc<Core>) -> StartupChecks {
     let mut slot = core.checked.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(checks) = slot.as_ref()

@@ -48,7 +48,7 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// As [`crate::LockerBuilder::build`].
+    /// As [`LockerBuilder::build`](crate::LockerBuilder::build).
     pub fn open<I, S>(urls: I) -> Result<Locker>
     where
         I: IntoIterator<Item = S>,
@@ -77,20 +77,21 @@ impl Locker {
         self.core.options.ttl
     }
 
-    /// Acquires the lock on `keys` (all or nothing) for `ttl`, waiting up to the
-    /// locker's `max_wait` (default 10 s) while it is held. Waiters wake on the holder's
-    /// release notice, or when the holder's TTL runs out. The lease renews itself until
-    /// it is released or dropped (unless the locker was built with
-    /// [`crate::LockerBuilder::auto_renew`]`(false)`); the locker's start-up checks run beside
-    /// its first acquire and never hold it back.
+    /// Acquires the lock on `keys` (all or nothing) for `ttl`, waiting up to the locker's
+    /// `max_wait` (default 10 s) while it is held. Waiters wake on the holder's release
+    /// notice, or when the holder's TTL runs out. The lease renews itself until it is
+    /// released or dropped (unless the locker was built with
+    /// [`LockerBuilder::auto_renew`](crate::LockerBuilder::auto_renew)`(false)`); the
+    /// locker's start-up checks run beside its first acquire and never hold it back.
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::Timeout`] when the wait ran out while the lock was held;
-    /// [`crate::ErrorKind::Unavailable`] when no quorum of nodes answered (each node's error
-    /// kept); [`crate::ErrorKind::InvalidInput`] for bad keys or TTL; [`crate::ErrorKind::Config`]
-    /// when a node refuses in a way retrying cannot fix (wrong password, a replica, a
-    /// key of another type).
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) when the wait ran out while the
+    /// lock was held; [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when no
+    /// quorum of nodes answered (each node's error kept);
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for bad keys or TTL;
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a node refuses in a way
+    /// retrying cannot fix (wrong password, a replica, a key of another type).
     ///
     /// Cancelling the future at any point leaves no key of ours behind: the locker's
     /// background task releases whatever the attempt in flight may have set.
@@ -103,8 +104,8 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::Contended`] (with the holder's remaining TTL) when held; otherwise
-    /// as [`Locker::acquire`].
+    /// [`ErrorKind::Contended`](crate::ErrorKind::Contended) (with the holder's remaining
+    /// TTL) when held; otherwise as [`Locker::acquire`].
     ///
     /// Cancelling the future leaves no key of ours behind (see [`Locker::acquire`]).
     pub async fn try_acquire(&self, keys: impl IntoKeys, ttl: Duration) -> Result<Lease> {
@@ -140,7 +141,7 @@ impl Locker {
 
     /// Runs `work` while holding the lock on `keys`, with automatic renewal, and always
     /// releases at the end. If the lease is lost, the work future is dropped at once and
-    /// the result is [`crate::ErrorKind::Lost`].
+    /// the result is [`ErrorKind::Lost`](crate::ErrorKind::Lost).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -188,9 +189,11 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::Lost`] when the keys expired on a majority of nodes or another owner
-    /// holds them; [`crate::ErrorKind::Unavailable`] when too few nodes answered;
-    /// [`crate::ErrorKind::InvalidInput`] for bad keys, value or TTL.
+    /// [`ErrorKind::Lost`](crate::ErrorKind::Lost) when the keys expired on a majority of
+    /// nodes or another owner holds them;
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when too few nodes
+    /// answered; [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for bad keys,
+    /// value or TTL.
     ///
     /// Cancelling the future may leave the lock extended on some nodes (harmless: only
     /// a lock still holding `value` is extended).
@@ -209,7 +212,8 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// As [`Lease::release`]; [`crate::ErrorKind::InvalidInput`] for bad keys or value.
+    /// As [`Lease::release`]; [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)
+    /// for bad keys or value.
     ///
     /// Cancelling the future leaves the release to the locker's background task.
     pub async fn release_value(&self, keys: impl IntoKeys, value: &str) -> Result<ReleaseOutcome> {
@@ -258,10 +262,11 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::Config`] when a finding means locking would be wrong — a
-    /// replica node, the same server listed twice, a TTL shorter than the round trip
-    /// allows — or, with [`crate::LockerBuilder::strict_checks`], any warning. The
-    /// message lists the findings (no secrets: nodes are named by redacted address).
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a finding means locking would
+    /// be wrong — a replica node, the same server listed twice, a TTL shorter than the
+    /// round trip allows — or, with
+    /// [`LockerBuilder::strict_checks`](crate::LockerBuilder::strict_checks), any warning.
+    /// The message lists the findings (no secrets: nodes are named by redacted address).
     pub async fn check(&self) -> Result<Report> {
         checks::check(&self.core).await
     }
@@ -273,9 +278,9 @@ impl Locker {
         checks::diagnose(&self.core, ttl).await
     }
 
-    /// Removes what a probe lock on [`crate::PROBE_KEY`] (under this locker's prefix) left on
-    /// every node — its fencing counter, holder record and waiter line — so that a
-    /// health check such as `fencelock doctor` leaves no trace: nothing of it in
+    /// Removes what a probe lock on [`PROBE_KEY`](crate::PROBE_KEY) (under this locker's
+    /// prefix) left on every node — its fencing counter, holder record and waiter line — so
+    /// that a health check such as `fencelock doctor` leaves no trace: nothing of it in
     /// [`Locker::known_keys`], nothing piling up.
     ///
     /// Only the probe key, on purpose: a key's counter is what makes every holder's
@@ -293,20 +298,20 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::Unavailable`] when a node failed or did not answer, with each
-    /// node's error ([`Error::node_errors`]); the nodes that answered did forget.
-    /// [`crate::ErrorKind::InvalidInput`] when the locker's prefix makes the probe key
-    /// invalid (too long).
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when a node failed or did
+    /// not answer, with each node's error ([`Error::node_errors`]); the nodes that answered
+    /// did forget. [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) when the
+    /// locker's prefix makes the probe key invalid (too long).
     pub async fn forget_probe(&self) -> Result<bool> {
         checks::forget_probe(&self.core).await
     }
 
-    /// The keys (without the locker's prefix) that start with `prefix` and are held
-    /// through fencelock, or were released recently — while their fencing counter is
-    /// kept: 24 h on SQLite and memory stores; on Redis until the node retires it, at
-    /// once or within a millisecond of the release unless
-    /// [`crate::LockerBuilder::counter_retention`] keeps it longer — as any node that
-    /// answered knows them; sorted, at most `limit`. Pair it
+    /// The keys (without the locker's prefix) that start with `prefix` and are held through
+    /// fencelock, or were released recently — while their fencing counter is kept: 24 h on
+    /// SQLite and memory stores; on Redis until the node retires it, at once or within a
+    /// millisecond of the release unless
+    /// [`LockerBuilder::counter_retention`](crate::LockerBuilder::counter_retention) keeps
+    /// it longer — as any node that answered knows them; sorted, at most `limit`. Pair it
     /// with [`Locker::status`] to see which are held.
     ///
     /// Keys held only by other clients (the `redlock` npm package, redsync) are not
@@ -314,7 +319,7 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::Unavailable`] when no node answered.
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when no node answered.
     ///
     /// Cancelling the future abandons the queries; nothing is changed by them.
     pub async fn known_keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
@@ -325,8 +330,9 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::InvalidInput`] for a bad key. Node failures do not fail the
-    /// call: they are reported per node in [`crate::NodeStatus::error`].
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a bad key. Node
+    /// failures do not fail the call: they are reported per node in
+    /// [`NodeStatus::error`](crate::NodeStatus::error).
     ///
     /// Cancelling the future abandons the queries; nothing is changed by them.
     pub async fn status(&self, keys: impl IntoKeys) -> Result<Vec<KeyStatus>> {
@@ -343,8 +349,8 @@ impl Locker {
     ///
     /// # Errors
     ///
-    /// [`crate::ErrorKind::InvalidInput`] for a bad key (as for a lock), `permits` = 0, or
-    /// `permits` above [`crate::MAX_PERMITS`].
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a bad key (as for a
+    /// lock), `permits` = 0, or `permits` above [`MAX_PERMITS`](crate::MAX_PERMITS).
     pub fn semaphore(&self, key: &str, permits: u32) -> Result<Semaphore> {
         Semaphore::new(&self.core, key, permits)
     }

@@ -1,4 +1,4 @@
-//! Options: the locker's (set once by [`crate::LockerBuilder`]) with the rules they
+//! Options: the locker's (set once by [`LockerBuilder`](crate::LockerBuilder)) with the rules they
 //! carry — TTL limits, the per-node request time-out — and one acquire's
 //! ([`AcquireOptions`]: how long to wait, fair mode).
 
@@ -13,12 +13,15 @@ use crate::keys::KeyLimits;
 pub const MIN_TTL: Duration = Duration::from_millis(10);
 /// The longest TTL accepted by default (a lease is meant to be renewed, not parked).
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-/// The default of [`crate::LockerBuilder::silent_holder_poll`].
+/// The default of [`LockerBuilder::silent_holder_poll`](crate::LockerBuilder::silent_holder_poll).
 pub(crate) const SILENT_HOLDER_POLL: Duration = Duration::from_millis(150);
 
-/// The default of [`crate::LockerBuilder::counter_retention`]: none past the rule itself.
+/// The default of
+/// [`LockerBuilder::counter_retention`](crate::LockerBuilder::counter_retention): none past
+/// the rule itself.
 pub const DEFAULT_COUNTER_RETENTION: Duration = Duration::ZERO;
-/// The longest [`crate::LockerBuilder::counter_retention`] accepted.
+/// The longest
+/// [`LockerBuilder::counter_retention`](crate::LockerBuilder::counter_retention) accepted.
 pub const MAX_COUNTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// Everything a locker needs to know besides its stores.
@@ -39,11 +42,12 @@ pub(crate) struct Options {
     pub(crate) keys: KeyLimits,
     pub(crate) max_ttl: Duration,
     pub(crate) max_hold: Option<Duration>,
-    /// New leases renew themselves (see [`crate::LockerBuilder::auto_renew`]).
+    /// New leases renew themselves (see
+    /// [`LockerBuilder::auto_renew`](crate::LockerBuilder::auto_renew)).
     pub(crate) auto_renew: bool,
     /// Refuse on start-up-check warnings too, not only errors (`checks.rs`).
     pub(crate) strict_checks: bool,
-    /// See [`crate::LockerBuilder::counter_retention`].
+    /// See [`LockerBuilder::counter_retention`](crate::LockerBuilder::counter_retention).
     pub(crate) counter_retention: Duration,
 }
 
@@ -133,13 +137,15 @@ enum Wait {
 }
 
 impl AcquireOptions {
-    /// Make one attempt only (fail with [`crate::ErrorKind::Contended`] if held).
+    /// Make one attempt only (fail with
+    /// [`ErrorKind::Contended`](crate::ErrorKind::Contended) if held).
     pub fn no_wait(mut self) -> Self {
         self.wait = Some(Wait::No);
         self
     }
 
-    /// Wait up to `wait` for the lock (fail with [`crate::ErrorKind::Timeout`] after).
+    /// Wait up to `wait` for the lock (fail with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) after).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.wait = Some(Wait::Up(wait));
         self
@@ -151,14 +157,14 @@ impl AcquireOptions {
         self
     }
 
-    /// Fair mode: waiters are served in arrival order. Each waiter takes a place in a
-    /// queue kept in sibling keys of the lock (`<key>:fencelock:queue`); a free lock
-    /// goes to the first in line. An entry expires on its own shortly after its waiter
-    /// stops coming back, so a crashed waiter cannot block the line, and a waiter that
-    /// gives up or is cancelled leaves it. Clients that know nothing of the queue (the
-    /// `redlock` npm package, redsync, fencelock without fair mode) still exclude
-    /// fair waiters and are excluded by them; they just do not wait their turn.
-    /// Redis stores only: other stores refuse fair mode with [`crate::ErrorKind::Config`].
+    /// Fair mode: waiters are served in arrival order. Each waiter takes a place in a queue
+    /// kept in sibling keys of the lock (`<key>:fencelock:queue`); a free lock goes to the
+    /// first in line. An entry expires on its own shortly after its waiter stops coming
+    /// back, so a crashed waiter cannot block the line, and a waiter that gives up or is
+    /// cancelled leaves it. Clients that know nothing of the queue (the `redlock` npm
+    /// package, redsync, fencelock without fair mode) still exclude fair waiters and are
+    /// excluded by them; they just do not wait their turn. Redis stores only: other stores
+    /// refuse fair mode with [`ErrorKind::Config`](crate::ErrorKind::Config).
     pub fn fair(mut self) -> Self {
         self.fair = Some(true);
         self

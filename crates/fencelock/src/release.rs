@@ -13,7 +13,7 @@ use crate::lease_state::LeaseState;
 use crate::quorum::{self, Hold, HoldTally};
 use crate::store::{LockSpec, Node};
 
-/// What [`crate::Lease::release`] found.
+/// What [`Lease::release`](crate::Lease::release) found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ReleaseOutcome {

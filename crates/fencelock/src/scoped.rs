@@ -1,14 +1,15 @@
-//! Work under a lease: [`Scoped`], the body of [`crate::Locker::with_lock`] and
-//! [`crate::Semaphore::with_permit`] — renewed while the work runs, dropped if the lease
-//! is lost, always released.
+//! Work under a lease: [`Scoped`], the body of
+//! [`Locker::with_lock`](crate::Locker::with_lock) and
+//! [`Semaphore::with_permit`](crate::Semaphore::with_permit) — renewed while the work runs,
+//! dropped if the lease is lost, always released.
 
 use crate::error::Result;
 use crate::lease::Lease;
 use crate::lease_state::lost_error;
 use crate::release::ReleaseOutcome;
 
-/// The result of [`crate::Locker::with_lock`]: the work's own result and the release's,
-/// both kept so that neither hides the other.
+/// The result of [`Locker::with_lock`](crate::Locker::with_lock): the work's own result and
+/// the release's, both kept so that neither hides the other.
 #[derive(Debug)]
 #[must_use]
 #[non_exhaustive]
@@ -34,7 +35,7 @@ impl<T> Scoped<T> {
     }
 }
 
-/// The body of [`crate::Locker::with_lock`] once the acquire is done (also
+/// The body of [`Locker::with_lock`](crate::Locker::with_lock) once the acquire is done (also
 /// `Semaphore::with_permit`): renewed while `work` runs, the work dropped if the lease
 /// is lost, always released.
 pub(crate) async fn scoped<T>(

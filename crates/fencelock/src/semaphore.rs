@@ -55,7 +55,8 @@ pub const PERMITS_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// What the permits record holds, before the number.
 const RECORD_VALUE_PREFIX: &str = "fencelock-permits:";
 
-/// A semaphore: `N` permits on one key. Made by [`crate::Locker::semaphore`]; cheap to clone.
+/// A semaphore: `N` permits on one key. Made by
+/// [`Locker::semaphore`](crate::Locker::semaphore); cheap to clone.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -163,7 +164,7 @@ pub(crate) fn validate_with_permits(
 }
 
 impl Semaphore {
-    /// [`crate::Locker::semaphore`].
+    /// [`Locker::semaphore`](crate::Locker::semaphore).
     pub(crate) fn new(locker: &Arc<Core>, key: &str, permits: u32) -> Result<Semaphore> {
         if permits == 0 {
             return Err(Error::invalid(
@@ -282,7 +283,7 @@ impl Semaphore {
 
     /// Runs `work` while holding a permit, with automatic renewal, and always releases
     /// at the end. If the permit is lost, the work future is dropped at once and the
-    /// result is [`ErrorKind::Lost`] (as [`crate::Locker::with_lock`]).
+    /// result is [`ErrorKind::Lost`] (as [`Locker::with_lock`](crate::Locker::with_lock)).
     ///
     /// Cancelling the returned future drops the work and releases the permit (through
     /// the background task).
