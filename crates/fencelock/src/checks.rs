@@ -27,6 +27,7 @@ use futures_util::future::join_all;
 
 use crate::core::{Core, StartupChecks};
 use crate::error::{Error, NodeError, NodeErrorKind, Result};
+use crate::fanout::FanOut;
 use crate::keys::validate;
 use crate::renew::ensure_started;
 use crate::store::{Forgot, Node, Probe};
@@ -346,28 +347,18 @@ pub(crate) fn startup_checks(core: &Arc<Core>) -> StartupChecks {
 
 async fn examine(core: &Core, ttl: Duration, thorough: bool, timeout: Duration) -> Report {
     let prefix = core.options.prefix.clone();
-    let probes = join_all(core.nodes.iter().map(|n| {
-        let request = n.probe(&prefix, thorough);
-        async move { tokio::time::timeout(timeout, request).await }
-    }))
-    .await;
+    let probes = FanOut::start(&core.nodes, timeout, |n| n.probe(&prefix, thorough))
+        .by_node(&core.nodes)
+        .await;
     let nodes: Vec<NodeReport> = core
         .nodes
         .iter()
         .zip(probes)
         .map(|(node, probe)| match probe {
-            Ok(Ok(Some(p))) => NodeReport::from_probe(node.name(), p),
-            Ok(Ok(None)) => NodeReport::new(node.name()),
-            Ok(Err(e)) => NodeReport {
+            Ok(Some(p)) => NodeReport::from_probe(node.name(), p),
+            Ok(None) => NodeReport::new(node.name()),
+            Err(e) => NodeReport {
                 error: Some(e),
-                ..NodeReport::new(node.name())
-            },
-            Err(_) => NodeReport {
-                error: Some(NodeError::new(
-                    crate::error::NodeErrorKind::Timeout,
-                    node.name(),
-                    format!("no answer to the checks within {timeout:?}"),
-                )),
                 ..NodeReport::new(node.name())
             },
         })

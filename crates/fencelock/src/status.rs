@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use futures_util::future::join_all;
-
 use crate::core::Core;
-use crate::error::{NodeError, NodeErrorKind, Result};
+use crate::error::{NodeError, Result};
+use crate::fanout::FanOut;
 
 /// One key as every node sees it.
 #[derive(Debug, Clone)]
@@ -66,27 +65,19 @@ pub(crate) async fn known_keys(core: &Core, prefix: &str, limit: usize) -> Resul
     let options = &core.options;
     let full = format!("{}{prefix}", options.prefix);
     let timeout = options.request_timeout.max(Duration::from_secs(2));
-    let replies = join_all(
-        core.nodes
-            .iter()
-            .map(|n| tokio::time::timeout(timeout, n.known_keys(&full, limit))),
-    )
-    .await;
+    let replies = FanOut::start(&core.nodes, timeout, |n| n.known_keys(&full, limit))
+        .by_node(&core.nodes)
+        .await;
     let mut keys = std::collections::BTreeSet::new();
     let mut errors = Vec::new();
     let mut answered = false;
-    for (node, reply) in core.nodes.iter().zip(replies) {
+    for reply in replies {
         match reply {
-            Ok(Ok(k)) => {
+            Ok(k) => {
                 answered = true;
                 keys.extend(k);
             }
-            Ok(Err(e)) => errors.push(e),
-            Err(_) => errors.push(NodeError::new(
-                NodeErrorKind::Timeout,
-                node.name(),
-                format!("no answer within {} ms", timeout.as_millis()),
-            )),
+            Err(e) => errors.push(e),
         }
     }
     if !answered {
@@ -113,14 +104,11 @@ pub(crate) async fn status_of(
     let timeout = options.request_timeout.max(Duration::from_millis(500));
     let mut out = Vec::with_capacity(full.len());
     for (user_key, key) in user_keys.into_iter().zip(full) {
-        let replies = join_all(
-            core.nodes
-                .iter()
-                .map(|n| tokio::time::timeout(timeout, n.inspect(&key))),
-        )
-        .await;
+        let replies = FanOut::start(&core.nodes, timeout, |n| n.inspect(&key))
+            .by_node(&core.nodes)
+            .await;
         let nodes = core
-            .nodes()
+            .nodes
             .iter()
             .zip(replies)
             .map(|(node, reply)| {
@@ -133,20 +121,13 @@ pub(crate) async fn status_of(
                     error: None,
                 };
                 match reply {
-                    Ok(Ok(info)) => {
+                    Ok(info) => {
                         s.held = info.value.is_some();
                         s.ttl = info.pttl;
                         s.holder = info.holder;
                         s.last_token = info.last_token;
                     }
-                    Ok(Err(e)) => s.error = Some(e),
-                    Err(_) => {
-                        s.error = Some(NodeError::new(
-                            NodeErrorKind::Timeout,
-                            node.name(),
-                            format!("no answer within {} ms", timeout.as_millis()),
-                        ))
-                    }
+                    Err(e) => s.error = Some(e),
                 }
                 s
             })
