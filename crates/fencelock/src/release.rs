@@ -9,6 +9,7 @@ use crate::background::Message;
 use crate::core::Core;
 use crate::error::{Error, KeyList, Result};
 use crate::fanout::FanOut;
+use crate::jitter;
 use crate::lease_state::LeaseState;
 use crate::quorum::{self, Hold, HoldTally};
 use crate::store::{LockSpec, Node};
@@ -116,8 +117,35 @@ pub(crate) async fn release_everywhere(nodes: &[Node], spec: &LockSpec, timeout:
             && let Some(node) = nodes.get(i)
         {
             // Timed out: the node may run it later; make sure nothing is left behind.
-            let _ =
-                tokio::time::timeout(Duration::from_millis(spec.ttl_ms), node.abandon(spec)).await;
+            abandon_on(node, spec).await;
         }
+    }
+}
+
+/// Cleans up after a request for `spec` that timed out on `node` (it may still land).
+/// Waiting for the answer is bounded by the TTL; the clean-up itself is not: it is
+/// queued behind the request it undoes, on the same connection, and the node runs both
+/// in order whenever it wakes.
+pub(crate) async fn abandon_on(node: &Node, spec: &LockSpec) {
+    let _ = tokio::time::timeout(Duration::from_millis(spec.ttl_ms), node.abandon(spec)).await;
+}
+
+/// How many times a waiter's request to leave a node's line is tried.
+const LEAVE_QUEUE_TRIES: u32 = 4;
+
+/// Fair mode: takes the waiter of `spec` out of `node`'s line. Retried a few times: an
+/// entry left behind would make a release hand the lock to a waiter that is gone (for
+/// a short claim) or wake it for nothing, until the entry's own deadline.
+pub(crate) async fn leave_queue_on(node: &Node, spec: &LockSpec, timeout: Duration) {
+    for attempt in 0..LEAVE_QUEUE_TRIES {
+        if let Ok(Ok(())) = tokio::time::timeout(timeout, node.leave_queue(spec)).await {
+            return;
+        }
+        tokio::time::sleep(jitter::backoff(
+            attempt,
+            Duration::from_millis(50),
+            Duration::from_secs(1),
+        ))
+        .await;
     }
 }

@@ -20,10 +20,9 @@ use tokio::time::Instant;
 use crate::background::{Message, Tracked, first_deadline};
 use crate::core::Core;
 use crate::extend::renew_round;
-use crate::jitter;
 use crate::lease_state::LeaseState;
 use crate::options::Options;
-use crate::release::release_everywhere;
+use crate::release::{abandon_on, leave_queue_on, release_everywhere};
 use crate::store::Node;
 
 /// Starts the task of `core`'s locker on the current runtime if it is not running yet.
@@ -34,9 +33,6 @@ pub(crate) fn ensure_started(core: &Core) {
         tokio::spawn(run(rx, tracked, core.nodes.clone(), core.options.clone()));
     }
 }
-
-/// How many times a waiter's request to leave a node's line is tried.
-const LEAVE_QUEUE_TRIES: u32 = 4;
 
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Message>,
@@ -116,13 +112,8 @@ impl Task {
             }
             Message::Abandon(i, spec) => {
                 if let Some(node) = self.nodes.get(i).cloned() {
-                    let ttl = Duration::from_millis(spec.ttl_ms);
-                    // Waiting for the answer is bounded; the clean-up itself is not: it
-                    // is queued behind the request it undoes, on the same connection,
-                    // and the node runs both in order whenever it wakes.
-                    self.work.spawn(async move {
-                        let _ = tokio::time::timeout(ttl, node.abandon(&spec)).await;
-                    });
+                    self.work
+                        .spawn(async move { abandon_on(&node, &spec).await });
                 }
             }
             Message::LeaveQueue(i, spec) => {
@@ -130,24 +121,8 @@ impl Task {
                     let timeout = self
                         .options
                         .request_timeout_for(Duration::from_millis(spec.ttl_ms));
-                    // Retried a few times: an entry left behind would make a release
-                    // hand the lock to a waiter that is gone (for a short claim) or
-                    // wake it for nothing, until the entry's own deadline.
-                    self.work.spawn(async move {
-                        for attempt in 0..LEAVE_QUEUE_TRIES {
-                            if let Ok(Ok(())) =
-                                tokio::time::timeout(timeout, node.leave_queue(&spec)).await
-                            {
-                                return;
-                            }
-                            tokio::time::sleep(jitter::backoff(
-                                attempt,
-                                Duration::from_millis(50),
-                                Duration::from_secs(1),
-                            ))
-                            .await;
-                        }
-                    });
+                    self.work
+                        .spawn(async move { leave_queue_on(&node, &spec, timeout).await });
                 }
             }
             Message::Wake => {}
