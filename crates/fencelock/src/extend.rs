@@ -16,7 +16,7 @@ use crate::jitter;
 use crate::lease_state::{LeaseState, lost_error, next_renewal};
 use crate::options::Options;
 use crate::quorum::{self, Hold, HoldTally};
-use crate::store::{Expiry, Holding, LockSpec, Node};
+use crate::store::{Expiry, LockSpec, Node};
 
 /// Extends `spec` on every node and decides at the first majority (the shared
 /// [`HoldTally`]); returns the end of the validity that majority proves.
@@ -46,7 +46,6 @@ pub(crate) async fn extend(
         node.extend(&batch, expiry, reclaim)
     });
     let mut tally = HoldTally::new(n);
-    let mut confirmed = Vec::with_capacity(n);
     let mut answered = vec![false; n];
     let mut errors = Vec::new();
     let decision = loop {
@@ -57,12 +56,7 @@ pub(crate) async fn extend(
         let name = core.nodes[i].name();
         match answer {
             Ok(Ok(states)) => match states.first() {
-                Some(&holding) => {
-                    tally.add(name, holding);
-                    if matches!(holding, Holding::Ours | Holding::Reclaimed) {
-                        confirmed.push(i);
-                    }
-                }
+                Some(&holding) => tally.add_extended(i, name, holding),
                 None => {
                     let e = NodeError::new(NodeErrorKind::Protocol, name, "empty extend reply");
                     tally.fail_with(&e);
@@ -84,7 +78,7 @@ pub(crate) async fn extend(
         }
     };
     let proven = match &lease {
-        Some((state, _)) => state.proven_until(&confirmed, start, ttl, drift_factor, q),
+        Some((state, _)) => state.proven_until(tally.confirmed(), start, ttl, drift_factor, q),
         None => quorum::valid_until(start, ttl, drift_factor),
     };
     if let Some((state, op)) = lease
@@ -193,7 +187,6 @@ struct InRound {
     /// by the time the answers come.
     ttl: Duration,
     tally: HoldTally,
-    confirmed: Vec<usize>,
 }
 
 /// One renewal round: one batched extend per node, in parallel. Each lease is decided
@@ -229,7 +222,6 @@ pub(crate) async fn renew_round(
                 _op: op,
                 ttl: Duration::from_millis(spec.ttl_ms),
                 tally: HoldTally::new(nodes.len()),
-                confirmed: Vec::new(),
             })
         })
         .collect();
@@ -242,12 +234,7 @@ pub(crate) async fn renew_round(
             let Some(entry) = slot else { continue };
             match &answer {
                 Ok(Ok(states)) => match states.get(j) {
-                    Some(&holding) => {
-                        entry.tally.add(name, holding);
-                        if matches!(holding, Holding::Ours | Holding::Reclaimed) {
-                            entry.confirmed.push(i);
-                        }
-                    }
+                    Some(&holding) => entry.tally.add_extended(i, name, holding),
                     None => entry
                         .tally
                         .fail(name, "no answer for this lease in the batch"),
@@ -291,7 +278,7 @@ fn decide(
     *lease.last_round.lock().unwrap_or_else(|p| p.into_inner()) = Some(entry.tally.said());
     match decision {
         Hold::Held => {
-            match lease.proven_until(&entry.confirmed, start, ttl, options.drift_factor, q) {
+            match lease.proven_until(entry.tally.confirmed(), start, ttl, options.drift_factor, q) {
                 Some(until) => {
                     lease.extended(ttl, until, next_renewal(Instant::now(), ttl, spread))
                 }
@@ -311,7 +298,7 @@ fn decide(
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::{Acquired, Forgot, KeyInfo, Store, StoreFuture, Watch};
+    use crate::store::{Acquired, Forgot, Holding, KeyInfo, Store, StoreFuture, Watch};
     use tokio::sync::Notify;
 
     /// A memory store whose extends wait until `open` lets them through: a renewal
