@@ -1,6 +1,6 @@
 //! An exhaustive, bounded model check of fencelock's fencing-token protocol
 //! (`docs/fencing.md`): the node scripts `acquire.lua`, `commit.lua` and
-//! `release.lua`, and the client side `Locker::attempt` with its background clean-up.
+//! `release.lua`, and the client side (`attempt.rs`) with its background clean-up.
 //!
 //! The checker enumerates **every** behaviour of a small system — `C` clients, `N`
 //! nodes, one lock key, bounded retries and faults — by breadth-first search over the

@@ -3,118 +3,10 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::keys::KeyLimits;
 use crate::locker::Locker;
+use crate::options::{DEFAULT_MAX_TTL, MAX_COUNTER_RETENTION, Options};
 use crate::secret::Secret;
 use crate::store::{self, url::StoreOptions};
-
-/// The shortest TTL accepted: below this, clock drift and one round trip eat the lease.
-pub const MIN_TTL: Duration = Duration::from_millis(10);
-/// The longest TTL accepted by default (a lease is meant to be renewed, not parked).
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-/// The default of [`LockerBuilder::silent_holder_poll`].
-pub(crate) const SILENT_HOLDER_POLL: Duration = Duration::from_millis(150);
-
-/// The default of [`LockerBuilder::counter_retention`]: none past the rule itself.
-pub const DEFAULT_COUNTER_RETENTION: Duration = Duration::ZERO;
-/// The longest [`LockerBuilder::counter_retention`] accepted.
-pub const MAX_COUNTER_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-
-/// Everything a locker needs to know besides its stores.
-#[derive(Clone, Debug)]
-pub(crate) struct Options {
-    pub(crate) ttl: Duration,
-    pub(crate) drift_factor: f64,
-    pub(crate) request_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) retry_delay: Duration,
-    pub(crate) retry_jitter: Duration,
-    pub(crate) silent_holder_poll: Duration,
-    pub(crate) max_wait: Option<Duration>,
-    pub(crate) prefix: String,
-    pub(crate) notifications: bool,
-    pub(crate) fair: bool,
-    pub(crate) holder: Option<String>,
-    pub(crate) keys: KeyLimits,
-    pub(crate) max_ttl: Duration,
-    pub(crate) max_hold: Option<Duration>,
-    /// New leases renew themselves (see [`LockerBuilder::auto_renew`]).
-    pub(crate) auto_renew: bool,
-    /// Refuse on start-up-check warnings too, not only errors (`checks.rs`).
-    pub(crate) strict_checks: bool,
-    /// See [`LockerBuilder::counter_retention`].
-    pub(crate) counter_retention: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            ttl: Duration::from_secs(30),
-            drift_factor: 0.01,
-            request_timeout: Duration::from_millis(250),
-            connect_timeout: Duration::from_secs(1),
-            retry_delay: Duration::from_millis(200),
-            retry_jitter: Duration::from_millis(100),
-            silent_holder_poll: SILENT_HOLDER_POLL,
-            max_wait: Some(Duration::from_secs(10)),
-            prefix: String::new(),
-            notifications: true,
-            fair: false,
-            holder: None,
-            keys: KeyLimits::default(),
-            max_ttl: DEFAULT_MAX_TTL,
-            max_hold: None,
-            auto_renew: true,
-            strict_checks: false,
-            counter_retention: DEFAULT_COUNTER_RETENTION,
-        }
-    }
-}
-
-impl Options {
-    /// Checks a TTL against the limits.
-    pub(crate) fn check_ttl(&self, ttl: Duration) -> Result<(), Error> {
-        if ttl < MIN_TTL {
-            return Err(Error::invalid(
-                "TTL",
-                format!(
-                    "{} ms is too short; the minimum is {} ms",
-                    ttl.as_millis(),
-                    MIN_TTL.as_millis()
-                ),
-            ));
-        }
-        // Validity and renewal deadlines are instants on the monotonic clock: a TTL
-        // that cannot be added to it (near `Duration::MAX`) is refused, not a panic.
-        if ttl
-            .checked_mul(2)
-            .and_then(|twice| tokio::time::Instant::now().checked_add(twice))
-            .is_none()
-            || u64::try_from(ttl.as_millis()).is_err()
-        {
-            return Err(Error::invalid(
-                "TTL",
-                format!("{ttl:?} is beyond what the clock can represent"),
-            ));
-        }
-        if ttl > self.max_ttl {
-            return Err(Error::invalid(
-                "TTL",
-                format!(
-                    "{:?} is longer than the limit of {:?}; hold a shorter lease and renew it",
-                    ttl, self.max_ttl
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The per-node timeout for a lease of `ttl`: the configured one, but never more than
-    /// a third of the TTL, so a slow node cannot eat the lease's validity.
-    pub(crate) fn request_timeout_for(&self, ttl: Duration) -> Duration {
-        self.request_timeout.min(ttl / 3)
-    }
-}
 
 /// Builds a [`Locker`]. Start with [`Locker::builder`].
 ///
@@ -500,6 +392,11 @@ impl LockerBuilder {
 }
 
 impl Locker {
+    /// Starts building a locker.
+    pub fn builder() -> LockerBuilder {
+        LockerBuilder::default()
+    }
+
     /// The URL of the embedded default store: an SQLite file in the user's state
     /// directory, `$XDG_STATE_HOME/fencelock/locks.db`, falling back to
     /// `$HOME/.local/state/fencelock/locks.db`. Processes of one user on one host that

@@ -3,12 +3,12 @@
 //! Locking can be wrong without a single error being returned: a replica listed as a
 //! node, the same server listed twice (it would count twice toward the quorum), an
 //! eviction policy that may delete a lock key before its TTL, clocks far apart. Each
-//! such condition is caught here, once, when a [`Locker`] first connects, and by
+//! such condition is caught here, once, when a [`Locker`](crate::Locker) first connects, and by
 //! `fencelock doctor` on demand.
 //!
-//! Findings have a [`Severity`]: an [`Severity::Error`] means locking would be wrong
-//! and [`Locker::check`] refuses; a [`Severity::Warning`] is logged through `tracing`
-//! (and refused too with [`crate::LockerBuilder::strict_checks`]); a
+//! Findings have a [`Severity`]: an [`Severity::Error`] means locking would be wrong and
+//! [`Locker::check`](crate::Locker::check) refuses; a [`Severity::Warning`] is logged
+//! through `tracing` (and refused too with [`crate::LockerBuilder::strict_checks`]); a
 //! [`Severity::Note`] is something the operator should know (no persistence: the
 //! delayed-restart rule).
 //!
@@ -19,16 +19,21 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use std::future::Future;
+use std::sync::Arc;
+
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared, join_all};
+use futures_util::future::join_all;
 
+use crate::core::{Core, StartupChecks};
 use crate::error::{Error, NodeError, NodeErrorKind, Result};
+use crate::fanout::FanOut;
 use crate::keys::validate;
-use crate::locker::Locker;
-use crate::store::{Forgot, Node};
+use crate::renew::ensure_started;
+use crate::store::{Forgot, Node, Probe};
 
-/// [`Locker::forget_probe`] on one node: asks again while the node says it is too soon,
-/// within [`FORGET_PATIENCE`].
+/// [`Locker::forget_probe`](crate::Locker::forget_probe) on one node: asks again while the
+/// node says it is too soon, within [`FORGET_PATIENCE`].
 async fn forget_on(node: &Node, key: &str, timeout: Duration) -> Result<Forgot, NodeError> {
     let deadline = tokio::time::Instant::now() + FORGET_PATIENCE;
     loop {
@@ -53,47 +58,20 @@ async fn forget_on(node: &Node, key: &str, timeout: Duration) -> Result<Forgot, 
 /// How the finding about a node that could not be asked begins.
 const NOT_CHECKED: &str = "could not be checked: ";
 
-/// The start-up checks of a locker, run once on a task of their own beside its first
-/// acquire (see [`Locker::startup_checks`]).
-pub(crate) type StartupChecks = Shared<BoxFuture<'static, Result<()>>>;
-
-/// Where a locker keeps its start-up checks: `None` until the first acquire, and again
-/// after checks that failed (a failure is not remembered: fixing the set-up needs no
-/// new locker).
-pub(crate) type CheckCell = std::sync::Mutex<Option<StartupChecks>>;
-
 /// How long one node may take to answer all the check's questions.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The key of the probe lock `fencelock doctor` takes (under the locker's prefix) to
 /// exercise acquire, extend and release for real. Reserved for that: it is the one key
-/// whose records [`Locker::forget_probe`] removes, so do not lock it for anything else.
+/// whose records [`Locker::forget_probe`](crate::Locker::forget_probe) removes, so do not
+/// lock it for anything else.
 pub const PROBE_KEY: &str = "fencelock-doctor-probe";
 
-/// How long [`Locker::forget_probe`] waits in all for a Redis node's clock to pass the
-/// probe's counter (a few milliseconds unless the node's clock is behind the other
-/// nodes' by more; past this, the records stay and the next probe tries again).
+/// How long [`Locker::forget_probe`](crate::Locker::forget_probe) waits in all for a
+/// Redis node's clock to pass the probe's counter (a few milliseconds unless the node's
+/// clock is behind the other nodes' by more; past this, the records stay and the next
+/// probe tries again).
 const FORGET_PATIENCE: Duration = Duration::from_secs(2);
-
-/// What one Redis node told the checks. Unanswered questions are `None`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Probe {
-    pub(crate) version: Option<String>,
-    pub(crate) role: Option<String>,
-    pub(crate) run_id: Option<String>,
-    pub(crate) maxmemory_policy: Option<String>,
-    pub(crate) aof: Option<bool>,
-    /// `CONFIG GET save`: "" means RDB snapshots are off.
-    pub(crate) rdb_save: Option<String>,
-    pub(crate) cluster: Option<bool>,
-    /// The node's clock minus ours, in milliseconds.
-    pub(crate) clock_offset: Option<i64>,
-    pub(crate) round_trip: Duration,
-    pub(crate) user: Option<String>,
-    /// Commands the user may not run (`ACL DRYRUN`); `None` when that cannot be asked.
-    pub(crate) missing: Option<Vec<String>>,
-    pub(crate) notes: Vec<String>,
-}
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -252,198 +230,169 @@ pub const MINIMUM_ACL: &str = "on >PASSWORD resetkeys ~app:* resetchannels &app:
     +ping +evalsha +script|load +get +set +del +pexpire +pttl +time +publish \
     +subscribe +unsubscribe +zadd +zrange +zrangebyscore +zrem +zscore +info +acl|whoami";
 
-impl Locker {
-    /// Runs the start-up checks against every node and returns what they found,
-    /// logging warnings and notes through `tracing`.
-    ///
-    /// Nodes that cannot be reached are reported (with their error) but are not a
-    /// failure here: Redlock tolerates a minority of nodes down, and acquiring will
-    /// say so if too many are.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::Config`] when a finding means locking would be wrong — a
-    /// replica node, the same server listed twice, a TTL shorter than the round trip
-    /// allows — or, with [`crate::LockerBuilder::strict_checks`], any warning. The
-    /// message lists the findings (no secrets: nodes are named by redacted address).
-    pub async fn check(&self) -> Result<Report> {
-        // Three round trips per node, each bounded like any request, so a node that
-        // is down or paused delays the first acquire by at most this.
-        let timeout = self.options().request_timeout * 3;
-        let report = self.examine(self.default_ttl(), false, timeout).await;
-        self.judged(report, true)
-    }
+/// [`Locker::check`](crate::Locker::check): the checks, judged, a bad finding refused.
+pub(crate) async fn check(core: &Core) -> Result<Report> {
+    // Three round trips per node, each bounded like any request, so a node that
+    // is down or paused delays the first acquire by at most this.
+    let timeout = core.options.request_timeout * 3;
+    let report = examine(core, core.options.ttl, false, timeout).await;
+    judged(core, report, true)
+}
 
-    /// The verdict on a report: log the findings, refuse on the bad ones, and with
-    /// `node_errors` also on a node that refused in a way retrying cannot fix.
-    fn judged(&self, report: Report, node_errors: bool) -> Result<Report> {
-        for f in &report.findings {
-            if f.about_node_error {
-                tracing::debug!("fencelock check: {f}");
-                continue;
-            }
-            match f.severity {
-                Severity::Error => tracing::error!("fencelock check: {f}"),
-                Severity::Warning => tracing::warn!("fencelock check: {f}"),
-                Severity::Note => tracing::info!("fencelock check: {f}"),
-            }
+/// The verdict on a report: log the findings, refuse on the bad ones, and with
+/// `node_errors` also on a node that refused in a way retrying cannot fix.
+fn judged(core: &Core, report: Report, node_errors: bool) -> Result<Report> {
+    for f in &report.findings {
+        if f.about_node_error {
+            tracing::debug!("fencelock check: {f}");
+            continue;
         }
-        let refuse = if self.options().strict_checks {
-            Severity::Warning
-        } else {
-            Severity::Error
-        };
-        // A node that refused the questions the way it would refuse a lock (wrong
-        // password, a certificate not trusted …): the same error acquiring would give.
-        let permanent: Vec<NodeError> = report
-            .nodes
-            .iter()
-            .filter_map(|n| n.error.clone())
-            .filter(NodeError::is_permanent)
-            .collect();
-        if node_errors && !permanent.is_empty() {
-            return Err(Error::config(
-                "cannot use the stores: a node refused in a way retrying cannot fix",
-            )
-            .with_nodes(permanent));
-        }
-        let bad: Vec<String> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity >= refuse && !f.about_node_error)
-            .map(ToString::to_string)
-            .collect();
-        if bad.is_empty() {
-            Ok(report)
-        } else {
-            Err(Error::config(format!(
-                "the stores are not fit for locking: {}",
-                bad.join("; ")
-            )))
+        match f.severity {
+            Severity::Error => tracing::error!("fencelock check: {f}"),
+            Severity::Warning => tracing::warn!("fencelock check: {f}"),
+            Severity::Note => tracing::info!("fencelock check: {f}"),
         }
     }
-
-    /// Asks every node what the checks need to know and judges the answers, for
-    /// leases of `ttl`. Never fails: unreachable nodes are reported as such. This is
-    /// what `fencelock doctor` prints.
-    pub async fn diagnose(&self, ttl: Duration) -> Report {
-        self.examine(ttl, true, PROBE_TIMEOUT).await
-    }
-
-    /// Removes what a probe lock on [`PROBE_KEY`] (under this locker's prefix) left on
-    /// every node — its fencing counter, holder record and waiter line — so that a
-    /// health check such as `fencelock doctor` leaves no trace: nothing of it in
-    /// [`Locker::known_keys`], nothing piling up.
-    ///
-    /// Only the probe key, on purpose: a key's counter is what makes every holder's
-    /// token larger than the last, and forgetting it is how tokens could go back. After
-    /// this call the probe key's tokens restart from the store's seed, the clock in
-    /// microseconds: SQLite and memory stores first raise their floor above the
-    /// forgotten counter, and a Redis node forgets it only once its clock has passed it
-    /// (this waits for that, up to about two seconds), so even the probe's tokens keep
-    /// growing as long as no node's clock goes back. A node where the probe key is held
-    /// or waited for (another doctor probing right now) keeps it, for that doctor to
-    /// forget.
-    ///
-    /// Returns whether every node forgot the probe key (`false`: some node kept it, as
-    /// above).
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::Unavailable`] when a node failed or did not answer, with each
-    /// node's error ([`Error::node_errors`]); the nodes that answered did forget.
-    /// [`crate::ErrorKind::InvalidInput`] when the locker's prefix makes the probe key
-    /// invalid (too long).
-    pub async fn forget_probe(&self) -> Result<bool> {
-        let options = self.options();
-        let key =
-            validate(vec![PROBE_KEY.to_string()], &options.prefix, &options.keys)?.swap_remove(0);
-        let timeout = options.request_timeout.max(Duration::from_millis(500));
-        let replies = join_all(
-            self.nodes()
-                .iter()
-                .map(|node| forget_on(node, &key, timeout)),
+    let refuse = if core.options.strict_checks {
+        Severity::Warning
+    } else {
+        Severity::Error
+    };
+    // A node that refused the questions the way it would refuse a lock (wrong
+    // password, a certificate not trusted …): the same error acquiring would give.
+    let permanent: Vec<NodeError> = report
+        .nodes
+        .iter()
+        .filter_map(|n| n.error.clone())
+        .filter(NodeError::is_permanent)
+        .collect();
+    if node_errors && !permanent.is_empty() {
+        return Err(Error::config(
+            "cannot use the stores: a node refused in a way retrying cannot fix",
         )
-        .await;
-        let mut all = true;
-        let mut errors = Vec::new();
-        for reply in replies {
-            match reply {
-                Ok(forgot) => all &= forgot == Forgot::Done,
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(all)
-        } else {
-            Err(Error::unavailable(
-                "the probe lock could not be forgotten on every store",
-                errors,
-            ))
+        .with_nodes(permanent));
+    }
+    let bad: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity >= refuse && !f.about_node_error)
+        .map(ToString::to_string)
+        .collect();
+    if bad.is_empty() {
+        Ok(report)
+    } else {
+        Err(Error::config(format!(
+            "the stores are not fit for locking: {}",
+            bad.join("; ")
+        )))
+    }
+}
+
+/// [`Locker::diagnose`](crate::Locker::diagnose): the checks, thorough, judged, never refused.
+pub(crate) async fn diagnose(core: &Core, ttl: Duration) -> Report {
+    examine(core, ttl, true, PROBE_TIMEOUT).await
+}
+
+/// [`Locker::forget_probe`](crate::Locker::forget_probe): every node forgets the probe key.
+pub(crate) async fn forget_probe(core: &Core) -> Result<bool> {
+    let options = &core.options;
+    let key = validate(vec![PROBE_KEY.to_string()], &options.prefix, &options.keys)?.swap_remove(0);
+    let timeout = options.request_timeout.max(Duration::from_millis(500));
+    let replies = join_all(core.nodes.iter().map(|node| forget_on(node, &key, timeout))).await;
+    let mut all = true;
+    let mut errors = Vec::new();
+    for reply in replies {
+        match reply {
+            Ok(forgot) => all &= forgot == Forgot::Done,
+            Err(e) => errors.push(e),
         }
     }
-
-    /// The start-up checks ([`Locker::check`]) until they pass once, started on a task
-    /// of their own on the first call. Every acquire looks at them, but none waits for
-    /// them: an acquire that completes first goes ahead (a silent node, which the quorum
-    /// does not need, must not hold it back), and checks that fail while an acquire is
-    /// under way fail that acquire and every later one until they pass. A failure is not
-    /// remembered, so fixing the set-up (a password, a node) needs no new locker.
-    /// Unreachable nodes do not fail the checks; a node that comes back is still vetted
-    /// (not a replica) when it reconnects.
-    pub(crate) fn startup_checks(&self, cell: &CheckCell) -> StartupChecks {
-        let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(checks) = slot.as_ref()
-            && !matches!(checks.peek(), Some(Err(_)))
-        {
-            return checks.clone();
-        }
-        let locker = self.clone();
-        let task = tokio::spawn(async move {
-            // Node errors are left to the acquires: they report them the usual way (and
-            // retry the ones retrying can fix).
-            let timeout = locker.options().request_timeout * 3;
-            let report = locker.examine(locker.default_ttl(), false, timeout).await;
-            locker.judged(report, false).map(|_| ())
-        });
-        let checks = async move { task.await.unwrap_or(Ok(())) }.boxed().shared();
-        *slot = Some(checks.clone());
-        checks
+    if errors.is_empty() {
+        Ok(all)
+    } else {
+        Err(Error::unavailable(
+            "the probe lock could not be forgotten on every store",
+            errors,
+        ))
     }
+}
 
-    async fn examine(&self, ttl: Duration, thorough: bool, timeout: Duration) -> Report {
-        let prefix = self.options().prefix.clone();
-        let probes = join_all(self.nodes().iter().map(|n| {
-            let request = n.probe(&prefix, thorough);
-            async move { tokio::time::timeout(timeout, request).await }
-        }))
+/// The start-up checks ([`Locker::check`](crate::Locker::check)) until they pass once,
+/// started on a task of their own on the first call. Every acquire looks at them, but none
+/// waits for them: an acquire that completes first goes ahead (a silent node, which the
+/// quorum does not need, must not hold it back), and checks that fail while an acquire is
+/// under way fail that acquire and every later one until they pass. A failure is not
+/// remembered, so fixing the set-up (a password, a node) needs no new locker. Unreachable
+/// nodes do not fail the checks; a node that comes back is still vetted (not a replica)
+/// when it reconnects.
+pub(crate) fn startup_checks(core: &Arc<Core>) -> StartupChecks {
+    let mut slot = core.checked.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(checks) = slot.as_ref()
+        && !matches!(checks.peek(), Some(Err(_)))
+    {
+        return checks.clone();
+    }
+    let core = core.clone();
+    let task = tokio::spawn(async move {
+        // Node errors are left to the acquires: they report them the usual way (and
+        // retry the ones retrying can fix).
+        let timeout = core.options.request_timeout * 3;
+        let report = examine(&core, core.options.ttl, false, timeout).await;
+        judged(&core, report, false).map(|_| ())
+    });
+    let checks = async move { task.await.unwrap_or(Ok(())) }.boxed().shared();
+    *slot = Some(checks.clone());
+    checks
+}
+
+async fn examine(core: &Core, ttl: Duration, thorough: bool, timeout: Duration) -> Report {
+    let prefix = core.options.prefix.clone();
+    let probes = FanOut::start(&core.nodes, timeout, |n| n.probe(&prefix, thorough))
+        .by_node(&core.nodes)
         .await;
-        let nodes: Vec<NodeReport> = self
-            .nodes()
-            .iter()
-            .zip(probes)
-            .map(|(node, probe)| match probe {
-                Ok(Ok(Some(p))) => NodeReport::from_probe(node.name(), p),
-                Ok(Ok(None)) => NodeReport::new(node.name()),
-                Ok(Err(e)) => NodeReport {
-                    error: Some(e),
-                    ..NodeReport::new(node.name())
-                },
-                Err(_) => NodeReport {
-                    error: Some(NodeError::new(
-                        crate::error::NodeErrorKind::Timeout,
-                        node.name(),
-                        format!("no answer to the checks within {timeout:?}"),
-                    )),
-                    ..NodeReport::new(node.name())
-                },
-            })
-            .collect();
-        let budget = drift_budget(ttl, self.options().drift_factor);
-        let timeout = self.options().request_timeout_for(ttl);
-        let mut findings = judge(&nodes, budget, ttl, timeout);
-        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-        Report { nodes, findings }
+    let nodes: Vec<NodeReport> = core
+        .nodes
+        .iter()
+        .zip(probes)
+        .map(|(node, probe)| match probe {
+            Ok(Some(p)) => NodeReport::from_probe(node.name(), p),
+            Ok(None) => NodeReport::new(node.name()),
+            Err(e) => NodeReport {
+                error: Some(e),
+                ..NodeReport::new(node.name())
+            },
+        })
+        .collect();
+    let budget = drift_budget(ttl, core.options.drift_factor);
+    let timeout = core.options.request_timeout_for(ttl);
+    let mut findings = judge(&nodes, budget, ttl, timeout);
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    Report { nodes, findings }
+}
+
+/// Runs `work` (an acquire on keys already validated) as every acquire runs: the
+/// background task started, the start-up checks beside it. The checks never hold the
+/// work back — a node the quorum does not need (a silent one) must not — but checks
+/// that fail first fail the work (dropping it leaves nothing behind); work that
+/// completes first goes ahead, and the checks judge the next one.
+pub(crate) async fn run_checked<T>(
+    core: &Arc<Core>,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    ensure_started(core);
+    let checks = startup_checks(core);
+    if let Some(checked) = checks.peek() {
+        checked.clone()?;
+        return work.await;
+    }
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        checked = checks => {
+            checked?;
+            work.await
+        }
+        done = &mut work => done,
     }
 }
 

@@ -120,6 +120,23 @@ impl<T: Send + 'static> FanOut<T> {
         out
     }
 
+    /// Every node's answer in node order, a time-out as that node's error: for the
+    /// callers that report on each node (status, key listing, checks) instead of
+    /// deciding at a majority. For a fan-out [`FanOut::start`]ed on all of `nodes`.
+    ///
+    /// Cancelling it drops the requests still in flight (they change nothing).
+    pub(crate) async fn by_node(self, nodes: &[Node]) -> Vec<Result<T, NodeError>> {
+        let timeout = self.timeout;
+        let mut answers = self.all().await;
+        answers.sort_unstable_by_key(|(i, _)| *i);
+        answers
+            .into_iter()
+            .map(|(i, answer)| {
+                answer.unwrap_or_else(|TimedOut| Err(timeout_error(nodes[i].name(), timeout)))
+            })
+            .collect()
+    }
+
     /// Whether every node has answered or timed out.
     pub(crate) fn is_done(&self) -> bool {
         self.waiting.is_empty()
@@ -127,11 +144,7 @@ impl<T: Send + 'static> FanOut<T> {
 
     /// The error that stands for a node's time-out in messages.
     pub(crate) fn timeout_error(&self, node: &str) -> NodeError {
-        NodeError::new(
-            NodeErrorKind::Timeout,
-            node,
-            format!("no answer within {} ms", self.timeout.as_millis()),
-        )
+        timeout_error(node, self.timeout)
     }
 
     /// Lets the nodes that have not answered yet finish on a task of their own, handing
@@ -150,4 +163,13 @@ impl<T: Send + 'static> FanOut<T> {
             }
         });
     }
+}
+
+/// The error that stands for `node`'s time-out after `timeout`.
+fn timeout_error(node: &str, timeout: Duration) -> NodeError {
+    NodeError::new(
+        NodeErrorKind::Timeout,
+        node,
+        format!("no answer within {} ms", timeout.as_millis()),
+    )
 }

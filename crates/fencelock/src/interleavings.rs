@@ -31,10 +31,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::builder::Options;
 use crate::error::{NodeError, NodeErrorKind};
-use crate::lease::{Lease, LeaseState};
+use crate::lease::Lease;
+use crate::lease_state::LeaseState;
 use crate::locker::Locker;
+use crate::options::Options;
 use crate::store::memory::MemoryStore;
 use crate::store::{
     Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture, Watch,

@@ -2,7 +2,7 @@
 //!
 //! One generator per thread, seeded from the OS, so a hot path draws a number without a
 //! system call. Lock values and waiter ids do not come from here: they must be
-//! unguessable, and are drawn from `rand`'s thread CSPRNG (`locker.rs`), which a test's
+//! unguessable, and are drawn from `rand`'s thread CSPRNG (`value.rs`), which a test's
 //! seed does not reach. Tests seed this generator so a run under paused time replays
 //! exactly (`seed_this_thread`).
 

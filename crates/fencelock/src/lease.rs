@@ -1,288 +1,21 @@
 //! The lease: proof of holding a lock, its fencing token, and the signal that it is lost.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::core::Core;
+use crate::error::Result;
+use crate::extend::extend_lease;
 use crate::fence::FencingToken;
-use crate::locker::Locker;
+use crate::jitter;
+use crate::lease_state::{LeaseState, next_renewal};
+use crate::release::{ReleaseOutcome, release_lease};
 use crate::store::LockSpec;
-
-/// What [`Lease::release`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ReleaseOutcome {
-    /// The lock was ours on a majority of nodes and is now free.
-    Released,
-    /// The lease had already expired; nobody else holds the lock. Not an error: the
-    /// lock is free, but the work done under it was not protected to the end.
-    Expired,
-    /// Another owner holds (one of) the keys now: our lease expired and someone else
-    /// acquired it. Their key was left alone.
-    OwnedByOther,
-}
-
-/// State shared by a lease, its locker's background task and the acquire that made it.
-pub(crate) struct LeaseState {
-    pub(crate) id: u64,
-    /// The user's keys (prefix not applied).
-    pub(crate) keys: Vec<String>,
-    pub(crate) full_keys: Arc<[String]>,
-    pub(crate) value: Arc<str>,
-    pub(crate) holder: Option<Arc<str>>,
-    pub(crate) token: u64,
-    /// When the lease was granted: automatic renewal stops after the locker's
-    /// `max_hold` counted from here.
-    pub(crate) acquired_at: Instant,
-    ttl_ms: AtomicU64,
-    timing: Mutex<Timing>,
-    /// Fired when the lease is lost, and when it ends (released or dropped).
-    pub(crate) signal: CancellationToken,
-    lost: AtomicBool,
-    /// Released or dropped: renewal stops, and late grants of the acquire are undone.
-    pub(crate) ended: Arc<AtomicBool>,
-    pub(crate) auto_renew: AtomicBool,
-    /// A renewal round for this lease is in flight.
-    pub(crate) renewing: AtomicBool,
-    /// Held by whatever extends the lease (a renewal round, a user's extend): at most
-    /// one is in flight, so their answers cannot overtake each other's decisions.
-    pub(crate) op: Arc<tokio::sync::Mutex<()>>,
-    /// Nodes that may still apply an extend to a *shorter* TTL ([`crate::store::Expiry::Exactly`])
-    /// that did not answer: such a late landing can cut the key short, so the node
-    /// proves the lease valid no later than the floor (`docs/fencing.md`, "Validity").
-    floors: Mutex<Vec<(usize, Instant)>>,
-    /// What the nodes said in the latest renewal round, for the message of a loss.
-    pub(crate) last_round: Mutex<Option<String>>,
-    /// Why the lease was lost, for the errors that report it later.
-    lost_because: Mutex<Option<String>>,
-}
-
-impl std::fmt::Debug for LeaseState {
-    /// Without the value: it is the proof of ownership.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("keys", &self.keys)
-            .field("token", &self.token)
-            .field("ttl", &self.ttl())
-            .field("valid_until", &self.valid_until())
-            .field("lost", &self.is_lost())
-            .field("ended", &self.is_ended())
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    valid_until: Instant,
-    renew_at: Instant,
-}
-
-impl LeaseState {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: u64,
-        keys: Vec<String>,
-        spec: &LockSpec,
-        token: u64,
-        valid_until: Instant,
-        renew_at: Instant,
-        ended: Arc<AtomicBool>,
-    ) -> Self {
-        LeaseState {
-            id,
-            keys,
-            full_keys: spec.keys.clone(),
-            value: spec.value.clone(),
-            holder: spec.holder.clone(),
-            token,
-            acquired_at: Instant::now(),
-            ttl_ms: AtomicU64::new(spec.ttl_ms),
-            timing: Mutex::new(Timing {
-                valid_until,
-                renew_at,
-            }),
-            signal: CancellationToken::new(),
-            lost: AtomicBool::new(false),
-            ended,
-            auto_renew: AtomicBool::new(false),
-            renewing: AtomicBool::new(false),
-            op: Arc::default(),
-            floors: Mutex::default(),
-            last_round: Mutex::default(),
-            lost_because: Mutex::default(),
-        }
-    }
-
-    fn floors(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Instant)>> {
-        self.floors.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Node `node` may still apply an exact extend that proves no more than `until`.
-    pub(crate) fn add_floor(&self, node: usize, until: Instant) {
-        self.floors().push((node, until));
-    }
-
-    /// The exact extend behind the floor `(node, until)` has answered: it landed before
-    /// anything later is sent (the lease's `op` lock is held until then).
-    pub(crate) fn remove_floor(&self, node: usize, until: Instant) {
-        let mut floors = self.floors();
-        if let Some(at) = floors.iter().position(|f| *f == (node, until)) {
-            floors.swap_remove(at);
-        }
-    }
-
-    /// The end of validity that an extend started at `start` with `ttl` proves when the
-    /// nodes `confirmed` answered "ours": every one of them keeps the keys until at least
-    /// `start + ttl` (less a node's floor), so the `quorum`-th latest of those, less the
-    /// drift allowance. `None` when fewer than `quorum` confirmed, or that is not in the
-    /// future.
-    pub(crate) fn proven_until(
-        &self,
-        confirmed: &[usize],
-        start: Instant,
-        ttl: Duration,
-        drift_factor: f64,
-        quorum: usize,
-    ) -> Option<Instant> {
-        let base = crate::quorum::valid_until(start, ttl, drift_factor)?;
-        let floors = self.floors();
-        let mut bounds: Vec<Instant> = confirmed
-            .iter()
-            .map(|&node| {
-                floors
-                    .iter()
-                    .filter(|(n, _)| *n == node)
-                    .map(|(_, until)| *until)
-                    .fold(base, Instant::min)
-            })
-            .collect();
-        bounds.sort_unstable_by(|a, b| b.cmp(a));
-        let until = *bounds.get(quorum.checked_sub(1)?)?;
-        (until > Instant::now()).then_some(until)
-    }
-
-    fn timing(&self) -> std::sync::MutexGuard<'_, Timing> {
-        self.timing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn ttl(&self) -> Duration {
-        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
-    }
-
-    /// The lock as the stores see it, with the current TTL.
-    pub(crate) fn spec(&self) -> LockSpec {
-        LockSpec {
-            keys: self.full_keys.clone(),
-            value: self.value.clone(),
-            ttl_ms: self.ttl_ms.load(Ordering::Relaxed),
-            holder: self.holder.clone(),
-            queue: None,
-        }
-    }
-
-    pub(crate) fn spec_with_ttl(&self, ttl: Duration) -> LockSpec {
-        LockSpec {
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            ..self.spec()
-        }
-    }
-
-    pub(crate) fn valid_until(&self) -> Instant {
-        self.timing().valid_until
-    }
-
-    pub(crate) fn renew_at(&self) -> Instant {
-        self.timing().renew_at
-    }
-
-    /// Records a successful extension: the lease is now valid until `valid_until` —
-    /// what this extension proved, also when that is sooner than before (an extend to a
-    /// shorter TTL). Extensions of one lease never overlap (`op`), so the latest one to
-    /// complete is the latest one sent. Ignored once the lease is lost: a lost lease
-    /// never becomes valid again.
-    pub(crate) fn extended(&self, ttl: Duration, valid_until: Instant, renew_at: Instant) {
-        let mut t = self.timing();
-        if self.is_lost() {
-            return;
-        }
-        self.ttl_ms.store(
-            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        t.valid_until = valid_until;
-        t.renew_at = renew_at;
-    }
-
-    /// Lowers the validity to at most `until` (never raises it): before an extend to a
-    /// shorter TTL is sent, so that whatever becomes of it — confirmed, refused,
-    /// cancelled, answered by some nodes only — the lease never claims more than the
-    /// shortened keys prove.
-    ///
-    /// The lease takes `ttl` (the shorter one) at once too: later renewals use it, and
-    /// the safety margin before `lost()` is a tenth of it, not of the longer one.
-    pub(crate) fn cap_validity(&self, ttl: Duration, until: Instant) {
-        let mut t = self.timing();
-        self.ttl_ms.store(
-            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        t.valid_until = t.valid_until.min(until);
-    }
-
-    pub(crate) fn retry_renewal_at(&self, at: Instant) {
-        self.timing().renew_at = at;
-    }
-
-    /// The instant at which `lost()` fires unless the lease is extended first: the end
-    /// of its validity minus a safety margin that leaves the work time to stop.
-    pub(crate) fn lost_deadline(&self) -> Instant {
-        let margin = safety_margin(self.ttl());
-        let valid_until = self.valid_until();
-        valid_until.checked_sub(margin).unwrap_or(valid_until)
-    }
-
-    pub(crate) fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn is_ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire)
-    }
-
-    /// Declares the lease lost: it never reports itself valid again.
-    pub(crate) fn lose(&self, why: &str) {
-        let mut t = self.timing();
-        if self.lost.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let now = Instant::now();
-        t.valid_until = t.valid_until.min(now);
-        drop(t);
-        *self.lost_because.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_string());
-        if !self.is_ended() {
-            tracing::warn!(keys = ?self.keys, token = self.token, "lease lost: {why}");
-        }
-        self.signal.cancel();
-    }
-
-    /// Marks the lease ended (released or dropped). Returns false if it already was.
-    pub(crate) fn end(&self) -> bool {
-        let first = !self.ended.swap(true, Ordering::AcqRel);
-        self.signal.cancel();
-        first
-    }
-}
-
-/// The margin before the end of validity at which a lease that could not be renewed is
-/// declared lost: a tenth of the TTL, at most one second.
-pub(crate) fn safety_margin(ttl: Duration) -> Duration {
-    (ttl / 10).min(Duration::from_secs(1))
-}
 
 /// Proof of holding a lock: its keys, its fencing token, how long it is valid, and a
 /// signal for the moment it is lost.
@@ -300,12 +33,39 @@ pub(crate) fn safety_margin(ttl: Duration) -> Duration {
 #[derive(Debug)]
 pub struct Lease {
     state: Arc<LeaseState>,
-    locker: Locker,
+    /// The locker's shared state (nodes, options, background task), not the locker.
+    core: Arc<Core>,
 }
 
 impl Lease {
-    pub(crate) fn new(state: Arc<LeaseState>, locker: Locker) -> Self {
-        Lease { state, locker }
+    /// Hands a lock granted on a majority to the background task (renewal, `lost()` on
+    /// time) as a lease. `ended` is the attempt's flag that late grants read.
+    pub(crate) fn granted(
+        core: &Arc<Core>,
+        spec: &LockSpec,
+        user_keys: &[String],
+        ttl: Duration,
+        token: u64,
+        valid_until: Instant,
+        ended: Arc<AtomicBool>,
+    ) -> Lease {
+        let state = Arc::new(LeaseState::new(
+            core.next_lease_id(),
+            user_keys.to_vec(),
+            spec,
+            token,
+            valid_until,
+            next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
+            ended,
+        ));
+        state
+            .auto_renew
+            .store(core.options.auto_renew, Ordering::Release);
+        core.background.track(state.clone());
+        Lease {
+            state,
+            core: core.clone(),
+        }
     }
 
     pub(crate) fn state(&self) -> &Arc<LeaseState> {
@@ -389,7 +149,7 @@ impl Lease {
     pub fn set_auto_renew(&self, on: bool) {
         self.state.auto_renew.store(on, Ordering::Release);
         if on {
-            self.locker.wake_background();
+            self.core.wake_background();
         }
     }
 
@@ -410,7 +170,7 @@ impl Lease {
     /// its validity is only raised by a completed majority (and already lowered, for a
     /// shorter TTL).
     pub async fn extend(&self, ttl: Duration) -> Result<()> {
-        self.locker.extend_lease(&self.state, ttl).await
+        extend_lease(&self.core, &self.state, ttl).await
     }
 
     /// Releases the lock on every node and says what it found.
@@ -424,35 +184,35 @@ impl Lease {
     /// Cancelling this future leaves the release to the locker's background task.
     pub async fn release(self) -> Result<ReleaseOutcome> {
         let state = self.state.clone();
-        let locker = self.locker.clone();
+        let core = self.core.clone();
         // Ended first: this lease's Drop (at the end of this fn) then enqueues nothing.
         state.end();
         let guard = ReleaseGuard {
             state: Some(state.clone()),
-            locker: locker.clone(),
+            core: &core,
         };
-        let outcome = locker.release_lease(&state).await;
+        let outcome = release_lease(&core, &state).await;
         guard.disarm();
         outcome
     }
 }
 
 /// Hands the release to the background task if `release()` is cancelled midway.
-struct ReleaseGuard {
+struct ReleaseGuard<'a> {
     state: Option<Arc<LeaseState>>,
-    locker: Locker,
+    core: &'a Core,
 }
 
-impl ReleaseGuard {
+impl ReleaseGuard<'_> {
     fn disarm(mut self) {
         self.state = None;
     }
 }
 
-impl Drop for ReleaseGuard {
+impl Drop for ReleaseGuard<'_> {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            self.locker.release_in_background(state.spec());
+            self.core.release_in_background(state.spec());
         }
     }
 }
@@ -460,23 +220,7 @@ impl Drop for ReleaseGuard {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.state.end() {
-            self.locker.release_in_background(self.state.spec());
+            self.core.release_in_background(self.state.spec());
         }
     }
-}
-
-/// Used by the locker to report errors about a lease; names why it was lost, when it
-/// was.
-pub(crate) fn lost_error(state: &LeaseState, why: &str) -> Error {
-    let because = state
-        .lost_because
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    Error::lost(format!(
-        "lease on {} (token {}) lost: {why}{}",
-        crate::error::KeyList(&state.keys),
-        state.token,
-        because.map(|b| format!(" ({b})")).unwrap_or_default()
-    ))
 }

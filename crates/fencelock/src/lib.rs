@@ -55,45 +55,71 @@
 //!
 //! ## Layout
 //!
-//! - [`Locker`] (`locker.rs`): the Redlock algorithm over N stores — attempts, the
-//!   fencing commit round, waiting, extend, release.
+//! Each file builds only on the files below it in this list (no import circle:
+//! `tests/module_graph.rs`), so the protocol reads from the bottom up.
+//!
+//! - [`LockerBuilder`] (`builder.rs`): stores and options, building the [`Locker`].
+//! - [`Locker`] (`locker.rs`): the public face — checks its input and hands over to
+//!   the protocol files below.
+//! - [`Semaphore`] (`semaphore.rs`): `N` permits on a key, each an ordinary lock on
+//!   one of `N` slot keys taken by the same attempt, so each permit is a [`Lease`]
+//!   with the lock's guarantees (`docs/semaphore.md`).
+//! - [`Report`] (`checks.rs`): the start-up checks run beside a locker's first
+//!   acquire (replicas, eviction policy, duplicate servers, clocks, round trip, ACL)
+//!   and the deeper diagnosis behind `fencelock doctor`.
+//! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
+//! - `wait.rs`: the wait of an acquire — attempts, and between them a release notice,
+//!   a poll or a back-off, until the deadline; the hand-off to a waiter.
+//! - `renew.rs`: the locker's background task; it only schedules — renewal rounds,
+//!   the `lost()` timers, releases of dropped leases and cancelled acquires.
+//! - `attempt.rs`: one attempt — the request to every node, the verdict, the fencing
+//!   commit round, the undo of a failed attempt.
+//! - [`Scoped`] (`scoped.rs`): work under a lease (`with_lock`, `with_permit`).
+//! - [`Lease`] (`lease.rs`): keys, value, token, validity, `lost()`; extend, release.
+//! - `extend.rs`: extend — a lease's, a lock's by value, and the batched renewal round.
+//! - [`ReleaseOutcome`] (`release.rs`): release — a lease's, a lock's by value, the
+//!   background task's.
+//! - `core.rs`: what one locker's parts share — nodes, options, the background task's
+//!   handle, the start-up checks.
+//! - `background.rs`: that handle — the messages the task takes, the new leases
+//!   waiting for it.
+//! - `lease_state.rs`: a live lease's shared state — validity, renewal schedule, the
+//!   floors of late extends, the `lost()` signal.
 //! - `fanout.rs`: the node fan-out every path uses — one request per node under its
 //!   own time-out, decided at the first majority, the rest finishing in the background.
-//! - [`LockerBuilder`] (`builder.rs`): stores and options.
-//! - [`Lease`] (`lease.rs`): keys, value, token, validity, `lost()`; extend and release.
-//! - `renew.rs`: the locker's background task — batched renewal, the `lost()` timers,
-//!   releases of dropped leases and cancelled acquires.
-//! - `jitter.rs`: randomised timing (retry jitter, back-off, renewal spread).
-//! - `interleavings.rs` (tests only): the deterministic validity check under paused
-//!   time (`docs/fencing.md`, "Validity").
 //! - `quorum.rs`: the pure rules — quorum, drift, the one validity computation
 //!   (`valid_until`), the acquire tally and the one "held on a majority" tally
 //!   (`HoldTally`) that renewal, extend and release share.
-//! - [`Semaphore`] (`semaphore.rs`): `N` permits on a key, each an ordinary lock on
-//!   one of `N` slot keys, so each permit is a [`Lease`] with the lock's guarantees
-//!   (`docs/semaphore.md`).
+//! - [`AcquireOptions`] (`options.rs`): one acquire's options, and the locker's with
+//!   their rules (TTL limits, the per-node request time-out).
+//! - `value.rs`: lock values and waiter ids, the waiter line's ticket.
+//! - `jitter.rs`: randomised timing (retry jitter, back-off, renewal spread).
+//! - `interleavings.rs` (tests only): the deterministic validity check under paused
+//!   time (`docs/fencing.md`, "Validity").
 //! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.
-//! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
 //! - `keys.rs`: [`IntoKeys`] and key validation.
-//! - [`Report`] (`checks.rs`): the start-up checks run on a locker's first acquire
-//!   (replicas, eviction policy, duplicate servers, clocks, round trip, ACL) and the
-//!   deeper diagnosis behind `fencelock doctor`.
+//! - `store/`: the `Store` trait — one node-level operation in one round trip — and
+//!   its implementations: `redis.rs` (Lua scripts in `store/redis/*.lua`, key layout
+//!   in `store/redis/layout.rs`, pub/sub release notices in `store/redis/notify.rs`),
+//!   `sqlite.rs`, `memory.rs`; `url.rs` parses and redacts store URLs; `probe.rs`
+//!   is what a node tells the start-up checks. What they write on a Redis node —
+//!   keys, values, scripts, notices, the wire protocol version — is
+//!   `docs/protocol.md`.
 //! - `tls.rs`: TLS set-up for `rediss://` (custom CA, the loudly named insecure mode);
 //!   `secret.rs`: passwords that never print.
-//! - `store/`: the `Store` trait — one node-level operation in one round trip — and
-//!   its implementations: `redis.rs` (Lua scripts in `store/redis/*.lua`, pub/sub
-//!   release notices in `store/redis/notify.rs`), `sqlite.rs`, `memory.rs`; `url.rs`
-//!   parses and redacts store URLs. What they write on a Redis node — keys, values,
-//!   scripts, notices, the wire protocol version — is `docs/protocol.md`.
 //! - [`Error`] (`error.rs`): one opaque error with [`ErrorKind`] and `is_*()` questions.
 //!
 //! Nothing above `store/` knows which kind of store it talks to.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+mod attempt;
+mod background;
 mod builder;
 mod checks;
+mod core;
 pub mod error;
+mod extend;
 mod fanout;
 pub mod fence;
 #[cfg(test)]
@@ -101,24 +127,33 @@ mod interleavings;
 mod jitter;
 mod keys;
 mod lease;
+mod lease_state;
 mod locker;
+mod options;
 mod quorum;
+mod release;
 mod renew;
+mod scoped;
 mod secret;
 mod semaphore;
 mod status;
 mod store;
 mod tls;
+mod value;
+mod wait;
 
-pub use builder::{
-    DEFAULT_COUNTER_RETENTION, DEFAULT_MAX_TTL, LockerBuilder, MAX_COUNTER_RETENTION, MIN_TTL,
-};
+pub use builder::LockerBuilder;
 pub use checks::{Finding, MINIMUM_ACL, NodeReport, PROBE_KEY, Report, Severity};
 pub use error::{Error, ErrorKind, NodeError, NodeErrorKind, Result};
 pub use fence::FencingToken;
 pub use keys::IntoKeys;
-pub use lease::{Lease, ReleaseOutcome};
-pub use locker::{AcquireOptions, Locker, Scoped};
+pub use lease::Lease;
+pub use locker::Locker;
+pub use options::{
+    AcquireOptions, DEFAULT_COUNTER_RETENTION, DEFAULT_MAX_TTL, MAX_COUNTER_RETENTION, MIN_TTL,
+};
+pub use release::ReleaseOutcome;
+pub use scoped::Scoped;
 pub use semaphore::{MAX_PERMITS, PERMITS_RECORD_TTL, Semaphore};
 pub use status::{KeyStatus, NodeStatus};
 

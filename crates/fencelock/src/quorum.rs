@@ -120,6 +120,9 @@ pub(crate) struct HoldTally {
     pub(crate) failed: usize,
     /// What each node said, in the order the answers came, for messages.
     said: Vec<String>,
+    /// The nodes (by index) whose answer to an extend was "ours" or "reclaimed": the
+    /// ones whose keys prove the lease valid (`LeaseState::proven_until`).
+    confirmed: Vec<usize>,
 }
 
 /// What a [`HoldTally`] decides.
@@ -142,6 +145,7 @@ impl HoldTally {
             reclaimed: 0,
             failed: 0,
             said: Vec::new(),
+            confirmed: Vec::new(),
         }
     }
 
@@ -166,6 +170,25 @@ impl HoldTally {
             }
         };
         self.said.push(format!("{node}: {what}"));
+    }
+
+    /// Counts node `i`'s answer to an extend (a renewal round, a user's extend): as
+    /// [`HoldTally::add`], and a node that holds the keys joins
+    /// [`HoldTally::confirmed`].
+    pub(crate) fn add_extended(&mut self, i: usize, node: &str, holding: Holding) {
+        self.add(node, holding);
+        if matches!(holding, Holding::Ours | Holding::Reclaimed) {
+            if self.confirmed.capacity() == 0 {
+                // One allocation per tally, and none for a tally nobody confirms.
+                self.confirmed.reserve_exact(self.nodes);
+            }
+            self.confirmed.push(i);
+        }
+    }
+
+    /// The nodes that confirmed an extend (see [`HoldTally::add_extended`]).
+    pub(crate) fn confirmed(&self) -> &[usize] {
+        &self.confirmed
     }
 
     /// Counts a node that did not answer usefully (`why`: what went wrong).
@@ -307,6 +330,17 @@ mod tests {
         let mut t = HoldTally::new(1);
         t.add("a", Holding::Reclaimed);
         assert!(matches!(t.decided(), Some(Hold::Gone { .. })));
+    }
+
+    #[test]
+    fn an_extend_tally_names_the_nodes_that_hold_the_keys() {
+        let mut t = HoldTally::new(3);
+        t.add_extended(2, "c", Holding::Ours);
+        t.add_extended(0, "a", Holding::Other);
+        t.add_extended(1, "b", Holding::Reclaimed);
+        assert_eq!(t.confirmed(), [2, 1]);
+        assert_eq!(t.decided(), Some(Hold::Held));
+        assert_eq!(HoldTally::new(3).confirmed(), [] as [usize; 0]);
     }
 
     #[test]

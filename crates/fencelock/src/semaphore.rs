@@ -4,7 +4,7 @@
 //! A semaphore of `N` permits on key `K` is `N` *slots*, and each slot is an ordinary
 //! lock key (a sibling of `K`, see [`slot_names`]). Holding a permit is holding one
 //! slot's lock, taken by the very same Redlock attempt as any lock
-//! ([`Locker::attempt`]): so each permit has the lock's exclusion argument, its own
+//! (`attempt.rs`): so each permit has the lock's exclusion argument, its own
 //! fencing counter and token, renewal, extend, `lost()`, release and drop-release, and
 //! at most `N` processes hold a permit because each slot has at most one holder
 //! (`docs/semaphore.md`). The number `N` is recorded beside the slots, so a caller
@@ -24,16 +24,21 @@ use std::time::Duration;
 use futures_util::future::select_all;
 use tokio::time::Instant;
 
+use crate::attempt::{Failure, attempt};
+use crate::checks::run_checked;
+use crate::core::Core;
 use crate::error::{Error, ErrorKind, NodeError, Result};
 use crate::fanout::FanOut;
 use crate::jitter;
 use crate::lease::Lease;
-use crate::locker::{
-    AcquireOptions, Failure, Locker, Scoped, lock_value, random_value, scoped, unix_micros,
-};
+use crate::options::AcquireOptions;
 use crate::quorum;
+use crate::scoped::{Scoped, scoped};
+use crate::status::status_of;
 use crate::store::redis::layout::hash_tag;
 use crate::store::{Acquired, LockSpec, Notice, QueueTicket};
+use crate::value::{lock_value, random_value, unix_micros};
+use crate::wait::watch_all;
 
 /// The largest number of permits a semaphore may have. An acquire that finds every
 /// slot held has tried each of them once, so the cost of a busy semaphore grows with
@@ -50,7 +55,8 @@ pub const PERMITS_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// What the permits record holds, before the number.
 const RECORD_VALUE_PREFIX: &str = "fencelock-permits:";
 
-/// A semaphore: `N` permits on one key. Made by [`Locker::semaphore`]; cheap to clone.
+/// A semaphore: `N` permits on one key. Made by
+/// [`Locker::semaphore`](crate::Locker::semaphore); cheap to clone.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -69,7 +75,8 @@ const RECORD_VALUE_PREFIX: &str = "fencelock-permits:";
 /// ```
 #[derive(Clone, Debug)]
 pub struct Semaphore {
-    locker: Locker,
+    /// The locker's shared state.
+    locker: Arc<Core>,
     /// The key as the caller gave it.
     key: String,
     permits: u32,
@@ -156,15 +163,9 @@ pub(crate) fn validate_with_permits(
         .collect())
 }
 
-impl Locker {
-    /// A semaphore of `permits` permits on `key`: at most `permits` holders at once.
-    /// Every caller must name the same number for a key (see [`Semaphore::acquire`]).
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::InvalidInput`] for a bad key (as for a lock), `permits` = 0, or
-    /// `permits` above [`MAX_PERMITS`].
-    pub fn semaphore(&self, key: &str, permits: u32) -> Result<Semaphore> {
+impl Semaphore {
+    /// [`Locker::semaphore`](crate::Locker::semaphore).
+    pub(crate) fn new(locker: &Arc<Core>, key: &str, permits: u32) -> Result<Semaphore> {
         if permits == 0 {
             return Err(Error::invalid(
                 "permits",
@@ -177,11 +178,11 @@ impl Locker {
                 format!("{permits} permits; the maximum is {MAX_PERMITS}"),
             ));
         }
-        let opts = self.options();
+        let opts = locker.options();
         let full = crate::keys::validate(vec![key.to_string()], &opts.prefix, &opts.keys)?;
         let (record, slots) = slot_names(&full[0], permits);
         Ok(Semaphore {
-            locker: self.clone(),
+            locker: locker.clone(),
             key: key.to_string(),
             permits,
             record: record.into(),
@@ -217,10 +218,7 @@ impl Semaphore {
     ///
     /// Cancelling the future abandons the queries; nothing is changed by them.
     pub async fn status(&self) -> Result<Vec<crate::KeyStatus>> {
-        Ok(self
-            .locker
-            .status_of(self.slots.to_vec(), self.slots.to_vec())
-            .await)
+        Ok(status_of(&self.locker, self.slots.to_vec(), self.slots.to_vec()).await)
     }
 
     /// Acquires a permit for `ttl`, waiting up to the locker's `max_wait` while every
@@ -269,24 +267,23 @@ impl Semaphore {
     /// Cancelling the future leaves no permit of ours behind.
     pub async fn acquire_with(&self, ttl: Duration, options: &AcquireOptions) -> Result<Lease> {
         self.locker.options().check_ttl(ttl)?;
-        if options.is_fair(&self.locker) {
+        if options.is_fair(self.locker.options()) {
             return Err(Error::config(
                 "fair mode is not available for semaphores yet: a freed permit goes to \
                  the first waiter in line, but a newcomer may take it first",
             ));
         }
         let started = Instant::now();
-        self.locker
-            .run_checked(async {
-                self.check_record().await?;
-                self.acquire_slot(ttl, options, started).await
-            })
-            .await
+        run_checked(&self.locker, async {
+            self.check_record().await?;
+            self.acquire_slot(ttl, options, started).await
+        })
+        .await
     }
 
     /// Runs `work` while holding a permit, with automatic renewal, and always releases
     /// at the end. If the permit is lost, the work future is dropped at once and the
-    /// result is [`ErrorKind::Lost`] (as [`Locker::with_lock`]).
+    /// result is [`ErrorKind::Lost`] (as [`Locker::with_lock`](crate::Locker::with_lock)).
     ///
     /// Cancelling the returned future drops the work and releases the permit (through
     /// the background task).
@@ -397,7 +394,7 @@ impl Semaphore {
         let locker = &self.locker;
         let opts = locker.options();
         let nodes = locker.nodes();
-        let (deadline, single) = options.deadline(locker, started);
+        let (deadline, single) = options.deadline(opts, started);
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         // A waiter takes a place in the line of every slot it finds held, with one
         // ticket: a release then wakes the first waiter of that slot only — the same
@@ -459,10 +456,7 @@ impl Semaphore {
                     holder: opts.holder.as_deref().map(Into::into),
                     queue: ticket.clone(),
                 };
-                match locker
-                    .attempt(&spec, std::slice::from_ref(&self.slots[i]), ttl)
-                    .await
-                {
+                match attempt(locker, &spec, std::slice::from_ref(&self.slots[i]), ttl).await {
                     Ok(lease) => {
                         lines.leave_except(i).await;
                         return Ok(lease);
@@ -519,7 +513,7 @@ impl Semaphore {
                         // Subscribe, then try again at once: a release between the
                         // round and the subscription would otherwise be missed.
                         watched_once = true;
-                        watches = locker.watch_all(&watch_spec).await;
+                        watches = watch_all(locker, &watch_spec).await;
                         if watches.is_some() {
                             continue;
                         }
@@ -573,7 +567,7 @@ impl Semaphore {
                     }
                     // Re-arm before dropping the old watches, so the subscriptions
                     // stay up.
-                    watches = locker.watch_all(&watch_spec).await;
+                    watches = watch_all(locker, &watch_spec).await;
                     drop(ws);
                 }
                 _ => sleep.await,
@@ -625,7 +619,7 @@ impl Semaphore {
 /// still waits; dropped while armed (a wait that gave up or was cancelled), it leaves
 /// them all through the background task.
 struct Lines<'a> {
-    locker: Locker,
+    locker: Arc<Core>,
     ticket: Option<QueueTicket>,
     slots: &'a [String],
     joined: Vec<bool>,

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use futures_util::future::join_all;
-
-use crate::error::{NodeError, NodeErrorKind, Result};
-use crate::locker::Locker;
+use crate::core::Core;
+use crate::error::{NodeError, Result};
+use crate::fanout::FanOut;
 
 /// One key as every node sees it.
 #[derive(Debug, Clone)]
@@ -61,140 +60,84 @@ pub struct NodeStatus {
     pub error: Option<NodeError>,
 }
 
-impl Locker {
-    /// The keys (without the locker's prefix) that start with `prefix` and are held
-    /// through fencelock, or were released recently — while their fencing counter is
-    /// kept: 24 h on SQLite and memory stores; on Redis until the node retires it, at
-    /// once or within a millisecond of the release unless
-    /// [`crate::LockerBuilder::counter_retention`] keeps it longer — as any node that
-    /// answered knows them; sorted, at most `limit`. Pair it
-    /// with [`Locker::status`] to see which are held.
-    ///
-    /// Keys held only by other clients (the `redlock` npm package, redsync) are not
-    /// listed: they keep no counter.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::Unavailable`] when no node answered.
-    ///
-    /// Cancelling the future abandons the queries; nothing is changed by them.
-    pub async fn known_keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        let options = self.options();
-        let full = format!("{}{prefix}", options.prefix);
-        let timeout = options.request_timeout.max(Duration::from_secs(2));
-        let replies = join_all(
-            self.nodes()
-                .iter()
-                .map(|n| tokio::time::timeout(timeout, n.known_keys(&full, limit))),
-        )
+/// [`crate::Locker::known_keys`]: the union of what the nodes that answered know.
+pub(crate) async fn known_keys(core: &Core, prefix: &str, limit: usize) -> Result<Vec<String>> {
+    let options = &core.options;
+    let full = format!("{}{prefix}", options.prefix);
+    let timeout = options.request_timeout.max(Duration::from_secs(2));
+    let replies = FanOut::start(&core.nodes, timeout, |n| n.known_keys(&full, limit))
+        .by_node(&core.nodes)
         .await;
-        let mut keys = std::collections::BTreeSet::new();
-        let mut errors = Vec::new();
-        let mut answered = false;
-        for (node, reply) in self.nodes().iter().zip(replies) {
-            match reply {
-                Ok(Ok(k)) => {
-                    answered = true;
-                    keys.extend(k);
-                }
-                Ok(Err(e)) => errors.push(e),
-                Err(_) => errors.push(NodeError::new(
-                    NodeErrorKind::Timeout,
-                    node.name(),
-                    format!("no answer within {} ms", timeout.as_millis()),
-                )),
+    let mut keys = std::collections::BTreeSet::new();
+    let mut errors = Vec::new();
+    let mut answered = false;
+    for reply in replies {
+        match reply {
+            Ok(k) => {
+                answered = true;
+                keys.extend(k);
             }
+            Err(e) => errors.push(e),
         }
-        if !answered {
-            return Err(crate::Error::unavailable(
-                "no store answered the key listing",
-                errors,
-            ));
-        }
-        Ok(keys
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(&options.prefix).map(str::to_string))
-            .take(limit)
-            .collect())
     }
-
-    /// Asks every node what it knows about each key.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::ErrorKind::InvalidInput`] for a bad key. Node failures do not fail the
-    /// call: they are reported per node in [`NodeStatus::error`].
-    ///
-    /// Cancelling the future abandons the queries; nothing is changed by them.
-    pub async fn status(&self, keys: impl crate::IntoKeys) -> Result<Vec<KeyStatus>> {
-        let user_keys = keys.into_keys();
-        let options = self.options();
-        // A semaphore's permit keys carry the reserved marker: taken here, so that
-        // `status` can list and show them (`semaphore.rs`).
-        let full = crate::semaphore::validate_with_permits(
-            user_keys.clone(),
-            &options.prefix,
-            &options.keys,
-        )?;
-        Ok(self.status_of(user_keys, full).await)
+    if !answered {
+        return Err(crate::Error::unavailable(
+            "no store answered the key listing",
+            errors,
+        ));
     }
+    Ok(keys
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(&options.prefix).map(str::to_string))
+        .take(limit)
+        .collect())
+}
 
-    /// [`Locker::status`] of keys already checked: `user_keys` as shown, `full` with
-    /// the prefix.
-    pub(crate) async fn status_of(
-        &self,
-        user_keys: Vec<String>,
-        full: Vec<String>,
-    ) -> Vec<KeyStatus> {
-        let options = self.options();
-        let timeout = options.request_timeout.max(Duration::from_millis(500));
-        let mut out = Vec::with_capacity(full.len());
-        for (user_key, key) in user_keys.into_iter().zip(full) {
-            let replies = join_all(
-                self.nodes()
-                    .iter()
-                    .map(|n| tokio::time::timeout(timeout, n.inspect(&key))),
-            )
+/// [`crate::Locker::status`] of keys already checked: `user_keys` as shown, `full` with
+/// the prefix.
+pub(crate) async fn status_of(
+    core: &Core,
+    user_keys: Vec<String>,
+    full: Vec<String>,
+) -> Vec<KeyStatus> {
+    let options = &core.options;
+    let timeout = options.request_timeout.max(Duration::from_millis(500));
+    let mut out = Vec::with_capacity(full.len());
+    for (user_key, key) in user_keys.into_iter().zip(full) {
+        let replies = FanOut::start(&core.nodes, timeout, |n| n.inspect(&key))
+            .by_node(&core.nodes)
             .await;
-            let nodes = self
-                .nodes()
-                .iter()
-                .zip(replies)
-                .map(|(node, reply)| {
-                    let mut s = NodeStatus {
-                        node: node.name().to_string(),
-                        held: false,
-                        ttl: None,
-                        holder: None,
-                        last_token: None,
-                        error: None,
-                    };
-                    match reply {
-                        Ok(Ok(info)) => {
-                            s.held = info.value.is_some();
-                            s.ttl = info.pttl;
-                            s.holder = info.holder;
-                            s.last_token = info.last_token;
-                        }
-                        Ok(Err(e)) => s.error = Some(e),
-                        Err(_) => {
-                            s.error = Some(NodeError::new(
-                                NodeErrorKind::Timeout,
-                                node.name(),
-                                format!("no answer within {} ms", timeout.as_millis()),
-                            ))
-                        }
+        let nodes = core
+            .nodes
+            .iter()
+            .zip(replies)
+            .map(|(node, reply)| {
+                let mut s = NodeStatus {
+                    node: node.name().to_string(),
+                    held: false,
+                    ttl: None,
+                    holder: None,
+                    last_token: None,
+                    error: None,
+                };
+                match reply {
+                    Ok(info) => {
+                        s.held = info.value.is_some();
+                        s.ttl = info.pttl;
+                        s.holder = info.holder;
+                        s.last_token = info.last_token;
                     }
-                    s
-                })
-                .collect();
-            out.push(KeyStatus {
-                key: user_key,
-                nodes,
-            });
-        }
-        out
+                    Err(e) => s.error = Some(e),
+                }
+                s
+            })
+            .collect();
+        out.push(KeyStatus {
+            key: user_key,
+            nodes,
+        });
     }
+    out
 }
 
 #[cfg(test)]

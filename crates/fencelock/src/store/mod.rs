@@ -15,13 +15,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::checks::Probe;
 use crate::error::{Error, NodeError};
 
 pub(crate) mod memory;
+mod probe;
 pub(crate) mod redis;
 pub(crate) mod sqlite;
 pub(crate) mod url;
+
+pub(crate) use probe::Probe;
 
 /// The future every store operation returns.
 pub(crate) type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, NodeError>> + Send>>;

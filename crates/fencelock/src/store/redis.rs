@@ -33,8 +33,8 @@ use super::url::{RedisUrl, StoreOptions};
 use super::{
     Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch,
 };
-use crate::checks::Probe;
 use crate::error::{Error, NodeError, NodeErrorKind};
+use crate::store::Probe;
 
 pub(crate) mod layout;
 mod notify;

@@ -1,0 +1,291 @@
+//! One Redlock attempt: the request to every node, the verdict at the first deciding
+//! majority, the fencing commit round, and the undo of a failed attempt (at once where
+//! the nodes answer, through the background task where they do not).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::background::Message;
+use crate::core::Core;
+use crate::error::{NodeError, NodeErrorKind};
+use crate::fanout::FanOut;
+use crate::lease::Lease;
+use crate::quorum::{self, Tally, Verdict};
+use crate::store::{Acquired, LockSpec};
+
+/// Why one attempt did not grant.
+pub(crate) enum Failure {
+    /// Held by another owner. `pttl`: the longest remaining TTL the nodes reported;
+    /// `joined`: some refusing node put us in line anew (see [`Acquired::Held`]);
+    /// `silent`: some key's holder will not announce its release (see
+    /// [`Acquired::Held`]), so waiting for a notice could sleep through it.
+    Contended {
+        pttl: Option<Duration>,
+        joined: bool,
+        silent: bool,
+    },
+    Unavailable(Vec<NodeError>),
+    /// A node error retrying cannot fix (auth, replica, foreign key type …).
+    Permanent(Vec<NodeError>),
+}
+
+/// One Redlock attempt: ask every node at once, decide as soon as a majority of
+/// grants or refusals is in, commit the fencing token, check the validity.
+pub(crate) async fn attempt(
+    core: &Arc<Core>,
+    spec: &LockSpec,
+    user_keys: &[String],
+    ttl: Duration,
+) -> Result<Lease, Failure> {
+    let n = core.nodes.len();
+    let q = quorum::quorum(n);
+    let timeout = core.options.request_timeout_for(ttl);
+    let start = Instant::now();
+    let ended = Arc::new(AtomicBool::new(false));
+    // The clean-ups of this attempt undo its grants but keep our place in line
+    // (fair mode): the queue entry belongs to the whole acquire, not this attempt.
+    let attempt_spec = spec;
+    let spec = &LockSpec {
+        queue: None,
+        ..attempt_spec.clone()
+    };
+    // Until disarmed, dropping this (a cancelled acquire) releases on every node.
+    let mut guard = CleanupGuard::new(core, spec.clone());
+    let mut fan = FanOut::start(&core.nodes, timeout, |node| node.acquire(attempt_spec));
+    let mut tally = Tally::new(n);
+    let mut grants: Vec<(usize, u64)> = Vec::with_capacity(n);
+    let mut errors: Vec<NodeError> = Vec::new();
+    let mut longest: Option<Duration> = None;
+    let mut unknown_ttl = false;
+    let mut touched: Vec<usize> = Vec::new();
+    // Nodes that refused: with a queue ticket, they put us in line.
+    let mut refused: Vec<usize> = Vec::new();
+    let mut timed_out: Vec<usize> = Vec::new();
+    let mut joined = false;
+    let mut silent = false;
+    let mut handed = false;
+    while let Some((i, reply)) = fan.next().await {
+        match reply {
+            Ok(Ok(Acquired::Granted { counter })) => {
+                tally.granted += 1;
+                grants.push((i, counter));
+            }
+            Ok(Ok(Acquired::HandedOver { counter })) => {
+                // Ours already, by a release's hand-off: the lease is the waiter
+                // id's (one key on one node, so this is the only grant).
+                tally.granted += 1;
+                grants.push((i, counter));
+                handed = true;
+            }
+            Ok(Ok(Acquired::Held {
+                pttl,
+                joined: j,
+                silent: q,
+            })) => {
+                tally.held += 1;
+                joined |= j;
+                silent |= q;
+                refused.push(i);
+                match pttl {
+                    Some(p) => longest = Some(longest.map_or(p, |l| l.max(p))),
+                    None => unknown_ttl = true,
+                }
+            }
+            Ok(Err(e)) => {
+                tally.failed += 1;
+                if matches!(e.kind(), NodeErrorKind::Io | NodeErrorKind::Protocol) {
+                    // The request may have reached the node before the link broke,
+                    // or ran and answered something we could not read.
+                    touched.push(i);
+                }
+                errors.push(e);
+            }
+            Err(_) => {
+                tally.failed += 1;
+                errors.push(fan.timeout_error(core.nodes[i].name()));
+                // What to do about it depends on the verdict (below).
+                timed_out.push(i);
+            }
+        }
+        if tally.early().is_some() {
+            break;
+        }
+    }
+    let verdict = tally.early().unwrap_or_else(|| tally.last());
+    // Nodes still to answer: their replies are handled in the background (nothing to
+    // clone when every node has answered).
+    if !fan.is_done() {
+        let core = core.clone();
+        let spec = spec.clone();
+        let ended = ended.clone();
+        let granted = verdict == Verdict::Granted;
+        let queued = attempt_spec.queue.is_some().then(|| attempt_spec.clone());
+        fan.finish_in_background(move |i, reply| {
+            // (A hand-over answer never comes late: hand-off waiters lock one key
+            // on one node, whose answer is the verdict.)
+            let late_grant = matches!(reply, Ok(Ok(Acquired::Granted { .. })));
+            let failed_attempt_or_ended = !granted || ended.load(Ordering::Acquire);
+            let background = &core.background;
+            if granted
+                && !late_grant
+                && let Some(queued) = &queued
+            {
+                // We hold the lock: a late refusal put us in line for nothing.
+                background.send(Message::LeaveQueue(i, queued.clone()));
+            }
+            if (reply.is_err() || late_grant) && failed_attempt_or_ended {
+                // A time-out may still land; a late grant is ours to undo.
+                background.send(Message::Abandon(i, spec.clone()));
+            }
+        });
+    }
+    if verdict != Verdict::Granted {
+        // A timed-out request may still land: release after it, on its connection,
+        // then drop that connection. (For a granted lease, a late landing is just
+        // one more node holding our key, released with the lease.)
+        for &i in &timed_out {
+            core.background.send(Message::Abandon(i, spec.clone()));
+        }
+        undo(
+            core,
+            spec,
+            grants.iter().map(|(i, _)| *i).chain(touched),
+            timeout,
+        )
+        .await;
+        guard.disarm();
+        let permanent: Vec<NodeError> = errors
+            .iter()
+            .filter(|e| e.is_permanent())
+            .cloned()
+            .collect();
+        return Err(match verdict {
+            Verdict::Contended => Failure::Contended {
+                pttl: if unknown_ttl { None } else { longest },
+                joined,
+                silent,
+            },
+            _ if !permanent.is_empty() => Failure::Permanent(errors),
+            _ => Failure::Unavailable(errors),
+        });
+    }
+
+    // Fencing: the token is the largest counter any granting node returned; nodes
+    // that were behind are raised to it before the lease is handed out, so that a
+    // majority holds counter >= token while we hold the key (docs/fencing.md).
+    let token = grants.iter().map(|(_, c)| *c).max().unwrap_or(0);
+    let behind: Vec<usize> = grants
+        .iter()
+        .filter(|(_, c)| *c < token)
+        .map(|(i, _)| *i)
+        .collect();
+    let mut committed = grants.len() - behind.len();
+    if !behind.is_empty() {
+        let commits = FanOut::start_on(&core.nodes, behind, timeout, |n| {
+            n.commit_fence(spec, token)
+        })
+        .all()
+        .await;
+        committed += commits
+            .iter()
+            .filter(|(_, r)| matches!(r, Ok(Ok(true))))
+            .count();
+    }
+    let valid_until = quorum::valid_until(start, ttl, core.options.drift_factor);
+    let (true, Some(valid_until)) = (committed >= q, valid_until) else {
+        // Failed after all: late grants are undone by the task above, timed-out
+        // requests are abandoned.
+        ended.store(true, Ordering::Release);
+        for &i in &timed_out {
+            core.background.send(Message::Abandon(i, spec.clone()));
+        }
+        // Every node: one that answers late may have granted meanwhile.
+        undo(
+            core,
+            spec,
+            (0..n).filter(|i| !timed_out.contains(i)),
+            timeout,
+        )
+        .await;
+        guard.disarm();
+        errors.push(NodeError::new(
+            NodeErrorKind::Timeout,
+            "quorum",
+            "the majority was reached too late: the lease would not have been valid",
+        ));
+        return Err(Failure::Unavailable(errors));
+    };
+    if attempt_spec.queue.is_some() {
+        // Nodes that refused (or may have: errors) put us in line: leave it, in the
+        // background. Late replies are handled by the task above.
+        for &i in refused.iter().chain(&touched) {
+            core.background
+                .send(Message::LeaveQueue(i, attempt_spec.clone()));
+        }
+    }
+    guard.disarm();
+    let handed_spec;
+    let spec = match attempt_spec.queue.as_ref().filter(|_| handed) {
+        Some(q) => {
+            handed_spec = LockSpec {
+                value: q.waiter.clone(),
+                ..spec.clone()
+            };
+            &handed_spec
+        }
+        None => spec,
+    };
+    Ok(Lease::granted(
+        core,
+        spec,
+        user_keys,
+        ttl,
+        token,
+        valid_until,
+        ended,
+    ))
+}
+
+/// Releases a failed attempt's grants right away (bounded by the request timeout);
+/// whatever does not answer in time is left to the background task.
+async fn undo(core: &Core, spec: &LockSpec, nodes: impl Iterator<Item = usize>, timeout: Duration) {
+    let answers = FanOut::start_on(&core.nodes, nodes, timeout, |n| n.undo(spec))
+        .all()
+        .await;
+    for (i, answer) in answers {
+        if !matches!(answer, Ok(Ok(_))) {
+            core.background.send(Message::Abandon(i, spec.clone()));
+        }
+    }
+}
+
+/// Releases everything an attempt may have set if the attempt is dropped midway.
+pub(crate) struct CleanupGuard<'a> {
+    core: Option<&'a Core>,
+    spec: LockSpec,
+}
+
+impl<'a> CleanupGuard<'a> {
+    /// Armed: dropped before [`CleanupGuard::disarm`], it releases `spec` on every node.
+    pub(crate) fn new(core: &'a Core, spec: LockSpec) -> Self {
+        CleanupGuard {
+            core: Some(core),
+            spec,
+        }
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.core = None;
+    }
+}
+
+impl Drop for CleanupGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            core.release_in_background(self.spec.clone());
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! The wait of an acquire: attempts (`attempt.rs`) until one grants, and between them
+//! a wait for the holder's release notice, a poll where no notice comes (a silent
+//! holder, a store without notices), or a back-off while nodes are down — all bounded
+//! by the acquire's deadline. A waiter stands in the key's line (Redis), and takes a
+//! lock handed over by a release.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use futures_util::future::{join_all, select_all};
+use tokio::time::Instant;
+
+use crate::attempt::{CleanupGuard, Failure, attempt};
+use crate::core::Core;
+use crate::error::{Error, ErrorKind, KeyList, NodeError, Result};
+use crate::extend::extend;
+use crate::jitter;
+use crate::lease::Lease;
+use crate::options::AcquireOptions;
+use crate::quorum;
+use crate::store::{Expiry, LockSpec, Notice, QueueTicket, Watch};
+use crate::value::{lock_value, random_value, unix_micros};
+
+/// The wait loop of [`crate::Locker::acquire_with`], once the keys and TTL are valid:
+/// attempts until one grants, between them waiting for a release notice, polling, or
+/// backing off, until the deadline.
+///
+/// Cancelling it leaves no key of ours behind (each attempt's guard, and the line's).
+pub(crate) async fn acquire(
+    core: &Arc<Core>,
+    user_keys: Vec<String>,
+    full: Vec<String>,
+    ttl: Duration,
+    options: &AcquireOptions,
+) -> Result<Lease> {
+    let opts = &core.options;
+    let mut spec = LockSpec {
+        keys: full.into(),
+        value: lock_value().into(),
+        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        holder: opts.holder.as_deref().map(Into::into),
+        queue: None,
+    };
+    let started = Instant::now();
+    let (deadline, single) = options.deadline(opts, started);
+    let fair = options.is_fair(opts);
+    let queues = core.nodes.iter().all(|n| n.supports_queue());
+    if fair && !queues {
+        return Err(Error::config(
+            "fair mode needs Redis stores: memory:// and sqlite:// keep no waiter line",
+        ));
+    }
+    let mut queue_guard = None;
+    // A waiter takes a place in line, so that a release wakes it alone; a single
+    // attempt has no use for one — unless fair mode must check the line.
+    if queues && (fair || (opts.notifications && !single)) {
+        // One key on one node (no holder record to write): one node's grant is the
+        // whole lock, so the release can hand it over itself — the waiter holds
+        // the lock one notice after the release, without a retry of its own.
+        let inbox = match core.nodes.as_slice() {
+            [node] if opts.notifications && spec.keys.len() == 1 && spec.holder.is_none() => {
+                node.inbox()
+            }
+            _ => None,
+        };
+        let grace_ms = u64::try_from(
+            (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500)).as_millis(),
+        )
+        .unwrap_or(u64::MAX);
+        // A release holds a handed-over key for the waiter only for a short claim
+        // (the line entry's grace), and the waiter makes it its full TTL itself: a
+        // waiter that died in line costs the lock that claim, not its TTL.
+        let waiter = match inbox {
+            Some(inbox) => {
+                QueueTicket::handoff_waiter(grace_ms.min(spec.ttl_ms), inbox, &random_value())
+            }
+            None => random_value(),
+        };
+        spec.queue = Some(QueueTicket {
+            waiter: waiter.into(),
+            ticket: unix_micros(),
+            grace_ms,
+            fair,
+        });
+        // Until disarmed, dropping this (cancelled, gave up) leaves the line — and
+        // frees the key if a release handed it to us meanwhile.
+        let mut leave = spec.clone();
+        if let Some(q) = spec.queue.as_ref().filter(|q| q.handoff()) {
+            leave.value = q.waiter.clone();
+        }
+        queue_guard = Some(CleanupGuard::new(core, leave));
+    }
+    let mut watches: Option<Vec<Watch>> = None;
+    let mut watched_once = false;
+    let mut outages: u32 = 0;
+    let mut polls: u32 = 0;
+    let mut attempts: u32 = 0;
+    // Hand-off notices: a release can only hand us the key after a node refused us
+    // and put us in line. A notice's token is trusted only while every notice for
+    // us must postdate our latest refusal: not once our line entry vanished and
+    // came back (a hand-off we never read may have come and gone, and its notice
+    // would name an older token), nor after an attempt whose answer we never saw.
+    let mut refused_at: Option<Instant> = None;
+    let mut trust_notices = true;
+    if opts.notifications && spec.queue.is_some() {
+        // A hot key (already watched by this locker): watch before the first
+        // attempt, for free, so a refusal goes straight to waiting.
+        watches = watch_now_all(core, &spec);
+        watched_once = watches.is_some();
+    }
+    loop {
+        // A fresh value per attempt: the clean-up of a failed attempt (a late reply,
+        // a timed-out request) then never touches the keys of a later attempt that
+        // succeeded. Within one attempt, a key already holding the value is ours.
+        if attempts > 0 {
+            spec.value = lock_value().into();
+        }
+        attempts += 1;
+        let attempt_started = Instant::now();
+        let failure = match attempt(core, &spec, &user_keys, ttl).await {
+            Ok(lease) => {
+                // Granted: the acquire script took us out of the line.
+                if let Some(mut g) = queue_guard {
+                    g.disarm();
+                }
+                return Ok(lease);
+            }
+            Err(f) => f,
+        };
+        let now = Instant::now();
+        let pause = match &failure {
+            Failure::Permanent(errors) => {
+                return Err(Error::config(format!(
+                    "cannot lock {}: a node refused in a way retrying cannot fix",
+                    KeyList(&spec.keys)
+                ))
+                .with_nodes(errors.clone()));
+            }
+            Failure::Contended {
+                pttl,
+                joined,
+                silent,
+            } => {
+                outages = 0;
+                // Joined anew after an earlier refusal had put us in line.
+                if *joined && refused_at.is_some() {
+                    trust_notices = false;
+                }
+                refused_at = Some(attempt_started);
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(gave_up(core, single, &spec, &failure, started));
+                }
+                if opts.notifications && !watched_once {
+                    // Subscribe, then retry at once: a release between our attempt
+                    // and the subscription would otherwise be missed.
+                    watched_once = true;
+                    watches = watch_all(core, &spec).await;
+                    if watches.is_some() {
+                        continue;
+                    }
+                }
+                if watches.is_some() {
+                    // Woken by a notice, or at the end of the holder's TTL — but a
+                    // silent holder (another Redlock client) sends no notice: its
+                    // release is noticed only by trying again, every poll.
+                    let expiry = pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
+                    if *silent {
+                        expiry.min(opts.silent_holder_poll)
+                    } else {
+                        expiry
+                    }
+                } else if opts.notifications {
+                    // No notices from this store (SQLite): poll, starting fast and
+                    // slowing down to at most 16 ms (a local transaction costs tens
+                    // of microseconds), never past the holder's TTL.
+                    polls += 1;
+                    let step = Duration::from_millis(1) * (1u32 << polls.min(4));
+                    let poll = step.min(opts.retry_delay);
+                    pttl.map_or(poll, |p| p.min(poll))
+                } else {
+                    opts.retry_delay
+                }
+            }
+            Failure::Unavailable(_) => {
+                trust_notices = false;
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(gave_up(core, single, &spec, &failure, started));
+                }
+                outages += 1;
+                jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
+            }
+        };
+        let pause = jitter::jittered(
+            pause,
+            opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
+        );
+        let wake_at = match deadline {
+            Some(d) => (now + pause).min(d),
+            None => now + pause,
+        };
+        let sleep = tokio::time::sleep_until(wake_at);
+        match watches.take() {
+            Some(mut ws) if !ws.is_empty() => {
+                let notice = {
+                    // Polled through references: the watches outlive this wait.
+                    let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
+                    tokio::select! {
+                        (notice, _, _) = notified => Some(notice),
+                        _ = sleep => None,
+                    }
+                };
+                if let (Some(Notice::Granted { token }), Some(_), true) =
+                    (notice, refused_at, trust_notices)
+                    && let Some(lease) = handed_over(core, &spec, &user_keys, ttl, token).await
+                {
+                    if let Some(mut g) = queue_guard {
+                        g.disarm();
+                    }
+                    return Ok(lease);
+                }
+                // Otherwise (a notice we cannot build on, or one too late to leave
+                // a valid lease) the next attempt finds the key handed to us and
+                // renews it: the acquire script's hand-over answer.
+                // Re-arm before the next attempt so no release goes unheard, and
+                // before dropping the old watches, so the subscriptions stay up
+                // (no UNSUBSCRIBE/SUBSCRIBE round trip per wake-up).
+                watches = watch_all(core, &spec).await;
+                drop(ws);
+            }
+            _ => sleep.await,
+        }
+    }
+}
+
+/// The error for a wait that ended without the lock.
+fn gave_up(
+    core: &Core,
+    single: bool,
+    spec: &LockSpec,
+    failure: &Failure,
+    started: Instant,
+) -> Error {
+    match (single, failure) {
+        (_, Failure::Unavailable(errors)) => unavailable(core, spec, errors.clone()),
+        (true, Failure::Contended { pttl, .. }) => Error::contended(&spec.keys, *pttl),
+        (_, Failure::Contended { pttl, .. }) => Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "gave up on lock {} after {} ms: it is held by another owner{}",
+                KeyList(&spec.keys),
+                started.elapsed().as_millis(),
+                pttl.map(|p| format!(" (expires in {} ms unless extended)", p.as_millis()))
+                    .unwrap_or_default()
+            ),
+        )
+        .with_retry_after(*pttl),
+        (_, Failure::Permanent(errors)) => Error::config("node refused").with_nodes(errors.clone()),
+    }
+}
+
+fn unavailable(core: &Core, spec: &LockSpec, errors: Vec<NodeError>) -> Error {
+    Error::unavailable(
+        &format!(
+            "cannot lock {}: fewer than {} of {} nodes answered",
+            KeyList(&spec.keys),
+            quorum::quorum(core.nodes.len()),
+            core.nodes.len()
+        ),
+        errors,
+    )
+}
+
+/// Watches of every key on every node, if every one is free to arm now (see
+/// [`crate::store::Store::watch_now`]); `None` otherwise.
+fn watch_now_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
+    let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
+    core.nodes
+        .iter()
+        .flat_map(|n| spec.keys.iter().map(move |k| (n, k)))
+        .map(|(n, k)| n.watch_now(k, waiter.clone()))
+        .collect()
+}
+
+/// Subscribes to release notices of every key on every node that offers them.
+pub(crate) async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
+    let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
+    let timeout = core
+        .options
+        .request_timeout_for(Duration::from_millis(spec.ttl_ms));
+    let requests = core.nodes.iter().flat_map(|n| {
+        let waiter = waiter.clone();
+        spec.keys
+            .iter()
+            .map(move |k| tokio::time::timeout(timeout, n.watch(k, waiter.clone())))
+    });
+    let watches: Vec<Watch> = join_all(requests)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok()?.ok()?)
+        .collect();
+    (!watches.is_empty()).then_some(watches)
+}
+
+/// The lease a hand-off notice gave us: `release.lua` set the key to our waiter id
+/// for a short claim and announced `token`; we make it ours for the full TTL with
+/// one extend, whose start bounds the validity like a fresh grant's. `None` when the
+/// extend does not confirm it (the claim ran out first, a node did not answer): the
+/// caller's next attempt then finds out where the key stands.
+///
+/// The notice's token is trusted only as the caller allows (`trust_notices`): the
+/// key holding our id proves that the hand-off happened, not which one.
+async fn handed_over(
+    core: &Arc<Core>,
+    spec: &LockSpec,
+    user_keys: &[String],
+    ttl: Duration,
+    token: u64,
+) -> Option<Lease> {
+    let waiter = spec.queue.as_ref()?.waiter.clone();
+    let spec = LockSpec {
+        value: waiter,
+        queue: None,
+        ..spec.clone()
+    };
+    let until = extend(core, &spec, user_keys, ttl, Expiry::AtLeast, None)
+        .await
+        .ok()?;
+    let ended = Arc::new(AtomicBool::new(false));
+    Some(Lease::granted(
+        core, &spec, user_keys, ttl, token, until, ended,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The wait loop under paused time: the clock moves only when every task sleeps, so
+    //! what the loop decides (when to try again, when to give up) is exact.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::error::{NodeErrorKind, Result as FlResult};
+    use crate::options::Options;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{Acquired, Forgot, Holding, KeyInfo, Node, Store, StoreFuture};
+
+    /// A lock on `key` held by another owner for `ttl`, set straight on the node.
+    async fn held_by_another(node: &Node, key: &str, ttl: Duration) -> LockSpec {
+        let spec = LockSpec {
+            keys: vec![key.to_string()].into(),
+            value: "fl:another-owner".into(),
+            ttl_ms: u64::try_from(ttl.as_millis()).expect("ttl"),
+            holder: None,
+            queue: None,
+        };
+        let granted = node.acquire(&spec).await.expect("acquire");
+        assert!(matches!(granted, Acquired::Granted { .. }), "{granted:?}");
+        spec
+    }
+
+    fn core(nodes: Vec<Node>, options: Options) -> Arc<Core> {
+        let core = Arc::new(Core::new(nodes, options));
+        crate::renew::ensure_started(&core);
+        core
+    }
+
+    async fn acquire_key(core: &Arc<Core>, key: &str, options: &AcquireOptions) -> FlResult<Lease> {
+        let full = vec![key.to_string()];
+        acquire(core, full.clone(), full, Duration::from_secs(10), options).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_gives_up_at_its_deadline_and_leaves_the_holders_key_alone() {
+        let node: Node = Arc::new(MemoryStore::named("wait-gives-up-at-its-deadline"));
+        let holder = held_by_another(&node, "k", Duration::from_secs(60)).await;
+        let core = core(vec![node.clone()], Options::default());
+        let started = Instant::now();
+        let wait = Duration::from_secs(2);
+        let e = acquire_key(&core, "k", &AcquireOptions::default().max_wait(wait))
+            .await
+            .expect_err("held for a minute");
+        let waited = started.elapsed();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(e.retry_after().is_some(), "{e}");
+        // It waited its whole wait, and not for the holder's TTL.
+        assert!(
+            waited >= wait && waited < Duration::from_secs(60),
+            "{waited:?}"
+        );
+        let info = node.inspect("k").await.expect("inspect");
+        assert_eq!(info.value.as_deref(), Some(&*holder.value));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_attempt_reports_contended_without_waiting() {
+        let node: Node = Arc::new(MemoryStore::named("wait-single-attempt"));
+        held_by_another(&node, "k", Duration::from_secs(60)).await;
+        let core = core(vec![node], Options::default());
+        let started = Instant::now();
+        let e = acquire_key(&core, "k", &AcquireOptions::default().no_wait())
+            .await
+            .expect_err("held");
+        assert_eq!(e.kind(), ErrorKind::Contended, "{e}");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_the_lock_when_the_holders_ttl_runs_out() {
+        let node: Node = Arc::new(MemoryStore::named("wait-for-the-ttl"));
+        let ttl = Duration::from_secs(3);
+        held_by_another(&node, "k", ttl).await;
+        let core = core(vec![node], Options::default());
+        let started = Instant::now();
+        let lease = acquire_key(&core, "k", &AcquireOptions::default().max_wait(ttl * 10))
+            .await
+            .expect("free once the TTL ran out");
+        let waited = started.elapsed();
+        assert!(waited >= ttl && waited < ttl * 10, "{waited:?}");
+        lease.release().await.expect("release");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_wakes_on_the_release_notice_before_the_ttl() {
+        let node: Node = Arc::new(MemoryStore::named("wait-for-the-notice"));
+        let ttl = Duration::from_secs(60);
+        let holder = held_by_another(&node, "k", ttl).await;
+        let core = core(vec![node.clone()], Options::default());
+        let release_after = Duration::from_secs(1);
+        let releaser = tokio::spawn(async move {
+            tokio::time::sleep(release_after).await;
+            node.release(&holder).await.expect("release")
+        });
+        let started = Instant::now();
+        let lease = acquire_key(&core, "k", &AcquireOptions::default().wait_forever())
+            .await
+            .expect("released");
+        let waited = started.elapsed();
+        assert_eq!(releaser.await.expect("releaser"), Holding::Ours);
+        // Woken by the notice: long before the holder's TTL would have freed the key.
+        assert!(waited >= release_after && waited < ttl, "{waited:?}");
+        lease.release().await.expect("release");
+    }
+
+    /// A node that is down: every request fails at once, and is counted.
+    #[derive(Debug, Default)]
+    struct Down {
+        acquires: AtomicUsize,
+    }
+
+    fn down<T>() -> StoreFuture<T> {
+        Box::pin(async { Err(NodeError::new(NodeErrorKind::Io, "down", "refused")) })
+    }
+
+    impl Store for Down {
+        fn name(&self) -> &str {
+            "down"
+        }
+        fn acquire(&self, _: &LockSpec) -> StoreFuture<Acquired> {
+            self.acquires.fetch_add(1, Ordering::Relaxed);
+            down()
+        }
+        fn commit_fence(&self, _: &LockSpec, _: u64) -> StoreFuture<bool> {
+            down()
+        }
+        fn extend(&self, _: &[LockSpec], _: Expiry, _: bool) -> StoreFuture<Vec<Holding>> {
+            down()
+        }
+        fn release(&self, _: &LockSpec) -> StoreFuture<Holding> {
+            down()
+        }
+        fn abandon(&self, _: &LockSpec) -> StoreFuture<()> {
+            down()
+        }
+        fn known_keys(&self, _: &str, _: usize) -> StoreFuture<Vec<String>> {
+            down()
+        }
+        fn inspect(&self, _: &str) -> StoreFuture<KeyInfo> {
+            down()
+        }
+        fn forget(&self, _: &str) -> StoreFuture<Forgot> {
+            down()
+        }
+        fn watch(&self, _: &str, _: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
+            down()
+        }
+    }
+
+    /// Nodes down: the waiter backs off (doubling, up to 5 s) instead of retrying every
+    /// `retry_delay`, and reports them unavailable, with their errors, at its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_backs_off_while_the_nodes_are_down_and_reports_them() {
+        crate::jitter::seed_this_thread(15);
+        let store = Arc::new(Down::default());
+        let node: Node = store.clone();
+        let options = Options::default();
+        let retry_delay = options.retry_delay;
+        let core = core(vec![node], options);
+        let wait = Duration::from_secs(20);
+        let started = Instant::now();
+        let e = acquire_key(&core, "k", &AcquireOptions::default().max_wait(wait))
+            .await
+            .expect_err("down");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(!e.node_errors().is_empty(), "{e}");
+        assert!(started.elapsed() >= wait);
+        let attempts = store.acquires.load(Ordering::Relaxed);
+        // Retried, but far fewer times than a fixed poll every `retry_delay` would.
+        let polls = usize::try_from(wait.as_millis() / retry_delay.as_millis()).expect("n");
+        assert!(attempts > 2 && attempts < polls / 2, "{attempts} attempts");
+    }
+}
