@@ -173,6 +173,10 @@ pub struct NodeReport {
     pub missing_permissions: Option<Vec<String>>,
     /// Questions the node would not answer, and similar remarks.
     pub notes: Vec<String>,
+    /// The store may be one node of several in a Redlock quorum (it says so:
+    /// `Store::joins_quorum`): the checks of the quorum as a whole — the same server
+    /// twice, an even count, clock spread — look at these nodes only.
+    quorum: bool,
 }
 
 impl NodeReport {
@@ -191,6 +195,7 @@ impl NodeReport {
             user: None,
             missing_permissions: None,
             notes: Vec::new(),
+            quorum: false,
         }
     }
 
@@ -422,21 +427,27 @@ impl Locker {
             .nodes()
             .iter()
             .zip(probes)
-            .map(|(node, probe)| match probe {
-                Ok(Ok(Some(p))) => NodeReport::from_probe(node.name(), p),
-                Ok(Ok(None)) => NodeReport::new(node.name()),
-                Ok(Err(e)) => NodeReport {
-                    error: Some(e),
-                    ..NodeReport::new(node.name())
-                },
-                Err(_) => NodeReport {
-                    error: Some(NodeError::new(
-                        crate::error::NodeErrorKind::Timeout,
-                        node.name(),
-                        format!("no answer to the checks within {timeout:?}"),
-                    )),
-                    ..NodeReport::new(node.name())
-                },
+            .map(|(node, probe)| {
+                let report = match probe {
+                    Ok(Ok(Some(p))) => NodeReport::from_probe(node.name(), p),
+                    Ok(Ok(None)) => NodeReport::new(node.name()),
+                    Ok(Err(e)) => NodeReport {
+                        error: Some(e),
+                        ..NodeReport::new(node.name())
+                    },
+                    Err(_) => NodeReport {
+                        error: Some(NodeError::new(
+                            crate::error::NodeErrorKind::Timeout,
+                            node.name(),
+                            format!("no answer to the checks within {timeout:?}"),
+                        )),
+                        ..NodeReport::new(node.name())
+                    },
+                };
+                NodeReport {
+                    quorum: node.joins_quorum(),
+                    ..report
+                }
             })
             .collect();
         let budget = drift_budget(ttl, self.options().drift_factor);
@@ -473,10 +484,7 @@ fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration
             about_node_error: false,
         });
     };
-    let redis: Vec<&NodeReport> = nodes
-        .iter()
-        .filter(|n| n.node.starts_with("redis://") || n.node.starts_with("rediss://"))
-        .collect();
+    let redis: Vec<&NodeReport> = nodes.iter().filter(|n| n.quorum).collect();
 
     for n in nodes {
         let node = Some(n.node.as_str());
@@ -648,6 +656,7 @@ mod tests {
             persistence: Some(true),
             clock_offset_ms: Some(0),
             round_trip: Duration::from_millis(1),
+            quorum: true,
             ..NodeReport::new(&format!("redis://{name}:6379"))
         }
     }

@@ -1,0 +1,216 @@
+//! A store added the way `docs/stores.md` says: this file plus one line in `stores!`
+//! (`store/mod.rs`). Test builds only; `teststore://name` names one.
+//!
+//! It is the smallest store that keeps the protocol: one `BTreeMap` of records behind
+//! a mutex per name, every operation one critical section around the shared rules
+//! (`rules.rs`), the core [`Store`] only — no notices, no waiter lines, no health
+//! probe, so the layers above poll, refuse fair mode and skip the server checks. It
+//! runs the store conformance kit like every other store (the tests below), and a
+//! locker uses it through its URL like any other (`a_locker_uses_it_by_its_url`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use tokio::time::Instant;
+
+use super::rules::{self, LockRecord, Now, Records};
+use super::url::StoreOptions;
+use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture};
+use crate::error::{Error, NodeError, NodeErrorKind};
+
+/// The URL scheme.
+pub(crate) const SCHEMES: &[&str] = &["teststore"];
+
+/// The store `url` names; stores of one name share their records.
+///
+/// # Errors
+///
+/// None: every name is valid.
+pub(crate) fn open(url: &str, _options: &StoreOptions) -> Result<Node, Error> {
+    static BY_NAME: LazyLock<Mutex<HashMap<String, Arc<Mutex<Map>>>>> =
+        LazyLock::new(Default::default);
+    let name = url.split_once("://").map_or("", |(_, name)| name);
+    let map = Arc::clone(
+        BY_NAME
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name.to_string())
+            .or_default(),
+    );
+    Ok(Arc::new(TestStore {
+        name: format!("teststore://{name}"),
+        map,
+    }))
+}
+
+/// One handle.
+#[derive(Debug)]
+struct TestStore {
+    name: String,
+    map: Arc<Mutex<Map>>,
+}
+
+/// The records of one name.
+#[derive(Debug, Default)]
+struct Map {
+    locks: BTreeMap<String, LockRecord<Instant>>,
+    /// Counter and when it was last set.
+    counters: BTreeMap<String, (u64, Instant)>,
+    floor: u64,
+}
+
+impl Records for Map {
+    type At = Instant;
+    type Error = &'static str;
+
+    fn lock(&mut self, key: &str) -> Result<Option<LockRecord<Instant>>, &'static str> {
+        Ok(self.locks.get(key).cloned())
+    }
+    fn put_lock(&mut self, key: &str, record: LockRecord<Instant>) -> Result<(), &'static str> {
+        self.locks.insert(key.to_string(), record);
+        Ok(())
+    }
+    fn delete_lock(&mut self, key: &str) -> Result<(), &'static str> {
+        self.locks.remove(key);
+        Ok(())
+    }
+    fn counter(&mut self, key: &str) -> Result<Option<u64>, &'static str> {
+        Ok(self.counters.get(key).map(|c| c.0))
+    }
+    fn put_counter(&mut self, key: &str, value: u64, at: Instant) -> Result<(), &'static str> {
+        self.counters.insert(key.to_string(), (value, at));
+        Ok(())
+    }
+    fn delete_counter(&mut self, key: &str) -> Result<(), &'static str> {
+        self.counters.remove(key);
+        Ok(())
+    }
+    fn floor(&mut self) -> Result<u64, &'static str> {
+        Ok(self.floor)
+    }
+    fn raise_floor(&mut self, to: u64) -> Result<(), &'static str> {
+        self.floor = self.floor.max(to);
+        Ok(())
+    }
+    fn exhausted(&self) -> &'static str {
+        "the fencing counter is exhausted"
+    }
+}
+
+impl TestStore {
+    /// Runs `op` on the records, in one critical section, when first polled.
+    fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Map, Now<Instant>) -> Result<T, &'static str> + Send + 'static,
+    ) -> StoreFuture<T> {
+        let map = Arc::clone(&self.map);
+        let name = self.name.clone();
+        Box::pin(async move {
+            let now = Now {
+                at: Instant::now(),
+                wall_us: rules::wall_micros(),
+            };
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            op(&mut map, now).map_err(|why| NodeError::new(NodeErrorKind::Other, &name, why))
+        })
+    }
+}
+
+impl Store for TestStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn acquire(&self, lock: &LockSpec) -> StoreFuture<Acquired> {
+        let lock = lock.clone();
+        self.run(move |m, now| rules::acquire(m, &lock, now))
+    }
+    fn commit_fence(&self, lock: &LockSpec, token: u64) -> StoreFuture<bool> {
+        let lock = lock.clone();
+        self.run(move |m, now| rules::commit_fence(m, &lock, token, now))
+    }
+    fn extend(
+        &self,
+        locks: &[LockSpec],
+        expiry: Expiry,
+        reclaim: bool,
+    ) -> StoreFuture<Vec<Holding>> {
+        let locks = locks.to_vec();
+        self.run(move |m, now| {
+            locks
+                .iter()
+                .map(|l| rules::extend(m, l, expiry, reclaim, now.at))
+                .collect()
+        })
+    }
+    fn release(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+        let lock = lock.clone();
+        self.run(move |m, now| rules::release(m, &lock, now.at).map(|(h, _)| h))
+    }
+    fn abandon(&self, lock: &LockSpec) -> StoreFuture<()> {
+        let lock = lock.clone();
+        self.run(move |m, now| rules::release(m, &lock, now.at).map(|_| ()))
+    }
+    fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
+        let prefix = prefix.to_string();
+        self.run(move |m, _| {
+            Ok(m.counters
+                .keys()
+                .filter(|k| k.starts_with(&prefix))
+                .take(limit)
+                .cloned()
+                .collect())
+        })
+    }
+    fn inspect(&self, key: &str) -> StoreFuture<KeyInfo> {
+        let key = key.to_string();
+        self.run(move |m, now| rules::inspect(m, &key, now.at))
+    }
+    fn forget(&self, key: &str) -> StoreFuture<Forgot> {
+        let key = key.to_string();
+        self.run(move |m, now| rules::forget(m, &key, now.at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use crate::store::kit::{Subject, store_kit};
+
+    fn fresh_store() -> Subject {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let url = format!("teststore://kit-{}", N.fetch_add(1, Ordering::Relaxed));
+        let options = super::StoreOptions::new(Duration::from_secs(1));
+        Subject::new(crate::store::open(&url, &options).unwrap())
+    }
+
+    store_kit!(fresh_store);
+
+    /// Registered by its one line, the store is reachable from a URL like any other.
+    #[tokio::test]
+    async fn a_locker_uses_it_by_its_url() {
+        let locker = crate::Locker::builder()
+            .store("teststore://locker")
+            .build()
+            .unwrap();
+        let lease = locker
+            .acquire("job", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let refused = locker
+            .try_acquire("job", Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(refused.is_contended(), "{refused}");
+        let token = lease.token();
+        lease.release().await.unwrap();
+        let next = locker
+            .acquire("job", Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(next.token() > token);
+        next.release().await.unwrap();
+        locker.shutdown().await;
+    }
+}
