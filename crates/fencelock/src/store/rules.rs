@@ -386,59 +386,61 @@ pub(crate) fn counter_expendable<M: Moment>(held: bool, touched: M, now: M) -> b
     !held && now.since(touched) >= COUNTER_RETENTION
 }
 
+/// The rules over plain maps: the reference the store kit compares every store with
+/// (`kit.rs`), and the rules' own edge cases below (exhaustion, the floor, time far
+/// ahead) that no real clock reaches.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Model {
+    pub(crate) locks: std::collections::BTreeMap<String, LockRecord<tokio::time::Instant>>,
+    /// Counter and when it was last set.
+    pub(crate) counters: std::collections::BTreeMap<String, (u64, tokio::time::Instant)>,
+    pub(crate) floor: u64,
+}
+
+#[cfg(test)]
+impl Records for Model {
+    type At = tokio::time::Instant;
+    type Error = &'static str;
+    fn lock(&mut self, key: &str) -> Result<Option<LockRecord<Self::At>>, &'static str> {
+        Ok(self.locks.get(key).cloned())
+    }
+    fn put_lock(&mut self, key: &str, record: LockRecord<Self::At>) -> Result<(), &'static str> {
+        self.locks.insert(key.into(), record);
+        Ok(())
+    }
+    fn delete_lock(&mut self, key: &str) -> Result<(), &'static str> {
+        self.locks.remove(key);
+        Ok(())
+    }
+    fn counter(&mut self, key: &str) -> Result<Option<u64>, &'static str> {
+        Ok(self.counters.get(key).map(|c| c.0))
+    }
+    fn put_counter(&mut self, key: &str, value: u64, at: Self::At) -> Result<(), &'static str> {
+        self.counters.insert(key.into(), (value, at));
+        Ok(())
+    }
+    fn delete_counter(&mut self, key: &str) -> Result<(), &'static str> {
+        self.counters.remove(key);
+        Ok(())
+    }
+    fn floor(&mut self) -> Result<u64, &'static str> {
+        Ok(self.floor)
+    }
+    fn raise_floor(&mut self, to: u64) -> Result<(), &'static str> {
+        self.floor = self.floor.max(to);
+        Ok(())
+    }
+    fn exhausted(&self) -> &'static str {
+        "exhausted"
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use tokio::time::Instant;
 
     use super::*;
-
-    /// The smallest [`Records`]: for the rules' own edge cases (exhaustion, the floor,
-    /// time far ahead) that the store kit cannot reach through a real clock.
-    #[derive(Default)]
-    struct Plain {
-        locks: BTreeMap<String, LockRecord<Instant>>,
-        counters: BTreeMap<String, (u64, Instant)>,
-        floor: u64,
-    }
-
-    impl Records for Plain {
-        type At = Instant;
-        type Error = &'static str;
-        fn lock(&mut self, key: &str) -> Result<Option<LockRecord<Instant>>, &'static str> {
-            Ok(self.locks.get(key).cloned())
-        }
-        fn put_lock(&mut self, key: &str, record: LockRecord<Instant>) -> Result<(), &'static str> {
-            self.locks.insert(key.into(), record);
-            Ok(())
-        }
-        fn delete_lock(&mut self, key: &str) -> Result<(), &'static str> {
-            self.locks.remove(key);
-            Ok(())
-        }
-        fn counter(&mut self, key: &str) -> Result<Option<u64>, &'static str> {
-            Ok(self.counters.get(key).map(|c| c.0))
-        }
-        fn put_counter(&mut self, key: &str, value: u64, at: Instant) -> Result<(), &'static str> {
-            self.counters.insert(key.into(), (value, at));
-            Ok(())
-        }
-        fn delete_counter(&mut self, key: &str) -> Result<(), &'static str> {
-            self.counters.remove(key);
-            Ok(())
-        }
-        fn floor(&mut self) -> Result<u64, &'static str> {
-            Ok(self.floor)
-        }
-        fn raise_floor(&mut self, to: u64) -> Result<(), &'static str> {
-            self.floor = self.floor.max(to);
-            Ok(())
-        }
-        fn exhausted(&self) -> &'static str {
-            "exhausted"
-        }
-    }
 
     fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
         LockSpec {
@@ -456,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_counter_never_comes_back_lower() {
-        let mut r = Plain::default();
+        let mut r = Model::default();
         let t0 = Instant::now();
         let high = 1_000_000_000_000;
         acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)).unwrap();
@@ -471,7 +473,7 @@ mod tests {
 
     #[test]
     fn an_exhausted_counter_is_an_error_not_a_repeat() {
-        let mut r = Plain::default();
+        let mut r = Model::default();
         let t0 = Instant::now();
         acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)).unwrap();
         assert!(commit_fence(&mut r, &spec(&["k"], "A", 1_000), u64::MAX, now(t0, 5)).unwrap());
@@ -485,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_counter_behind_the_clock_counts_on_from_itself() {
-        let mut r = Plain::default();
+        let mut r = Model::default();
         let t0 = Instant::now();
         acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 100)).unwrap();
         release(&mut r, &spec(&["k"], "A", 1_000), t0).unwrap();
@@ -495,7 +497,7 @@ mod tests {
 
     #[test]
     fn huge_ttls_do_not_overflow() {
-        let mut r = Plain::default();
+        let mut r = Model::default();
         let t0 = Instant::now();
         let lock = spec(&["k"], "A", u64::MAX);
         acquire(&mut r, &lock, now(t0, 1)).unwrap();
@@ -524,7 +526,7 @@ mod tests {
 
     #[test]
     fn the_clock_later_than_a_counter_seeds_above_it_and_reclaim_takes_free_keys() {
-        let mut r = Plain::default();
+        let mut r = Model::default();
         let t0 = Instant::now();
         let first = acquire(&mut r, &spec(&["a"], "A", 10), now(t0, 100)).unwrap();
         assert_eq!(first, Acquired::Granted { counter: 101 });
