@@ -555,8 +555,9 @@ pub(crate) async fn agrees_with_the_rules_on_a_random_history(s: &Node) {
                     _ => assert_eq!(got, want, "{context}"),
                 }
                 if matches!(want, Acquired::Granted { .. }) {
-                    keys.iter()
-                        .for_each(|k| drop(holder_from_reclaim.remove(k)));
+                    for k in &keys {
+                        holder_from_reclaim.remove(k);
+                    }
                 }
             }
             1 => {
