@@ -8,6 +8,14 @@
 //! Every method returns a `'static` boxed future so the locker can run it on its own
 //! background task (cleanup after a cancelled acquire, batched renewal) and put a
 //! per-node timeout around it. Stores are cheap handles over shared state.
+//!
+//! - The core every store has is [`Store`]; what only some stores can do is a
+//!   capability they declare ([`Notices`], [`WaiterLine`], [`HealthProbe`], and
+//!   [`Store::joins_quorum`]), asked for through `impl dyn Store`.
+//! - The per-key counter and expiry rules are written once, in `rules.rs`; memory and
+//!   SQLite call them, Redis's Lua scripts take the same steps.
+//! - `kit.rs` is the conformance kit every store runs; `stores!` below is the table
+//!   of URL schemes. Adding a store is one file and one line there: `docs/stores.md`.
 
 use std::fmt;
 use std::future::Future;
