@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, timeout};
 
-use super::rules::{self, Model, Now, wall_micros};
+use super::rules::{self, MapRecords, Now, wall_micros};
 use super::{
     Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Notice, QueueTicket, Watch,
 };
@@ -498,14 +498,14 @@ impl Dice {
     }
 }
 
-/// The store and the rules ([`Model`]) answer a long random history of acquires,
+/// The store and the rules over plain maps ([`MapRecords`]) answer a long random history of acquires,
 /// commits, extends (both expiries, with and without reclaim) and releases on
 /// overlapping key sets alike, and are left with the same values, holders and counters.
 /// TTLs are long, so nothing expires in between (the expiry cases above cover that);
 /// the counters start from one far above the clock, so tokens are the same numbers.
 pub(crate) async fn agrees_with_the_rules_on_a_random_history(s: &Node) {
     const KEYS: [&str; 3] = ["a", "b", "c"];
-    let mut model = Model::default();
+    let mut model = MapRecords::default();
     let now = || Now {
         at: tokio::time::Instant::now(),
         wall_us: wall_micros(),

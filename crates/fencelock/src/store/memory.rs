@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::rules::{self, LockRecord, Now, Records};
+use super::rules::{self, MapRecords, Now};
 use super::url::StoreOptions;
 use super::{
     Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Notice, Notices, Store,
@@ -91,66 +91,16 @@ impl Shared {
     }
 }
 
-/// One key's fencing counter.
-struct Counter {
-    value: u64,
-    /// Last time an acquire or a fence commit set it (for retention).
-    touched: Instant,
-}
-
 #[derive(Default)]
 struct State {
-    locks: HashMap<String, LockRecord<Instant>>,
-    counters: HashMap<String, Counter>,
+    /// Locks and counters. Every counter this store ever forgot was at most the
+    /// records' floor; a new counter starts above it, so forgetting counters can never
+    /// make tokens go backwards, whatever the wall clock does.
+    records: MapRecords<Instant>,
     /// Release notices, per key with at least one live [`Watch`]. The channel's value
     /// is meaningless; only its version moves.
     watchers: HashMap<String, watch::Sender<()>>,
-    /// Every counter this store ever forgot was at most this. A new counter starts
-    /// above it, so forgetting counters can never make tokens go backwards, whatever
-    /// the wall clock does.
-    floor: u64,
     last_sweep: Option<Instant>,
-}
-
-/// The records as [`rules`] reads and writes them; nothing here can fail but the
-/// counter's exhaustion.
-impl Records for State {
-    type At = Instant;
-    type Error = &'static str;
-
-    fn lock(&mut self, key: &str) -> Result<Option<LockRecord<Instant>>, &'static str> {
-        Ok(self.locks.get(key).cloned())
-    }
-    fn put_lock(&mut self, key: &str, record: LockRecord<Instant>) -> Result<(), &'static str> {
-        self.locks.insert(key.to_string(), record);
-        Ok(())
-    }
-    fn delete_lock(&mut self, key: &str) -> Result<(), &'static str> {
-        self.locks.remove(key);
-        Ok(())
-    }
-    fn counter(&mut self, key: &str) -> Result<Option<u64>, &'static str> {
-        Ok(self.counters.get(key).map(|c| c.value))
-    }
-    fn put_counter(&mut self, key: &str, value: u64, touched: Instant) -> Result<(), &'static str> {
-        self.counters
-            .insert(key.to_string(), Counter { value, touched });
-        Ok(())
-    }
-    fn delete_counter(&mut self, key: &str) -> Result<(), &'static str> {
-        self.counters.remove(key);
-        Ok(())
-    }
-    fn floor(&mut self) -> Result<u64, &'static str> {
-        Ok(self.floor)
-    }
-    fn raise_floor(&mut self, to: u64) -> Result<(), &'static str> {
-        self.floor = self.floor.max(to);
-        Ok(())
-    }
-    fn exhausted(&self) -> &'static str {
-        "the fencing counter is exhausted"
-    }
 }
 
 impl State {
@@ -161,11 +111,11 @@ impl State {
         {
             self.sweep(now.at);
         }
-        rules::acquire(self, lock, now)
+        rules::acquire(&mut self.records, lock, now)
     }
 
     fn release(&mut self, lock: &LockSpec, now: Instant) -> Result<Holding, &'static str> {
-        let (holding, deleted) = rules::release(self, lock, now)?;
+        let (holding, deleted) = rules::release(&mut self.records, lock, now)?;
         for i in deleted {
             if let Some(tx) = self.watchers.get(&lock.keys[i]) {
                 // Bumps the version even with no receiver; never fails.
@@ -179,17 +129,7 @@ impl State {
     /// floor above them), and notice channels nobody listens to.
     fn sweep(&mut self, now: Instant) {
         self.last_sweep = Some(now);
-        self.locks.retain(|_, h| h.expires > now);
-        let locks = &self.locks;
-        let mut floor = self.floor;
-        self.counters.retain(|key, c| {
-            let drop = rules::counter_expendable(locks.contains_key(key), c.touched, now);
-            if drop {
-                floor = floor.max(c.value);
-            }
-            !drop
-        });
-        self.floor = floor;
+        self.records.sweep(now);
         self.watchers.retain(|_, tx| tx.receiver_count() > 0);
     }
 }
@@ -239,7 +179,7 @@ impl Store for MemoryStore {
 
     fn commit_fence(&self, lock: &LockSpec, token: u64) -> StoreFuture<bool> {
         let lock = lock.clone();
-        self.run(move |s| rules::commit_fence(s, &lock, token, now()))
+        self.run(move |s| rules::commit_fence(&mut s.records, &lock, token, now()))
     }
 
     fn extend(
@@ -253,7 +193,7 @@ impl Store for MemoryStore {
             let now = Instant::now();
             locks
                 .iter()
-                .map(|l| rules::extend(s, l, expiry, reclaim, now))
+                .map(|l| rules::extend(&mut s.records, l, expiry, reclaim, now))
                 .collect()
         })
     }
@@ -272,27 +212,17 @@ impl Store for MemoryStore {
 
     fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
         let prefix = prefix.to_string();
-        self.run(move |s| {
-            let mut keys: Vec<String> = s
-                .counters
-                .keys()
-                .filter(|k| k.starts_with(&prefix))
-                .cloned()
-                .collect();
-            keys.sort();
-            keys.truncate(limit);
-            Ok(keys)
-        })
+        self.run(move |s| Ok(s.records.known_keys(&prefix, limit)))
     }
 
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo> {
         let key = key.to_string();
-        self.run(move |s| rules::inspect(s, &key, Instant::now()))
+        self.run(move |s| rules::inspect(&mut s.records, &key, Instant::now()))
     }
 
     fn forget(&self, key: &str) -> StoreFuture<Forgot> {
         let key = key.to_string();
-        self.run(move |s| rules::forget(s, &key, Instant::now()))
+        self.run(move |s| rules::forget(&mut s.records, &key, Instant::now()))
     }
 
     fn notices(&self) -> Option<&dyn Notices> {
@@ -447,7 +377,7 @@ mod tests {
         s.release(&lock).await.unwrap();
         timeout(SOON, w.notified).await.unwrap();
         assert_eq!(watchers(), 0);
-        assert!(s.shared.lock().locks.is_empty());
+        assert!(s.shared.lock().records.locks.is_empty());
     }
 
     /// No waiter lines here: one release wakes every watcher of the key.
@@ -485,12 +415,13 @@ mod tests {
             .unwrap();
         // One second short of retention: everything's counter stays, the lock goes.
         st.sweep(t0 + day - Duration::from_secs(1));
-        assert!(!st.locks.contains_key("idle"));
-        assert!(st.counters.contains_key("idle") && st.counters.contains_key("held"));
+        assert!(!st.records.locks.contains_key("idle"));
+        let counters = &st.records.counters;
+        assert!(counters.contains_key("idle") && counters.contains_key("held"));
         // Past retention: the idle counter goes, the held key's stays.
         st.sweep(t0 + day + Duration::from_secs(1));
-        assert!(!st.counters.contains_key("idle"));
-        assert_eq!(st.counters.get("held").map(|c| c.value), Some(held));
+        assert!(!st.records.counters.contains_key("idle"));
+        assert_eq!(st.records.counters.get("held").map(|c| c.0), Some(held));
     }
 
     #[test]
@@ -502,11 +433,11 @@ mod tests {
         let high = wall + 1_000_000_000_000;
         st.acquire(&spec(&["k"], "A", 1_000), at(t0, wall)).unwrap();
         assert_eq!(
-            rules::commit_fence(&mut st, &spec(&["k"], "A", 1_000), high, at(t0, wall)),
+            rules::commit_fence(&mut st.records, &spec(&["k"], "A", 1_000), high, at(t0, wall)),
             Ok(true)
         );
         st.sweep(t0 + COUNTER_RETENTION + Duration::from_secs(10));
-        assert!(st.counters.is_empty(), "counter was not dropped");
+        assert!(st.records.counters.is_empty(), "counter was not dropped");
         let later = t0 + COUNTER_RETENTION + Duration::from_secs(11);
         let got = st.acquire(&spec(&["k"], "B", 1_000), at(later, wall)).unwrap();
         assert_eq!(got, Acquired::Granted { counter: high + 1 });

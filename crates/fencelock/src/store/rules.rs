@@ -39,6 +39,7 @@
 //!   (Redis instead lets the counter key expire once its clock has passed it).
 //! - **TTLs** are clamped to [`MAX_TTL`] so `now + ttl` cannot overflow.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -386,27 +387,69 @@ pub(crate) fn counter_expendable<M: Moment>(held: bool, touched: M, now: M) -> b
     !held && now.since(touched) >= COUNTER_RETENTION
 }
 
-/// The rules over plain maps: the reference the store kit compares every store with
-/// (`kit.rs`), and the rules' own edge cases below (exhaustion, the floor, time far
-/// ahead) that no real clock reaches.
-#[cfg(test)]
-#[derive(Debug, Default)]
-pub(crate) struct Model {
-    pub(crate) locks: std::collections::BTreeMap<String, LockRecord<tokio::time::Instant>>,
-    /// Counter and when it was last set.
-    pub(crate) counters: std::collections::BTreeMap<String, (u64, tokio::time::Instant)>,
+/// The records in plain maps: the state of the in-process stores (`memory.rs`,
+/// `test_store.rs`), and the reference the store kit compares every store with.
+#[derive(Debug)]
+pub(crate) struct MapRecords<M> {
+    /// Lock records by key.
+    pub(crate) locks: HashMap<String, LockRecord<M>>,
+    /// Fencing counters by key, with when each was last set.
+    pub(crate) counters: HashMap<String, (u64, M)>,
+    /// Every counter these records ever dropped was at most this.
     pub(crate) floor: u64,
 }
 
-#[cfg(test)]
-impl Records for Model {
-    type At = tokio::time::Instant;
+impl<M> Default for MapRecords<M> {
+    fn default() -> Self {
+        MapRecords {
+            locks: HashMap::new(),
+            counters: HashMap::new(),
+            floor: 0,
+        }
+    }
+}
+
+impl<M: Moment> MapRecords<M> {
+    /// Drops expired lock records, and counters the retention rule lets go
+    /// ([`counter_expendable`]), raising the floor to them first. O(keys): stores ration it.
+    pub(crate) fn sweep(&mut self, now: M) {
+        self.locks.retain(|_, h| h.expires > now);
+        let locks = &self.locks;
+        let mut floor = self.floor;
+        self.counters.retain(|key, (value, touched)| {
+            let drop = counter_expendable(locks.contains_key(key), *touched, now);
+            if drop {
+                floor = floor.max(*value);
+            }
+            !drop
+        });
+        self.floor = floor;
+    }
+
+    /// Up to `limit` keys with a counter that start with `prefix`, sorted.
+    pub(crate) fn known_keys(&self, prefix: &str, limit: usize) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .counters
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.truncate(limit);
+        keys
+    }
+}
+
+/// Nothing here can fail but the counter's exhaustion.
+impl<M: Moment> Records for MapRecords<M> {
+    type At = M;
     type Error = &'static str;
-    fn lock(&mut self, key: &str) -> Result<Option<LockRecord<Self::At>>, &'static str> {
+
+    fn lock(&mut self, key: &str) -> Result<Option<LockRecord<M>>, &'static str> {
         Ok(self.locks.get(key).cloned())
     }
-    fn put_lock(&mut self, key: &str, record: LockRecord<Self::At>) -> Result<(), &'static str> {
-        self.locks.insert(key.into(), record);
+    fn put_lock(&mut self, key: &str, record: LockRecord<M>) -> Result<(), &'static str> {
+        self.locks.insert(key.to_string(), record);
         Ok(())
     }
     fn delete_lock(&mut self, key: &str) -> Result<(), &'static str> {
@@ -416,8 +459,8 @@ impl Records for Model {
     fn counter(&mut self, key: &str) -> Result<Option<u64>, &'static str> {
         Ok(self.counters.get(key).map(|c| c.0))
     }
-    fn put_counter(&mut self, key: &str, value: u64, at: Self::At) -> Result<(), &'static str> {
-        self.counters.insert(key.into(), (value, at));
+    fn put_counter(&mut self, key: &str, value: u64, touched: M) -> Result<(), &'static str> {
+        self.counters.insert(key.to_string(), (value, touched));
         Ok(())
     }
     fn delete_counter(&mut self, key: &str) -> Result<(), &'static str> {
@@ -432,7 +475,7 @@ impl Records for Model {
         Ok(())
     }
     fn exhausted(&self) -> &'static str {
-        "exhausted"
+        "the fencing counter is exhausted"
     }
 }
 
@@ -458,7 +501,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_counter_never_comes_back_lower() {
-        let mut r = Model::default();
+        let mut r = MapRecords::default();
         let t0 = Instant::now();
         let high = 1_000_000_000_000;
         acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)).unwrap();
@@ -473,13 +516,13 @@ mod tests {
 
     #[test]
     fn an_exhausted_counter_is_an_error_not_a_repeat() {
-        let mut r = Model::default();
+        let mut r = MapRecords::default();
         let t0 = Instant::now();
         acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)).unwrap();
         assert!(commit_fence(&mut r, &spec(&["k"], "A", 1_000), u64::MAX, now(t0, 5)).unwrap());
         assert_eq!(
             acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)),
-            Err("exhausted")
+            Err("the fencing counter is exhausted")
         );
         assert_eq!(r.counters.get("k").map(|c| c.0), Some(u64::MAX));
         assert_eq!(r.locks.get("k").map(|l| &*l.value), Some("A"));
@@ -487,7 +530,7 @@ mod tests {
 
     #[test]
     fn a_counter_behind_the_clock_counts_on_from_itself() {
-        let mut r = Model::default();
+        let mut r = MapRecords::default();
         let t0 = Instant::now();
         acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 100)).unwrap();
         release(&mut r, &spec(&["k"], "A", 1_000), t0).unwrap();
@@ -497,7 +540,7 @@ mod tests {
 
     #[test]
     fn huge_ttls_do_not_overflow() {
-        let mut r = Model::default();
+        let mut r = MapRecords::default();
         let t0 = Instant::now();
         let lock = spec(&["k"], "A", u64::MAX);
         acquire(&mut r, &lock, now(t0, 1)).unwrap();
@@ -526,7 +569,7 @@ mod tests {
 
     #[test]
     fn the_clock_later_than_a_counter_seeds_above_it_and_reclaim_takes_free_keys() {
-        let mut r = Model::default();
+        let mut r = MapRecords::default();
         let t0 = Instant::now();
         let first = acquire(&mut r, &spec(&["a"], "A", 10), now(t0, 100)).unwrap();
         assert_eq!(first, Acquired::Granted { counter: 101 });

@@ -1,19 +1,19 @@
 //! A store added the way `docs/stores.md` says: this file plus one line in `stores!`
 //! (`store/mod.rs`). Test builds only; `teststore://name` names one.
 //!
-//! It is the smallest store that keeps the protocol: one `BTreeMap` of records behind
-//! a mutex per name, every operation one critical section around the shared rules
-//! (`rules.rs`), the core [`Store`] only — no notices, no waiter lines, no health
+//! It is the smallest store that keeps the protocol: the rules' plain maps of records
+//! behind a mutex per name, every operation one critical section around the shared
+//! rules (`rules.rs`), the core [`Store`] only — no notices, no waiter lines, no health
 //! probe, so the layers above poll, refuse fair mode and skip the server checks. It
 //! runs the store conformance kit like every other store (the tests below), and a
 //! locker uses it through its URL like any other (`a_locker_uses_it_by_its_url`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use tokio::time::Instant;
 
-use super::rules::{self, LockRecord, Now, Records};
+use super::rules::{self, MapRecords, Now};
 use super::url::StoreOptions;
 use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture};
 use crate::error::{Error, NodeError, NodeErrorKind};
@@ -43,59 +43,16 @@ pub(crate) fn open(url: &str, _options: &StoreOptions) -> Result<Node, Error> {
     }))
 }
 
-/// One handle.
+/// One handle. The records are the rules' plain maps ([`MapRecords`]), so the rules
+/// need nothing more from this store; a store over its own storage implements
+/// [`rules::Records`] instead (`sqlite.rs`).
 #[derive(Debug)]
 struct TestStore {
     name: String,
     map: Arc<Mutex<Map>>,
 }
 
-/// The records of one name.
-#[derive(Debug, Default)]
-struct Map {
-    locks: BTreeMap<String, LockRecord<Instant>>,
-    /// Counter and when it was last set.
-    counters: BTreeMap<String, (u64, Instant)>,
-    floor: u64,
-}
-
-impl Records for Map {
-    type At = Instant;
-    type Error = &'static str;
-
-    fn lock(&mut self, key: &str) -> Result<Option<LockRecord<Instant>>, &'static str> {
-        Ok(self.locks.get(key).cloned())
-    }
-    fn put_lock(&mut self, key: &str, record: LockRecord<Instant>) -> Result<(), &'static str> {
-        self.locks.insert(key.to_string(), record);
-        Ok(())
-    }
-    fn delete_lock(&mut self, key: &str) -> Result<(), &'static str> {
-        self.locks.remove(key);
-        Ok(())
-    }
-    fn counter(&mut self, key: &str) -> Result<Option<u64>, &'static str> {
-        Ok(self.counters.get(key).map(|c| c.0))
-    }
-    fn put_counter(&mut self, key: &str, value: u64, at: Instant) -> Result<(), &'static str> {
-        self.counters.insert(key.to_string(), (value, at));
-        Ok(())
-    }
-    fn delete_counter(&mut self, key: &str) -> Result<(), &'static str> {
-        self.counters.remove(key);
-        Ok(())
-    }
-    fn floor(&mut self) -> Result<u64, &'static str> {
-        Ok(self.floor)
-    }
-    fn raise_floor(&mut self, to: u64) -> Result<(), &'static str> {
-        self.floor = self.floor.max(to);
-        Ok(())
-    }
-    fn exhausted(&self) -> &'static str {
-        "the fencing counter is exhausted"
-    }
-}
+type Map = MapRecords<Instant>;
 
 impl TestStore {
     /// Runs `op` on the records, in one critical section, when first polled.
@@ -152,14 +109,7 @@ impl Store for TestStore {
     }
     fn known_keys(&self, prefix: &str, limit: usize) -> StoreFuture<Vec<String>> {
         let prefix = prefix.to_string();
-        self.run(move |m, _| {
-            Ok(m.counters
-                .keys()
-                .filter(|k| k.starts_with(&prefix))
-                .take(limit)
-                .cloned()
-                .collect())
-        })
+        self.run(move |m, _| Ok(m.known_keys(&prefix, limit)))
     }
     fn inspect(&self, key: &str) -> StoreFuture<KeyInfo> {
         let key = key.to_string();
