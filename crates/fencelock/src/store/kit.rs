@@ -24,7 +24,7 @@ use tokio::time::{sleep, timeout};
 
 use super::rules::{self, MapRecords, Now, wall_micros};
 use super::{
-    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Notice, QueueTicket, Watch,
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Notice, QueueTicket, Store, Watch,
 };
 
 /// Generous bound for "this does happen"; never reached when things work.
@@ -82,14 +82,15 @@ macro_rules! store_kit {
             #[tokio::test]
             async fn $case() {
                 let subject = super::$open();
-                $crate::store::kit::$case(&subject.node).await;
+                $crate::store::kit::$case(&*subject.node).await;
             }
         )*
     };
 }
 pub(crate) use store_kit;
 
-fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
+/// A lock on `keys` with `value` and a TTL, no holder, no place in line.
+pub(crate) fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
     LockSpec {
         keys: keys.iter().map(|k| k.to_string()).collect(),
         value: value.into(),
@@ -99,26 +100,28 @@ fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
     }
 }
 
-async fn granted(s: &Node, lock: &LockSpec) -> u64 {
+/// Acquires `lock`, which must be granted; its token.
+pub(crate) async fn granted(s: &dyn Store, lock: &LockSpec) -> u64 {
     match s.acquire(lock).await.unwrap() {
         Acquired::Granted { counter } => counter,
         other => panic!("{}: expected a grant for {lock:?}, got {other:?}", s.name()),
     }
 }
 
-async fn held_for(s: &Node, lock: &LockSpec) -> Duration {
+/// Acquires `lock`, which must be refused; the holder's time left.
+pub(crate) async fn held_for(s: &dyn Store, lock: &LockSpec) -> Duration {
     match s.acquire(lock).await.unwrap() {
         Acquired::Held { pttl: Some(p), .. } => p,
         other => panic!("{}: expected held for {lock:?}, got {other:?}", s.name()),
     }
 }
 
-async fn info(s: &Node, key: &str) -> KeyInfo {
+async fn info(s: &dyn Store, key: &str) -> KeyInfo {
     s.inspect(key).await.unwrap()
 }
 
 /// A refusal names the longest time left among the other owners' keys.
-pub(crate) async fn grant_then_held_with_longest_remaining_ttl(s: &Node) {
+pub(crate) async fn grant_then_held_with_longest_remaining_ttl(s: &dyn Store) {
     granted(s, &spec(&["a"], "A", 5_000)).await;
     granted(s, &spec(&["b"], "B", 60_000)).await;
     let p = held_for(s, &spec(&["a"], "C", 1_000)).await;
@@ -134,7 +137,7 @@ pub(crate) async fn grant_then_held_with_longest_remaining_ttl(s: &Node) {
 }
 
 /// A refused acquire of several keys touches none of them.
-pub(crate) async fn multi_key_acquire_is_all_or_nothing(s: &Node) {
+pub(crate) async fn multi_key_acquire_is_all_or_nothing(s: &dyn Store) {
     let first = granted(s, &spec(&["b"], "A", 10_000)).await;
     held_for(s, &spec(&["a", "b", "c"], "B", 10_000)).await;
     for key in ["a", "c"] {
@@ -149,7 +152,7 @@ pub(crate) async fn multi_key_acquire_is_all_or_nothing(s: &Node) {
 }
 
 /// Acquiring keys that are already ours is a grant: the TTL is set, the counter bumped.
-pub(crate) async fn reacquire_with_own_value_refreshes_and_bumps(s: &Node) {
+pub(crate) async fn reacquire_with_own_value_refreshes_and_bumps(s: &dyn Store) {
     let t1 = granted(s, &spec(&["k"], "A", 200)).await;
     let t2 = granted(s, &spec(&["k"], "A", 60_000)).await;
     assert!(t2 > t1);
@@ -159,7 +162,7 @@ pub(crate) async fn reacquire_with_own_value_refreshes_and_bumps(s: &Node) {
 
 /// A key's first counter is the wall clock in µs (+1); later grants count up from the
 /// largest counter among their keys, and every key gets the grant's token.
-pub(crate) async fn tokens_start_at_the_wall_clock_and_only_grow(s: &Node) {
+pub(crate) async fn tokens_start_at_the_wall_clock_and_only_grow(s: &dyn Store) {
     let before = wall_micros();
     let t1 = granted(s, &spec(&["k"], "A", 10_000)).await;
     let after = wall_micros();
@@ -186,7 +189,7 @@ pub(crate) async fn tokens_start_at_the_wall_clock_and_only_grow(s: &Node) {
 }
 
 /// A commit raises counters (never lowers them), and only while every key is ours.
-pub(crate) async fn commit_fence_raises_only_while_ours(s: &Node) {
+pub(crate) async fn commit_fence_raises_only_while_ours(s: &dyn Store) {
     let lock = spec(&["a", "b"], "A", 10_000);
     let t = granted(s, &lock).await;
     assert!(s.commit_fence(&lock, t + 50).await.unwrap());
@@ -209,7 +212,7 @@ pub(crate) async fn commit_fence_raises_only_while_ours(s: &Node) {
 }
 
 /// One batch, one answer per lock in order; only our locks are extended.
-pub(crate) async fn extend_reports_each_lock_in_order(s: &Node) {
+pub(crate) async fn extend_reports_each_lock_in_order(s: &dyn Store) {
     let ours = spec(&["o1", "o2"], "A", 5_000);
     let other = spec(&["x"], "A", 10_000);
     let gone = spec(&["g"], "A", 20);
@@ -233,7 +236,7 @@ pub(crate) async fn extend_reports_each_lock_in_order(s: &Node) {
 }
 
 /// A lock with one key gone is not extended at all (no partial lock lives on).
-pub(crate) async fn extend_with_one_key_lost_extends_nothing(s: &Node) {
+pub(crate) async fn extend_with_one_key_lost_extends_nothing(s: &dyn Store) {
     granted(s, &spec(&["a", "b"], "A", 10_000)).await;
     s.release(&spec(&["b"], "A", 0)).await.unwrap();
     let before = info(s, "a").await.pttl.unwrap();
@@ -251,7 +254,7 @@ pub(crate) async fn extend_with_one_key_lost_extends_nothing(s: &Node) {
 }
 
 /// `AtLeast` keeps a later expiry; `Exactly` sets the one asked for.
-pub(crate) async fn extend_at_least_never_shortens_exactly_does(s: &Node) {
+pub(crate) async fn extend_at_least_never_shortens_exactly_does(s: &dyn Store) {
     let long = spec(&["k"], "A", 60_000);
     granted(s, &long).await;
     let short = spec(&["k"], "A", 5_000);
@@ -278,7 +281,7 @@ pub(crate) async fn extend_at_least_never_shortens_exactly_does(s: &Node) {
 
 /// With `reclaim`, a lock whose keys are ours or free is ours again on every key; a key
 /// another owner holds is never taken.
-pub(crate) async fn reclaim_takes_free_keys_only(s: &Node) {
+pub(crate) async fn reclaim_takes_free_keys_only(s: &dyn Store) {
     let lock = spec(&["a", "b"], "A", 10_000);
     granted(s, &lock).await;
     s.release(&spec(&["b"], "A", 0)).await.unwrap();
@@ -304,7 +307,7 @@ pub(crate) async fn reclaim_takes_free_keys_only(s: &Node) {
 
 /// A release deletes our keys and says whether all were ours, some another's, or some
 /// gone.
-pub(crate) async fn release_reports_ours_other_expired(s: &Node) {
+pub(crate) async fn release_reports_ours_other_expired(s: &dyn Store) {
     let lock = spec(&["a", "b"], "A", 10_000);
     granted(s, &lock).await;
     assert_eq!(s.release(&lock).await.unwrap(), Holding::Ours);
@@ -328,7 +331,7 @@ pub(crate) async fn release_reports_ours_other_expired(s: &Node) {
 }
 
 /// An abandon leaves none of our keys behind, and touches no one else's.
-pub(crate) async fn abandon_releases_only_ours(s: &Node) {
+pub(crate) async fn abandon_releases_only_ours(s: &dyn Store) {
     let lock = spec(&["a"], "A", 10_000);
     granted(s, &lock).await;
     s.abandon(&lock).await.unwrap();
@@ -339,7 +342,7 @@ pub(crate) async fn abandon_releases_only_ours(s: &Node) {
 }
 
 /// An expired key is free, and its counter carries on.
-pub(crate) async fn expired_keys_are_free(s: &Node) {
+pub(crate) async fn expired_keys_are_free(s: &dyn Store) {
     // Long enough to be seen held even on a loaded machine, then waited out.
     let t1 = granted(s, &spec(&["k"], "A", 300)).await;
     held_for(s, &spec(&["k"], "B", 10_000)).await;
@@ -350,7 +353,7 @@ pub(crate) async fn expired_keys_are_free(s: &Node) {
 }
 
 /// `inspect` shows value, TTL and holder while the key is held, the counter always.
-pub(crate) async fn inspect_shows_holder_only_while_held(s: &Node) {
+pub(crate) async fn inspect_shows_holder_only_while_held(s: &dyn Store) {
     assert_eq!(info(s, "k").await, KeyInfo::default());
     let mut lock = spec(&["k"], "A", 10_000);
     lock.holder = Some("host-1 pid 42".into());
@@ -379,7 +382,7 @@ pub(crate) async fn inspect_shows_holder_only_while_held(s: &Node) {
 /// `forget` keeps a held key; on a free one it either removes every record and the
 /// next token is still above the forgotten counter (a store with a floor), or keeps
 /// everything until its clock has passed the counter (Redis: too soon).
-pub(crate) async fn forget_keeps_held_keys_and_never_lowers_tokens(s: &Node) {
+pub(crate) async fn forget_keeps_held_keys_and_never_lowers_tokens(s: &dyn Store) {
     let lock = spec(&["k"], "A", 60_000);
     let t = granted(s, &lock).await;
     assert_eq!(s.forget("k").await.unwrap(), Forgot::InUse);
@@ -406,7 +409,7 @@ pub(crate) async fn forget_keeps_held_keys_and_never_lowers_tokens(s: &Node) {
 
 /// Every key with a counter, held or not, under the prefix only, sorted, at most
 /// `limit`.
-pub(crate) async fn known_keys_are_sorted_filtered_and_limited(s: &Node) {
+pub(crate) async fn known_keys_are_sorted_filtered_and_limited(s: &dyn Store) {
     for key in ["app:c", "app:a", "other:x", "app:b"] {
         granted(s, &spec(&[key], "A", 10_000)).await;
     }
@@ -422,7 +425,7 @@ pub(crate) async fn known_keys_are_sorted_filtered_and_limited(s: &Node) {
 /// A refused waiter: in line where the store keeps lines (a release wakes the first
 /// in line only), and watching the key's notices with its waiter id. `None` when the
 /// store has no notices (`watch` says so; it must not have declared them).
-async fn waiting(s: &Node, key: &str, waiter: &str) -> Option<Watch> {
+async fn waiting(s: &dyn Store, key: &str, waiter: &str) -> Option<Watch> {
     let mut lock = spec(&[key], &format!("{waiter}-attempt"), 10_000);
     lock.queue = Some(QueueTicket {
         waiter: waiter.into(),
@@ -443,7 +446,7 @@ async fn waiting(s: &Node, key: &str, waiter: &str) -> Option<Watch> {
 
 /// A waiter's watch is woken by a release of its key, and by nothing else (an extend,
 /// a re-acquire, a refused acquire, a release by a non-owner, another key's release).
-pub(crate) async fn notices_wake_on_release_and_not_before(s: &Node) {
+pub(crate) async fn notices_wake_on_release_and_not_before(s: &dyn Store) {
     let lock = spec(&["k"], "A", 10_000);
     granted(s, &lock).await;
     let Some(mut w) = waiting(s, "k", "W").await else {
@@ -472,7 +475,7 @@ pub(crate) async fn notices_wake_on_release_and_not_before(s: &Node) {
 }
 
 /// A watch is armed when `watch` returns, before it is first polled.
-pub(crate) async fn notices_are_armed_when_returned(s: &Node) {
+pub(crate) async fn notices_are_armed_when_returned(s: &dyn Store) {
     let lock = spec(&["k"], "A", 10_000);
     granted(s, &lock).await;
     let Some(w) = waiting(s, "k", "W").await else {
@@ -503,7 +506,7 @@ impl Dice {
 /// overlapping key sets alike, and are left with the same values, holders and counters.
 /// TTLs are long, so nothing expires in between (the expiry cases above cover that);
 /// the counters start from one far above the clock, so tokens are the same numbers.
-pub(crate) async fn agrees_with_the_rules_on_a_random_history(s: &Node) {
+pub(crate) async fn agrees_with_the_rules_on_a_random_history(s: &dyn Store) {
     const KEYS: [&str; 3] = ["a", "b", "c"];
     let mut model = MapRecords::default();
     let now = || Now {

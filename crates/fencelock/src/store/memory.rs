@@ -295,7 +295,7 @@ mod tests {
     use tokio::time::timeout;
 
     use super::*;
-    use crate::store::kit::{Subject, store_kit};
+    use crate::store::kit::{Subject, granted, spec, store_kit};
     use crate::store::rules::COUNTER_RETENTION;
 
     /// Generous bound for "this does happen"; never reached when things work.
@@ -313,25 +313,8 @@ mod tests {
 
     store_kit!(fresh_store);
 
-    fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
-        LockSpec {
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            value: value.into(),
-            ttl_ms,
-            holder: None,
-            queue: None,
-        }
-    }
-
     fn at(at: Instant, wall_us: u64) -> Now<Instant> {
         Now { at, wall_us }
-    }
-
-    async fn granted(s: &MemoryStore, lock: &LockSpec) -> u64 {
-        match s.acquire(lock).await.unwrap() {
-            Acquired::Granted { counter } => counter,
-            other => panic!("expected a grant for {lock:?}, got {other:?}"),
-        }
     }
 
     #[tokio::test]

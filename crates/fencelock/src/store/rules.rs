@@ -484,16 +484,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-
-    fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
-        LockSpec {
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            value: value.into(),
-            ttl_ms,
-            holder: None,
-            queue: None,
-        }
-    }
+    use crate::store::kit::spec;
 
     fn now(at: Instant, wall_us: u64) -> Now<Instant> {
         Now { at, wall_us }

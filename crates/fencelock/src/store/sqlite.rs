@@ -865,7 +865,7 @@ mod tests {
     use tokio::time::{sleep, timeout};
 
     use super::*;
-    use crate::store::kit::{Subject, store_kit};
+    use crate::store::kit::{Subject, granted, held_for, spec, store_kit};
 
     fn options() -> StoreOptions {
         StoreOptions::new(Duration::from_secs(1))
@@ -887,30 +887,6 @@ mod tests {
     }
 
     store_kit!(fresh_store);
-
-    fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
-        LockSpec {
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            value: value.into(),
-            ttl_ms,
-            holder: None,
-            queue: None,
-        }
-    }
-
-    async fn granted(s: &SqliteStore, lock: &LockSpec) -> u64 {
-        match s.acquire(lock).await.unwrap() {
-            Acquired::Granted { counter } => counter,
-            other => panic!("expected a grant for {lock:?}, got {other:?}"),
-        }
-    }
-
-    async fn held_for(s: &SqliteStore, lock: &LockSpec) -> Duration {
-        match s.acquire(lock).await.unwrap() {
-            Acquired::Held { pttl: Some(p), .. } => p,
-            other => panic!("expected held for {lock:?}, got {other:?}"),
-        }
-    }
 
     /// Asserts a config error that names `path`.
     fn assert_refused(result: Result<SqliteStore, Error>, path: &Path, what: &str) {
