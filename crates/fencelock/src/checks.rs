@@ -423,33 +423,30 @@ impl Locker {
             async move { tokio::time::timeout(timeout, request).await }
         }))
         .await;
-        let nodes: Vec<NodeReport> = self
+        let mut nodes: Vec<NodeReport> = self
             .nodes()
             .iter()
             .zip(probes)
-            .map(|(node, probe)| {
-                let report = match probe {
-                    Ok(Ok(Some(p))) => NodeReport::from_probe(node.name(), p),
-                    Ok(Ok(None)) => NodeReport::new(node.name()),
-                    Ok(Err(e)) => NodeReport {
-                        error: Some(e),
-                        ..NodeReport::new(node.name())
-                    },
-                    Err(_) => NodeReport {
-                        error: Some(NodeError::new(
-                            crate::error::NodeErrorKind::Timeout,
-                            node.name(),
-                            format!("no answer to the checks within {timeout:?}"),
-                        )),
-                        ..NodeReport::new(node.name())
-                    },
-                };
-                NodeReport {
-                    quorum: node.joins_quorum(),
-                    ..report
-                }
+            .map(|(node, probe)| match probe {
+                Ok(Ok(Some(p))) => NodeReport::from_probe(node.name(), p),
+                Ok(Ok(None)) => NodeReport::new(node.name()),
+                Ok(Err(e)) => NodeReport {
+                    error: Some(e),
+                    ..NodeReport::new(node.name())
+                },
+                Err(_) => NodeReport {
+                    error: Some(NodeError::new(
+                        crate::error::NodeErrorKind::Timeout,
+                        node.name(),
+                        format!("no answer to the checks within {timeout:?}"),
+                    )),
+                    ..NodeReport::new(node.name())
+                },
             })
             .collect();
+        for (report, node) in nodes.iter_mut().zip(self.nodes()) {
+            report.quorum = node.joins_quorum();
+        }
         let budget = drift_budget(ttl, self.options().drift_factor);
         let timeout = self.options().request_timeout_for(ttl);
         let mut findings = judge(&nodes, budget, ttl, timeout);
