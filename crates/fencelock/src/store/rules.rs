@@ -27,7 +27,9 @@
 //! - **Extend** ([`extend`]; `extend.lua`): all keys ours → each expiry becomes
 //!   `now + ttl` ([`Expiry::Exactly`]) or the later of that and the current one
 //!   ([`Expiry::AtLeast`]); with `reclaim`, keys that are free (none another's) are
-//!   taken again ([`Holding::Reclaimed`]). Otherwise nothing changes.
+//!   taken again ([`Holding::Reclaimed`]), with the lease's holder (Redis keeps no
+//!   holder record for them: `extend.lua` is given none to write, see
+//!   `docs/stores.md`). Otherwise nothing changes.
 //! - **Release** ([`release`]; `release.lua`): every key holding our value is deleted,
 //!   expired or not; the answer says whether all were ours, some another's, or some gone.
 //! - **Forget** ([`forget`]; `forget.lua`): a key held here is kept; otherwise its
