@@ -376,12 +376,7 @@ impl LockerBuilder {
         for url in &self.urls {
             nodes.push(store::open(url, &store_options)?);
         }
-        if nodes.len() > 1
-            && nodes
-                .iter()
-                // redis://, rediss://, redis+cluster://, rediss+cluster://
-                .any(|n| !n.name().starts_with("redis"))
-        {
+        if nodes.len() > 1 && nodes.iter().any(|n| !n.joins_quorum()) {
             return Err(Error::config(
                 "only Redis stores can be combined into a Redlock quorum; \
                  use a single sqlite:// or memory:// store",

@@ -151,6 +151,10 @@ pub struct NodeReport {
     pub missing_permissions: Option<Vec<String>>,
     /// Questions the node would not answer, and similar remarks.
     pub notes: Vec<String>,
+    /// The store may be one node of several in a Redlock quorum (it says so:
+    /// `Store::joins_quorum`): the checks of the quorum as a whole — the same server
+    /// twice, an even count, clock spread — look at these nodes only.
+    quorum: bool,
 }
 
 impl NodeReport {
@@ -169,6 +173,7 @@ impl NodeReport {
             user: None,
             missing_permissions: None,
             notes: Vec::new(),
+            quorum: false,
         }
     }
 
@@ -350,7 +355,7 @@ async fn examine(core: &Core, ttl: Duration, thorough: bool, timeout: Duration) 
     let probes = FanOut::start(&core.nodes, timeout, |n| n.probe(&prefix, thorough))
         .by_node(&core.nodes)
         .await;
-    let nodes: Vec<NodeReport> = core
+    let mut nodes: Vec<NodeReport> = core
         .nodes
         .iter()
         .zip(probes)
@@ -363,6 +368,9 @@ async fn examine(core: &Core, ttl: Duration, thorough: bool, timeout: Duration) 
             },
         })
         .collect();
+    for (report, node) in nodes.iter_mut().zip(core.nodes.iter()) {
+        report.quorum = node.joins_quorum();
+    }
     let budget = drift_budget(ttl, core.options.drift_factor);
     let timeout = core.options.request_timeout_for(ttl);
     let mut findings = judge(&nodes, budget, ttl, timeout);
@@ -422,10 +430,7 @@ fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration
             about_node_error: false,
         });
     };
-    let redis: Vec<&NodeReport> = nodes
-        .iter()
-        .filter(|n| n.node.starts_with("redis://") || n.node.starts_with("rediss://"))
-        .collect();
+    let redis: Vec<&NodeReport> = nodes.iter().filter(|n| n.quorum).collect();
 
     for n in nodes {
         let node = Some(n.node.as_str());
@@ -597,6 +602,7 @@ mod tests {
             persistence: Some(true),
             clock_offset_ms: Some(0),
             round_trip: Duration::from_millis(1),
+            quorum: true,
             ..NodeReport::new(&format!("redis://{name}:6379"))
         }
     }

@@ -298,7 +298,7 @@ fn decide(
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::{Acquired, Forgot, Holding, KeyInfo, Store, StoreFuture, Watch};
+    use crate::store::{Acquired, Forgot, Holding, KeyInfo, Notices, Store, StoreFuture};
     use tokio::sync::Notify;
 
     /// A memory store whose extends wait until `open` lets them through: a renewal
@@ -347,8 +347,8 @@ mod tests {
         fn forget(&self, key: &str) -> StoreFuture<Forgot> {
             self.inner.forget(key)
         }
-        fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
-            self.inner.watch(key, waiter)
+        fn notices(&self) -> Option<&dyn Notices> {
+            self.inner.notices()
         }
     }
 

@@ -38,7 +38,7 @@ use crate::locker::Locker;
 use crate::options::Options;
 use crate::store::memory::MemoryStore;
 use crate::store::{
-    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture, Watch,
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture,
 };
 
 /// A tiny deterministic generator (xorshift64*).
@@ -135,6 +135,8 @@ impl Slow {
     }
 }
 
+/// No notices (waiters poll, so a waiting rival keeps trying at its retry delay) and
+/// no waiter lines (an undo is a release, delivered late like the rest).
 impl Store for Slow {
     fn name(&self) -> &str {
         self.inner.name()
@@ -156,9 +158,6 @@ impl Store for Slow {
     fn release(&self, lock: &LockSpec) -> StoreFuture<Holding> {
         self.deliver(self.inner.release(lock))
     }
-    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
-        self.deliver(self.inner.undo(lock))
-    }
     fn abandon(&self, lock: &LockSpec) -> StoreFuture<()> {
         self.deliver(self.inner.abandon(lock))
     }
@@ -170,10 +169,6 @@ impl Store for Slow {
     }
     fn forget(&self, key: &str) -> StoreFuture<Forgot> {
         self.deliver(self.inner.forget(key))
-    }
-    /// No notices: waiters poll, so a waiting rival keeps trying at its retry delay.
-    fn watch(&self, _key: &str, _waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
-        Box::pin(async { Ok(None) })
     }
 }
 

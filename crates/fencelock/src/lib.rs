@@ -98,13 +98,17 @@
 //!   time (`docs/fencing.md`, "Validity").
 //! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.
 //! - `keys.rs`: [`IntoKeys`] and key validation.
-//! - `store/`: the `Store` trait — one node-level operation in one round trip — and
-//!   its implementations: `redis.rs` (Lua scripts in `store/redis/*.lua`, key layout
-//!   in `store/redis/layout.rs`, pub/sub release notices in `store/redis/notify.rs`),
-//!   `sqlite.rs`, `memory.rs`; `url.rs` parses and redacts store URLs; `probe.rs`
-//!   is what a node tells the start-up checks. What they write on a Redis node —
-//!   keys, values, scripts, notices, the wire protocol version — is
-//!   `docs/protocol.md`.
+//! - `store/`: the `Store` trait — one node-level operation in one round trip — with
+//!   the capabilities a store may declare (release notices, waiter lines, a health
+//!   probe) and the table of URL schemes (`mod.rs`); the per-key counter and expiry
+//!   rules every store follows (`rules.rs`); the implementations `redis.rs` (Lua
+//!   scripts in `store/redis/*.lua`, key layout in `store/redis/layout.rs`, pub/sub
+//!   release notices in `store/redis/notify.rs`), `sqlite.rs`, `memory.rs`; `url.rs`
+//!   parses and redacts Redis URLs; `probe.rs` is what a node tells the start-up
+//!   checks; `kit.rs` (tests only), the conformance kit every store runs, and
+//!   `test_store.rs` (tests only), a store added as `docs/stores.md` says. What they
+//!   write on a Redis node — keys, values, scripts, notices, the wire protocol
+//!   version — is `docs/protocol.md`.
 //! - `tls.rs`: TLS set-up for `rediss://` (custom CA, the loudly named insecure mode);
 //!   `secret.rs`: passwords that never print.
 //! - [`Error`] (`error.rs`): one opaque error with [`ErrorKind`] and `is_*()` questions.

@@ -343,7 +343,7 @@ mod tests {
     use crate::error::{NodeErrorKind, Result as FlResult};
     use crate::options::Options;
     use crate::store::memory::MemoryStore;
-    use crate::store::{Acquired, Forgot, Holding, KeyInfo, Node, Store, StoreFuture};
+    use crate::store::{Acquired, Forgot, Holding, KeyInfo, Node, Notices, Store, StoreFuture};
 
     /// A lock on `key` held by another owner for `ttl`, set straight on the node.
     async fn held_by_another(node: &Node, key: &str, ttl: Duration) -> LockSpec {
@@ -481,7 +481,13 @@ mod tests {
         fn forget(&self, _: &str) -> StoreFuture<Forgot> {
             down()
         }
-        fn watch(&self, _: &str, _: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
+        fn notices(&self) -> Option<&dyn Notices> {
+            Some(self)
+        }
+    }
+
+    impl Notices for Down {
+        fn watch(&self, _: &str, _: Option<Arc<str>>) -> StoreFuture<Watch> {
             down()
         }
     }

@@ -8,6 +8,14 @@
 //! Every method returns a `'static` boxed future so the locker can run it on its own
 //! background task (cleanup after a cancelled acquire, batched renewal) and put a
 //! per-node timeout around it. Stores are cheap handles over shared state.
+//!
+//! - The core every store has is [`Store`]; what only some stores can do is a
+//!   capability they declare ([`Notices`], [`WaiterLine`], [`HealthProbe`], and
+//!   [`Store::joins_quorum`]), asked for through `impl dyn Store`.
+//! - The per-key counter and expiry rules are written once, in `rules.rs`; memory and
+//!   SQLite call them, Redis's Lua scripts take the same steps.
+//! - `kit.rs` is the conformance kit every store runs; `stores!` below is the table
+//!   of URL schemes. Adding a store is one file and one line there: `docs/stores.md`.
 
 use std::fmt;
 use std::future::Future;
@@ -17,11 +25,40 @@ use std::time::Duration;
 
 use crate::error::{Error, NodeError};
 
-pub(crate) mod memory;
+#[cfg(test)]
+pub(crate) mod kit;
 mod probe;
-pub(crate) mod redis;
-pub(crate) mod sqlite;
+pub(crate) mod rules;
 pub(crate) mod url;
+
+/// Declares the store modules and the table of their URL schemes ([`open`] looks a
+/// URL's scheme up in it). Each module has `SCHEMES` (its URL schemes, lower case) and
+/// `open(url, options)`.
+macro_rules! stores {
+    ($($(#[$attr:meta])* $module:ident,)*) => {
+        $($(#[$attr])* pub(crate) mod $module;)*
+
+        /// Every kind of store this build knows.
+        const KINDS: &[Kind] = &[$($(#[$attr])* Kind {
+            schemes: $module::SCHEMES,
+            open: $module::open,
+        },)*];
+    };
+}
+
+// Every kind of store. Adding one is its file and one line here (docs/stores.md).
+stores! {
+    redis,
+    sqlite,
+    memory,
+    #[cfg(test)] test_store,
+}
+
+/// One kind of store: the URL schemes it answers to and how to open one.
+struct Kind {
+    schemes: &'static [&'static str],
+    open: fn(&str, &url::StoreOptions) -> Result<Node, Error>,
+}
 
 pub(crate) use probe::Probe;
 
@@ -230,7 +267,15 @@ impl fmt::Debug for Watch {
     }
 }
 
-/// What one node must do. See the module docs.
+/// What one node must do: the core every store implements. See the module docs.
+///
+/// Beyond the core, a store declares the capabilities it has — [`Notices`],
+/// [`WaiterLine`], [`HealthProbe`] — by returning itself from the matching method;
+/// the layers above ask through the methods on `dyn Store` (`watch`, `undo`,
+/// `supports_queue`, `probe` …), which supply what a store without the capability
+/// means (poll; a release; no line; nothing to check), so no layer above this module
+/// knows which kind of store it talks to. The per-key counter and expiry rules are in
+/// `rules.rs`; `kit.rs` is the conformance kit every store runs (`docs/stores.md`).
 pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// The node's address for messages, without any password.
     fn name(&self) -> &str;
@@ -260,17 +305,10 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
         reclaim: bool,
     ) -> StoreFuture<Vec<Holding>>;
 
-    /// Compare value and delete every key that is ours, then publish a release notice.
-    /// With `lock.queue`, the waiter also leaves the line of every key (it gives up).
+    /// Compare value and delete every key that is ours, then publish a release notice
+    /// (a store with [`Notices`]). With `lock.queue`, the waiter also leaves the line
+    /// of every key (it gives up).
     fn release(&self, lock: &LockSpec) -> StoreFuture<Holding>;
-
-    /// Undoes a failed acquire attempt's grant here: deletes every key that holds its
-    /// value, like [`Store::release`], but wakes no waiter and hands the key to nobody —
-    /// the lock as a whole was never released (it is held elsewhere, or was never
-    /// ours). Stores without waiter lines just release.
-    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
-        self.release(lock)
-    }
 
     /// A request for `lock` timed out and may still be applied later: make sure it
     /// leaves nothing behind (release ordered after it where the transport allows),
@@ -298,34 +336,39 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// probe key.
     fn forget(&self, key: &str) -> StoreFuture<Forgot>;
 
-    /// Whether this store keeps waiter lines ([`LockSpec::queue`]). Stores that do not
-    /// are refused in fair mode rather than silently granting out of order.
-    fn supports_queue(&self) -> bool {
+    /// Whether this node may be one of several in a Redlock quorum: an independent
+    /// server. Stores that live in this process or on this host (memory, SQLite) are
+    /// used alone.
+    fn joins_quorum(&self) -> bool {
         false
     }
 
-    /// Takes the waiter of `lock.queue` out of the line of every key, without
-    /// touching the lock keys. Stores without queues do nothing.
-    fn leave_queue(&self, _lock: &LockSpec) -> StoreFuture<()> {
-        Box::pin(async { Ok(()) })
+    /// Release notices, if this store can send them; without, waiters poll.
+    fn notices(&self) -> Option<&dyn Notices> {
+        None
     }
 
-    /// What the start-up checks need to know about this node (`checks.rs`): a few
-    /// round trips, or with `thorough` (`fencelock doctor`) also the ACL questions,
-    /// asked with sample keys under `prefix`. `Ok(None)`: nothing to check (memory,
-    /// SQLite).
-    fn probe(&self, _prefix: &str, _thorough: bool) -> StoreFuture<Option<Probe>> {
-        Box::pin(async { Ok(None) })
+    /// Waiter lines, if this store keeps them; without, fair mode is refused and a
+    /// release wakes every waiter.
+    fn waiter_line(&self) -> Option<&dyn WaiterLine> {
+        None
     }
 
-    /// Subscribe to release notices for `key`. `Ok(None)`: this store cannot notify,
-    /// waiters must poll. The returned watch is armed once the future resolves, so a
-    /// release that happens after it resolves is never missed. With `waiter`, the watch
-    /// completes only for notices addressed to that waiter or to everyone (a store may
-    /// also wake it for any notice).
-    fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>>;
+    /// A health probe for the start-up checks, if this store has a server to check.
+    fn health(&self) -> Option<&dyn HealthProbe> {
+        None
+    }
+}
 
-    /// [`Store::watch`], armed already, when that needs no round trip (the store is
+/// Capability: the store tells waiters when a key is released.
+pub(crate) trait Notices: Send + Sync {
+    /// Subscribe to release notices for `key`. The returned watch is armed once the
+    /// future resolves, so a release that happens after it resolves is never missed.
+    /// With `waiter`, the watch completes only for notices addressed to that waiter or
+    /// to everyone (a store may also wake it for any notice).
+    fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Watch>;
+
+    /// [`Notices::watch`], armed already, when that needs no round trip (the store is
     /// subscribed to the key's notices anyway: a hot key); `None` otherwise. Lets a
     /// waiter on a hot key watch before its first attempt, so a refusal can go
     /// straight to waiting instead of watching and then attempting again.
@@ -341,22 +384,149 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Capability: the store keeps a line of waiters per key ([`LockSpec::queue`]).
+pub(crate) trait WaiterLine: Send + Sync {
+    /// Takes the waiter of `lock.queue` out of the line of every key, without
+    /// touching the lock keys.
+    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()>;
+
+    /// Undoes a failed acquire attempt's grant here: deletes every key that holds its
+    /// value, like [`Store::release`], but wakes no waiter and hands the key to nobody —
+    /// the lock as a whole was never released (it is held elsewhere, or was never
+    /// ours).
+    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding>;
+}
+
+/// Capability: the store has a server the start-up checks can question.
+pub(crate) trait HealthProbe: Send + Sync {
+    /// What the start-up checks need to know about this node (`checks.rs`): a few
+    /// round trips, or with `thorough` (`fencelock doctor`) also the ACL questions,
+    /// asked with sample keys under `prefix`.
+    fn probe(&self, prefix: &str, thorough: bool) -> StoreFuture<Probe>;
+}
+
+/// The capabilities as the layers above use them, with what a store that lacks one
+/// means. The one place that knows a store may lack a capability.
+impl dyn Store {
+    /// Whether this store keeps waiter lines. Stores that do not are refused in fair
+    /// mode rather than silently granting out of order.
+    pub(crate) fn supports_queue(&self) -> bool {
+        self.waiter_line().is_some()
+    }
+
+    /// [`WaiterLine::leave_queue`]; nothing to do without waiter lines.
+    pub(crate) fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
+        match self.waiter_line() {
+            Some(line) => line.leave_queue(lock),
+            None => Box::pin(async { Ok(()) }),
+        }
+    }
+
+    /// [`WaiterLine::undo`]; without waiter lines nobody is handed anything, so a
+    /// release is the undo.
+    pub(crate) fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+        match self.waiter_line() {
+            Some(line) => line.undo(lock),
+            None => self.release(lock),
+        }
+    }
+
+    /// [`Notices::watch`]; `Ok(None)`: this store cannot notify, waiters must poll.
+    pub(crate) fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
+        match self.notices() {
+            Some(n) => {
+                let watch = n.watch(key, waiter);
+                Box::pin(async move { watch.await.map(Some) })
+            }
+            None => Box::pin(async { Ok(None) }),
+        }
+    }
+
+    /// [`Notices::watch_now`]; `None` without notices.
+    pub(crate) fn watch_now(&self, key: &str, waiter: Option<Arc<str>>) -> Option<Watch> {
+        self.notices()?.watch_now(key, waiter)
+    }
+
+    /// [`Notices::inbox`]; `None` without notices.
+    pub(crate) fn inbox(&self) -> Option<&str> {
+        self.notices()?.inbox()
+    }
+
+    /// [`HealthProbe::probe`]; `Ok(None)`: nothing to check.
+    pub(crate) fn probe(&self, prefix: &str, thorough: bool) -> StoreFuture<Option<Probe>> {
+        match self.health() {
+            Some(h) => {
+                let probe = h.probe(prefix, thorough);
+                Box::pin(async move { probe.await.map(Some) })
+            }
+            None => Box::pin(async { Ok(None) }),
+        }
+    }
+}
+
 /// A node handle shared by the locker and its background task.
 pub(crate) type Node = Arc<dyn Store>;
 
-/// Opens the store a URL names. Connections are made lazily, on first use.
+/// Opens the store a URL names: finds the kind of store its scheme registers
+/// ([`KINDS`]) and lets it parse the rest. Connections are made lazily, on first use.
 ///
 /// # Errors
 ///
 /// [`crate::ErrorKind::InvalidInput`] for a malformed URL or unknown scheme;
 /// [`crate::ErrorKind::Config`] when a store cannot be opened (an unusable SQLite path).
 pub(crate) fn open(url: &str, options: &url::StoreOptions) -> Result<Node, Error> {
-    let parsed = url::StoreUrl::parse(url)?;
-    match parsed {
-        url::StoreUrl::Redis(r) => Ok(Arc::new(redis::RedisStore::new(r, options)?)),
-        url::StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path, options)?)),
-        url::StoreUrl::Memory(name) => Ok(Arc::new(memory::MemoryStore::named(&name))),
+    let url = url.trim();
+    (kind(url)?.open)(url, options)
+}
+
+/// The kind of store `url`'s scheme names.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidInput`] for an empty URL, one without a scheme, or an
+/// unknown scheme; the message never contains the password.
+fn kind(url: &str) -> Result<&'static Kind, Error> {
+    let expected = || {
+        let all: Vec<String> = KINDS
+            .iter()
+            .flat_map(|k| k.schemes)
+            .map(|s| format!("{s}://"))
+            .collect();
+        all.join(", ")
+    };
+    if url.is_empty() {
+        return Err(Error::invalid("store URL", "it is empty"));
     }
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(Error::invalid(
+            "store URL",
+            format!(
+                "{:?} has no scheme; expected one of {}",
+                url::redact(url),
+                expected()
+            ),
+        ));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    KINDS
+        .iter()
+        .find(|k| k.schemes.contains(&scheme.as_str()))
+        .ok_or_else(|| {
+            Error::invalid(
+                "store URL",
+                format!(
+                    "unknown scheme {scheme:?} in {:?}; expected one of {}",
+                    url::redact(url),
+                    expected()
+                ),
+            )
+        })
+}
+
+/// Whether `url` names a Redis store (for the `store_url` fuzz target, which parses
+/// without opening).
+pub(crate) fn is_redis_url(url: &str) -> Result<bool, Error> {
+    Ok(kind(url.trim())?.schemes == redis::SCHEMES)
 }
 
 #[cfg(test)]

@@ -31,7 +31,8 @@ use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError, Script, V
 
 use super::url::{RedisUrl, StoreOptions};
 use super::{
-    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch,
+    Acquired, Expiry, Forgot, HealthProbe, Holding, KeyInfo, LockSpec, Node, Notices,
+    QueueTicket, Store, StoreFuture, WaiterLine, Watch,
 };
 use crate::error::{Error, NodeError, NodeErrorKind};
 use crate::store::Probe;
@@ -40,6 +41,19 @@ pub(crate) mod layout;
 mod notify;
 
 pub(crate) use layout::Layout;
+
+/// The URL schemes of a Redis node (`redis://`, `rediss://` with TLS) and of a Redis
+/// Cluster counted as one node (`redis+cluster://`, `rediss+cluster://`).
+pub(crate) const SCHEMES: &[&str] = &["redis", "rediss", "redis+cluster", "rediss+cluster"];
+
+/// Opens the node (or cluster) `url` names; connects on first use.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidInput`] for a malformed URL (see `url.rs`).
+pub(crate) fn open(url: &str, options: &StoreOptions) -> Result<Node, Error> {
+    Ok(Arc::new(RedisStore::new(RedisUrl::parse(url)?, options)?))
+}
 
 /// Prepended to the scripts that number grants (acquire, release with hand-off), keep or
 /// retire counters (commit, extend, release), read the counter seed (forget) or address
@@ -1062,30 +1076,6 @@ impl Store for RedisStore {
         &self.inner.name
     }
 
-    fn supports_queue(&self) -> bool {
-        true
-    }
-
-    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
-        let inner = self.inner.clone();
-        let lock = lock.clone();
-        Box::pin(async move {
-            let Some(queue) = &lock.queue else {
-                return Ok(());
-            };
-            let prefixes = inner.prefixes(&lock.keys)?;
-            let mut inv = LEAVE_QUEUE.prepare_invoke();
-            for p in &prefixes {
-                inv.key(queue_key(p));
-            }
-            for p in &prefixes {
-                inv.key(queue_deadline_key(p));
-            }
-            inv.arg(&*queue.waiter).arg(lock.keys.len());
-            inner.run(inv).await.map(|_| ())
-        })
-    }
-
     fn acquire(&self, lock: &LockSpec) -> StoreFuture<Acquired> {
         let inner = self.inner.clone();
         let lock = lock.clone();
@@ -1154,6 +1144,10 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let locks = locks.to_vec();
         Box::pin(async move {
+            // Nothing to send (Redis refuses an empty pipeline).
+            if locks.is_empty() {
+                return Ok(Vec::new());
+            }
             if inner.layout == Layout::Standalone {
                 return extend_on(&inner, &locks, expiry, reclaim).await;
             }
@@ -1191,12 +1185,6 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let lock = lock.clone();
         Box::pin(async move { release_on(&inner, &lock).await })
-    }
-
-    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
-        let inner = self.inner.clone();
-        let lock = lock.clone();
-        Box::pin(async move { release_with(&inner, &lock, true).await })
     }
 
     fn abandon(&self, lock: &LockSpec) -> StoreFuture<()> {
@@ -1343,18 +1331,32 @@ impl Store for RedisStore {
         })
     }
 
-    fn probe(&self, prefix: &str, thorough: bool) -> StoreFuture<Option<Probe>> {
-        let store = self.clone();
-        let prefix = prefix.to_string();
-        Box::pin(async move { store.probe(&prefix, thorough).await.map(Some) })
+    fn joins_quorum(&self) -> bool {
+        true
     }
 
-    fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
+    fn notices(&self) -> Option<&dyn Notices> {
+        Some(self)
+    }
+
+    fn waiter_line(&self) -> Option<&dyn WaiterLine> {
+        Some(self)
+    }
+
+    fn health(&self) -> Option<&dyn HealthProbe> {
+        Some(self)
+    }
+}
+
+/// Release notices over pub/sub (`notify.rs`): a key's release channel, and this
+/// client's own inbox for hand-offs.
+impl Notices for RedisStore {
+    fn watch(&self, key: &str, waiter: Option<Arc<str>>) -> StoreFuture<Watch> {
         let inner = self.inner.clone();
         let prefix = inner.prefix(key);
         Box::pin(async move {
             let channel = waiter_channel(&prefix?, waiter.as_deref());
-            inner.notifier.watch(channel, waiter).await.map(Some)
+            inner.notifier.watch(channel, waiter).await
         })
     }
 
@@ -1366,6 +1368,43 @@ impl Store for RedisStore {
 
     fn inbox(&self) -> Option<&str> {
         Some(self.inner.notifier.inbox())
+    }
+}
+
+/// Waiter lines in sorted sets beside each key (`queue_key`, `queue_deadline_key`).
+impl WaiterLine for RedisStore {
+    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
+        let inner = self.inner.clone();
+        let lock = lock.clone();
+        Box::pin(async move {
+            let Some(queue) = &lock.queue else {
+                return Ok(());
+            };
+            let prefixes = inner.prefixes(&lock.keys)?;
+            let mut inv = LEAVE_QUEUE.prepare_invoke();
+            for p in &prefixes {
+                inv.key(queue_key(p));
+            }
+            for p in &prefixes {
+                inv.key(queue_deadline_key(p));
+            }
+            inv.arg(&*queue.waiter).arg(lock.keys.len());
+            inner.run(inv).await.map(|_| ())
+        })
+    }
+
+    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+        let inner = self.inner.clone();
+        let lock = lock.clone();
+        Box::pin(async move { release_with(&inner, &lock, true).await })
+    }
+}
+
+impl HealthProbe for RedisStore {
+    fn probe(&self, prefix: &str, thorough: bool) -> StoreFuture<Probe> {
+        let store = self.clone();
+        let prefix = prefix.to_string();
+        Box::pin(async move { store.probe(&prefix, thorough).await })
     }
 }
 
@@ -1509,6 +1548,21 @@ async fn release_with(inner: &Inner, lock: &LockSpec, quiet: bool) -> Result<Hol
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::kit::{Subject, store_kit};
+
+    /// An empty `redis-server` of its own (kept alive, and stopped, with the subject).
+    fn fresh_store() -> Subject {
+        let server = fencelock_testkit::Cluster::start(1);
+        let mut options = StoreOptions::new(Duration::from_secs(5));
+        // Counters kept a day past their retirement, as SQLite and memory keep them.
+        options.counter_retention = crate::store::rules::COUNTER_RETENTION;
+        Subject {
+            node: open(&server.url(0), &options).unwrap(),
+            _keep: Box::new(server),
+        }
+    }
+
+    store_kit!(fresh_store);
 
     /// A redis-rs error as the node would send it (`-CODE message`).
     fn server_error(reply: &str) -> RedisError {

@@ -10,7 +10,7 @@
 //!
 //! # Clocks
 //!
-//! Expiry is wall-clock milliseconds since the Unix epoch ([`SystemTime`]), because the
+//! Expiry is wall-clock milliseconds since the Unix epoch ([`std::time::SystemTime`]), because the
 //! processes sharing the file have no monotonic clock in common. The clock is read once
 //! the transaction holds its lock, not when the call was made: a call that waited for a
 //! busy file must not judge expiry by the time it started waiting. A wall-clock jump
@@ -26,6 +26,12 @@
 //! so contention is a delay, not an error. Only when that bound is exhausted does the
 //! caller see [`NodeErrorKind::Busy`].
 //!
+//! # Capabilities
+//!
+//! None beyond the core: SQLite has no way to tell another process that a row was
+//! deleted, so there are no release notices (waiters poll, sleeping until the holder's
+//! TTL runs out, with jitter) and no waiter lines.
+//!
 //! # Safety of the file
 //!
 //! The file carries an application marker (`PRAGMA application_id`) and a schema
@@ -38,15 +44,36 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use super::rules::{self, LockRecord, Moment, Records};
 use super::url::StoreOptions;
-use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture};
 use crate::error::{Error, NodeError, NodeErrorKind};
+
+/// The URL scheme: `sqlite:///path/to/file.db`.
+pub(crate) const SCHEMES: &[&str] = &["sqlite"];
+
+/// Opens (creating when missing) the lock file `url` names.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::InvalidInput`] for `sqlite://` without a path; otherwise as
+/// [`SqliteStore::open`].
+pub(crate) fn open(url: &str, options: &StoreOptions) -> Result<Node, Error> {
+    let path = url.split_once("://").map_or("", |(_, path)| path);
+    if path.is_empty() {
+        return Err(Error::invalid(
+            "store URL",
+            "sqlite:// needs a file path, as in sqlite:///var/lib/app/locks.db",
+        ));
+    }
+    Ok(Arc::new(SqliteStore::open(Path::new(path), options)?))
+}
 
 /// The tables; see the file for what each column means.
 const SCHEMA: &str = include_str!("sqlite/schema.sql");
@@ -81,12 +108,8 @@ const SWEEP_INTERVAL_MS: i64 = 10_000;
 /// Rows one sweep deletes at most, so a sweep never makes one acquire slow.
 const SWEEP_BATCH: i64 = 256;
 
-/// A counter unused for this long, on a key nobody holds, may be dropped. The floor
-/// makes dropping safe at any age; the retention keeps `status` informative.
-const COUNTER_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// TTLs are clamped to this (about 100 years) so `now + ttl` cannot overflow.
-const MAX_TTL_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
+/// [`rules::COUNTER_RETENTION`] in the file's unit.
+const COUNTER_RETENTION_MS: i64 = rules::COUNTER_RETENTION.as_millis() as i64;
 
 /// A handle on one lock file. Cheap to clone; clones share the connection pool.
 ///
@@ -319,81 +342,112 @@ fn prepare_file(conn: &mut Connection) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One reading of the wall clock, in the two units the store uses.
-#[derive(Clone, Copy, Debug)]
-struct Now {
-    /// Milliseconds since the Unix epoch, for expiry.
-    ms: i64,
-    /// Microseconds since the Unix epoch, to seed new fencing counters.
-    us: u64,
-}
+/// The wall clock in milliseconds since the Unix epoch: how the file keeps expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct WallMs(i64);
 
-impl Now {
-    fn read() -> Now {
-        let us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        Now {
-            ms: i64::try_from(us / 1000).unwrap_or(i64::MAX),
-            us,
-        }
+impl Moment for WallMs {
+    fn after(self, d: Duration) -> Self {
+        WallMs(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
-
-    fn expiry(self, ttl_ms: u64) -> i64 {
-        // MAX_TTL_MS fits an i64, so the conversion cannot fail.
-        let ttl = i64::try_from(ttl_ms.min(MAX_TTL_MS)).unwrap_or(i64::MAX);
-        self.ms.saturating_add(ttl)
+    fn since(self, earlier: Self) -> Duration {
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 }
 
-/// How a key looks to one lock at one instant.
-enum Slot {
-    /// No row, or an expired one: anyone may take it.
-    Free,
-    /// Holds the lock's value and has not expired.
-    Ours,
-    /// Holds another value; this many milliseconds left.
-    Other(i64),
-}
+type Now = rules::Now<WallMs>;
 
-fn slot(conn: &Connection, key: &str, value: &str, now: Now) -> rusqlite::Result<Slot> {
-    let row: Option<(String, i64)> = conn
-        .prepare_cached("SELECT value, expires_ms FROM fencelock_lock WHERE key = ?1")?
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(match row {
-        Some((v, expires)) if expires > now.ms => {
-            if v == value {
-                Slot::Ours
-            } else {
-                Slot::Other(expires - now.ms)
-            }
-        }
-        _ => Slot::Free,
-    })
-}
-
-/// All keys ours → `Ours`; some key held by another → `Other`; else `Expired`.
-fn holding(conn: &Connection, lock: &LockSpec, now: Now) -> rusqlite::Result<Holding> {
-    let mut other = false;
-    let mut all_ours = true;
-    for key in lock.keys.iter() {
-        match slot(conn, key, &lock.value, now)? {
-            Slot::Ours => {}
-            Slot::Other(_) => {
-                other = true;
-                all_ours = false;
-            }
-            Slot::Free => all_ours = false,
-        }
+/// One reading of the wall clock, in the two units the store uses: ms for expiry, µs
+/// to seed new fencing counters.
+fn now() -> Now {
+    let us = rules::wall_micros();
+    rules::Now {
+        at: WallMs(i64::try_from(us / 1000).unwrap_or(i64::MAX)),
+        wall_us: us,
     }
-    Ok(if all_ours {
-        Holding::Ours
-    } else if other {
-        Holding::Other
-    } else {
-        Holding::Expired
-    })
+}
+
+/// The tables as [`rules`] reads and writes them, inside one transaction.
+struct Rows<'c>(&'c Connection);
+
+impl Records for Rows<'_> {
+    type At = WallMs;
+    type Error = Failure;
+
+    fn lock(&mut self, key: &str) -> Result<Option<LockRecord<WallMs>>, Failure> {
+        let row: Option<(String, i64, Option<String>)> = self
+            .0
+            .prepare_cached("SELECT value, expires_ms, holder FROM fencelock_lock WHERE key = ?1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(row.map(|(value, expires, holder)| LockRecord {
+            value: value.into(),
+            expires: WallMs(expires),
+            holder: holder.map(Into::into),
+        }))
+    }
+
+    fn put_lock(&mut self, key: &str, record: LockRecord<WallMs>) -> Result<(), Failure> {
+        self.0
+            .prepare_cached(
+                "INSERT INTO fencelock_lock (key, value, expires_ms, holder) \
+                 VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                 expires_ms = excluded.expires_ms, holder = excluded.holder",
+            )?
+            .execute(params![
+                key,
+                &*record.value,
+                record.expires.0,
+                record.holder.as_deref()
+            ])?;
+        Ok(())
+    }
+
+    fn delete_lock(&mut self, key: &str) -> Result<(), Failure> {
+        self.0
+            .prepare_cached("DELETE FROM fencelock_lock WHERE key = ?1")?
+            .execute([key])?;
+        Ok(())
+    }
+
+    fn counter(&mut self, key: &str) -> Result<Option<u64>, Failure> {
+        Ok(counter(self.0, key)?)
+    }
+
+    fn put_counter(&mut self, key: &str, value: u64, touched: WallMs) -> Result<(), Failure> {
+        let value = to_i64(value, "fencing counter")?;
+        self.0
+            .prepare_cached(
+                "INSERT INTO fencelock_counter (key, counter, touched_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (key) DO UPDATE SET counter = excluded.counter, \
+                 touched_ms = excluded.touched_ms",
+            )?
+            .execute(params![key, value, touched.0])?;
+        Ok(())
+    }
+
+    fn delete_counter(&mut self, key: &str) -> Result<(), Failure> {
+        self.0
+            .prepare_cached("DELETE FROM fencelock_counter WHERE key = ?1")?
+            .execute([key])?;
+        Ok(())
+    }
+
+    fn floor(&mut self) -> Result<u64, Failure> {
+        Ok(counter_floor(self.0)?)
+    }
+
+    fn raise_floor(&mut self, to: u64) -> Result<(), Failure> {
+        Ok(raise_floor(self.0, to_i64(to, "counter floor")?)?)
+    }
+
+    fn exhausted(&self) -> Failure {
+        Failure::Range("the fencing counter is exhausted".into())
+    }
 }
 
 fn counter_floor(conn: &Connection) -> rusqlite::Result<u64> {
@@ -421,81 +475,27 @@ fn to_i64(n: u64, what: &str) -> Result<i64, Failure> {
     })
 }
 
+// Each operation below is one `BEGIN IMMEDIATE` transaction (a read one for `inspect`)
+// around the rule of the same name: the compare and the set under one lock, across
+// processes. The clock is read once the transaction holds its lock.
+
 fn acquire(conn: &mut Connection, lock: &LockSpec, sweep_now: bool) -> Result<Acquired, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = Now::read();
+    let now = now();
     if sweep_now {
-        sweep(&tx, now.ms)?;
+        sweep(&tx, now.at.0)?;
     }
-    let mut held_for: Option<i64> = None;
-    for key in lock.keys.iter() {
-        if let Slot::Other(pttl) = slot(&tx, key, &lock.value, now)? {
-            held_for = held_for.max(Some(pttl));
-        }
-    }
-    if let Some(pttl) = held_for {
-        // Commits the sweep, if any; the keys are untouched.
-        tx.commit()?;
-        let pttl = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
-        return Ok(Acquired::Held {
-            pttl: Some(pttl),
-            joined: false,
-            silent: false,
-        });
-    }
-    let seed = now.us.max(counter_floor(&tx)?);
-    // The largest counter among the keys; a key without one counts as the seed.
-    let mut top: Option<u64> = None;
-    for key in lock.keys.iter() {
-        top = top.max(Some(counter(&tx, key)?.unwrap_or(seed)));
-    }
-    let top = top
-        .unwrap_or(seed)
-        .checked_add(1)
-        .ok_or_else(|| Failure::Range("the fencing counter is exhausted".into()))?;
-    let stored = to_i64(top, "fencing counter")?;
-    let expires = now.expiry(lock.ttl_ms);
-    {
-        let mut put_lock = tx.prepare_cached(
-            "INSERT INTO fencelock_lock (key, value, expires_ms, holder) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-             expires_ms = excluded.expires_ms, holder = excluded.holder",
-        )?;
-        let mut put_counter = tx.prepare_cached(
-            "INSERT INTO fencelock_counter (key, counter, touched_ms) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (key) DO UPDATE SET counter = excluded.counter, \
-             touched_ms = excluded.touched_ms",
-        )?;
-        for key in lock.keys.iter() {
-            put_lock.execute(params![key, &*lock.value, expires, lock.holder.as_deref()])?;
-            put_counter.execute(params![key, stored, now.ms])?;
-        }
-    }
+    let out = rules::acquire(&mut Rows(&tx), lock, now)?;
+    // Commits the sweep too, also when the keys were held and are untouched.
     tx.commit()?;
-    Ok(Acquired::Granted { counter: top })
+    Ok(out)
 }
 
 fn commit_fence(conn: &mut Connection, lock: &LockSpec, token: u64) -> Result<bool, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = Now::read();
-    if holding(&tx, lock, now)? != Holding::Ours {
-        return Ok(false);
-    }
-    let token = to_i64(token, "fencing token")?;
-    // A held key always has a counter (counters of held keys are never swept); the
-    // seed only keeps the rule "a missing counter starts at the clock" if one is gone.
-    let seed = to_i64(now.us.max(counter_floor(&tx)?), "counter floor")?;
-    {
-        let mut raise = tx.prepare_cached(
-            "INSERT INTO fencelock_counter (key, counter, touched_ms) VALUES (?1, max(?2, ?3), ?4) \
-             ON CONFLICT (key) DO UPDATE SET counter = max(counter, ?2), touched_ms = ?4",
-        )?;
-        for key in lock.keys.iter() {
-            raise.execute(params![key, token, seed, now.ms])?;
-        }
-    }
+    let out = rules::commit_fence(&mut Rows(&tx), lock, token, now())?;
     tx.commit()?;
-    Ok(true)
+    Ok(out)
 }
 
 fn extend(
@@ -505,108 +505,38 @@ fn extend(
     reclaim: bool,
 ) -> Result<Vec<Holding>, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = Now::read();
-    let mut out = Vec::with_capacity(locks.len());
-    let exactly = expiry == Expiry::Exactly;
-    {
-        let mut push = tx.prepare_cached(
-            "UPDATE fencelock_lock SET expires_ms = \
-             CASE WHEN ?4 THEN ?3 ELSE MAX(expires_ms, ?3) END \
-             WHERE key = ?1 AND value = ?2",
-        )?;
-        // Reclaiming: a free key (missing, or expired whoever held it) is ours again.
-        let mut put = tx.prepare_cached(
-            "INSERT INTO fencelock_lock (key, value, expires_ms, holder) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-             expires_ms = excluded.expires_ms, holder = excluded.holder \
-             WHERE fencelock_lock.expires_ms <= ?5",
-        )?;
-        for lock in locks {
-            let h = holding(&tx, lock, now)?;
-            let reclaiming = reclaim && h == Holding::Expired;
-            if h == Holding::Ours || reclaiming {
-                let expires = now.expiry(lock.ttl_ms);
-                for key in lock.keys.iter() {
-                    push.execute(params![key, &*lock.value, expires, exactly])?;
-                    if reclaiming {
-                        put.execute(params![
-                            key,
-                            &*lock.value,
-                            expires,
-                            lock.holder.as_deref(),
-                            now.ms
-                        ])?;
-                    }
-                }
-            }
-            out.push(if reclaiming { Holding::Reclaimed } else { h });
-        }
-    }
+    let now = now().at;
+    let mut rows = Rows(&tx);
+    let out = locks
+        .iter()
+        .map(|lock| rules::extend(&mut rows, lock, expiry, reclaim, now))
+        .collect::<Result<Vec<_>, _>>()?;
     tx.commit()?;
     Ok(out)
 }
 
 fn release(conn: &mut Connection, lock: &LockSpec) -> Result<Holding, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = Now::read();
-    let h = holding(&tx, lock, now)?;
-    {
-        // Our expired rows go too: they are free already, deleting them is tidying.
-        let mut delete =
-            tx.prepare_cached("DELETE FROM fencelock_lock WHERE key = ?1 AND value = ?2")?;
-        for key in lock.keys.iter() {
-            delete.execute(params![key, &*lock.value])?;
-        }
-    }
+    let (holding, _) = rules::release(&mut Rows(&tx), lock, now().at)?;
     tx.commit()?;
-    Ok(h)
+    Ok(holding)
 }
 
 fn inspect(conn: &mut Connection, key: &str) -> Result<KeyInfo, Failure> {
     // A read transaction: the lock row and the counter come from one snapshot.
     let tx = conn.transaction()?;
-    let now = Now::read();
-    let row: Option<(String, i64, Option<String>)> = tx
-        .prepare_cached("SELECT value, expires_ms, holder FROM fencelock_lock WHERE key = ?1")?
-        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    let mut info = KeyInfo {
-        last_token: counter(&tx, key)?,
-        ..KeyInfo::default()
-    };
-    if let Some((value, expires, holder)) = row.filter(|r| r.1 > now.ms) {
-        info.value = Some(value);
-        info.pttl = Some(Duration::from_millis(
-            u64::try_from(expires - now.ms).unwrap_or(0),
-        ));
-        info.holder = holder;
-    }
+    let info = rules::inspect(&mut Rows(&tx), key, now().at)?;
     tx.commit()?;
     Ok(info)
 }
 
-/// Forgets `key` unless it is held: its lock row (expired) and its counter row, with
-/// the counter floor raised above the counter first (as [`sweep`] does), so the key's
-/// next token is above every one it had whatever the clock does.
+/// Forgets `key` unless it is held (the floor raised above its counter first, as
+/// [`sweep`] does).
 fn forget(conn: &mut Connection, key: &str) -> Result<Forgot, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let now = Now::read();
-    let expires: Option<i64> = tx
-        .prepare_cached("SELECT expires_ms FROM fencelock_lock WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
-        .optional()?;
-    if expires.is_some_and(|e| e > now.ms) {
-        return Ok(Forgot::InUse);
-    }
-    if let Some(c) = counter(&tx, key)? {
-        raise_floor(&tx, to_i64(c, "fencing counter")?)?;
-    }
-    tx.prepare_cached("DELETE FROM fencelock_lock WHERE key = ?1")?
-        .execute([key])?;
-    tx.prepare_cached("DELETE FROM fencelock_counter WHERE key = ?1")?
-        .execute([key])?;
+    let out = rules::forget(&mut Rows(&tx), key, now().at)?;
     tx.commit()?;
-    Ok(Forgot::Done)
+    Ok(out)
 }
 
 /// Raises the counter floor to at least `to`: every new counter starts above it.
@@ -621,7 +551,9 @@ fn raise_floor(conn: &Connection, to: i64) -> rusqlite::Result<()> {
 
 /// Deletes up to [`SWEEP_BATCH`] expired lock rows, then up to as many counters past
 /// retention on keys nobody holds, raising the counter floor above the dropped ones
-/// first so a key that comes back starts above every token it had.
+/// first so a key that comes back starts above every token it had: the retention rule
+/// ([`rules::counter_expendable`]) as one query, so a sweep stays one statement per
+/// table rather than a read per row.
 fn sweep(conn: &Connection, now_ms: i64) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "DELETE FROM fencelock_lock WHERE key IN \
@@ -773,10 +705,10 @@ impl Inner {
     /// Whether this acquire should also sweep (at most once per interval per handle).
     fn sweep_due(&self, now: Now) -> bool {
         let last = self.last_sweep_ms.load(Ordering::Relaxed);
-        now.ms.saturating_sub(last) >= SWEEP_INTERVAL_MS
+        now.at.0.saturating_sub(last) >= SWEEP_INTERVAL_MS
             && self
                 .last_sweep_ms
-                .compare_exchange(last, now.ms, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(last, now.at.0, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
     }
 
@@ -846,7 +778,7 @@ impl Store for SqliteStore {
     fn acquire(&self, lock: &LockSpec) -> StoreFuture<Acquired> {
         let lock = lock.clone();
         self.spawn(vec![Arc::clone(&lock.value)], move |inner| {
-            let sweep_now = inner.sweep_due(Now::read());
+            let sweep_now = inner.sweep_due(now());
             inner.with_connection(|c| acquire(c, &lock, sweep_now))
         })
     }
@@ -923,12 +855,6 @@ impl Store for SqliteStore {
             })
         })
     }
-
-    /// SQLite has no way to tell another process that a row was deleted; waiters poll
-    /// (sleeping until the holder's TTL runs out, with jitter).
-    fn watch(&self, _key: &str, _waiter: Option<Arc<str>>) -> StoreFuture<Option<Watch>> {
-        Box::pin(async { Ok(None) })
-    }
 }
 
 #[cfg(test)]
@@ -939,6 +865,7 @@ mod tests {
     use tokio::time::{sleep, timeout};
 
     use super::*;
+    use crate::store::kit::{Subject, granted, held_for, spec, store_kit};
 
     fn options() -> StoreOptions {
         StoreOptions::new(Duration::from_secs(1))
@@ -951,29 +878,15 @@ mod tests {
         (dir, s)
     }
 
-    fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
-        LockSpec {
-            keys: keys.iter().map(|k| k.to_string()).collect(),
-            value: value.into(),
-            ttl_ms,
-            holder: None,
-            queue: None,
+    fn fresh_store() -> Subject {
+        let (dir, s) = store();
+        Subject {
+            node: Arc::new(s),
+            _keep: Box::new(dir),
         }
     }
 
-    async fn granted(s: &SqliteStore, lock: &LockSpec) -> u64 {
-        match s.acquire(lock).await.unwrap() {
-            Acquired::Granted { counter } => counter,
-            other => panic!("expected a grant for {lock:?}, got {other:?}"),
-        }
-    }
-
-    async fn held_for(s: &SqliteStore, lock: &LockSpec) -> Duration {
-        match s.acquire(lock).await.unwrap() {
-            Acquired::Held { pttl: Some(p), .. } => p,
-            other => panic!("expected held for {lock:?}, got {other:?}"),
-        }
-    }
+    store_kit!(fresh_store);
 
     /// Asserts a config error that names `path`.
     fn assert_refused(result: Result<SqliteStore, Error>, path: &Path, what: &str) {
@@ -1154,104 +1067,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn grant_then_held_with_longest_remaining_ttl() {
-        let (_dir, s) = store();
-        granted(&s, &spec(&["a"], "A", 5_000)).await;
-        granted(&s, &spec(&["b"], "B", 60_000)).await;
-        let p = held_for(&s, &spec(&["a"], "C", 1_000)).await;
-        assert!(
-            p > Duration::from_secs(4) && p <= Duration::from_secs(5),
-            "{p:?}"
-        );
-        let p = held_for(&s, &spec(&["a", "b"], "C", 1_000)).await;
-        assert!(
-            p > Duration::from_secs(55) && p <= Duration::from_secs(60),
-            "{p:?}"
-        );
-    }
 
-    #[tokio::test]
-    async fn multi_key_acquire_is_all_or_nothing() {
-        let (_dir, s) = store();
-        let first = granted(&s, &spec(&["b"], "A", 10_000)).await;
-        held_for(&s, &spec(&["a", "b", "c"], "B", 10_000)).await;
-        for key in ["a", "c"] {
-            let info = s.inspect(key).await.unwrap();
-            assert_eq!(
-                info,
-                KeyInfo::default(),
-                "{key} was touched by a refused acquire"
-            );
-        }
-        let b = s.inspect("b").await.unwrap();
-        assert_eq!((b.value.as_deref(), b.last_token), (Some("A"), Some(first)));
-    }
 
-    #[tokio::test]
-    async fn reacquire_with_own_value_refreshes_and_bumps() {
-        let (_dir, s) = store();
-        let t1 = granted(&s, &spec(&["k"], "A", 200)).await;
-        let t2 = granted(&s, &spec(&["k"], "A", 60_000)).await;
-        assert!(t2 > t1);
-        let pttl = s.inspect("k").await.unwrap().pttl.unwrap();
-        assert!(pttl > Duration::from_secs(50), "{pttl:?}");
-    }
 
+    /// The counters live in the file: a restart continues from them (the kit checks
+    /// how they grow).
     #[tokio::test]
-    async fn tokens_start_at_wall_clock_micros_only_grow_and_persist() {
+    async fn counters_persist_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("locks.db");
         let s = SqliteStore::open(&path, &options()).unwrap();
-        let before = Now::read().us;
-        let t1 = granted(&s, &spec(&["k"], "A", 10_000)).await;
-        let after = Now::read().us;
-        assert!(
-            t1 > before && t1 <= after + 1,
-            "{before} < {t1} <= {after} + 1"
-        );
-        s.release(&spec(&["k"], "A", 10_000)).await.unwrap();
-        let t2 = granted(&s, &spec(&["k"], "B", 10_000)).await;
-        assert_eq!(t2, t1 + 1);
-        // Several keys: one past the largest counter (here k's, raised far above the
-        // clock that seeds j's), and every key gets it.
-        assert!(
-            s.commit_fence(&spec(&["k"], "B", 0), t2 + 1_000_000_000_000)
-                .await
-                .unwrap()
-        );
-        s.release(&spec(&["k"], "B", 0)).await.unwrap();
-        let t3 = granted(&s, &spec(&["j", "k"], "C", 10_000)).await;
-        assert_eq!(t3, t2 + 1_000_000_000_001);
-        for key in ["j", "k"] {
-            assert_eq!(s.inspect(key).await.unwrap().last_token, Some(t3));
-        }
-        // The counters live in the file: a restart continues from them.
-        s.release(&spec(&["j", "k"], "C", 0)).await.unwrap();
+        let t = granted(&s, &spec(&["k"], "A", 10_000)).await;
+        s.release(&spec(&["k"], "A", 0)).await.unwrap();
         drop(s);
         let s = SqliteStore::open(&path, &options()).unwrap();
-        assert_eq!(granted(&s, &spec(&["k"], "D", 10_000)).await, t3 + 1);
-    }
-
-    #[tokio::test]
-    async fn commit_fence_raises_only_while_ours() {
-        let (_dir, s) = store();
-        let lock = spec(&["a", "b"], "A", 10_000);
-        let t = granted(&s, &lock).await;
-        assert!(s.commit_fence(&lock, t + 50).await.unwrap());
-        assert_eq!(s.inspect("a").await.unwrap().last_token, Some(t + 50));
-        assert!(s.commit_fence(&lock, t).await.unwrap());
-        assert_eq!(s.inspect("b").await.unwrap().last_token, Some(t + 50));
-        s.release(&spec(&["b"], "A", 0)).await.unwrap();
-        let tb = granted(&s, &spec(&["b"], "B", 10_000)).await;
-        assert!(!s.commit_fence(&lock, tb + 99).await.unwrap());
-        assert_eq!(s.inspect("a").await.unwrap().last_token, Some(t + 50));
-        assert_eq!(s.inspect("b").await.unwrap().last_token, Some(tb));
-        let short = spec(&["c"], "C", 20);
-        let tc = granted(&s, &short).await;
-        sleep(Duration::from_millis(70)).await;
-        assert!(!s.commit_fence(&short, tc + 5).await.unwrap());
-        assert_eq!(s.inspect("c").await.unwrap().last_token, Some(tc));
+        assert_eq!(granted(&s, &spec(&["k"], "D", 10_000)).await, t + 1);
     }
 
     #[tokio::test]
@@ -1264,84 +1094,9 @@ mod tests {
         assert_eq!(s.inspect("k").await.unwrap().last_token, Some(t));
     }
 
-    #[tokio::test]
-    async fn extend_reports_each_lock_in_order() {
-        let (_dir, s) = store();
-        let ours = spec(&["o1", "o2"], "A", 5_000);
-        let other = spec(&["x"], "A", 10_000);
-        let gone = spec(&["g"], "A", 20);
-        granted(&s, &ours).await;
-        granted(&s, &spec(&["x"], "B", 10_000)).await;
-        granted(&s, &gone).await;
-        sleep(Duration::from_millis(70)).await;
-        let longer = spec(&["o1", "o2"], "A", 60_000);
-        let out = s
-            .extend(&[longer, other, gone], Expiry::Exactly, false)
-            .await
-            .unwrap();
-        assert_eq!(out, [Holding::Ours, Holding::Other, Holding::Expired]);
-        for key in ["o1", "o2"] {
-            let pttl = s.inspect(key).await.unwrap().pttl.unwrap();
-            assert!(pttl > Duration::from_secs(50), "{key}: {pttl:?}");
-        }
-        assert_eq!(s.inspect("x").await.unwrap().value.as_deref(), Some("B"));
-        assert_eq!(s.extend(&[], Expiry::Exactly, false).await.unwrap(), []);
-    }
 
-    #[tokio::test]
-    async fn extend_with_one_key_lost_extends_nothing() {
-        let (_dir, s) = store();
-        granted(&s, &spec(&["a", "b"], "A", 10_000)).await;
-        s.release(&spec(&["b"], "A", 0)).await.unwrap();
-        let before = s.inspect("a").await.unwrap().pttl.unwrap();
-        let out = s
-            .extend(&[spec(&["a", "b"], "A", 60_000)], Expiry::Exactly, false)
-            .await
-            .unwrap();
-        assert_eq!(out, [Holding::Expired]);
-        let after = s.inspect("a").await.unwrap().pttl.unwrap();
-        assert!(
-            after <= before,
-            "{after:?} > {before:?}: extended a partial lock"
-        );
-        assert_eq!(s.inspect("b").await.unwrap().value, None);
-    }
 
-    #[tokio::test]
-    async fn release_reports_ours_other_expired() {
-        let (_dir, s) = store();
-        let lock = spec(&["a", "b"], "A", 10_000);
-        granted(&s, &lock).await;
-        assert_eq!(s.release(&lock).await.unwrap(), Holding::Ours);
-        for key in ["a", "b"] {
-            assert_eq!(s.inspect(key).await.unwrap().value, None);
-        }
-        assert_eq!(s.release(&lock).await.unwrap(), Holding::Expired);
 
-        granted(&s, &lock).await;
-        s.release(&spec(&["b"], "A", 0)).await.unwrap();
-        granted(&s, &spec(&["b"], "B", 10_000)).await;
-        assert_eq!(s.release(&lock).await.unwrap(), Holding::Other);
-        assert_eq!(s.inspect("a").await.unwrap().value, None);
-        assert_eq!(s.inspect("b").await.unwrap().value.as_deref(), Some("B"));
-
-        let short = spec(&["c"], "C", 20);
-        granted(&s, &short).await;
-        sleep(Duration::from_millis(70)).await;
-        assert_eq!(s.release(&short).await.unwrap(), Holding::Expired);
-    }
-
-    #[tokio::test]
-    async fn abandon_releases() {
-        let (_dir, s) = store();
-        let lock = spec(&["a"], "A", 10_000);
-        granted(&s, &lock).await;
-        s.abandon(&lock).await.unwrap();
-        assert_eq!(s.inspect("a").await.unwrap().value, None);
-        granted(&s, &spec(&["a"], "B", 10_000)).await;
-        s.abandon(&lock).await.unwrap();
-        assert_eq!(s.inspect("a").await.unwrap().value.as_deref(), Some("B"));
-    }
 
     #[tokio::test]
     async fn abandon_is_ordered_after_a_timed_out_acquire() {
@@ -1404,51 +1159,8 @@ mod tests {
         granted(&s, &spec(&["k"], "A", 1_000)).await;
     }
 
-    #[tokio::test]
-    async fn expired_keys_are_free() {
-        let (_dir, s) = store();
-        // Long enough to be seen held even on a loaded machine, then waited out.
-        let t1 = granted(&s, &spec(&["k"], "A", 300)).await;
-        held_for(&s, &spec(&["k"], "B", 10_000)).await;
-        sleep(Duration::from_millis(350)).await;
-        let t2 = granted(&s, &spec(&["k"], "B", 10_000)).await;
-        assert!(t2 > t1);
-    }
 
-    #[tokio::test]
-    async fn inspect_shows_holder_only_while_held() {
-        let (_dir, s) = store();
-        assert_eq!(s.inspect("k").await.unwrap(), KeyInfo::default());
-        let mut lock = spec(&["k"], "A", 10_000);
-        lock.holder = Some("host-1 pid 42".into());
-        let t = granted(&s, &lock).await;
-        let info = s.inspect("k").await.unwrap();
-        assert_eq!(info.value.as_deref(), Some("A"));
-        assert_eq!(info.holder.as_deref(), Some("host-1 pid 42"));
-        assert_eq!(info.last_token, Some(t));
-        let pttl = info.pttl.unwrap();
-        assert!(pttl > Duration::from_secs(9) && pttl <= Duration::from_secs(10));
-        s.extend(std::slice::from_ref(&lock), Expiry::Exactly, false)
-            .await
-            .unwrap();
-        let info = s.inspect("k").await.unwrap();
-        assert_eq!(info.holder.as_deref(), Some("host-1 pid 42"));
-        s.release(&lock).await.unwrap();
-        let info = s.inspect("k").await.unwrap();
-        assert_eq!(
-            info,
-            KeyInfo {
-                last_token: Some(t),
-                ..KeyInfo::default()
-            }
-        );
-    }
 
-    #[tokio::test]
-    async fn watch_is_not_supported() {
-        let (_dir, s) = store();
-        assert!(s.watch("k", None).await.unwrap().is_none());
-    }
 
     #[tokio::test]
     async fn two_handles_on_one_file_exclude_each_other() {
@@ -1537,7 +1249,7 @@ mod tests {
     async fn sweep_drops_expired_rows_and_only_counters_past_retention() {
         let (dir, _s) = store();
         let c = raw(&dir.path().join("locks.db"));
-        let now = Now::read().ms;
+        let now = now().at.0;
         let day = COUNTER_RETENTION_MS;
         put_row(&c, "expired-old", now - 1, 500, now - day - 1_000);
         put_row(&c, "expired-recent", now - 1, 600, now - day + 60_000);
@@ -1560,7 +1272,7 @@ mod tests {
         granted(&s, &spec(&["k"], "A", 60_000)).await;
         assert_eq!(s.forget("k").await.unwrap(), Forgot::InUse);
         assert_eq!(rows(&c, "fencelock_lock"), ["k"]);
-        let high = i64::try_from(Now::read().us).unwrap() + 1_000_000_000_000;
+        let high = i64::try_from(now().wall_us).unwrap() + 1_000_000_000_000;
         assert!(
             s.commit_fence(&spec(&["k"], "A", 60_000), high.unsigned_abs())
                 .await
@@ -1582,12 +1294,12 @@ mod tests {
         let path = dir.path().join("locks.db");
         let s = SqliteStore::open(&path, &options()).unwrap();
         let c = raw(&path);
-        let now = Now::read();
+        let now = now();
         // Far above the clock (as after a wall-clock step back), unused for over a day.
-        let high = i64::try_from(now.us).unwrap() + 1_000_000_000_000;
+        let high = i64::try_from(now.wall_us).unwrap() + 1_000_000_000_000;
         c.execute(
             "INSERT INTO fencelock_counter (key, counter, touched_ms) VALUES ('k', ?1, ?2)",
-            params![high, now.ms - COUNTER_RETENTION_MS - 1],
+            params![high, now.at.0 - COUNTER_RETENTION_MS - 1],
         )
         .unwrap();
         // The first acquire on a handle sweeps.
@@ -1603,7 +1315,7 @@ mod tests {
         let path = dir.path().join("locks.db");
         let s = SqliteStore::open(&path, &options()).unwrap();
         let c = raw(&path);
-        let now = Now::read().ms;
+        let now = now().at.0;
         put_row(&c, "stale", now - 1, 1, now);
         granted(&s, &spec(&["k"], "A", 10_000)).await;
         assert_eq!(rows(&c, "fencelock_lock"), ["k"]);

@@ -1,7 +1,7 @@
 //! Store URLs: parsing, validation and redaction.
 //!
 //! Passwords must never reach a message, a log line or `Debug` output, so every store
-//! is named by [`StoreUrl::redacted`] and the raw URL is dropped right after parsing.
+//! is named by [`RedisUrl::redacted`] and the raw URL is dropped right after parsing.
 //!
 //! A Redis Cluster is one store: `redis+cluster://[user:password@]host:port[,host:port…]`
 //! (`rediss+cluster://` for TLS) names it by one or more of its nodes (seeds; the rest
@@ -90,63 +90,20 @@ impl std::fmt::Debug for RedisUrl {
     }
 }
 
-/// A store URL, by scheme.
-#[derive(Debug)]
-// Made once per store when a locker is built: the size of the Redis variant costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum StoreUrl {
-    /// `redis://` or `rediss://`, or a Redis Cluster: `redis+cluster://`,
-    /// `rediss+cluster://`.
-    Redis(RedisUrl),
-    /// `sqlite:///path/to/file.db`.
-    Sqlite(PathBuf),
-    /// `memory://` or `memory://name`: a process-wide in-memory store.
-    Memory(String),
-}
-
-impl StoreUrl {
-    /// Parses and validates a store URL.
+impl RedisUrl {
+    /// Parses and validates a `redis://`, `rediss://`, `redis+cluster://` or
+    /// `rediss+cluster://` URL.
     ///
     /// # Errors
     ///
     /// [`crate::ErrorKind::InvalidInput`] naming what is wrong; the message never
     /// contains the password.
-    pub(crate) fn parse(raw: &str) -> Result<StoreUrl, Error> {
-        let raw = raw.trim();
-        if raw.is_empty() {
-            return Err(Error::invalid("store URL", "it is empty"));
-        }
-        let Some((scheme, rest)) = raw.split_once("://") else {
-            return Err(Error::invalid(
-                "store URL",
-                format!(
-                    "{:?} has no scheme; expected redis://, rediss://, redis+cluster://, \
-                     sqlite:// or memory://",
-                    redact(raw)
-                ),
-            ));
-        };
-        match scheme.to_ascii_lowercase().as_str() {
-            "redis" | "rediss" => parse_redis(raw).map(StoreUrl::Redis),
-            "redis+cluster" | "rediss+cluster" => parse_cluster(raw, rest).map(StoreUrl::Redis),
-            "sqlite" => {
-                if rest.is_empty() {
-                    return Err(Error::invalid(
-                        "store URL",
-                        "sqlite:// needs a file path, as in sqlite:///var/lib/app/locks.db",
-                    ));
-                }
-                Ok(StoreUrl::Sqlite(PathBuf::from(rest)))
+    pub(crate) fn parse(raw: &str) -> Result<RedisUrl, Error> {
+        match raw.split_once("://") {
+            Some((scheme, rest)) if scheme.to_ascii_lowercase().ends_with("+cluster") => {
+                parse_cluster(raw, rest)
             }
-            "memory" => Ok(StoreUrl::Memory(rest.trim_end_matches('/').to_string())),
-            other => Err(Error::invalid(
-                "store URL",
-                format!(
-                    "unknown scheme {other:?} in {:?}; expected redis://, rediss://, \
-                     redis+cluster://, rediss+cluster://, sqlite:// or memory://",
-                    redact(raw)
-                ),
-            )),
+            _ => parse_redis(raw),
         }
     }
 }
@@ -296,13 +253,21 @@ pub fn fuzz_parse_store_url(raw: &str) {
         .filter(|pw| {
             pw.len() >= 8 && !redacted.contains(*pw) && !format!("{redacted:?}").contains(*pw)
         });
-    match StoreUrl::parse(raw) {
-        Ok(StoreUrl::Redis(r)) => {
+    // Redis URLs are the ones with passwords; the others only need a known scheme.
+    let parsed = super::is_redis_url(raw).and_then(|redis| {
+        if redis {
+            RedisUrl::parse(raw.trim()).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    match parsed {
+        Ok(Some(r)) => {
             if let Some(pw) = password {
                 assert!(!format!("{r:?}").contains(pw), "Debug shows the password");
             }
         }
-        Ok(_) => {}
+        Ok(None) => {}
         Err(e) => {
             if let Some(pw) = password {
                 assert!(!e.to_string().contains(pw), "error shows the password: {e}");
@@ -361,33 +326,46 @@ mod tests {
             "redis://u:secret@h:99999",
             "sqlite://",
         ] {
-            let e = StoreUrl::parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err();
             assert!(e.is_invalid_input(), "{bad}: {e}");
             assert!(!e.to_string().contains("secret"), "{bad}: {e}");
         }
     }
 
+    /// Opens like the builder does (a Redis store does not connect yet).
+    fn parse(raw: &str) -> Result<crate::store::Node, Error> {
+        crate::store::open(raw, &StoreOptions::new(Duration::from_secs(1)))
+    }
+
     #[test]
-    fn good_urls_parse() {
-        assert!(matches!(
-            StoreUrl::parse("redis://127.0.0.1:6379/2").unwrap(),
-            StoreUrl::Redis(_)
-        ));
-        match StoreUrl::parse("sqlite:///tmp/x.db").unwrap() {
-            StoreUrl::Sqlite(p) => assert_eq!(p, PathBuf::from("/tmp/x.db")),
-            other => panic!("{other:?}"),
-        }
-        match StoreUrl::parse("memory://").unwrap() {
-            StoreUrl::Memory(n) => assert_eq!(n, ""),
-            other => panic!("{other:?}"),
+    fn good_urls_open_by_their_scheme() {
+        assert_eq!(
+            parse("redis://127.0.0.1:6379/2").unwrap().name(),
+            "redis://127.0.0.1:6379/2"
+        );
+        assert_eq!(
+            parse("REDIS+cluster://h1:7000,h2:7001").unwrap().name(),
+            "REDIS+cluster://h1:7000,h2:7001"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.db");
+        let url = format!("sqlite://{}", file.display());
+        assert_eq!(parse(&url).unwrap().name(), url);
+        assert!(file.exists());
+        assert_eq!(parse(" memory:// ").unwrap().name(), "memory://");
+        assert_eq!(parse("memory://n/").unwrap().name(), "memory://n");
+    }
+
+    #[test]
+    fn an_unknown_scheme_lists_the_registered_ones() {
+        let e = parse("http://u:secret@h:1").unwrap_err();
+        for scheme in ["redis://", "rediss+cluster://", "sqlite://", "memory://"] {
+            assert!(e.to_string().contains(scheme), "{e}");
         }
     }
 
     fn redis(raw: &str) -> RedisUrl {
-        match StoreUrl::parse(raw).unwrap() {
-            StoreUrl::Redis(r) => r,
-            other => panic!("{other:?}"),
-        }
+        RedisUrl::parse(raw).unwrap()
     }
 
     #[test]
@@ -434,7 +412,7 @@ mod tests {
             "redis+cluster://u:secret@h1:7000?ca=/x.pem",
             "redis+cluster://u:secret@h1:99999",
         ] {
-            let e = StoreUrl::parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err();
             assert!(e.is_invalid_input(), "{bad}: {e}");
             assert!(!e.to_string().contains("secret"), "{bad}: {e}");
         }
@@ -450,7 +428,7 @@ mod tests {
             "redis://u:secret@h:1#insecure",
             "rediss://u:secret@h:1#whatever",
         ] {
-            let e = StoreUrl::parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err();
             assert!(e.is_invalid_input(), "{bad}: {e}");
             assert!(!e.to_string().contains("secret"), "{bad}: {e}");
         }
