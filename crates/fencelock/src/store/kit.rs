@@ -91,13 +91,7 @@ pub(crate) use store_kit;
 
 /// A lock on `keys` with `value` and a TTL, no holder, no place in line.
 pub(crate) fn spec(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
-    LockSpec {
-        keys: keys.iter().map(|k| k.to_string()).collect(),
-        value: value.into(),
-        ttl_ms,
-        holder: None,
-        queue: None,
-    }
+    LockSpec::plain(keys, value, ttl_ms)
 }
 
 /// Acquires `lock`, which must be granted; its token.

@@ -84,6 +84,22 @@ pub(crate) struct LockSpec {
     pub(crate) queue: Option<QueueTicket>,
 }
 
+#[cfg(test)]
+impl LockSpec {
+    /// A plain lock of `keys` for tests: no holder record, no waiter line. Here, not
+    /// in the store kit, so the rules' own tests need not import the kit that checks
+    /// the stores against them.
+    pub(crate) fn plain(keys: &[&str], value: &str, ttl_ms: u64) -> LockSpec {
+        LockSpec {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            value: value.into(),
+            ttl_ms,
+            holder: None,
+            queue: None,
+        }
+    }
+}
+
 impl fmt::Debug for LockSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockSpec")

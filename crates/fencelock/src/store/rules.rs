@@ -486,7 +486,6 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::store::kit::spec;
 
     fn now(at: Instant, wall_us: u64) -> Now<Instant> {
         Now { at, wall_us }
@@ -497,13 +496,21 @@ mod tests {
         let mut r = MapRecords::default();
         let t0 = Instant::now();
         let high = 1_000_000_000_000;
-        acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)).unwrap();
-        assert!(commit_fence(&mut r, &spec(&["k"], "A", 1_000), high, now(t0, 5)).unwrap());
+        acquire(&mut r, &LockSpec::plain(&["k"], "A", 1_000), now(t0, 5)).unwrap();
+        assert!(
+            commit_fence(
+                &mut r,
+                &LockSpec::plain(&["k"], "A", 1_000),
+                high,
+                now(t0, 5)
+            )
+            .unwrap()
+        );
         assert_eq!(forget(&mut r, "k", t0), Ok(Forgot::InUse));
-        release(&mut r, &spec(&["k"], "A", 1_000), t0).unwrap();
+        release(&mut r, &LockSpec::plain(&["k"], "A", 1_000), t0).unwrap();
         assert_eq!(forget(&mut r, "k", t0), Ok(Forgot::Done));
         assert!(r.counters.is_empty() && r.locks.is_empty());
-        let got = acquire(&mut r, &spec(&["k"], "B", 1_000), now(t0, 5)).unwrap();
+        let got = acquire(&mut r, &LockSpec::plain(&["k"], "B", 1_000), now(t0, 5)).unwrap();
         assert_eq!(got, Acquired::Granted { counter: high + 1 });
     }
 
@@ -511,10 +518,18 @@ mod tests {
     fn an_exhausted_counter_is_an_error_not_a_repeat() {
         let mut r = MapRecords::default();
         let t0 = Instant::now();
-        acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)).unwrap();
-        assert!(commit_fence(&mut r, &spec(&["k"], "A", 1_000), u64::MAX, now(t0, 5)).unwrap());
+        acquire(&mut r, &LockSpec::plain(&["k"], "A", 1_000), now(t0, 5)).unwrap();
+        assert!(
+            commit_fence(
+                &mut r,
+                &LockSpec::plain(&["k"], "A", 1_000),
+                u64::MAX,
+                now(t0, 5)
+            )
+            .unwrap()
+        );
         assert_eq!(
-            acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 5)),
+            acquire(&mut r, &LockSpec::plain(&["k"], "A", 1_000), now(t0, 5)),
             Err("the fencing counter is exhausted")
         );
         assert_eq!(r.counters.get("k").map(|c| c.0), Some(u64::MAX));
@@ -525,9 +540,9 @@ mod tests {
     fn a_counter_behind_the_clock_counts_on_from_itself() {
         let mut r = MapRecords::default();
         let t0 = Instant::now();
-        acquire(&mut r, &spec(&["k"], "A", 1_000), now(t0, 100)).unwrap();
-        release(&mut r, &spec(&["k"], "A", 1_000), t0).unwrap();
-        let got = acquire(&mut r, &spec(&["k"], "B", 1_000), now(t0, 900)).unwrap();
+        acquire(&mut r, &LockSpec::plain(&["k"], "A", 1_000), now(t0, 100)).unwrap();
+        release(&mut r, &LockSpec::plain(&["k"], "A", 1_000), t0).unwrap();
+        let got = acquire(&mut r, &LockSpec::plain(&["k"], "B", 1_000), now(t0, 900)).unwrap();
         assert_eq!(got, Acquired::Granted { counter: 102 });
     }
 
@@ -535,7 +550,7 @@ mod tests {
     fn huge_ttls_do_not_overflow() {
         let mut r = MapRecords::default();
         let t0 = Instant::now();
-        let lock = spec(&["k"], "A", u64::MAX);
+        let lock = LockSpec::plain(&["k"], "A", u64::MAX);
         acquire(&mut r, &lock, now(t0, 1)).unwrap();
         assert_eq!(
             extend(&mut r, &lock, Expiry::Exactly, false, t0),
@@ -564,15 +579,20 @@ mod tests {
     fn the_clock_later_than_a_counter_seeds_above_it_and_reclaim_takes_free_keys() {
         let mut r = MapRecords::default();
         let t0 = Instant::now();
-        let first = acquire(&mut r, &spec(&["a"], "A", 10), now(t0, 100)).unwrap();
+        let first = acquire(&mut r, &LockSpec::plain(&["a"], "A", 10), now(t0, 100)).unwrap();
         assert_eq!(first, Acquired::Granted { counter: 101 });
         // A key with no counter counts as the seed, which the clock has moved past.
         let later = t0 + Duration::from_millis(20);
-        let both = acquire(&mut r, &spec(&["a", "b"], "B", 10), now(later, 500)).unwrap();
+        let both = acquire(
+            &mut r,
+            &LockSpec::plain(&["a", "b"], "B", 10),
+            now(later, 500),
+        )
+        .unwrap();
         assert_eq!(both, Acquired::Granted { counter: 501 });
         // Expired: extend fails, reclaim takes both keys back.
         let gone = t0 + Duration::from_millis(40);
-        let lock = spec(&["a", "b"], "B", 10);
+        let lock = LockSpec::plain(&["a", "b"], "B", 10);
         assert_eq!(
             extend(&mut r, &lock, Expiry::Exactly, false, gone),
             Ok(Holding::Expired)
