@@ -88,7 +88,8 @@ impl AcquireOptions {
     /// gives up or is cancelled leaves it. Clients that know nothing of the queue (the
     /// `redlock` npm package, redsync, fencelock without fair mode) still exclude
     /// fair waiters and are excluded by them; they just do not wait their turn.
-    /// Redis stores only: other stores refuse fair mode with [`ErrorKind::Config`].
+    /// Locks: Redis stores only, other stores refuse fair mode with
+    /// [`ErrorKind::Config`]. Semaphores: every store (see `docs/semaphore.md`).
     pub fn fair(mut self) -> Self {
         self.fair = Some(true);
         self

@@ -16,7 +16,10 @@
 //! behind (the lock's own undo), so neither does an acquire that found every slot
 //! held. A waiter waits in the line of every slot (Redis): a release wakes the first
 //! waiter of the freed slot alone, and since every waiter joins every line with the
-//! same ticket, that is the same, longest-waiting waiter on every slot.
+//! same ticket, that is the same, longest-waiting waiter on every slot. In fair mode
+//! the lines also decide: a free slot goes to the first in its line only (on every
+//! store: SQLite and memory keep fair lines for this), so a freed permit goes to the
+//! longest-waiting fair waiter and not to a newcomer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,14 +234,18 @@ impl Semaphore {
     /// On Redis a release wakes the longest waiter alone; other stores wake every
     /// waiter (memory) or are polled (SQLite), as for a lock.
     ///
+    /// In fair mode ([`AcquireOptions::fair`], on every store) a freed permit goes to
+    /// the fair waiter that has waited longest: see `docs/semaphore.md`, "Fair mode",
+    /// for the guarantee and its limits.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for a bad TTL, or when the semaphore is recorded
     /// with another number of permits (the message names both; the record lives
     /// [`PERMITS_RECORD_TTL`] after the last acquire); [`ErrorKind::Timeout`] when the
     /// wait ran out with every permit held; [`ErrorKind::Unavailable`] when no quorum of
-    /// nodes answered; [`ErrorKind::Config`] in fair mode (not available for
-    /// semaphores) or when a node refuses in a way retrying cannot fix.
+    /// nodes answered; [`ErrorKind::Config`] when a node refuses in a way retrying
+    /// cannot fix.
     ///
     /// Cancelling the future at any point leaves no permit of ours behind (the
     /// locker's background task releases whatever the attempt in flight may have set)
@@ -269,12 +276,6 @@ impl Semaphore {
     /// Cancelling the future leaves no permit of ours behind.
     pub async fn acquire_with(&self, ttl: Duration, options: &AcquireOptions) -> Result<Lease> {
         self.locker.options().check_ttl(ttl)?;
-        if options.is_fair(&self.locker) {
-            return Err(Error::config(
-                "fair mode is not available for semaphores yet: a freed permit goes to \
-                 the first waiter in line, but a newcomer may take it first",
-            ));
-        }
         let started = Instant::now();
         self.locker
             .run_checked(async {
@@ -404,7 +405,13 @@ impl Semaphore {
         // waiter on every slot, the one waiting longest. Plain waiter ids only: a
         // hand-off (the release setting the key to the waiter's id) is for a waiter of
         // that one key, and a permit waiter may be served by another slot first.
-        let queues = !single && opts.notifications && nodes.iter().all(|n| n.supports_queue());
+        // In fair mode every store keeps the lines (SQLite and memory too), and even a
+        // single try takes a ticket: a free slot goes to the first in its line only,
+        // and every line orders the same waiters by the same ticket, so the first in
+        // line is the same waiter on every slot (see `docs/semaphore.md`, "Fair mode").
+        let fair = options.is_fair(locker);
+        let queues =
+            fair || (!single && opts.notifications && nodes.iter().all(|n| n.supports_queue()));
         let ticket = queues.then(|| {
             let grace_ms = u64::try_from(
                 (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
@@ -415,7 +422,7 @@ impl Semaphore {
                 waiter: random_value().into(),
                 ticket: unix_micros(),
                 grace_ms,
-                fair: false,
+                fair,
             }
         });
         let mut lines = Lines {

@@ -17,7 +17,7 @@
 //! Waiters are woken by notification: [`Store::watch`] hands out a receiver of a
 //! per-key `tokio::sync::watch` channel that every release of the key bumps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,7 +27,8 @@ use tokio::time::Instant;
 use tokio::sync::watch;
 
 use super::{
-    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Notice, Store, StoreFuture, Watch,
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Notice, QueueTicket, Store, StoreFuture,
+    Watch,
 };
 use crate::error::{NodeError, NodeErrorKind};
 
@@ -120,6 +121,11 @@ struct State {
     /// the wall clock does.
     floor: u64,
     last_sweep: Option<Instant>,
+    /// Fair-mode waiter lines, per key (only fair semaphores send fair tickets here:
+    /// `semaphore.rs`): entries by (ticket, waiter id), each with the moment it
+    /// expires unless its waiter comes back. The rule is Redis's (`acquire.lua`): a
+    /// free key goes to the first live entry only.
+    lines: HashMap<String, BTreeMap<(u64, Arc<str>), Instant>>,
 }
 
 impl State {
@@ -153,6 +159,22 @@ impl State {
             if let Slot::Other(pttl) = self.slot(key, &lock.value, now) {
                 held_for = held_for.max(Some(pttl));
             }
+        }
+        let fair = lock.queue.as_ref().filter(|q| q.fair);
+        if let Some(q) = fair {
+            // Free keys still go to the first live waiter in line.
+            if held_for.is_none() {
+                held_for = self.blocked_for(lock, q, now);
+            }
+            if let Some(pttl) = held_for {
+                let joined = self.join_lines(lock, q, now, pttl);
+                return Ok(Acquired::Held {
+                    pttl: Some(pttl),
+                    joined,
+                    silent: false,
+                });
+            }
+            self.leave_lines(lock, q);
         }
         if let Some(pttl) = held_for {
             return Ok(Acquired::Held {
@@ -269,8 +291,70 @@ impl State {
         }
     }
 
+    /// With a fair ticket, some free key of `lock` has a live first waiter other than
+    /// `q`'s: how long that waiter's entry has left (the longest among the keys).
+    fn blocked_for(&mut self, lock: &LockSpec, q: &QueueTicket, now: Instant) -> Option<Duration> {
+        let mut blocked = None;
+        for key in lock.keys.iter() {
+            let Some(line) = self.lines.get_mut(key) else {
+                continue;
+            };
+            line.retain(|_, expires| *expires > now);
+            if let Some(((_, waiter), expires)) = line.first_key_value()
+                && **waiter != *q.waiter
+            {
+                blocked = blocked.max(Some(*expires - now));
+            }
+        }
+        blocked
+    }
+
+    /// Takes (or keeps) `q`'s place in the line of every key of `lock`, valid for the
+    /// wait it is told to expect plus the grace. Whether it was not in some line yet.
+    fn join_lines(
+        &mut self,
+        lock: &LockSpec,
+        q: &QueueTicket,
+        now: Instant,
+        wait: Duration,
+    ) -> bool {
+        let expires = now + (wait + Duration::from_millis(q.grace_ms)).min(MAX_TTL);
+        let mut joined = false;
+        for key in lock.keys.iter() {
+            let line = self.lines.entry(key.clone()).or_default();
+            joined |= line
+                .insert((q.ticket, Arc::clone(&q.waiter)), expires)
+                .is_none();
+        }
+        joined
+    }
+
+    /// Takes `q`'s waiter out of the line of every key of `lock`; a waiter that was
+    /// first in the line of a free key wakes the key's watchers, so the next one in line
+    /// tries it.
+    fn leave_lines(&mut self, lock: &LockSpec, q: &QueueTicket) {
+        for key in lock.keys.iter() {
+            let Some(line) = self.lines.get_mut(key) else {
+                continue;
+            };
+            let first = line
+                .first_key_value()
+                .is_some_and(|((_, w), _)| *w == q.waiter);
+            line.remove(&(q.ticket, Arc::clone(&q.waiter)));
+            if line.is_empty() {
+                self.lines.remove(key);
+            }
+            if first && let Some(tx) = self.watchers.get(key) {
+                tx.send_replace(());
+            }
+        }
+    }
+
     fn release(&mut self, lock: &LockSpec, now: Instant) -> Holding {
         let holding = self.holding(lock, now);
+        if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+            self.leave_lines(lock, q);
+        }
         for key in lock.keys.iter() {
             // Our expired rows go too: they are free already, deleting them is tidying.
             if self.locks.get(key).is_some_and(|h| h.value == lock.value) {
@@ -326,6 +410,10 @@ impl State {
         });
         self.floor = floor;
         self.watchers.retain(|_, tx| tx.receiver_count() > 0);
+        self.lines.retain(|_, line| {
+            line.retain(|_, expires| *expires > now);
+            !line.is_empty()
+        });
     }
 }
 
@@ -408,6 +496,16 @@ impl Store for MemoryStore {
         let lock = lock.clone();
         self.run(move |s| {
             s.release(&lock, Instant::now());
+            Ok(())
+        })
+    }
+
+    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
+        let lock = lock.clone();
+        self.run(move |s| {
+            if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+                s.leave_lines(&lock, q);
+            }
             Ok(())
         })
     }

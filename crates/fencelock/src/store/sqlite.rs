@@ -45,7 +45,9 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::url::StoreOptions;
-use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Store, StoreFuture, Watch};
+use super::{
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, QueueTicket, Store, StoreFuture, Watch,
+};
 use crate::error::{Error, NodeError, NodeErrorKind};
 
 /// The tables; see the file for what each column means.
@@ -433,13 +435,25 @@ fn acquire(conn: &mut Connection, lock: &LockSpec, sweep_now: bool) -> Result<Ac
             held_for = held_for.max(Some(pttl));
         }
     }
+    let fair = lock.queue.as_ref().filter(|q| q.fair);
+    let mut joined = false;
+    if let Some(q) = fair {
+        // Free keys still go to the first live waiter in line.
+        if held_for.is_none() {
+            held_for = blocked_for(&tx, lock, q, now)?;
+        }
+        match held_for {
+            Some(pttl) => joined = join_lines(&tx, lock, q, now, pttl)?,
+            None => leave_lines(&tx, lock, q)?,
+        }
+    }
     if let Some(pttl) = held_for {
-        // Commits the sweep, if any; the keys are untouched.
+        // Commits the sweep, if any, and the line entries; the keys are untouched.
         tx.commit()?;
         let pttl = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
         return Ok(Acquired::Held {
             pttl: Some(pttl),
-            joined: false,
+            joined,
             silent: false,
         });
     }
@@ -546,10 +560,112 @@ fn extend(
     Ok(out)
 }
 
+/// The rows of the fair-mode line of `key` (only fair semaphores send fair tickets
+/// here: `semaphore.rs`) start with this. Line entries are rows of `fencelock_lock`,
+/// so the file needs no new table and an entry expires (and is swept) like a lock:
+/// `<key>:fencelock:line:<ticket, 20 digits>:<waiter>`, value the waiter id,
+/// `expires_ms` the moment it expires unless its waiter comes back. The digits make
+/// the rows' order the line's (ticket, then waiter id), as in Redis's sorted sets; no
+/// lock key contains `:fencelock:line:`, and no counter row names an entry, so
+/// `status` never lists one.
+fn line_prefix(key: &str) -> String {
+    format!("{key}:fencelock:line:")
+}
+
+/// The row of `q`'s entry in the line of `key`.
+fn line_entry(key: &str, q: &QueueTicket) -> String {
+    format!("{}{:020}:{}", line_prefix(key), q.ticket, q.waiter)
+}
+
+/// With a fair ticket, some free key of `lock` has a live first waiter other than
+/// `q`'s: how long that waiter's entry has left (the longest among the keys).
+fn blocked_for(
+    conn: &Connection,
+    lock: &LockSpec,
+    q: &QueueTicket,
+    now: Now,
+) -> rusqlite::Result<Option<i64>> {
+    let mut first = conn.prepare_cached(
+        "SELECT key, expires_ms FROM fencelock_lock \
+         WHERE key > ?1 AND key < ?2 AND expires_ms > ?3 ORDER BY key LIMIT 1",
+    )?;
+    let mut blocked = None;
+    for key in lock.keys.iter() {
+        let prefix = line_prefix(key);
+        // ';' follows ':': every row that starts with the prefix sorts below this.
+        let end = format!("{};", &prefix[..prefix.len() - 1]);
+        let head: Option<(String, i64)> = first
+            .query_row(params![prefix, end, now.ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((entry, expires)) = head
+            && entry != line_entry(key, q)
+        {
+            blocked = blocked.max(Some(expires - now.ms));
+        }
+    }
+    Ok(blocked)
+}
+
+/// Takes (or keeps) `q`'s place in the line of every key of `lock`, valid for the
+/// wait it is told to expect (`wait_ms`) plus the grace. Whether it was not in some
+/// line yet.
+fn join_lines(
+    conn: &Connection,
+    lock: &LockSpec,
+    q: &QueueTicket,
+    now: Now,
+    wait_ms: i64,
+) -> Result<bool, Failure> {
+    let expires = now.expiry(
+        u64::try_from(wait_ms)
+            .unwrap_or(0)
+            .saturating_add(q.grace_ms),
+    );
+    let mut joined = false;
+    let mut refresh = conn.prepare_cached(
+        "UPDATE fencelock_lock SET expires_ms = ?2 WHERE key = ?1 AND expires_ms > ?3",
+    )?;
+    let mut put = conn.prepare_cached(
+        "INSERT INTO fencelock_lock (key, value, expires_ms) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+         expires_ms = excluded.expires_ms",
+    )?;
+    for key in lock.keys.iter() {
+        let entry = line_entry(key, q);
+        if refresh.execute(params![entry, expires, now.ms])? == 0 {
+            put.execute(params![entry, &*q.waiter, expires])?;
+            joined = true;
+        }
+    }
+    Ok(joined)
+}
+
+/// Takes `q`'s waiter out of the line of every key of `lock`.
+fn leave_lines(conn: &Connection, lock: &LockSpec, q: &QueueTicket) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM fencelock_lock WHERE key = ?1")?;
+    for key in lock.keys.iter() {
+        delete.execute([line_entry(key, q)])?;
+    }
+    Ok(())
+}
+
+/// [`leave_lines`] in a transaction of its own, for a fair ticket.
+fn leave_queue(conn: &mut Connection, lock: &LockSpec) -> Result<(), Failure> {
+    if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        leave_lines(&tx, lock, q)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 fn release(conn: &mut Connection, lock: &LockSpec) -> Result<Holding, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let now = Now::read();
     let h = holding(&tx, lock, now)?;
+    if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+        leave_lines(&tx, lock, q)?;
+    }
     {
         // Our expired rows go too: they are free already, deleting them is tidying.
         let mut delete =
@@ -897,6 +1013,13 @@ impl Store for SqliteStore {
         let key = key.to_string();
         self.spawn(Vec::new(), move |inner| {
             inner.with_connection(|c| inspect(c, &key))
+        })
+    }
+
+    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
+        let lock = lock.clone();
+        self.spawn(Vec::new(), move |inner| {
+            inner.with_connection(|c| leave_queue(c, &lock))
         })
     }
 
