@@ -105,11 +105,17 @@ fn slot_names(full: &str, permits: u32) -> (String, Vec<String>) {
 /// Whether `full` (prefix applied) is the record or a slot of some semaphore: such keys
 /// carry the reserved `:fencelock:` marker, and only `status` (read-only) takes them.
 pub(crate) fn is_permit_key(full: &str) -> bool {
+    permit_owner(full).is_some()
+}
+
+/// The full key of the semaphore whose record or slot `full` is (see
+/// [`is_permit_key`]).
+fn permit_owner(full: &str) -> Option<&str> {
     let stem = match full.strip_suffix("permits") {
         Some(stem) => stem,
         None => match full.rsplit_once("permit:") {
             Some((stem, i)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => stem,
-            _ => return false,
+            _ => return None,
         },
     };
     let key = match stem
@@ -118,16 +124,13 @@ pub(crate) fn is_permit_key(full: &str) -> bool {
         .and_then(|s| s.strip_suffix('}'))
     {
         Some(key) => key,
-        None => match stem.strip_suffix(":fencelock:") {
-            Some(key) => key,
-            None => return false,
-        },
+        None => stem.strip_suffix(":fencelock:")?,
     };
     if key.is_empty() || key.contains(":fencelock:") {
-        return false;
+        return None;
     }
     let (record, slots) = slot_names(key, MAX_PERMITS);
-    record == full || slots.iter().any(|s| s == full)
+    (record == full || slots.iter().any(|s| s == full)).then_some(key)
 }
 
 /// [`crate::keys::validate`] for the calls that may name a permit directly — status,
@@ -160,6 +163,61 @@ pub(crate) fn validate_with_permits(
 }
 
 impl Locker {
+    /// The permit keys (slots, in full, as [`Lease::keys`] names them) of the
+    /// semaphores under this locker's prefix that any node that answered has a fencing
+    /// counter for — held, or released recently (as [`Locker::known_keys`] says for
+    /// locks) — sorted, at most `limit`: for `fencelock status` without keys. A
+    /// semaphore key without a hash tag has its permits at `{<prefix><key>}:…`, which
+    /// [`Locker::known_keys`] does not list under a prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unavailable`] when no node answered.
+    ///
+    /// Cancelling the future abandons the queries; nothing is changed by them.
+    pub async fn known_permits(&self, limit: usize) -> Result<Vec<String>> {
+        let prefix = self.options().prefix.clone();
+        let timeout = self.options().request_timeout.max(Duration::from_secs(2));
+        let tagged = format!("{{{prefix}");
+        let starts = if prefix.is_empty() {
+            vec![prefix.as_str()]
+        } else {
+            vec![prefix.as_str(), tagged.as_str()]
+        };
+        let asks = self.nodes().iter().flat_map(|n| {
+            starts
+                .iter()
+                .map(move |p| tokio::time::timeout(timeout, n.known_keys(p, usize::MAX)))
+        });
+        let mut keys = std::collections::BTreeSet::new();
+        let mut errors = Vec::new();
+        let mut answered = false;
+        for reply in futures_util::future::join_all(asks).await {
+            match reply {
+                Ok(Ok(found)) => {
+                    answered = true;
+                    keys.extend(found.into_iter().filter(|k| {
+                        !k.ends_with("permits")
+                            && permit_owner(k).is_some_and(|key| key.starts_with(&prefix))
+                    }));
+                }
+                Ok(Err(e)) => errors.push(e),
+                Err(_) => errors.push(NodeError::new(
+                    crate::error::NodeErrorKind::Timeout,
+                    "store",
+                    format!("no answer within {} ms", timeout.as_millis()),
+                )),
+            }
+        }
+        if !answered {
+            return Err(Error::unavailable(
+                "no store answered the key listing",
+                errors,
+            ));
+        }
+        Ok(keys.into_iter().take(limit).collect())
+    }
+
     /// A semaphore of `permits` permits on `key`: at most `permits` holders at once.
     /// Every caller must name the same number for a key (see [`Semaphore::acquire`]).
     ///
