@@ -236,29 +236,8 @@ impl Locker {
         let user_keys = keys.into_keys();
         let full = validate(user_keys.clone(), &opts.prefix, &opts.keys)?;
         opts.check_ttl(ttl)?;
-        self.inner
-            .background
-            .ensure_started(&self.inner.nodes, opts);
-        // A replica, the same server twice …: the start-up checks refuse those. They run
-        // beside the acquire, never before it: a node the quorum does not need (a silent
-        // one) must not hold the acquire back. Checks that fail first fail the acquire
-        // (dropping it leaves nothing behind); an acquire that completes first goes
-        // ahead, and the checks judge the next one.
-        let checks = self.startup_checks(&self.inner.checked);
-        if let Some(checked) = checks.peek() {
-            checked.clone()?;
-            return self.acquire_checked(user_keys, full, ttl, options).await;
-        }
-        let acquire = self.acquire_checked(user_keys, full, ttl, options);
-        tokio::pin!(acquire);
-        tokio::select! {
-            biased;
-            checked = checks => {
-                checked?;
-                acquire.await
-            }
-            lease = &mut acquire => lease,
-        }
+        self.run_checked(self.acquire_checked(user_keys, full, ttl, options))
+            .await
     }
 
     /// [`Locker::acquire_with`] once the keys and TTL are valid.
@@ -407,28 +386,7 @@ impl Locker {
                             continue;
                         }
                     }
-                    if watches.is_some() {
-                        // Woken by a notice, or at the end of the holder's TTL — but a
-                        // silent holder (another Redlock client) sends no notice: its
-                        // release is noticed only by trying again, every poll.
-                        let expiry =
-                            pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
-                        if *silent {
-                            expiry.min(opts.silent_holder_poll)
-                        } else {
-                            expiry
-                        }
-                    } else if opts.notifications {
-                        // No notices from this store (SQLite): poll, starting fast and
-                        // slowing down to at most 16 ms (a local transaction costs tens
-                        // of microseconds), never past the holder's TTL.
-                        polls += 1;
-                        let step = Duration::from_millis(1) * (1u32 << polls.min(4));
-                        let poll = step.min(opts.retry_delay);
-                        pttl.map_or(poll, |p| p.min(poll))
-                    } else {
-                        opts.retry_delay
-                    }
+                    jitter::held_pause(opts, watches.is_some(), *pttl, *silent, &mut polls)
                 }
                 Failure::Unavailable(_) => {
                     trust_notices = false;
@@ -439,15 +397,7 @@ impl Locker {
                     jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
                 }
             };
-            let pause = jitter::jittered(
-                pause,
-                opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
-            );
-            let wake_at = match deadline {
-                Some(d) => (now + pause).min(d),
-                None => now + pause,
-            };
-            let sleep = tokio::time::sleep_until(wake_at);
+            let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
             match watches.take() {
                 Some(mut ws) if !ws.is_empty() => {
                     let notice = {
@@ -1286,8 +1236,14 @@ impl AcquireOptions {
 }
 
 impl Locker {
-    /// Runs `work` (attempts on keys already validated) as [`Locker::acquire_with`]
-    /// runs its own: the background task started, the start-up checks beside it.
+    /// Runs `work` (attempts on keys already validated: a lock's, or a semaphore's)
+    /// with the background task started and the start-up checks beside it.
+    ///
+    /// A replica, the same server twice …: the start-up checks refuse those. They run
+    /// beside the acquire, never before it: a node the quorum does not need (a silent
+    /// one) must not hold the acquire back. Checks that fail first fail the acquire
+    /// (dropping it leaves nothing behind); an acquire that completes first goes
+    /// ahead, and the checks judge the next one.
     pub(crate) async fn run_checked<T>(
         &self,
         work: impl std::future::Future<Output = Result<T>>,

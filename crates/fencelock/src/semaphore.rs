@@ -589,36 +589,19 @@ impl Semaphore {
                             continue;
                         }
                     }
-                    if watches.is_some() {
-                        // Woken by a notice, or when the soonest permit expires; a
-                        // silent holder (another client) is noticed by trying again.
-                        let expiry =
-                            soonest.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
-                        if silent || unknown {
-                            expiry.min(opts.silent_holder_poll)
-                        } else {
-                            expiry
-                        }
-                    } else if opts.notifications {
-                        // No notices from this store (SQLite): poll as a lock's waiter.
-                        polls += 1;
-                        let step = Duration::from_millis(1) * (1u32 << polls.min(4));
-                        let poll = step.min(opts.retry_delay);
-                        soonest.map_or(poll, |p| p.min(poll))
-                    } else {
-                        opts.retry_delay
-                    }
+                    // Woken by a notice, or when the soonest permit expires; a
+                    // silent holder (another client) is noticed by trying again; as a
+                    // lock's waiter polls where there are no notices.
+                    jitter::held_pause(
+                        opts,
+                        watches.is_some(),
+                        soonest,
+                        silent || unknown,
+                        &mut polls,
+                    )
                 }
             };
-            let pause = jitter::jittered(
-                pause,
-                opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
-            );
-            let wake_at = match deadline {
-                Some(d) => (now + pause).min(d),
-                None => now + pause,
-            };
-            let sleep = tokio::time::sleep_until(wake_at);
+            let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
             match watches.take() {
                 Some(mut ws) if !ws.is_empty() => {
                     let notice: Option<Notice> = {
