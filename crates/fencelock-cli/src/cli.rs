@@ -246,6 +246,13 @@ pub struct PermitsArg {
     /// 64. See docs/semaphore.md.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(fencelock::MAX_PERMITS)))]
     pub permits: Option<u32>,
+
+    /// With --permits: wait in line. Once this caller has been refused by every
+    /// permit, no fair caller that came later gets a permit before it; a waiter that
+    /// dies holds the line up at most the permits' TTL plus a few seconds. See
+    /// docs/semaphore.md, "Fair mode".
+    #[arg(long, requires = "permits")]
+    pub fair: bool,
 }
 
 /// How long to wait for a held lock, as `run` and `acquire` take it.
@@ -267,7 +274,10 @@ pub struct WaitArgs {
 impl WaitArgs {
     /// As the library's per-call options.
     pub fn options(&self) -> fencelock::AcquireOptions {
-        let options = fencelock::AcquireOptions::default();
+        let mut options = fencelock::AcquireOptions::default();
+        if self.permits.fair {
+            options = options.fair();
+        }
         match (self.no_wait, self.wait) {
             (true, _) => options.no_wait(),
             (false, Some(d)) => options.max_wait(d),

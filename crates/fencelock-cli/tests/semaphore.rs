@@ -117,6 +117,96 @@ fn status_shows_permits(t: &Setup) {
     support::scenarios::stop(holder);
 }
 
+/// Under `--prefix`, `status` without keys lists the permits in use too, with their
+/// holders: a semaphore key without a hash tag has its permits at `{PREFIX+KEY}:…`,
+/// outside the prefix, and they were missing. A lock under the prefix is listed beside
+/// them, and the permits of another prefix are not.
+fn status_under_a_prefix_shows_permits(t: &Setup) {
+    let ready = t.path("prefixed.held");
+    let script = format!("touch '{}'; exec sleep 60", ready.display());
+    let holder = t.spawn(&[
+        "--prefix",
+        "team-a:",
+        "run",
+        "--permits",
+        "2",
+        "--holder",
+        "nightly-export",
+        "exports",
+        "-c",
+        &script,
+    ]);
+    support::wait_for_file(&ready);
+    t.run(&[
+        "--prefix",
+        "team-a:",
+        "acquire",
+        "--ttl",
+        "20s",
+        "plain-lock",
+    ])
+    .expect_code(0);
+    let all = t.run(&["--prefix", "team-a:", "status"]);
+    all.expect_code(0);
+    assert!(
+        all.stdout.contains("{team-a:exports}:fencelock:c:permit:"),
+        "{all:#?}"
+    );
+    assert!(all.stdout.contains("nightly-export"), "{all:#?}");
+    assert!(all.stdout.contains("plain-lock: held"), "{all:#?}");
+    let other = t.run(&["--prefix", "team-b:", "status"]);
+    other.expect_code(0);
+    assert!(!other.stdout.contains("permit:"), "{other:#?}");
+    support::scenarios::stop(holder);
+}
+
+#[test]
+fn status_under_a_prefix_shows_permits_on_sqlite() {
+    status_under_a_prefix_shows_permits(&Setup::sqlite());
+}
+
+#[test]
+fn status_under_a_prefix_shows_permits_on_three_redis_nodes() {
+    let cluster = support::Cluster::start(3);
+    status_under_a_prefix_shows_permits(&Setup::new(cluster.urls()));
+}
+
+/// `run --fair --permits 1`: a fair waiter in line gets the permit the holder frees
+/// (exit 0 of the waiting run); `--fair` without `--permits` is bad usage.
+fn fair_run_gets_the_freed_permit(t: &Setup) {
+    let ready = t.path("fair.held");
+    let script = format!("touch '{}'; sleep 1", ready.display());
+    let holder = t.spawn(&["run", "--fair", "--permits", "1", "fair-key", "-c", &script]);
+    support::wait_for_file(&ready);
+    let waiter = t.run(&[
+        "run",
+        "--fair",
+        "--permits",
+        "1",
+        "-w",
+        "60s",
+        "fair-key",
+        "--",
+        "true",
+    ]);
+    waiter.expect_code(0);
+    let holder = finish(holder);
+    assert_eq!(holder.code, Some(0), "{holder:#?}");
+    t.run(&["run", "--fair", "fair-key", "--", "true"])
+        .expect_code(2);
+}
+
+#[test]
+fn fair_run_gets_the_freed_permit_on_sqlite() {
+    fair_run_gets_the_freed_permit(&Setup::sqlite());
+}
+
+#[test]
+fn fair_run_gets_the_freed_permit_on_three_redis_nodes() {
+    let cluster = support::Cluster::start(3);
+    fair_run_gets_the_freed_permit(&Setup::new(cluster.urls()));
+}
+
 /// A script takes a permit with `acquire --permits`, extends and releases it by the
 /// permit key and value it was given (`extend`/`release` refused the permit key's
 /// reserved name before), as it would a lock.

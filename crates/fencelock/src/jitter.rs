@@ -52,6 +52,60 @@ pub(crate) fn renewal_spread() -> f64 {
     0.9 + with_rng(|r| r.random::<f64>()) * 0.2
 }
 
+/// How long a waiter that was refused because the lock — or every permit of a
+/// semaphore — is held pauses before it tries again (before [`wake_at`]'s jitter).
+/// One home for the lock's wait and the semaphore's.
+///
+/// `watching`: it has release notices armed, so it is woken by a notice, or else at the
+/// end of the holder's TTL (`pttl`, plus a millisecond) — but a holder that sends no
+/// notice (`poll_soon`: a silent holder, another Redlock client, or a TTL unknown) is
+/// noticed only by trying again, every `silent_holder_poll`. Without notices from the
+/// store (SQLite) it polls, starting fast and slowing down to at most 16 ms (a local
+/// transaction costs tens of microseconds; `polls` counts the polls), never past the
+/// holder's TTL; with notifications off, every `retry_delay`.
+pub(crate) fn held_pause(
+    opts: &crate::options::Options,
+    watching: bool,
+    pttl: Option<Duration>,
+    poll_soon: bool,
+    polls: &mut u32,
+) -> Duration {
+    if watching {
+        let expiry = pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
+        if poll_soon {
+            expiry.min(opts.silent_holder_poll)
+        } else {
+            expiry
+        }
+    } else if opts.notifications {
+        *polls += 1;
+        let step = Duration::from_millis(1) * (1u32 << (*polls).min(4));
+        let poll = step.min(opts.retry_delay);
+        pttl.map_or(poll, |p| p.min(poll))
+    } else {
+        opts.retry_delay
+    }
+}
+
+/// When a waiter that pauses `pause` from `now` wakes: the pause with up to
+/// `retry_jitter` of jitter (at most half the pause, so a short pause stays short),
+/// never past the wait's `deadline`.
+pub(crate) fn wake_at(
+    opts: &crate::options::Options,
+    now: tokio::time::Instant,
+    pause: Duration,
+    deadline: Option<tokio::time::Instant>,
+) -> tokio::time::Instant {
+    let pause = jittered(
+        pause,
+        opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
+    );
+    match deadline {
+        Some(d) => (now + pause).min(d),
+        None => now + pause,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,10 +90,11 @@
 //! - `quorum.rs`: the pure rules — quorum, drift, the one validity computation
 //!   (`valid_until`), the acquire tally and the one "held on a majority" tally
 //!   (`HoldTally`) that renewal, extend and release share.
+//! - `jitter.rs`: randomised timing (retry jitter, back-off, renewal spread, the
+//!   pause of a refused waiter).
 //! - [`AcquireOptions`] (`options.rs`): one acquire's options, and the locker's with
 //!   their rules (TTL limits, the per-node request time-out).
 //! - `value.rs`: lock values and waiter ids, the waiter line's ticket.
-//! - `jitter.rs`: randomised timing (retry jitter, back-off, renewal spread).
 //! - `interleavings.rs` (tests only): the deterministic validity check under paused
 //!   time (`docs/fencing.md`, "Validity").
 //! - [`fence`] (`fence.rs`): [`FencingToken`] and the resource side of fencing.

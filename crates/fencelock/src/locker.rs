@@ -20,7 +20,7 @@ use crate::options::{AcquireOptions, Options};
 use crate::release::{ReleaseOutcome, release};
 use crate::renew::ensure_started;
 use crate::scoped::{Scoped, scoped};
-use crate::semaphore::{Semaphore, validate_with_permits};
+use crate::semaphore::{self, Semaphore, validate_with_permits};
 use crate::status::{self, KeyStatus};
 use crate::store::{Expiry, LockSpec, Node};
 use crate::wait;
@@ -324,6 +324,22 @@ impl Locker {
     /// Cancelling the future abandons the queries; nothing is changed by them.
     pub async fn known_keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         status::known_keys(&self.core, prefix, limit).await
+    }
+
+    /// The permit keys (slots, in full, as [`Lease::keys`] names them) of the semaphores
+    /// under this locker's prefix that any node that answered has a fencing counter for
+    /// — held, or released recently (as [`Locker::known_keys`] says for locks) — sorted,
+    /// at most `limit`: for `fencelock status` without keys. A semaphore key without a
+    /// hash tag has its permits at `{<prefix><key>}:…`, which [`Locker::known_keys`]
+    /// does not list under a prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable) when no node answered.
+    ///
+    /// Cancelling the future abandons the queries; nothing is changed by them.
+    pub async fn known_permits(&self, limit: usize) -> Result<Vec<String>> {
+        semaphore::known_permits(&self.core, limit).await
     }
 
     /// Asks every node what it knows about each key.

@@ -163,8 +163,9 @@ impl AcquireOptions {
     /// back, so a crashed waiter cannot block the line, and a waiter that gives up or is
     /// cancelled leaves it. Clients that know nothing of the queue (the `redlock` npm
     /// package, redsync, fencelock without fair mode) still exclude fair waiters and are
-    /// excluded by them; they just do not wait their turn. Redis stores only: other stores
-    /// refuse fair mode with [`ErrorKind::Config`](crate::ErrorKind::Config).
+    /// excluded by them; they just do not wait their turn. Locks: Redis stores only, other
+    /// stores refuse fair mode with [`ErrorKind::Config`](crate::ErrorKind::Config).
+    /// Semaphores: every store (see `docs/semaphore.md`).
     pub fn fair(mut self) -> Self {
         self.fair = Some(true);
         self

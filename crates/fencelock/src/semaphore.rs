@@ -16,7 +16,10 @@
 //! behind (the lock's own undo), so neither does an acquire that found every slot
 //! held. A waiter waits in the line of every slot (Redis): a release wakes the first
 //! waiter of the freed slot alone, and since every waiter joins every line with the
-//! same ticket, that is the same, longest-waiting waiter on every slot.
+//! same ticket, that is the same, longest-waiting waiter on every slot. In fair mode
+//! the lines also decide: a free slot goes to the first in its line only (on every
+//! store: SQLite and memory keep fair lines for this), so a freed permit goes to the
+//! longest-waiting fair waiter and not to a newcomer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,11 +112,17 @@ fn slot_names(full: &str, permits: u32) -> (String, Vec<String>) {
 /// Whether `full` (prefix applied) is the record or a slot of some semaphore: such keys
 /// carry the reserved `:fencelock:` marker, and only `status` (read-only) takes them.
 pub(crate) fn is_permit_key(full: &str) -> bool {
+    permit_owner(full).is_some()
+}
+
+/// The full key of the semaphore whose record or slot `full` is (see
+/// [`is_permit_key`]).
+fn permit_owner(full: &str) -> Option<&str> {
     let stem = match full.strip_suffix("permits") {
         Some(stem) => stem,
         None => match full.rsplit_once("permit:") {
             Some((stem, i)) if !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()) => stem,
-            _ => return false,
+            _ => return None,
         },
     };
     let key = match stem
@@ -122,16 +131,13 @@ pub(crate) fn is_permit_key(full: &str) -> bool {
         .and_then(|s| s.strip_suffix('}'))
     {
         Some(key) => key,
-        None => match stem.strip_suffix(":fencelock:") {
-            Some(key) => key,
-            None => return false,
-        },
+        None => stem.strip_suffix(":fencelock:")?,
     };
     if key.is_empty() || key.contains(":fencelock:") {
-        return false;
+        return None;
     }
     let (record, slots) = slot_names(key, MAX_PERMITS);
-    record == full || slots.iter().any(|s| s == full)
+    (record == full || slots.iter().any(|s| s == full)).then_some(key)
 }
 
 /// [`crate::keys::validate`] for the calls that may name a permit directly — status,
@@ -161,6 +167,51 @@ pub(crate) fn validate_with_permits(
             }
         })
         .collect())
+}
+
+/// [`Locker::known_permits`](crate::Locker::known_permits): the permit keys under the
+/// locker's prefix that any node knows, sorted, at most `limit`.
+pub(crate) async fn known_permits(core: &Core, limit: usize) -> Result<Vec<String>> {
+    let prefix = core.options().prefix.clone();
+    let timeout = core.options().request_timeout.max(Duration::from_secs(2));
+    let tagged = format!("{{{prefix}");
+    let starts = if prefix.is_empty() {
+        vec![prefix.as_str()]
+    } else {
+        vec![prefix.as_str(), tagged.as_str()]
+    };
+    let asks = core.nodes.iter().flat_map(|n| {
+        starts
+            .iter()
+            .map(move |p| tokio::time::timeout(timeout, n.known_keys(p, usize::MAX)))
+    });
+    let mut keys = std::collections::BTreeSet::new();
+    let mut errors = Vec::new();
+    let mut answered = false;
+    for reply in futures_util::future::join_all(asks).await {
+        match reply {
+            Ok(Ok(found)) => {
+                answered = true;
+                keys.extend(found.into_iter().filter(|k| {
+                    !k.ends_with("permits")
+                        && permit_owner(k).is_some_and(|key| key.starts_with(&prefix))
+                }));
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(_) => errors.push(NodeError::new(
+                crate::error::NodeErrorKind::Timeout,
+                "store",
+                format!("no answer within {} ms", timeout.as_millis()),
+            )),
+        }
+    }
+    if !answered {
+        return Err(Error::unavailable(
+            "no store answered the key listing",
+            errors,
+        ));
+    }
+    Ok(keys.into_iter().take(limit).collect())
 }
 
 impl Semaphore {
@@ -229,14 +280,18 @@ impl Semaphore {
     /// On Redis a release wakes the longest waiter alone; other stores wake every
     /// waiter (memory) or are polled (SQLite), as for a lock.
     ///
+    /// In fair mode ([`AcquireOptions::fair`], on every store) a freed permit goes to
+    /// the fair waiter that has waited longest: see `docs/semaphore.md`, "Fair mode",
+    /// for the guarantee and its limits.
+    ///
     /// # Errors
     ///
     /// [`ErrorKind::InvalidInput`] for a bad TTL, or when the semaphore is recorded
     /// with another number of permits (the message names both; the record lives
     /// [`PERMITS_RECORD_TTL`] after the last acquire); [`ErrorKind::Timeout`] when the
     /// wait ran out with every permit held; [`ErrorKind::Unavailable`] when no quorum of
-    /// nodes answered; [`ErrorKind::Config`] in fair mode (not available for
-    /// semaphores) or when a node refuses in a way retrying cannot fix.
+    /// nodes answered; [`ErrorKind::Config`] when a node refuses in a way retrying
+    /// cannot fix.
     ///
     /// Cancelling the future at any point leaves no permit of ours behind (the
     /// locker's background task releases whatever the attempt in flight may have set)
@@ -267,12 +322,6 @@ impl Semaphore {
     /// Cancelling the future leaves no permit of ours behind.
     pub async fn acquire_with(&self, ttl: Duration, options: &AcquireOptions) -> Result<Lease> {
         self.locker.options().check_ttl(ttl)?;
-        if options.is_fair(self.locker.options()) {
-            return Err(Error::config(
-                "fair mode is not available for semaphores yet: a freed permit goes to \
-                 the first waiter in line, but a newcomer may take it first",
-            ));
-        }
         let started = Instant::now();
         run_checked(&self.locker, async {
             self.check_record().await?;
@@ -401,7 +450,13 @@ impl Semaphore {
         // waiter on every slot, the one waiting longest. Plain waiter ids only: a
         // hand-off (the release setting the key to the waiter's id) is for a waiter of
         // that one key, and a permit waiter may be served by another slot first.
-        let queues = !single && opts.notifications && nodes.iter().all(|n| n.supports_queue());
+        // In fair mode every store keeps the lines (SQLite and memory too), and even a
+        // single try takes a ticket: a free slot goes to the first in its line only,
+        // and every line orders the same waiters by the same ticket, so the first in
+        // line is the same waiter on every slot (see `docs/semaphore.md`, "Fair mode").
+        let fair = options.is_fair(locker.options());
+        let queues =
+            fair || (!single && opts.notifications && nodes.iter().all(|n| n.supports_queue()));
         let ticket = queues.then(|| {
             let grace_ms = u64::try_from(
                 (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
@@ -412,7 +467,7 @@ impl Semaphore {
                 waiter: random_value().into(),
                 ticket: unix_micros(),
                 grace_ms,
-                fair: false,
+                fair,
             }
         });
         let mut lines = Lines {
@@ -518,36 +573,19 @@ impl Semaphore {
                             continue;
                         }
                     }
-                    if watches.is_some() {
-                        // Woken by a notice, or when the soonest permit expires; a
-                        // silent holder (another client) is noticed by trying again.
-                        let expiry =
-                            soonest.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
-                        if silent || unknown {
-                            expiry.min(opts.silent_holder_poll)
-                        } else {
-                            expiry
-                        }
-                    } else if opts.notifications {
-                        // No notices from this store (SQLite): poll as a lock's waiter.
-                        polls += 1;
-                        let step = Duration::from_millis(1) * (1u32 << polls.min(4));
-                        let poll = step.min(opts.retry_delay);
-                        soonest.map_or(poll, |p| p.min(poll))
-                    } else {
-                        opts.retry_delay
-                    }
+                    // Woken by a notice, or when the soonest permit expires; a
+                    // silent holder (another client) is noticed by trying again; as a
+                    // lock's waiter polls where there are no notices.
+                    jitter::held_pause(
+                        opts,
+                        watches.is_some(),
+                        soonest,
+                        silent || unknown,
+                        &mut polls,
+                    )
                 }
             };
-            let pause = jitter::jittered(
-                pause,
-                opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
-            );
-            let wake_at = match deadline {
-                Some(d) => (now + pause).min(d),
-                None => now + pause,
-            };
-            let sleep = tokio::time::sleep_until(wake_at);
+            let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
             match watches.take() {
                 Some(mut ws) if !ws.is_empty() => {
                     let notice: Option<Notice> = {

@@ -160,27 +160,7 @@ pub(crate) async fn acquire(
                         continue;
                     }
                 }
-                if watches.is_some() {
-                    // Woken by a notice, or at the end of the holder's TTL — but a
-                    // silent holder (another Redlock client) sends no notice: its
-                    // release is noticed only by trying again, every poll.
-                    let expiry = pttl.map_or(opts.retry_delay, |p| p + Duration::from_millis(1));
-                    if *silent {
-                        expiry.min(opts.silent_holder_poll)
-                    } else {
-                        expiry
-                    }
-                } else if opts.notifications {
-                    // No notices from this store (SQLite): poll, starting fast and
-                    // slowing down to at most 16 ms (a local transaction costs tens
-                    // of microseconds), never past the holder's TTL.
-                    polls += 1;
-                    let step = Duration::from_millis(1) * (1u32 << polls.min(4));
-                    let poll = step.min(opts.retry_delay);
-                    pttl.map_or(poll, |p| p.min(poll))
-                } else {
-                    opts.retry_delay
-                }
+                jitter::held_pause(opts, watches.is_some(), *pttl, *silent, &mut polls)
             }
             Failure::Unavailable(_) => {
                 trust_notices = false;
@@ -191,15 +171,7 @@ pub(crate) async fn acquire(
                 jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
             }
         };
-        let pause = jitter::jittered(
-            pause,
-            opts.retry_jitter.min(pause / 2 + Duration::from_millis(1)),
-        );
-        let wake_at = match deadline {
-            Some(d) => (now + pause).min(d),
-            None => now + pause,
-        };
-        let sleep = tokio::time::sleep_until(wake_at);
+        let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
         match watches.take() {
             Some(mut ws) if !ws.is_empty() => {
                 let notice = {

@@ -17,7 +17,7 @@
 //! Waiters are woken by notification: [`Store::watch`] hands out a receiver of a
 //! per-key `tokio::sync::watch` channel that every release of the key bumps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use super::rules::{self, MapRecords, Now};
 use super::url::StoreOptions;
 use super::{
-    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Notice, Notices, Store,
-    StoreFuture, Watch,
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Notice, Notices, QueueTicket,
+    Store, StoreFuture, WaiterLine, Watch,
 };
 use crate::error::{Error, NodeError, NodeErrorKind};
 
@@ -101,6 +101,11 @@ struct State {
     /// is meaningless; only its version moves.
     watchers: HashMap<String, watch::Sender<()>>,
     last_sweep: Option<Instant>,
+    /// Fair-mode waiter lines, per key (only fair semaphores send fair tickets here:
+    /// `semaphore.rs`): entries by (ticket, waiter id), each with the moment it
+    /// expires unless its waiter comes back. The rule is Redis's (`acquire.lua`): a
+    /// free key goes to the first live entry only.
+    lines: HashMap<String, BTreeMap<(u64, Arc<str>), Instant>>,
 }
 
 impl State {
@@ -111,11 +116,91 @@ impl State {
         {
             self.sweep(now.at);
         }
+        if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+            // Held keys refuse as usual; free keys still go to the first live waiter
+            // in line.
+            let mut held_for: Option<Duration> = None;
+            for key in lock.keys.iter() {
+                if let rules::Slot::Other(pttl) =
+                    rules::slot(&mut self.records, key, &lock.value, now.at)?
+                {
+                    held_for = held_for.max(Some(pttl));
+                }
+            }
+            if held_for.is_none() {
+                held_for = self.blocked_for(lock, q, now.at);
+            }
+            if let Some(pttl) = held_for {
+                let joined = self.join_lines(lock, q, now.at, pttl);
+                return Ok(Acquired::Held {
+                    pttl: Some(pttl),
+                    joined,
+                    silent: false,
+                });
+            }
+            self.leave_lines(lock, q);
+        }
         rules::acquire(&mut self.records, lock, now)
+    }
+
+    /// With a fair ticket, some free key of `lock` has a live first waiter other than
+    /// `q`'s: how long that waiter's entry has left (the longest among the keys).
+    fn blocked_for(&mut self, lock: &LockSpec, q: &QueueTicket, now: Instant) -> Option<Duration> {
+        let mut blocked = None;
+        for key in lock.keys.iter() {
+            let Some(line) = self.lines.get_mut(key) else {
+                continue;
+            };
+            line.retain(|_, expires| *expires > now);
+            if let Some(((_, waiter), expires)) = line.first_key_value()
+                && **waiter != *q.waiter
+            {
+                blocked = blocked.max(Some(*expires - now));
+            }
+        }
+        blocked
+    }
+
+    /// Takes (or keeps) `q`'s place in the line of every key of `lock`, valid for the
+    /// wait it is told to expect plus the grace. Whether it was not in some line yet.
+    fn join_lines(&mut self, lock: &LockSpec, q: &QueueTicket, now: Instant, wait: Duration) -> bool {
+        let expires = now + (wait + Duration::from_millis(q.grace_ms)).min(rules::MAX_TTL);
+        let mut joined = false;
+        for key in lock.keys.iter() {
+            let line = self.lines.entry(key.clone()).or_default();
+            joined |= line
+                .insert((q.ticket, Arc::clone(&q.waiter)), expires)
+                .is_none();
+        }
+        joined
+    }
+
+    /// Takes `q`'s waiter out of the line of every key of `lock`; a waiter that was
+    /// first in the line of a free key wakes the key's watchers, so the next one in line
+    /// tries it.
+    fn leave_lines(&mut self, lock: &LockSpec, q: &QueueTicket) {
+        for key in lock.keys.iter() {
+            let Some(line) = self.lines.get_mut(key) else {
+                continue;
+            };
+            let first = line
+                .first_key_value()
+                .is_some_and(|((_, w), _)| *w == q.waiter);
+            line.remove(&(q.ticket, Arc::clone(&q.waiter)));
+            if line.is_empty() {
+                self.lines.remove(key);
+            }
+            if first && let Some(tx) = self.watchers.get(key) {
+                tx.send_replace(());
+            }
+        }
     }
 
     fn release(&mut self, lock: &LockSpec, now: Instant) -> Result<Holding, &'static str> {
         let (holding, deleted) = rules::release(&mut self.records, lock, now)?;
+        if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+            self.leave_lines(lock, q);
+        }
         for i in deleted {
             if let Some(tx) = self.watchers.get(&lock.keys[i]) {
                 // Bumps the version even with no receiver; never fails.
@@ -131,6 +216,10 @@ impl State {
         self.last_sweep = Some(now);
         self.records.sweep(now);
         self.watchers.retain(|_, tx| tx.receiver_count() > 0);
+        self.lines.retain(|_, line| {
+            line.retain(|_, expires| *expires > now);
+            !line.is_empty()
+        });
     }
 }
 
@@ -227,6 +316,34 @@ impl Store for MemoryStore {
 
     fn notices(&self) -> Option<&dyn Notices> {
         Some(self)
+    }
+
+    fn waiter_line(&self) -> Option<&dyn WaiterLine> {
+        Some(self)
+    }
+}
+
+/// The fair semaphores' lines only (`lines_for_locks` is false): a lock takes no
+/// place in line here, and fair locks are refused.
+impl WaiterLine for MemoryStore {
+    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
+        let lock = lock.clone();
+        self.run(move |s| {
+            if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+                s.leave_lines(&lock, q);
+            }
+            Ok(())
+        })
+    }
+
+    /// A release: no key here is ever handed to a waiter, so there is nothing to
+    /// hold back (it also leaves the fair lines, as a release does).
+    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+        self.release(lock)
+    }
+
+    fn lines_for_locks(&self) -> bool {
+        false
     }
 }
 

@@ -411,6 +411,13 @@ pub(crate) trait WaiterLine: Send + Sync {
     /// the lock as a whole was never released (it is held elsewhere, or was never
     /// ours).
     fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding>;
+
+    /// Whether the lines serve locks too (fair locks, and one-waiter wake-ups of
+    /// locks). `false`: the lines are only the fair semaphores' (their fair tickets
+    /// name every slot, `semaphore.rs`), and a lock on this store takes no place in line.
+    fn lines_for_locks(&self) -> bool {
+        true
+    }
 }
 
 /// Capability: the store has a server the start-up checks can question.
@@ -424,10 +431,10 @@ pub(crate) trait HealthProbe: Send + Sync {
 /// The capabilities as the layers above use them, with what a store that lacks one
 /// means. The one place that knows a store may lack a capability.
 impl dyn Store {
-    /// Whether this store keeps waiter lines. Stores that do not are refused in fair
-    /// mode rather than silently granting out of order.
+    /// Whether this store keeps waiter lines for locks. Stores that do not are refused
+    /// in fair mode (for locks) rather than silently granting out of order.
     pub(crate) fn supports_queue(&self) -> bool {
-        self.waiter_line().is_some()
+        self.waiter_line().is_some_and(|l| l.lines_for_locks())
     }
 
     /// [`WaiterLine::leave_queue`]; nothing to do without waiter lines.

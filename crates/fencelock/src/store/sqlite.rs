@@ -52,7 +52,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionB
 
 use super::rules::{self, LockRecord, Moment, Records};
 use super::url::StoreOptions;
-use super::{Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, Store, StoreFuture};
+use super::{
+    Acquired, Expiry, Forgot, Holding, KeyInfo, LockSpec, Node, QueueTicket, Store, StoreFuture,
+    WaiterLine,
+};
 use crate::error::{Error, NodeError, NodeErrorKind};
 
 /// The URL scheme: `sqlite:///path/to/file.db`.
@@ -485,6 +488,33 @@ fn acquire(conn: &mut Connection, lock: &LockSpec, sweep_now: bool) -> Result<Ac
     if sweep_now {
         sweep(&tx, now.at.0)?;
     }
+    if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+        // Held keys refuse as usual; free keys still go to the first live waiter in
+        // line.
+        let mut held_for: Option<Duration> = None;
+        for key in lock.keys.iter() {
+            if let rules::Slot::Other(pttl) = rules::slot(&mut Rows(&tx), key, &lock.value, now.at)? {
+                held_for = held_for.max(Some(pttl));
+            }
+        }
+        if held_for.is_none() {
+            held_for = blocked_for(&tx, lock, q, now.at.0)?
+                .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        }
+        match held_for {
+            Some(pttl) => {
+                let joined = join_lines(&tx, lock, q, now.at, pttl)?;
+                // Commits the sweep, if any, and the line entries; the keys are untouched.
+                tx.commit()?;
+                return Ok(Acquired::Held {
+                    pttl: Some(pttl),
+                    joined,
+                    silent: false,
+                });
+            }
+            None => leave_lines(&tx, lock, q)?,
+        }
+    }
     let out = rules::acquire(&mut Rows(&tx), lock, now)?;
     // Commits the sweep too, also when the keys were held and are untouched.
     tx.commit()?;
@@ -518,8 +548,107 @@ fn extend(
 fn release(conn: &mut Connection, lock: &LockSpec) -> Result<Holding, Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (holding, _) = rules::release(&mut Rows(&tx), lock, now().at)?;
+    if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+        leave_lines(&tx, lock, q)?;
+    }
     tx.commit()?;
     Ok(holding)
+}
+
+/// The rows of the fair-mode line of `key` (only fair semaphores send fair tickets
+/// here: `semaphore.rs`) start with this. Line entries are rows of `fencelock_lock`,
+/// so the file needs no new table and an entry expires (and is swept) like a lock:
+/// `<key>:fencelock:line:<ticket, 20 digits>:<waiter>`, value the waiter id,
+/// `expires_ms` the moment it expires unless its waiter comes back. The digits make
+/// the rows' order the line's (ticket, then waiter id), as in Redis's sorted sets; no
+/// lock key contains `:fencelock:line:`, and no counter row names an entry, so
+/// `status` never lists one.
+fn line_prefix(key: &str) -> String {
+    format!("{key}:fencelock:line:")
+}
+
+/// The row of `q`'s entry in the line of `key`.
+fn line_entry(key: &str, q: &QueueTicket) -> String {
+    format!("{}{:020}:{}", line_prefix(key), q.ticket, q.waiter)
+}
+
+/// With a fair ticket, some free key of `lock` has a live first waiter other than
+/// `q`'s: how long (ms) that waiter's entry has left (the longest among the keys).
+fn blocked_for(
+    conn: &Connection,
+    lock: &LockSpec,
+    q: &QueueTicket,
+    now_ms: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let mut first = conn.prepare_cached(
+        "SELECT key, expires_ms FROM fencelock_lock \
+         WHERE key > ?1 AND key < ?2 AND expires_ms > ?3 ORDER BY key LIMIT 1",
+    )?;
+    let mut blocked = None;
+    for key in lock.keys.iter() {
+        let prefix = line_prefix(key);
+        // ';' follows ':': every row that starts with the prefix sorts below this.
+        let end = format!("{};", &prefix[..prefix.len() - 1]);
+        let head: Option<(String, i64)> = first
+            .query_row(params![prefix, end, now_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((entry, expires)) = head
+            && entry != line_entry(key, q)
+        {
+            blocked = blocked.max(Some(expires - now_ms));
+        }
+    }
+    Ok(blocked)
+}
+
+/// Takes (or keeps) `q`'s place in the line of every key of `lock`, valid for the
+/// wait it is told to expect plus the grace. Whether it was not in some line yet.
+fn join_lines(
+    conn: &Connection,
+    lock: &LockSpec,
+    q: &QueueTicket,
+    now: WallMs,
+    wait: Duration,
+) -> Result<bool, Failure> {
+    let expires = now
+        .after((wait + Duration::from_millis(q.grace_ms)).min(rules::MAX_TTL))
+        .0;
+    let mut joined = false;
+    let mut refresh = conn.prepare_cached(
+        "UPDATE fencelock_lock SET expires_ms = ?2 WHERE key = ?1 AND expires_ms > ?3",
+    )?;
+    let mut put = conn.prepare_cached(
+        "INSERT INTO fencelock_lock (key, value, expires_ms) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+         expires_ms = excluded.expires_ms",
+    )?;
+    for key in lock.keys.iter() {
+        let entry = line_entry(key, q);
+        if refresh.execute(params![entry, expires, now.0])? == 0 {
+            put.execute(params![entry, &*q.waiter, expires])?;
+            joined = true;
+        }
+    }
+    Ok(joined)
+}
+
+/// Takes `q`'s waiter out of the line of every key of `lock`.
+fn leave_lines(conn: &Connection, lock: &LockSpec, q: &QueueTicket) -> rusqlite::Result<()> {
+    let mut delete = conn.prepare_cached("DELETE FROM fencelock_lock WHERE key = ?1")?;
+    for key in lock.keys.iter() {
+        delete.execute([line_entry(key, q)])?;
+    }
+    Ok(())
+}
+
+/// [`leave_lines`] in a transaction of its own, for a fair ticket.
+fn leave_queue(conn: &mut Connection, lock: &LockSpec) -> Result<(), Failure> {
+    if let Some(q) = lock.queue.as_ref().filter(|q| q.fair) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        leave_lines(&tx, lock, q)?;
+        tx.commit()?;
+    }
+    Ok(())
 }
 
 fn inspect(conn: &mut Connection, key: &str) -> Result<KeyInfo, Failure> {
@@ -854,6 +983,31 @@ impl Store for SqliteStore {
                 Ok(keys)
             })
         })
+    }
+
+    fn waiter_line(&self) -> Option<&dyn WaiterLine> {
+        Some(self)
+    }
+}
+
+/// The fair semaphores' lines only (`lines_for_locks` is false): a lock takes no
+/// place in line here, and fair locks are refused.
+impl WaiterLine for SqliteStore {
+    fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
+        let lock = lock.clone();
+        self.spawn(Vec::new(), move |inner| {
+            inner.with_connection(|c| leave_queue(c, &lock))
+        })
+    }
+
+    /// A release: no key here is ever handed to a waiter, so there is nothing to
+    /// hold back (it also leaves the fair lines, as a release does).
+    fn undo(&self, lock: &LockSpec) -> StoreFuture<Holding> {
+        self.release(lock)
+    }
+
+    fn lines_for_locks(&self) -> bool {
+        false
     }
 }
 
