@@ -130,6 +130,17 @@ pub(crate) fn validate(
     Ok(full)
 }
 
+/// A key's hash tag, as Redis finds it: the bytes between the first `{` and the first
+/// `}` after it, when that is not empty; `None` when the whole key is hashed. Part of
+/// how keys are named (sibling keys keep a key's tag, so a Redis Cluster keeps them in
+/// one slot: `docs/protocol.md`), so it lives with the keys, not with the Redis store.
+pub(crate) fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|b| *b == b'{')?;
+    let close = key[open + 1..].iter().position(|b| *b == b'}')?;
+    let tag = &key[open + 1..open + 1 + close];
+    (!tag.is_empty()).then_some(tag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

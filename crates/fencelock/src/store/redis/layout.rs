@@ -20,6 +20,8 @@
 //! - cluster, `K` has none and contains a `}`: no name wrapped around `K` has `K` as
 //!   its tag, so such a key is refused (give it a hash tag).
 
+use crate::keys::hash_tag;
+
 /// The infix of every sibling key and channel.
 const INFIX: &str = ":fencelock:";
 
@@ -60,15 +62,6 @@ impl Layout {
         }
         Ok(format!("{{{key}}}{INFIX}{WRAPPED}"))
     }
-}
-
-/// Redis' hash tag of `key`: the bytes between the first `{` and the first `}` after
-/// it, when that is not empty; `None` when the whole key is hashed.
-pub(crate) fn hash_tag(key: &[u8]) -> Option<&[u8]> {
-    let open = key.iter().position(|b| *b == b'{')?;
-    let close = key[open + 1..].iter().position(|b| *b == b'}')?;
-    let tag = &key[open + 1..open + 1 + close];
-    (!tag.is_empty()).then_some(tag)
 }
 
 /// The Redis Cluster slot of `key` (CRC16/XMODEM of its hash tag, mod 16384), as
