@@ -689,13 +689,18 @@ impl Lines<'_> {
 
     /// Leaves every line but `slot`'s (the granted attempt left that one), waiting for
     /// the nodes up to the request time-out; what does not answer expires by itself.
+    /// Quietly: another slot this waiter was first in line for may be free on some
+    /// node (its holder's release landed there, its new holder's grant did not), and
+    /// leaving with a release would wake that slot's next waiter there — for a permit
+    /// held on a majority. Giving up (the drop below) leaves with a release, which
+    /// does tell the next waiter of a free slot.
     async fn leave_except(&mut self, slot: usize) {
         self.armed = false;
         let Some(spec) = self.leave_spec(Some(slot)) else {
             return;
         };
         let timeout = self.locker.options().request_timeout;
-        FanOut::start(self.locker.nodes(), timeout, |n| n.release(&spec))
+        FanOut::start(self.locker.nodes(), timeout, |n| n.leave_queue(&spec))
             .all()
             .await;
     }
