@@ -136,15 +136,8 @@ pub(crate) async fn attempt(
                 // We hold the lock: a late refusal put us in line for nothing.
                 background.send(Message::LeaveQueue(i, queued.clone()));
             }
-            if late_grant && !granted {
-                // A failed attempt's late grant: undone like the attempt's other
-                // grants, quietly — the lock was never ours, so there is no release to
-                // announce (a loud one would wake this node's next waiter while the
-                // lock is held on a majority: a needless wake-up).
-                background.send(Message::Undo(i, spec.clone()));
-            } else if (reply.is_err() || late_grant) && failed_attempt_or_ended {
-                // A time-out may still land (the release goes after it, on its
-                // connection); a late grant of a lease already ended is a release.
+            if (reply.is_err() || late_grant) && failed_attempt_or_ended {
+                // A time-out may still land; a late grant is ours to undo.
                 background.send(Message::Abandon(i, spec.clone()));
             }
         });

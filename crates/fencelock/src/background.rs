@@ -18,9 +18,7 @@ pub(crate) enum Message {
     Release(LockSpec),
     /// A request for this lock on node `i` timed out: clean up after it.
     Abandon(usize, LockSpec),
-    /// A failed attempt's late grant on node `i`: undo it quietly (no release notice).
-    Undo(usize, LockSpec),
-    /// Leave the line of this lock on node `i` (after a grant elsewhere).
+    /// Fair mode: leave the queue of this lock on node `i`.
     LeaveQueue(usize, LockSpec),
     /// Something changed (auto-renew turned on): recompute the schedule.
     Wake,

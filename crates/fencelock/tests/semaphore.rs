@@ -501,12 +501,15 @@ async fn a_release_wakes_exactly_one_waiter(nodes: usize) {
     // line, so the waiter whose turn it is may be woken more than once (it wakes on the
     // first node's announcement, its retry reaches another node before the release
     // does, is refused, and the release there wakes it again) — but no other waiter is
-    // (asserted above, per release). Two things used to wake the next waiter for a
-    // permit held on a majority, about 1 run in 6 of this test on 3 nodes: the winner
-    // leaving the line of a node that refused it (leave_queue.lua told the next in
-    // line), and a failed attempt's late grant undone with a loud release. Both are
-    // quiet now. Every waiter gets its permit by a notice in the order it came: with a
-    // TTL of a minute and a retry delay of an hour, only notices can do that.
+    // (asserted above, per release). The winner leaving the lines of nodes that refused
+    // it used to wake the next waiter there, for a permit held on a majority (about 1
+    // run in 6 of this test on 3 nodes); it leaves quietly now. A failed attempt's late
+    // grant is still undone with a loud release: quiet, it would leave a split vote
+    // (every contender refused somewhere, the key then free everywhere) asleep until
+    // the TTL — `scripts/bench` W3 on 3 nodes saw 10 s waits — so that case can still
+    // wake the next waiter of one node. Every waiter gets its permit by a notice in the
+    // order it came: with a TTL of a minute and a retry delay of an hour, only notices
+    // can do that.
     for w in &names {
         assert!(
             events.count(w, WOKEN) >= 1,
