@@ -488,8 +488,10 @@ async fn a_release_wakes_exactly_one_waiter(nodes: usize) {
         // (see below for several nodes).
         let after = woken();
         eprintln!("{nodes} nodes, release {round}: wake-ups per waiter {before:?} -> {after:?}");
-        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-            assert_eq!(a > b, i == round, "release {round} and {}", names[i]);
+        if nodes == 1 {
+            for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+                assert_eq!(a > b, i == round, "release {round} and {}", names[i]);
+            }
         }
         // The next release frees the permit a waiter got, or the holders' last one.
         got.push(permit);
@@ -500,16 +502,15 @@ async fn a_release_wakes_exactly_one_waiter(nodes: usize) {
     // On several nodes each node announces a release to the first waiter of its own
     // line, so the waiter whose turn it is may be woken more than once (it wakes on the
     // first node's announcement, its retry reaches another node before the release
-    // does, is refused, and the release there wakes it again) — but no other waiter is
-    // (asserted above, per release). The winner leaving the lines of nodes that refused
-    // it used to wake the next waiter there, for a permit held on a majority (about 1
-    // run in 6 of this test on 3 nodes); it leaves quietly now. A failed attempt's late
-    // grant is still undone with a loud release: quiet, it would leave a split vote
-    // (every contender refused somewhere, the key then free everywhere) asleep until
-    // the TTL — `scripts/bench` W3 on 3 nodes saw 10 s waits — so that case can still
-    // wake the next waiter of one node. Every waiter gets its permit by a notice in the
-    // order it came: with a TTL of a minute and a retry delay of an hour, only notices
-    // can do that.
+    // does, is refused, and the release there wakes it again). Another waiter is woken
+    // only in one case now, so "no other waiter" is not asserted on several nodes: a
+    // failed attempt's late grant is released loudly, which wakes the next waiter of
+    // that node — quiet, a split vote (every contender refused somewhere, the key then
+    // free everywhere) would sleep until the TTL (`scripts/bench` W3 on 3 nodes saw
+    // 10 s waits). The winner leaving the lines of nodes that refused it used to wake
+    // the next waiter there too (about 1 run in 6 of this test); it leaves quietly now.
+    // Every waiter gets its permit by a notice in the order it came: with a TTL of a
+    // minute and a retry delay of an hour, only notices can do that.
     for w in &names {
         assert!(
             events.count(w, WOKEN) >= 1,
