@@ -421,6 +421,15 @@ fn redis_version_below(version: &str, (major, minor): (u32, u32)) -> bool {
 
 /// Judges the node reports. Pure, so every rule is unit-tested without a server.
 fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration) -> Vec<Finding> {
+    let too_slow = |n: &NodeReport| !n.round_trip.is_zero() && n.round_trip * 2 > timeout;
+    // A slow round trip refuses locking only on a majority of the nodes: then no quorum
+    // answers in time. One slow node is what Redlock rides out (a node just resumed
+    // from a pause answers the start-up probe late, once), so it is a warning.
+    let slow_severity = if nodes.iter().filter(|n| too_slow(n)).count() * 2 > nodes.len() {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
     let mut out = Vec::new();
     let mut push = |severity, node: Option<&str>, message: String| {
         out.push(Finding {
@@ -513,9 +522,9 @@ fn judge(nodes: &[NodeReport], drift: Duration, ttl: Duration, timeout: Duration
                 ),
             );
         }
-        if !n.round_trip.is_zero() && n.round_trip * 2 > timeout {
+        if too_slow(n) {
             push(
-                Severity::Error,
+                slow_severity,
                 node,
                 format!(
                     "one round trip takes {:?}, too slow for the per-node timeout of {:?} \
@@ -668,11 +677,46 @@ mod tests {
         );
         assert!(has(Severity::Note, "delayed restart"), "{f:#?}");
         assert!(has(Severity::Warning, "clocks are 5000 ms apart"), "{f:#?}");
-        assert!(has(Severity::Error, "round trip"), "{f:#?}");
+        // One slow node of nine: the quorum does without it.
+        assert!(has(Severity::Warning, "round trip"), "{f:#?}");
         assert!(has(Severity::Error, "may not run PUBLISH"), "{f:#?}");
         assert!(has(Severity::Error, "runs Redis 6.0.16"), "{f:#?}");
         assert!(has(Severity::Warning, "could not be checked"), "{f:#?}");
         assert!(!has(Severity::Warning, "even number"), "9 nodes: {f:#?}");
+    }
+
+    /// A round trip too slow for the per-node timeout refuses locking on a majority of
+    /// the nodes only. It used to be an error on any one node: a `fencelock run` whose
+    /// start-up probe met a node just resumed from a pause (answering once, late) was
+    /// refused although the two other nodes were fine (the rolling-upgrade test, 3
+    /// nodes, failed so in CI).
+    #[test]
+    fn a_slow_round_trip_refuses_only_on_a_majority() {
+        let timeout = Duration::from_millis(250);
+        let slow = |name: &str| NodeReport {
+            round_trip: Duration::from_millis(290),
+            ..node(name)
+        };
+        let severity_of = |nodes: &[NodeReport]| {
+            judge(
+                nodes,
+                Duration::from_millis(1),
+                Duration::from_secs(30),
+                timeout,
+            )
+            .into_iter()
+            .find(|f| f.to_string().contains("round trip"))
+            .map(|f| f.severity)
+        };
+        assert_eq!(
+            severity_of(&[node("a"), slow("b"), node("c")]),
+            Some(Severity::Warning)
+        );
+        assert_eq!(
+            severity_of(&[slow("a"), slow("b"), node("c")]),
+            Some(Severity::Error)
+        );
+        assert_eq!(severity_of(&[slow("a")]), Some(Severity::Error));
     }
 
     #[test]

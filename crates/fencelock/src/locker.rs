@@ -264,7 +264,7 @@ impl Locker {
     ///
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a finding means locking would
     /// be wrong — a replica node, the same server listed twice, a TTL shorter than the
-    /// round trip allows — or, with
+    /// round trip to a majority of the nodes allows (one slow node is a warning) — or, with
     /// [`LockerBuilder::strict_checks`](crate::LockerBuilder::strict_checks), any warning.
     /// The message lists the findings (no secrets: nodes are named by redacted address).
     pub async fn check(&self) -> Result<Report> {
