@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::background::Message;
@@ -21,24 +22,73 @@ pub(crate) enum Failure {
     /// Held by another owner. `pttl`: the longest remaining TTL the nodes reported;
     /// `joined`: some refusing node put us in line anew (see [`Acquired::Held`]);
     /// `silent`: some key's holder will not announce its release (see
-    /// [`Acquired::Held`]), so waiting for a notice could sleep through it.
+    /// [`Acquired::Held`]), so waiting for a notice could sleep through it; `split`:
+    /// some node granted this attempt (undone since) — a split vote, maybe, where
+    /// no contender holds a majority and nobody will announce a release, so the
+    /// waiter tries again soon instead of waiting for a notice (see [`WaitLink`]).
     Contended {
         pttl: Option<Duration>,
         joined: bool,
         silent: bool,
+        split: bool,
     },
     Unavailable(Vec<NodeError>),
     /// A node error retrying cannot fix (auth, replica, foreign key type …).
     Permanent(Vec<NodeError>),
 }
 
+/// What the attempts of one wait share with it, so that a failed attempt's grants are
+/// undone without waking anybody while the wait goes on.
+///
+/// Why quietly: a failed attempt's grant was never the lock, so announcing its undo
+/// as a release would wake the next waiter of that node for a lock held on a majority
+/// — a wasted wake-up per failed attempt. Why that is safe for liveness: a grant of a
+/// failed attempt can block others only until it is undone, and its own waiter tries
+/// again soon — at once after an attempt some node granted (`Failure::Contended`'s
+/// `split`), and when a grant comes back late (after the verdict) through
+/// [`WaitLink::late_grant`]. So when every contender of a split vote was refused
+/// somewhere and the key is then free everywhere, each of them is about to try again
+/// (with jitter, so one wins), where a quiet undo alone would leave them all waiting
+/// for a notice that never comes (`scripts/bench` W3 on 3 nodes once waited out 10 s
+/// TTLs so). Only the last attempt of a wait, after which nobody tries again, undoes
+/// its grants loudly, so that a waiter it refused is told.
+#[derive(Debug, Default)]
+pub(crate) struct WaitLink {
+    /// No attempt follows: set before a wait's last attempt and when the wait ends
+    /// (granted, gave up, cancelled).
+    last: AtomicBool,
+    /// Raised when a late grant of this wait was undone (quietly, the wait going on).
+    late_grant: Notify,
+}
+
+impl WaitLink {
+    /// No attempt of this wait follows the one about to start (or none at all).
+    pub(crate) fn set_last(&self) {
+        self.last.store(true, Ordering::Release);
+    }
+
+    fn is_last(&self) -> bool {
+        self.last.load(Ordering::Acquire)
+    }
+
+    /// Resolves when a failed attempt's grant came late and was undone, so that the
+    /// wait tries again soon (a permit stored if nobody waits yet).
+    pub(crate) async fn late_grant(&self) {
+        self.late_grant.notified().await;
+    }
+}
+
 /// One Redlock attempt: ask every node at once, decide as soon as a majority of
 /// grants or refusals is in, commit the fencing token, check the validity.
+///
+/// `link`: the wait this attempt belongs to, which decides how a failed attempt's
+/// grants are undone (see [`WaitLink`]).
 pub(crate) async fn attempt(
     core: &Arc<Core>,
     spec: &LockSpec,
     user_keys: &[String],
     ttl: Duration,
+    link: &Arc<WaitLink>,
 ) -> Result<Lease, Failure> {
     let n = core.nodes.len();
     let q = quorum::quorum(n);
@@ -123,6 +173,7 @@ pub(crate) async fn attempt(
         let ended = ended.clone();
         let granted = verdict == Verdict::Granted;
         let queued = attempt_spec.queue.is_some().then(|| attempt_spec.clone());
+        let link = link.clone();
         fan.finish_in_background(move |i, reply| {
             // (A hand-over answer never comes late: hand-off waiters lock one key
             // on one node, whose answer is the verdict.)
@@ -136,8 +187,15 @@ pub(crate) async fn attempt(
                 // We hold the lock: a late refusal put us in line for nothing.
                 background.send(Message::LeaveQueue(i, queued.clone()));
             }
-            if (reply.is_err() || late_grant) && failed_attempt_or_ended {
-                // A time-out may still land; a late grant is ours to undo.
+            if late_grant && !granted && !link.is_last() {
+                // A failed attempt's late grant while the wait goes on: undone
+                // quietly, and the wait tries again soon (see `WaitLink`).
+                background.send(Message::Undo(i, spec.clone()));
+                link.late_grant.notify_one();
+            } else if (reply.is_err() || late_grant) && failed_attempt_or_ended {
+                // A time-out may still land (the release goes after it, on its
+                // connection); a late grant of an ended wait or lease is a release,
+                // which tells the next waiter.
                 background.send(Message::Abandon(i, spec.clone()));
             }
         });
@@ -149,11 +207,13 @@ pub(crate) async fn attempt(
         for &i in &timed_out {
             core.background.send(Message::Abandon(i, spec.clone()));
         }
+        let split = !grants.is_empty();
         undo(
             core,
             spec,
             grants.iter().map(|(i, _)| *i).chain(touched),
             timeout,
+            split && link.is_last(),
         )
         .await;
         guard.disarm();
@@ -167,6 +227,7 @@ pub(crate) async fn attempt(
                 pttl: if unknown_ttl { None } else { longest },
                 joined,
                 silent,
+                split,
             },
             _ if !permanent.is_empty() => Failure::Permanent(errors),
             _ => Failure::Unavailable(errors),
@@ -208,6 +269,7 @@ pub(crate) async fn attempt(
             spec,
             (0..n).filter(|i| !timed_out.contains(i)),
             timeout,
+            false,
         )
         .await;
         guard.disarm();
@@ -250,11 +312,21 @@ pub(crate) async fn attempt(
 }
 
 /// Releases a failed attempt's grants right away (bounded by the request timeout);
-/// whatever does not answer in time is left to the background task.
-async fn undo(core: &Core, spec: &LockSpec, nodes: impl Iterator<Item = usize>, timeout: Duration) {
-    let answers = FanOut::start_on(&core.nodes, nodes, timeout, |n| n.undo(spec))
-        .all()
-        .await;
+/// whatever does not answer in time is left to the background task. Quietly, unless
+/// `loud`: then as a release, which tells the next waiter of each node (see
+/// [`WaitLink`]).
+async fn undo(
+    core: &Core,
+    spec: &LockSpec,
+    nodes: impl Iterator<Item = usize>,
+    timeout: Duration,
+    loud: bool,
+) {
+    let answers = FanOut::start_on(&core.nodes, nodes, timeout, |n| {
+        if loud { n.release(spec) } else { n.undo(spec) }
+    })
+    .all()
+    .await;
     for (i, answer) in answers {
         if !matches!(answer, Ok(Ok(_))) {
             core.background.send(Message::Abandon(i, spec.clone()));

@@ -18,6 +18,9 @@ pub(crate) enum Message {
     Release(LockSpec),
     /// A request for this lock on node `i` timed out: clean up after it.
     Abandon(usize, LockSpec),
+    /// A failed attempt's late grant on node `i`, its wait going on: undo it quietly
+    /// (no release notice; see `attempt::WaitLink`).
+    Undo(usize, LockSpec),
     /// Fair mode: leave the queue of this lock on node `i`.
     LeaveQueue(usize, LockSpec),
     /// Something changed (auto-renew turned on): recompute the schedule.

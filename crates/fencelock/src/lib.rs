@@ -68,8 +68,10 @@
 //!   acquire (replicas, eviction policy, duplicate servers, clocks, round trip, ACL)
 //!   and the deeper diagnosis behind `fencelock doctor`.
 //! - [`KeyStatus`] (`status.rs`): what every node knows about a key (`fencelock status`).
-//! - `wait.rs`: the wait of an acquire — attempts, and between them a release notice,
-//!   a poll or a back-off, until the deadline; the hand-off to a waiter.
+//! - `wait.rs`: the one wait loop of a lock's acquire and of a semaphore's (each a
+//!   `Goal`: what one round of attempts is) — between rounds a release notice, a
+//!   poll, a back-off, or after a split vote a quick retry, until the deadline; the
+//!   hand-off to a waiter.
 //! - `renew.rs`: the locker's background task; it only schedules — renewal rounds,
 //!   the `lost()` timers, releases of dropped leases and cancelled acquires.
 //! - `attempt.rs`: one attempt — the request to every node, the verdict, the fencing

@@ -130,6 +130,13 @@ pub(crate) async fn abandon_on(node: &Node, spec: &LockSpec) {
     let _ = tokio::time::timeout(Duration::from_millis(spec.ttl_ms), node.abandon(spec)).await;
 }
 
+/// Undoes a failed attempt's late grant on `node`: deletes the key if it still holds
+/// the attempt's value, announcing nothing (the lock was never held on a majority;
+/// the attempt's wait tries again soon, see `attempt::WaitLink`).
+pub(crate) async fn undo_on(node: &Node, spec: &LockSpec) {
+    let _ = tokio::time::timeout(Duration::from_millis(spec.ttl_ms), node.undo(spec)).await;
+}
+
 /// How many times a waiter's request to leave a node's line is tried.
 const LEAVE_QUEUE_TRIES: u32 = 4;
 

@@ -22,7 +22,7 @@ use crate::core::Core;
 use crate::extend::renew_round;
 use crate::lease_state::LeaseState;
 use crate::options::Options;
-use crate::release::{abandon_on, leave_queue_on, release_everywhere};
+use crate::release::{abandon_on, leave_queue_on, release_everywhere, undo_on};
 use crate::store::Node;
 
 /// Starts the task of `core`'s locker on the current runtime if it is not running yet.
@@ -114,6 +114,11 @@ impl Task {
                 if let Some(node) = self.nodes.get(i).cloned() {
                     self.work
                         .spawn(async move { abandon_on(&node, &spec).await });
+                }
+            }
+            Message::Undo(i, spec) => {
+                if let Some(node) = self.nodes.get(i).cloned() {
+                    self.work.spawn(async move { undo_on(&node, &spec).await });
                 }
             }
             Message::LeaveQueue(i, spec) => {

@@ -24,24 +24,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::select_all;
 use tokio::time::Instant;
 
-use crate::attempt::{Failure, attempt};
+use crate::attempt::{Failure, WaitLink, attempt};
 use crate::checks::run_checked;
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, NodeError, Result};
 use crate::fanout::FanOut;
-use crate::jitter;
 use crate::keys::hash_tag;
 use crate::lease::Lease;
 use crate::options::AcquireOptions;
 use crate::quorum;
 use crate::scoped::{Scoped, scoped};
 use crate::status::status_of;
-use crate::store::{Acquired, LockSpec, Notice, QueueTicket};
+use crate::store::{Acquired, LockSpec, QueueTicket};
 use crate::value::{lock_value, random_value, unix_micros};
-use crate::wait::watch_all;
+use crate::wait::{Goal, wait_for};
 
 /// The largest number of permits a semaphore may have. An acquire that finds every
 /// slot held has tried each of them once, so the cost of a busy semaphore grows with
@@ -433,7 +431,7 @@ impl Semaphore {
     }
 
     /// Tries the slots from a random one until one is granted, waiting between rounds
-    /// as a lock's waiter does (notices, or polling where there are none).
+    /// as a lock's waiter does (the one wait loop, `wait.rs`).
     async fn acquire_slot(
         &self,
         ttl: Duration,
@@ -443,7 +441,7 @@ impl Semaphore {
         let locker = &self.locker;
         let opts = locker.options();
         let nodes = locker.nodes();
-        let (deadline, single) = options.deadline(opts, started);
+        let single = options.deadline(opts, started).1;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         // A waiter takes a place in the line of every slot it finds held, with one
         // ticket: a release then wakes the first waiter of that slot only — the same
@@ -470,147 +468,27 @@ impl Semaphore {
                 fair,
             }
         });
-        let mut lines = Lines {
-            locker: locker.clone(),
-            ticket: ticket.clone(),
-            slots: &self.slots,
-            joined: vec![false; self.slots.len()],
-            ttl_ms,
-            armed: true,
+        let mut goal = SlotGoal {
+            semaphore: self,
+            ttl,
+            lines: Lines {
+                locker: locker.clone(),
+                ticket: ticket.clone(),
+                slots: &self.slots,
+                joined: vec![false; self.slots.len()],
+                ttl_ms,
+                armed: true,
+            },
+            watched: LockSpec {
+                keys: self.slots.clone(),
+                value: lock_value().into(),
+                ttl_ms,
+                holder: None,
+                queue: ticket,
+            },
+            first: rand::random_range(0..self.slots.len()),
         };
-        let watch_spec = LockSpec {
-            keys: self.slots.clone(),
-            value: lock_value().into(),
-            ttl_ms,
-            holder: None,
-            queue: ticket.clone(),
-        };
-        let n = self.slots.len();
-        let first = rand::random_range(0..n);
-        let mut watches = None;
-        let mut watched_once = false;
-        let mut polls: u32 = 0;
-        let mut outages: u32 = 0;
-        loop {
-            let mut soonest: Option<Duration> = None;
-            let mut unknown = false;
-            let mut silent = false;
-            let mut down: Option<Vec<NodeError>> = None;
-            tracing::debug!(
-                target: "fencelock::semaphore",
-                key = %self.key,
-                holder = opts.holder.as_deref().unwrap_or(""),
-                "trying the permits"
-            );
-            for k in 0..n {
-                let i = (first + k) % n;
-                let spec = LockSpec {
-                    keys: vec![self.slots[i].clone()].into(),
-                    value: lock_value().into(),
-                    ttl_ms,
-                    holder: opts.holder.as_deref().map(Into::into),
-                    queue: ticket.clone(),
-                };
-                match attempt(locker, &spec, std::slice::from_ref(&self.slots[i]), ttl).await {
-                    Ok(lease) => {
-                        lines.leave_except(i).await;
-                        return Ok(lease);
-                    }
-                    Err(Failure::Contended {
-                        pttl, silent: s, ..
-                    }) => {
-                        lines.joined[i] |= ticket.is_some();
-                        silent |= s;
-                        match pttl {
-                            Some(p) => soonest = Some(soonest.map_or(p, |c| c.min(p))),
-                            None => unknown = true,
-                        }
-                    }
-                    Err(Failure::Unavailable(errors)) => {
-                        down = Some(errors);
-                        break;
-                    }
-                    Err(Failure::Permanent(errors)) => {
-                        return Err(Error::config(format!(
-                            "cannot acquire a permit of semaphore {:?}: a node refused in a \
-                             way retrying cannot fix",
-                            self.key
-                        ))
-                        .with_nodes(errors));
-                    }
-                }
-            }
-            let now = Instant::now();
-            let over = deadline.is_some_and(|d| now >= d);
-            let pause = match down {
-                Some(errors) => {
-                    if over {
-                        return Err(Error::unavailable(
-                            &format!(
-                                "cannot acquire a permit of semaphore {:?}: fewer than {} of \
-                                 {} nodes answered",
-                                self.key,
-                                quorum::quorum(nodes.len()),
-                                nodes.len()
-                            ),
-                            errors,
-                        ));
-                    }
-                    outages += 1;
-                    jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
-                }
-                None => {
-                    outages = 0;
-                    if over {
-                        return Err(self.every_permit_held(single, soonest, started));
-                    }
-                    if opts.notifications && !watched_once {
-                        // Subscribe, then try again at once: a release between the
-                        // round and the subscription would otherwise be missed.
-                        watched_once = true;
-                        watches = watch_all(locker, &watch_spec).await;
-                        if watches.is_some() {
-                            continue;
-                        }
-                    }
-                    // Woken by a notice, or when the soonest permit expires; a
-                    // silent holder (another client) is noticed by trying again; as a
-                    // lock's waiter polls where there are no notices.
-                    jitter::held_pause(
-                        opts,
-                        watches.is_some(),
-                        soonest,
-                        silent || unknown,
-                        &mut polls,
-                    )
-                }
-            };
-            let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
-            match watches.take() {
-                Some(mut ws) if !ws.is_empty() => {
-                    let notice: Option<Notice> = {
-                        let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
-                        tokio::select! {
-                            (notice, _, _) = notified => Some(notice),
-                            _ = sleep => None,
-                        }
-                    };
-                    if notice.is_some() {
-                        tracing::debug!(
-                            target: "fencelock::semaphore",
-                            key = %self.key,
-                            holder = opts.holder.as_deref().unwrap_or(""),
-                            "woken by a release notice"
-                        );
-                    }
-                    // Re-arm before dropping the old watches, so the subscriptions
-                    // stay up.
-                    watches = watch_all(locker, &watch_spec).await;
-                    drop(ws);
-                }
-                _ => sleep.await,
-            }
-        }
+        wait_for(locker, &mut goal, options, started).await
     }
 
     /// The error for a try or a wait that ended with every permit held.
@@ -649,6 +527,107 @@ impl Semaphore {
             )
         };
         Error::new(kind, message).with_retry_after(soonest)
+    }
+}
+
+/// A permit as the goal of a wait (`wait.rs`): a round tries every slot once, from
+/// a random first one, and stops at the first granted.
+struct SlotGoal<'a> {
+    semaphore: &'a Semaphore,
+    ttl: Duration,
+    lines: Lines<'a>,
+    /// Every slot, with the waiter's ticket: what release notices are watched for.
+    watched: LockSpec,
+    first: usize,
+}
+
+impl Goal for SlotGoal<'_> {
+    async fn round(
+        &mut self,
+        core: &Arc<Core>,
+        link: &Arc<WaitLink>,
+    ) -> std::result::Result<Lease, Failure> {
+        let slots = &self.semaphore.slots;
+        let opts = core.options();
+        tracing::debug!(
+            target: "fencelock::semaphore",
+            key = %self.semaphore.key,
+            holder = opts.holder.as_deref().unwrap_or(""),
+            "trying the permits"
+        );
+        let mut soonest: Option<Duration> = None;
+        let mut unknown = false;
+        let mut silent = false;
+        let mut joined = false;
+        let mut split = false;
+        let n = slots.len();
+        for k in 0..n {
+            let i = (self.first + k) % n;
+            let spec = LockSpec {
+                keys: vec![slots[i].clone()].into(),
+                value: lock_value().into(),
+                ttl_ms: self.watched.ttl_ms,
+                holder: opts.holder.as_deref().map(Into::into),
+                queue: self.watched.queue.clone(),
+            };
+            match attempt(core, &spec, std::slice::from_ref(&slots[i]), self.ttl, link).await {
+                Ok(lease) => {
+                    self.lines.leave_except(i).await;
+                    return Ok(lease);
+                }
+                Err(Failure::Contended {
+                    pttl,
+                    joined: j,
+                    silent: s,
+                    split: v,
+                }) => {
+                    self.lines.joined[i] |= self.watched.queue.is_some();
+                    joined |= j;
+                    silent |= s;
+                    split |= v;
+                    match pttl {
+                        Some(p) => soonest = Some(soonest.map_or(p, |c| c.min(p))),
+                        None => unknown = true,
+                    }
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        // Woken by a notice, or when the soonest permit expires; a silent holder
+        // (another client), or a TTL unknown, is noticed by trying again.
+        Err(Failure::Contended {
+            pttl: soonest,
+            joined,
+            silent: silent || unknown,
+            split,
+        })
+    }
+
+    fn watched(&self) -> &LockSpec {
+        &self.watched
+    }
+
+    fn gave_up(&self, core: &Core, single: bool, failure: &Failure, started: Instant) -> Error {
+        let s = self.semaphore;
+        match failure {
+            Failure::Contended { pttl, .. } => s.every_permit_held(single, *pttl, started),
+            Failure::Unavailable(errors) => Error::unavailable(
+                &format!(
+                    "cannot acquire a permit of semaphore {:?}: fewer than {} of {} nodes \
+                     answered",
+                    s.key,
+                    quorum::quorum(core.nodes.len()),
+                    core.nodes.len()
+                ),
+                errors.clone(),
+            ),
+            Failure::Permanent(errors) => Error::config(format!(
+                "cannot acquire a permit of semaphore {:?}: a node refused in a way retrying \
+                 cannot fix",
+                s.key
+            ))
+            .with_nodes(errors.clone()),
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! The wait of an acquire: attempts (`attempt.rs`) until one grants, and between them
-//! a wait for the holder's release notice, a poll where no notice comes (a silent
-//! holder, a store without notices), or a back-off while nodes are down — all bounded
-//! by the acquire's deadline. A waiter stands in the key's line (Redis), and takes a
-//! lock handed over by a release.
+//! The wait of an acquire — a lock's or a semaphore's permit, one loop for both
+//! ([`wait_for`] over a [`Goal`]): rounds of attempts (`attempt.rs`) until one grants,
+//! and between them a wait for the holder's release notice, a poll where no notice
+//! comes (a silent holder, a store without notices), a back-off while nodes are down,
+//! or a quick retry after a split vote — all bounded by the acquire's deadline. A
+//! waiter stands in the key's line (Redis), and takes a lock handed over by a release.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::{join_all, select_all};
 use tokio::time::Instant;
 
-use crate::attempt::{CleanupGuard, Failure, attempt};
+use crate::attempt::{CleanupGuard, Failure, WaitLink, attempt};
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, KeyList, NodeError, Result};
 use crate::extend::extend;
@@ -22,9 +23,210 @@ use crate::quorum;
 use crate::store::{Expiry, LockSpec, Notice, QueueTicket, Watch};
 use crate::value::{lock_value, random_value, unix_micros};
 
-/// The wait loop of [`crate::Locker::acquire_with`], once the keys and TTL are valid:
-/// attempts until one grants, between them waiting for a release notice, polling, or
-/// backing off, until the deadline.
+/// What a wait takes: a lock ([`LockGoal`]) or a permit of a semaphore
+/// (`semaphore.rs`'s slots). [`wait_for`] is the one wait loop for both: it decides
+/// when to try again, what to wait for meanwhile, and when to give up; a goal decides
+/// what one round of attempts is.
+pub(crate) trait Goal {
+    /// One round of attempts: the lease, or why none was granted (for several
+    /// attempts, one failure that sums them up). A granted round leaves the goal's
+    /// lines (the caller only returns the lease).
+    async fn round(
+        &mut self,
+        core: &Arc<Core>,
+        link: &Arc<WaitLink>,
+    ) -> std::result::Result<Lease, Failure>;
+
+    /// The keys whose release notices wake the waiter, with its line ticket.
+    fn watched(&self) -> &LockSpec;
+
+    /// A release handed the goal over with `token` (a hand-off notice): the lease,
+    /// if this goal takes hand-offs and the notice is one to build on. `None`: the
+    /// next round finds out where things stand.
+    async fn handed_over(&mut self, _core: &Arc<Core>, _token: u64) -> Option<Lease> {
+        None
+    }
+
+    /// The error for a wait that ends with `failure`.
+    fn gave_up(&self, core: &Core, single: bool, failure: &Failure, started: Instant) -> Error;
+}
+
+/// Why a waiter woke up before its pause ran out.
+enum Woken {
+    /// A release notice.
+    Notice(Notice),
+    /// A failed attempt's late grant was undone quietly: try again soon.
+    LateGrant,
+    /// The pause ran out.
+    Paused,
+}
+
+/// The wait loop of every acquire, once its input is valid: rounds of attempts until
+/// one grants; between them a release notice, a poll, or a back-off; after a split
+/// vote or a late grant, another round soon — until the deadline of `options` (the
+/// wait counted from `started`).
+///
+/// Cancelling it leaves nothing of ours behind: each attempt's guard releases what it
+/// may have set, and the goal's lines are left by its own guards.
+pub(crate) async fn wait_for<G: Goal>(
+    core: &Arc<Core>,
+    goal: &mut G,
+    options: &AcquireOptions,
+    started: Instant,
+) -> Result<Lease> {
+    let opts = &core.options;
+    let (deadline, single) = options.deadline(opts, started);
+    let link = Arc::new(WaitLink::default());
+    // However the wait ends, a late grant of its attempts is then undone loudly.
+    let _ended = LinkEnds(&link);
+    let mut watches: Option<Vec<Watch>> = None;
+    let mut watched_once = false;
+    let mut outages: u32 = 0;
+    let mut polls: u32 = 0;
+    // Rounds since the last release notice that a node granted and the round failed
+    // (a split vote, or a minority of nodes that lost the holder's key), and late
+    // grants: the quick retries back off over them, whatever came in between, so they
+    // stay a handful per notice.
+    let mut splits: u32 = 0;
+    if opts.notifications && goal.watched().queue.is_some() {
+        // A hot key (already watched by this locker): watch before the first
+        // attempt, for free, so a refusal goes straight to waiting.
+        watches = watch_now_all(core, goal.watched());
+        watched_once = watches.is_some();
+    }
+    loop {
+        if single || deadline.is_some_and(|d| Instant::now() >= d) {
+            link.set_last();
+        }
+        let round_started = Instant::now();
+        let failure = match goal.round(core, &link).await {
+            Ok(lease) => return Ok(lease),
+            Err(f) => f,
+        };
+        let now = Instant::now();
+        let over = deadline.is_some_and(|d| now >= d);
+        let round = now - round_started;
+        let pause = match &failure {
+            Failure::Permanent(_) => return Err(goal.gave_up(core, single, &failure, started)),
+            Failure::Contended {
+                pttl,
+                silent,
+                split,
+                ..
+            } => {
+                outages = 0;
+                if over {
+                    return Err(goal.gave_up(core, single, &failure, started));
+                }
+                if opts.notifications && !watched_once {
+                    // Subscribe, then retry at once: a release between our attempt
+                    // and the subscription would otherwise be missed.
+                    watched_once = true;
+                    watches = watch_all(core, goal.watched()).await;
+                    if watches.is_some() {
+                        continue;
+                    }
+                }
+                let held = jitter::held_pause(opts, watches.is_some(), *pttl, *silent, &mut polls);
+                if *split {
+                    // Some node granted us: maybe nobody holds a majority, and then
+                    // nobody will announce a release (see `WaitLink`). Soon — but
+                    // backing off while it repeats: a holder of a majority refuses
+                    // us every time a node that lost its key (restarted empty)
+                    // grants us, and that must not become a retry loop.
+                    splits += 1;
+                    soon(splits, round, held)
+                } else {
+                    held
+                }
+            }
+            Failure::Unavailable(_) => {
+                if over {
+                    return Err(goal.gave_up(core, single, &failure, started));
+                }
+                outages += 1;
+                jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
+            }
+        };
+        let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
+        let woken = match watches.take() {
+            Some(mut ws) if !ws.is_empty() => {
+                let woken = {
+                    // Polled through references: the watches outlive this wait.
+                    let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
+                    tokio::select! {
+                        (notice, _, _) = notified => Woken::Notice(notice),
+                        () = link.late_grant() => Woken::LateGrant,
+                        () = sleep => Woken::Paused,
+                    }
+                };
+                if let Woken::Notice(notice) = &woken {
+                    splits = 0;
+                    tracing::debug!(
+                        target: "fencelock::wait",
+                        keys = %KeyList(&goal.watched().keys),
+                        holder = opts.holder.as_deref().unwrap_or(""),
+                        "woken by a release notice"
+                    );
+                    if let Notice::Granted { token } = notice
+                        && let Some(lease) = goal.handed_over(core, *token).await
+                    {
+                        return Ok(lease);
+                    }
+                }
+                // Otherwise (a notice we cannot build on, or one too late to leave a
+                // valid lease) the next attempt finds the key handed to us and renews
+                // it: the acquire script's hand-over answer.
+                // Re-arm before the next attempt so no release goes unheard, and
+                // before dropping the old watches, so the subscriptions stay up (no
+                // UNSUBSCRIBE/SUBSCRIBE round trip per wake-up).
+                watches = watch_all(core, goal.watched()).await;
+                drop(ws);
+                woken
+            }
+            _ => tokio::select! {
+                () = link.late_grant() => Woken::LateGrant,
+                () = sleep => Woken::Paused,
+            },
+        };
+        if let Woken::LateGrant = woken {
+            // Give the undo, sent just before the wake-up, a moment to land, and the
+            // other contenders of the split a chance to differ from us; backing off
+            // as after a split.
+            splits += 1;
+            let pause = soon(splits, round, pause);
+            tokio::time::sleep_until(jitter::wake_at(opts, Instant::now(), pause, deadline)).await;
+        }
+    }
+}
+
+/// How long a waiter pauses before trying again after its `splits`-th split vote or
+/// late grant since the last notice: about one round (`round`, the last one's
+/// duration) the first time — so that the undos land first — doubling with each
+/// repeat, never longer than the pause it would take otherwise (`usual`); random in
+/// the upper half of that, so that contenders that met once do not meet again in
+/// step, while the doubling still bounds the retries to a handful per notice.
+fn soon(splits: u32, round: Duration, usual: Duration) -> Duration {
+    let doubled = round
+        .checked_mul(
+            1u32.checked_shl(splits.saturating_sub(1).min(31))
+                .unwrap_or(u32::MAX),
+        )
+        .unwrap_or(usual)
+        .min(usual);
+    jitter::jittered(doubled / 2, doubled / 2)
+}
+
+/// Marks the wait's link as ended when the wait returns or is cancelled.
+struct LinkEnds<'a>(&'a WaitLink);
+
+impl Drop for LinkEnds<'_> {
+    fn drop(&mut self) {
+        self.0.set_last();
+    }
+}
+
+/// [`crate::Locker::acquire_with`]'s wait, once the keys and TTL are valid.
 ///
 /// Cancelling it leaves no key of ours behind (each attempt's guard, and the line's).
 pub(crate) async fn acquire(
@@ -34,174 +236,159 @@ pub(crate) async fn acquire(
     ttl: Duration,
     options: &AcquireOptions,
 ) -> Result<Lease> {
-    let opts = &core.options;
-    let mut spec = LockSpec {
-        keys: full.into(),
-        value: lock_value().into(),
-        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-        holder: opts.holder.as_deref().map(Into::into),
-        queue: None,
-    };
     let started = Instant::now();
-    let (deadline, single) = options.deadline(opts, started);
-    let fair = options.is_fair(opts);
-    let queues = core.nodes.iter().all(|n| n.supports_queue());
-    if fair && !queues {
-        return Err(Error::config(
-            "fair mode needs Redis stores: memory:// and sqlite:// keep no waiter line",
-        ));
-    }
-    let mut queue_guard = None;
-    // A waiter takes a place in line, so that a release wakes it alone; a single
-    // attempt has no use for one — unless fair mode must check the line.
-    if queues && (fair || (opts.notifications && !single)) {
-        // One key on one node (no holder record to write): one node's grant is the
-        // whole lock, so the release can hand it over itself — the waiter holds
-        // the lock one notice after the release, without a retry of its own.
-        let inbox = match core.nodes.as_slice() {
-            [node] if opts.notifications && spec.keys.len() == 1 && spec.holder.is_none() => {
-                node.inbox()
-            }
-            _ => None,
+    let mut goal = LockGoal::new(core, user_keys, full, ttl, options)?;
+    wait_for(core, &mut goal, options, started).await
+}
+
+/// A lock as the goal of a wait: one attempt per round, a place in the key's line
+/// (Redis), and hand-off notices.
+struct LockGoal<'a> {
+    spec: LockSpec,
+    user_keys: Vec<String>,
+    ttl: Duration,
+    /// Until disarmed, dropping this (cancelled, gave up) leaves the line — and frees
+    /// the key if a release handed it to us meanwhile.
+    queue_guard: Option<CleanupGuard<'a>>,
+    attempts: u32,
+    /// Hand-off notices: a release can only hand us the key after a node refused us
+    /// and put us in line. A notice's token is trusted only while every notice for us
+    /// must postdate our latest refusal: not once our line entry vanished and came
+    /// back (a hand-off we never read may have come and gone, and its notice would
+    /// name an older token), nor after an attempt whose answer we never saw.
+    refused: bool,
+    trust_notices: bool,
+}
+
+impl<'a> LockGoal<'a> {
+    fn new(
+        core: &'a Arc<Core>,
+        user_keys: Vec<String>,
+        full: Vec<String>,
+        ttl: Duration,
+        options: &AcquireOptions,
+    ) -> Result<Self> {
+        let opts = &core.options;
+        let mut spec = LockSpec {
+            keys: full.into(),
+            value: lock_value().into(),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            holder: opts.holder.as_deref().map(Into::into),
+            queue: None,
         };
-        let grace_ms = u64::try_from(
-            (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500)).as_millis(),
-        )
-        .unwrap_or(u64::MAX);
-        // A release holds a handed-over key for the waiter only for a short claim
-        // (the line entry's grace), and the waiter makes it its full TTL itself: a
-        // waiter that died in line costs the lock that claim, not its TTL.
-        let waiter = match inbox {
-            Some(inbox) => {
-                QueueTicket::handoff_waiter(grace_ms.min(spec.ttl_ms), inbox, &random_value())
-            }
-            None => random_value(),
-        };
-        spec.queue = Some(QueueTicket {
-            waiter: waiter.into(),
-            ticket: unix_micros(),
-            grace_ms,
-            fair,
-        });
-        // Until disarmed, dropping this (cancelled, gave up) leaves the line — and
-        // frees the key if a release handed it to us meanwhile.
-        let mut leave = spec.clone();
-        if let Some(q) = spec.queue.as_ref().filter(|q| q.handoff()) {
-            leave.value = q.waiter.clone();
+        let fair = options.is_fair(opts);
+        let queues = core.nodes.iter().all(|n| n.supports_queue());
+        if fair && !queues {
+            return Err(Error::config(
+                "fair mode needs Redis stores: memory:// and sqlite:// keep no waiter line",
+            ));
         }
-        queue_guard = Some(CleanupGuard::new(core, leave));
+        let single = options.deadline(opts, Instant::now()).1;
+        let mut queue_guard = None;
+        // A waiter takes a place in line, so that a release wakes it alone; a single
+        // attempt has no use for one — unless fair mode must check the line.
+        if queues && (fair || (opts.notifications && !single)) {
+            // One key on one node (no holder record to write): one node's grant is the
+            // whole lock, so the release can hand it over itself — the waiter holds
+            // the lock one notice after the release, without a retry of its own.
+            let inbox = match core.nodes.as_slice() {
+                [node] if opts.notifications && spec.keys.len() == 1 && spec.holder.is_none() => {
+                    node.inbox()
+                }
+                _ => None,
+            };
+            let grace_ms = u64::try_from(
+                (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            // A release holds a handed-over key for the waiter only for a short claim
+            // (the line entry's grace), and the waiter makes it its full TTL itself: a
+            // waiter that died in line costs the lock that claim, not its TTL.
+            let waiter = match inbox {
+                Some(inbox) => {
+                    QueueTicket::handoff_waiter(grace_ms.min(spec.ttl_ms), inbox, &random_value())
+                }
+                None => random_value(),
+            };
+            spec.queue = Some(QueueTicket {
+                waiter: waiter.into(),
+                ticket: unix_micros(),
+                grace_ms,
+                fair,
+            });
+            let mut leave = spec.clone();
+            if let Some(q) = spec.queue.as_ref().filter(|q| q.handoff()) {
+                leave.value = q.waiter.clone();
+            }
+            queue_guard = Some(CleanupGuard::new(core, leave));
+        }
+        Ok(LockGoal {
+            spec,
+            user_keys,
+            ttl,
+            queue_guard,
+            attempts: 0,
+            refused: false,
+            trust_notices: true,
+        })
     }
-    let mut watches: Option<Vec<Watch>> = None;
-    let mut watched_once = false;
-    let mut outages: u32 = 0;
-    let mut polls: u32 = 0;
-    let mut attempts: u32 = 0;
-    // Hand-off notices: a release can only hand us the key after a node refused us
-    // and put us in line. A notice's token is trusted only while every notice for
-    // us must postdate our latest refusal: not once our line entry vanished and
-    // came back (a hand-off we never read may have come and gone, and its notice
-    // would name an older token), nor after an attempt whose answer we never saw.
-    let mut refused_at: Option<Instant> = None;
-    let mut trust_notices = true;
-    if opts.notifications && spec.queue.is_some() {
-        // A hot key (already watched by this locker): watch before the first
-        // attempt, for free, so a refusal goes straight to waiting.
-        watches = watch_now_all(core, &spec);
-        watched_once = watches.is_some();
+
+    /// Granted: the acquire script (or the hand-off) took us out of the line.
+    fn granted(&mut self, lease: Lease) -> Lease {
+        if let Some(g) = self.queue_guard.as_mut() {
+            g.disarm();
+        }
+        lease
     }
-    loop {
+}
+
+impl Goal for LockGoal<'_> {
+    async fn round(
+        &mut self,
+        core: &Arc<Core>,
+        link: &Arc<WaitLink>,
+    ) -> std::result::Result<Lease, Failure> {
         // A fresh value per attempt: the clean-up of a failed attempt (a late reply,
         // a timed-out request) then never touches the keys of a later attempt that
         // succeeded. Within one attempt, a key already holding the value is ours.
-        if attempts > 0 {
-            spec.value = lock_value().into();
+        if self.attempts > 0 {
+            self.spec.value = lock_value().into();
         }
-        attempts += 1;
-        let attempt_started = Instant::now();
-        let failure = match attempt(core, &spec, &user_keys, ttl).await {
-            Ok(lease) => {
-                // Granted: the acquire script took us out of the line.
-                if let Some(mut g) = queue_guard {
-                    g.disarm();
-                }
-                return Ok(lease);
-            }
-            Err(f) => f,
-        };
-        let now = Instant::now();
-        let pause = match &failure {
-            Failure::Permanent(errors) => {
-                return Err(Error::config(format!(
-                    "cannot lock {}: a node refused in a way retrying cannot fix",
-                    KeyList(&spec.keys)
-                ))
-                .with_nodes(errors.clone()));
-            }
-            Failure::Contended {
-                pttl,
-                joined,
-                silent,
-            } => {
-                outages = 0;
-                // Joined anew after an earlier refusal had put us in line.
-                if *joined && refused_at.is_some() {
-                    trust_notices = false;
-                }
-                refused_at = Some(attempt_started);
-                if deadline.is_some_and(|d| now >= d) {
-                    return Err(gave_up(core, single, &spec, &failure, started));
-                }
-                if opts.notifications && !watched_once {
-                    // Subscribe, then retry at once: a release between our attempt
-                    // and the subscription would otherwise be missed.
-                    watched_once = true;
-                    watches = watch_all(core, &spec).await;
-                    if watches.is_some() {
-                        continue;
+        self.attempts += 1;
+        match attempt(core, &self.spec, &self.user_keys, self.ttl, link).await {
+            Ok(lease) => Ok(self.granted(lease)),
+            Err(failure) => {
+                match &failure {
+                    Failure::Contended { joined, .. } => {
+                        // Joined anew after an earlier refusal had put us in line.
+                        if *joined && self.refused {
+                            self.trust_notices = false;
+                        }
+                        self.refused = true;
                     }
+                    Failure::Unavailable(_) => self.trust_notices = false,
+                    Failure::Permanent(_) => {}
                 }
-                jitter::held_pause(opts, watches.is_some(), *pttl, *silent, &mut polls)
+                Err(failure)
             }
-            Failure::Unavailable(_) => {
-                trust_notices = false;
-                if deadline.is_some_and(|d| now >= d) {
-                    return Err(gave_up(core, single, &spec, &failure, started));
-                }
-                outages += 1;
-                jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
-            }
-        };
-        let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
-        match watches.take() {
-            Some(mut ws) if !ws.is_empty() => {
-                let notice = {
-                    // Polled through references: the watches outlive this wait.
-                    let notified = select_all(ws.iter_mut().map(|w| &mut w.notified));
-                    tokio::select! {
-                        (notice, _, _) = notified => Some(notice),
-                        _ = sleep => None,
-                    }
-                };
-                if let (Some(Notice::Granted { token }), Some(_), true) =
-                    (notice, refused_at, trust_notices)
-                    && let Some(lease) = handed_over(core, &spec, &user_keys, ttl, token).await
-                {
-                    if let Some(mut g) = queue_guard {
-                        g.disarm();
-                    }
-                    return Ok(lease);
-                }
-                // Otherwise (a notice we cannot build on, or one too late to leave
-                // a valid lease) the next attempt finds the key handed to us and
-                // renews it: the acquire script's hand-over answer.
-                // Re-arm before the next attempt so no release goes unheard, and
-                // before dropping the old watches, so the subscriptions stay up
-                // (no UNSUBSCRIBE/SUBSCRIBE round trip per wake-up).
-                watches = watch_all(core, &spec).await;
-                drop(ws);
-            }
-            _ => sleep.await,
         }
+    }
+
+    fn watched(&self) -> &LockSpec {
+        &self.spec
+    }
+
+    async fn handed_over(&mut self, core: &Arc<Core>, token: u64) -> Option<Lease> {
+        if !(self.refused && self.trust_notices) {
+            return None;
+        }
+        let lease = handed_over(core, &self.spec, &self.user_keys, self.ttl, token).await?;
+        Some(self.granted(lease))
+    }
+
+    fn gave_up(&self, core: &Core, single: bool, failure: &Failure, started: Instant) -> Error {
+        gave_up(core, single, &self.spec, failure, started)
     }
 }
 
@@ -227,7 +414,11 @@ fn gave_up(
             ),
         )
         .with_retry_after(*pttl),
-        (_, Failure::Permanent(errors)) => Error::config("node refused").with_nodes(errors.clone()),
+        (_, Failure::Permanent(errors)) => Error::config(format!(
+            "cannot lock {}: a node refused in a way retrying cannot fix",
+            KeyList(&spec.keys)
+        ))
+        .with_nodes(errors.clone()),
     }
 }
 
@@ -255,7 +446,7 @@ fn watch_now_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
 }
 
 /// Subscribes to release notices of every key on every node that offers them.
-pub(crate) async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
+async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
     let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
     let timeout = core
         .options

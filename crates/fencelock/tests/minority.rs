@@ -487,6 +487,7 @@ async fn waiters_do_not_wake_each_other_while_the_lock_is_held() {
     // A waiter tries again when it is told of a release or the holder's TTL (30 s)
     // runs out: neither happens here. (A loaded machine only lowers the count.)
     let scripts = cluster.command_calls(1, "evalsha");
+    eprintln!("{scripts} scripts in a second on the free node");
     assert!(
         scripts <= 10,
         "{scripts} scripts in a second on the free node while the lock was held"
@@ -495,4 +496,54 @@ async fn waiters_do_not_wake_each_other_while_the_lock_is_held() {
         w.abort();
     }
     lease.release().await.expect("release");
+}
+
+/// A split vote: no owner holds a majority — here two strays, one node each, that
+/// vanish without a release notice, as a failed attempt's quiet undo does — and the
+/// waiter's own grant on the third node is undone. Nobody will announce a release, so
+/// the waiter must try again soon by itself, not at the strays' TTL: before, it waited
+/// for a notice until the TTL ran out (60 s here; `scripts/bench` W3 on 3 nodes once
+/// waited out 10 s TTLs so, and the wait here ran out: its last attempt, at the
+/// deadline, then got the lock). Outcome only: the lock before its wait ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_vote_is_tried_again_soon_not_at_the_ttl() {
+    let cluster = Cluster::start(3);
+    cluster.set(0, "split", "fl:stray-a", 60_000);
+    cluster.set(2, "split", "fl:stray-b", 60_000);
+    let waiter = Locker::builder()
+        .stores(cluster.urls())
+        .retry_delay(Duration::from_secs(3600))
+        .silent_holder_poll(Duration::from_secs(3600))
+        .build()
+        .expect("locker");
+    let max_wait = Duration::from_secs(30);
+    let wait = fencelock::AcquireOptions::default().max_wait(max_wait);
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        let lease = waiter
+            .acquire_with("split", Duration::from_secs(5), &wait)
+            .await;
+        (lease, started.elapsed())
+    });
+    // Refused by both strays: the waiter stands in their lines.
+    let in_line = |i: usize| {
+        cluster
+            .redis_cli(i, &["ZCARD", "split:fencelock:queue"])
+            .trim()
+            == "1"
+    };
+    support::eventually("the waiter stands in line", || in_line(0) && in_line(2)).await;
+    for i in [0, 2] {
+        cluster.redis_cli(i, &["DEL", "split"]);
+    }
+    let (lease, waited) = task.await.expect("task");
+    let lease = lease.expect("the lock, once the strays were gone");
+    assert!(
+        waited < max_wait,
+        "the lock only at the wait's deadline ({waited:?}): nothing woke the waiter"
+    );
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
 }
