@@ -65,6 +65,13 @@ impl Default for KeyLimits {
 /// it could collide with another lock's counter or holder record.
 const RESERVED: &str = ":fencelock:";
 
+/// Whether `key` is fencelock's own and not a lock key: a sibling record, or a
+/// semaphore's permit or permits record (named with the reserved marker, which no lock
+/// key may contain).
+pub(crate) fn is_reserved(key: &str) -> bool {
+    key.contains(RESERVED)
+}
+
 /// Checks the user's keys and returns the full keys (prefix applied, duplicates
 /// removed, order kept).
 ///
@@ -105,7 +112,7 @@ pub(crate) fn validate(
                 ),
             ));
         }
-        if key.contains(RESERVED) {
+        if is_reserved(&key) {
             return Err(Error::invalid(
                 "key",
                 format!(
@@ -114,7 +121,7 @@ pub(crate) fn validate(
             ));
         }
         let k = format!("{prefix}{key}");
-        if k.contains(RESERVED) {
+        if is_reserved(&k) {
             return Err(Error::invalid(
                 "key",
                 format!(

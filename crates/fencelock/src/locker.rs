@@ -315,7 +315,8 @@ impl Locker {
     /// with [`Locker::status`] to see which are held.
     ///
     /// Keys held only by other clients (the `redlock` npm package, redsync) are not
-    /// listed: they keep no counter.
+    /// listed: they keep no counter. Lock keys only: a semaphore's permits are listed
+    /// by [`Locker::known_permits`].
     ///
     /// # Errors
     ///

@@ -88,6 +88,7 @@ pub(crate) async fn known_keys(core: &Core, prefix: &str, limit: usize) -> Resul
     }
     Ok(keys
         .into_iter()
+        .filter(|k| !crate::keys::is_reserved(k))
         .filter_map(|k| k.strip_prefix(&options.prefix).map(str::to_string))
         .take(limit)
         .collect())

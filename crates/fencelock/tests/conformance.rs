@@ -330,6 +330,24 @@ async fn lists_known_keys_by_prefix(b: &Backend) {
         ["list:b*"]
     );
     assert_eq!(x.known_keys("", 1).await.expect("list").len(), 1);
+    // Lock keys only: a permit whose key has a hash tag sits under the prefix too
+    // (`ns:{list}:sem:fencelock:permit:0`), but is listed by `known_permits`.
+    let permit = x
+        .semaphore("{list}:sem", 1)
+        .expect("semaphore")
+        .acquire(TTL)
+        .await
+        .expect("permit");
+    let listed = x.known_keys("", 100).await.expect("list");
+    assert!(
+        listed.iter().all(|k| !k.contains(":fencelock:")),
+        "{listed:?}"
+    );
+    assert_eq!(
+        x.known_permits(100).await.expect("permits"),
+        permit.keys().to_vec()
+    );
+    permit.release().await.expect("release");
     let status = x.status(["list:a", "list:c"]).await.expect("status");
     assert!(status[0].is_held() && !status[1].is_held());
     held.release().await.expect("release");

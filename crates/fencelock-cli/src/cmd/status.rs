@@ -90,12 +90,7 @@ pub async fn run(args: Args, global: &Global) -> Outcome {
         // Locks by their keys under the prefix; permits in full (a permit key passes
         // `status` as it is): without a hash tag a semaphore's permits sit at
         // `{PREFIX+KEY}:…`, outside the prefix.
-        let mut keys: Vec<String> = locker
-            .known_keys("", LIST_LIMIT)
-            .await?
-            .into_iter()
-            .filter(|k| !k.contains(":fencelock:"))
-            .collect();
+        let mut keys: Vec<String> = locker.known_keys("", LIST_LIMIT).await?;
         keys.extend(locker.known_permits(LIST_LIMIT).await?);
         keys.truncate(LIST_LIMIT);
         keys
