@@ -16,6 +16,7 @@ use crate::attempt::{CleanupGuard, Failure, WaitLink, attempt};
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, KeyList, NodeError, Result};
 use crate::extend::extend;
+use crate::fanout::FanOut;
 use crate::jitter;
 use crate::lease::Lease;
 use crate::options::AcquireOptions;
@@ -445,22 +446,29 @@ fn watch_now_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
         .collect()
 }
 
-/// Subscribes to release notices of every key on every node that offers them.
+/// Subscribes to release notices of every key on every node that offers them: one
+/// fan-out, each node's watches under its one timer; a node that does not answer in
+/// time is left out (the wait polls at the holder's TTL anyway).
 async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
     let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
     let timeout = core
         .options
         .request_timeout_for(Duration::from_millis(spec.ttl_ms));
-    let requests = core.nodes.iter().flat_map(|n| {
-        let waiter = waiter.clone();
-        spec.keys
+    let answers = FanOut::start(&core.nodes, timeout, |n| {
+        let calls: Vec<_> = spec
+            .keys
             .iter()
-            .map(move |k| tokio::time::timeout(timeout, n.watch(k, waiter.clone())))
-    });
-    let watches: Vec<Watch> = join_all(requests)
-        .await
+            .map(|k| n.watch(k, waiter.clone()))
+            .collect();
+        Box::pin(async move { Ok(join_all(calls).await) })
+    })
+    .all()
+    .await;
+    let watches: Vec<Watch> = answers
         .into_iter()
-        .filter_map(|r| r.ok()?.ok()?)
+        .filter_map(|(_, answer)| answer.ok()?.ok())
+        .flatten()
+        .filter_map(|w| w.ok().flatten())
         .collect();
     (!watches.is_empty()).then_some(watches)
 }
