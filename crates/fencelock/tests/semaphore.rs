@@ -429,6 +429,20 @@ fn events() -> &'static Events {
 const TRIED: &str = "trying the permits";
 const WOKEN: &str = "woken by a release notice";
 
+/// A locker that waits for release notices only: no polling (a retry delay of an
+/// hour), no wait limit; `who` is its holder description, which the events name.
+fn patient(urls: &[String], request_timeout: Duration, who: &str) -> Locker {
+    Locker::builder()
+        .stores(urls.to_vec())
+        .retry_delay(Duration::from_secs(3600))
+        .silent_holder_poll(Duration::from_secs(3600))
+        .request_timeout(request_timeout)
+        .holder(who)
+        .max_wait(None)
+        .build()
+        .expect("locker")
+}
+
 /// Three waiters on a full semaphore of 2; each release wakes one waiter — the one
 /// waiting longest — and no other: every waiter is woken exactly once and tries the
 /// permits exactly three times (first try, again after subscribing, after its wake-up).
@@ -439,17 +453,7 @@ const WOKEN: &str = "woken by a release notice";
 async fn a_release_wakes_exactly_one_waiter(nodes: usize) {
     let events = events();
     let cluster = Cluster::start(nodes);
-    let patient = |who: &str| {
-        Locker::builder()
-            .stores(cluster.urls())
-            .retry_delay(Duration::from_secs(3600))
-            .silent_holder_poll(Duration::from_secs(3600))
-            .request_timeout(Duration::from_secs(1))
-            .holder(who)
-            .max_wait(None)
-            .build()
-            .expect("locker")
-    };
+    let patient = |who: &str| patient(&cluster.urls(), Duration::from_secs(1), who);
     let key = format!("wake-{nodes}");
     let names: Vec<String> = ["w1", "w2", "w3"]
         .iter()
@@ -547,17 +551,7 @@ async fn a_release_wakes_exactly_one_waiter_on_three_nodes() {
 async fn a_late_grant_wakes_no_other_waiter() {
     let events = events();
     let cluster = Cluster::start(3);
-    let patient = |who: &str| {
-        Locker::builder()
-            .stores(cluster.urls())
-            .retry_delay(Duration::from_secs(3600))
-            .silent_holder_poll(Duration::from_secs(3600))
-            .request_timeout(Duration::from_secs(5))
-            .holder(who)
-            .max_wait(None)
-            .build()
-            .expect("locker")
-    };
+    let patient = |who: &str| patient(&cluster.urls(), Duration::from_secs(5), who);
     let key = "late-grant";
     let holder = patient("late-holder");
     let permit = holder
