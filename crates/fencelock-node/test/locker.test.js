@@ -518,19 +518,35 @@ describe("examples/ledger.js", () => {
   });
   after(() => cluster.stop());
 
-  it("applies fenced transfers and refuses the stale holder's late write", async () => {
+  it("applies fenced transfers and refuses the stale holder's late writes, also after a newer read", async () => {
     const { main } = require("../examples/ledger.js");
     const lines = [];
     const r = await main(cluster.urls[0], cluster.urls, (l) => lines.push(l));
-    assert.equal(r.late, "refused-stale", lines.join("\n"));
+    const out = lines.join("\n");
+    // After the next holder wrote, and after it only read: only a fenced read refuses
+    // the second (write-only fencing accepts it, and the next write wipes it out).
+    assert.equal(r.late, "refused-stale", out);
+    assert.equal(r.lateAfterRead, "refused-stale", out);
+    assert.equal(r.written, "applied", out);
     assert.equal(r.staleLost, true);
-    assert.deepEqual([r.alice, r.bob], [120, 80]);
-    assert.match(lines.join("\n"), /release of the stale lease: (expired|owned-by-other)/);
+    assert.deepEqual([r.alice, r.bob], [100, 100]);
+    assert.match(out, /release of the stale lease: (expired|owned-by-other)/);
   });
 
   it("runs as a script", async () => {
     const r = await runNode([path.join(__dirname, "../examples/ledger.js"), cluster.urls[0]]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /late write with token \d+ \(after \d+ wrote\): refused-stale/);
+    assert.match(r.stdout, /late write with token \d+ \(after \d+ read\): refused-stale/);
+    assert.match(r.stdout, /balances: alice 100, bob 100, total 200/);
+  });
+
+  it("is what docs/node.md shows: each Lua block there is in the example as is", () => {
+    const doc = fs.readFileSync(path.join(__dirname, "../../../docs/node.md"), "utf8");
+    const section = doc.split("## The fenced ledger in JS")[1].split("\n## ")[0];
+    const blocks = [...section.matchAll(/```lua\n([\s\S]*?)```/g)].map((m) => m[1]);
+    assert.equal(blocks.length, 3, "older(), the fenced read and the fenced transfer");
+    const example = fs.readFileSync(path.join(__dirname, "../examples/ledger.js"), "utf8");
+    for (const block of blocks) assert.ok(example.includes(block), `not in examples/ledger.js:\n${block}`);
   });
 });
