@@ -667,19 +667,26 @@ impl Lines<'_> {
     }
 
     /// Leaves every line but `slot`'s (the granted attempt left that one), waiting for
-    /// the nodes up to the request time-out; what does not answer expires by itself.
-    /// Quietly: another slot this waiter was first in line for may be free on some
-    /// node (its holder's release landed there, its new holder's grant did not), and
-    /// leaving with a release would wake that slot's next waiter there — for a permit
-    /// held on a majority. Giving up (the drop below) leaves with a release, which
-    /// does tell the next waiter of a free slot.
+    /// the nodes up to the request time-out; an entry on a node that does not answer
+    /// expires by itself (its deadline), and the line then moves on.
+    ///
+    /// With a release (of a value nobody holds: it deletes nothing), which passes the
+    /// turn on: where another slot is free on a node and this waiter is first in its
+    /// line there, that slot's release told this waiter — every waiter is first on
+    /// every line at once (one ticket) — and nobody else. Left quietly, two permits
+    /// freed at once both told the first waiter, which took one, and the other stayed
+    /// free with the next waiter never told, until a holder's TTL
+    /// (`permits_freed_at_once_all_reach_waiters_*`). The price: a slot free on a
+    /// minority of nodes for a moment (its new holder's grant has not landed there)
+    /// can wake the next waiter for a permit held on a majority; it tries and waits
+    /// again.
     async fn leave_except(&mut self, slot: usize) {
         self.armed = false;
         let Some(spec) = self.leave_spec(Some(slot)) else {
             return;
         };
         let timeout = self.locker.options().request_timeout;
-        FanOut::start(self.locker.nodes(), timeout, |n| n.leave_queue(&spec))
+        FanOut::start(self.locker.nodes(), timeout, |n| n.release(&spec))
             .all()
             .await;
     }

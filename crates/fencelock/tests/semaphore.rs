@@ -493,11 +493,16 @@ async fn a_release_wakes_exactly_one_waiter(nodes: usize) {
             .expect("no waiter was woken by the release")
             .expect("task");
         assert_eq!(rank, round as u64, "the longest waiter got the permit");
-        // This release woke the waiter whose turn it was, and no other.
+        // This release woke the waiter whose turn it was — and on one node no other
+        // (see below for several nodes).
         let after = woken();
         eprintln!("{nodes} nodes, release {round}: wake-ups per waiter {before:?} -> {after:?}");
         for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-            assert_eq!(a > b, i == round, "release {round} and {}", names[i]);
+            if i == round {
+                assert!(a > b, "release {round} did not wake {}", names[i]);
+            } else if nodes == 1 {
+                assert_eq!(a, b, "release {round} woke {} too", names[i]);
+            }
         }
         // The next release frees the permit a waiter got, or the holders' last one.
         got.push(permit);
@@ -505,15 +510,18 @@ async fn a_release_wakes_exactly_one_waiter(nodes: usize) {
             held.push(got.remove(0));
         }
     }
-    // On several nodes each node announces a release to the first waiter of its own
-    // line, so the waiter whose turn it is may be woken more than once (it wakes on the
-    // first node's announcement, its retry reaches another node before the release
-    // does, is refused, and the release there wakes it again) — but no other waiter:
-    // the winner leaves the lines of nodes that refused it quietly, and a failed
-    // attempt's grants, in time or late, are undone quietly (its waiter tries again
-    // soon by itself, `attempt::WaitLink`). Every waiter gets its permit by a notice
-    // in the order it came: with a TTL of a minute and a retry delay of an hour, only
-    // notices can do that.
+    // On several nodes each node announces a release to the first waiter of *its*
+    // line, at the moment the release lands there. Those are the same waiter, the one
+    // whose turn it is — so it may wake more than once (its retry reached a node before
+    // the release did, was refused, and the release there woke it again) — except in a
+    // race: where the previous winner's grant has not landed yet, or the winner already
+    // left that node's line, that node tells its next waiter, which tries and waits
+    // again. Nothing else wakes another waiter: the winner leaves the line of a node
+    // that refused it quietly, and a failed attempt's grants, in time or late, are
+    // undone quietly (`a_late_grant_wakes_no_other_waiter`). So "no other waiter" is
+    // asserted on one node only; on several the test prints the wake-ups. Every waiter
+    // gets its permit by a notice in the order it came: with a TTL of a minute and a
+    // retry delay of an hour, only notices can do that.
     for w in &names {
         assert!(
             events.count(w, WOKEN) >= 1,
@@ -538,6 +546,63 @@ async fn a_release_wakes_exactly_one_waiter_on_one_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_wakes_exactly_one_waiter_on_three_nodes() {
     a_release_wakes_exactly_one_waiter(3).await;
+}
+
+/// Both permits of a full semaphore freed at once, two waiters: both get one. Each
+/// release tells the first waiter of its permit's line, and the first waiter is the
+/// same on every line (one ticket): it takes one permit, and must pass the other's
+/// turn on as it leaves that line — left quietly, the second waiter was never told,
+/// and the free permit sat unused until a holder's TTL (a minute here).
+async fn permits_freed_at_once_all_reach_waiters(nodes: usize) {
+    let cluster = Cluster::start(nodes);
+    let urls = cluster.urls();
+    let key = format!("freed-at-once-{nodes}");
+    let holders = patient(&urls, Duration::from_secs(1), &format!("{key}-holder"));
+    let s = holders.semaphore(&key, 2).expect("semaphore");
+    let a = s.acquire(Duration::from_secs(60)).await.expect("a");
+    let b = s.acquire(Duration::from_secs(60)).await.expect("b");
+    let events = events();
+    let mut waiters = Vec::new();
+    for w in ["w1", "w2"] {
+        let who = format!("{key}-{w}");
+        let locker = patient(&urls, Duration::from_secs(1), &who);
+        let key = key.clone();
+        waiters.push(tokio::spawn(async move {
+            locker
+                .semaphore(&key, 2)
+                .expect("semaphore")
+                .acquire(Duration::from_secs(60))
+                .await
+        }));
+        eventually("the waiter waits", || events.count(&who, TRIED) >= 2).await;
+    }
+    let (ra, rb) = tokio::join!(a.release(), b.release());
+    ra.expect("release");
+    rb.expect("release");
+    // Both permits are held until both waiters have one: a release of the first
+    // waiter's permit must not be what wakes the second.
+    let mut got = Vec::new();
+    for (i, w) in waiters.into_iter().enumerate() {
+        let permit = tokio::time::timeout(Duration::from_secs(30), w)
+            .await
+            .unwrap_or_else(|_| panic!("waiter {} never got the permit freed for it", i + 1))
+            .expect("task")
+            .expect("permit");
+        got.push(permit);
+    }
+    for permit in got {
+        permit.release().await.expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_freed_at_once_all_reach_waiters_on_one_node() {
+    permits_freed_at_once_all_reach_waiters(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permits_freed_at_once_all_reach_waiters_on_three_nodes() {
+    permits_freed_at_once_all_reach_waiters(3).await;
 }
 
 /// A failed attempt's grant that comes back late — after a majority had refused it —
