@@ -117,8 +117,27 @@ pub(crate) async fn attempt(
     let mut joined = false;
     let mut silent = false;
     let mut handed = false;
-    while let Some((i, reply)) = fan.next().await {
+    // Grants taken after a granted verdict (below): they do not set the token.
+    let mut extra: Vec<u64> = Vec::new();
+    loop {
+        let decided = tally.early();
+        let next = match decided {
+            None => fan.next().await,
+            // Granted: answers already in are taken too, without waiting. An answer
+            // taken here needs no background task, a grant no undo after the lease's
+            // release (the lease's release covers it), and a grant already at the token
+            // counts for the majority the commit round below would otherwise make (on
+            // 3 nodes under load, the first two grants of a fresh key often straddle a
+            // millisecond).
+            Some(Verdict::Granted) => fan.next_ready(),
+            Some(_) => None,
+        };
+        let Some((i, reply)) = next else { break };
         match reply {
+            Ok(Ok(Acquired::Granted { counter })) if decided.is_some() => {
+                tally.granted += 1;
+                extra.push(counter);
+            }
             Ok(Ok(Acquired::Granted { counter })) => {
                 tally.granted += 1;
                 grants.push((i, counter));
@@ -159,9 +178,6 @@ pub(crate) async fn attempt(
                 // What to do about it depends on the verdict (below).
                 timed_out.push(i);
             }
-        }
-        if tally.early().is_some() {
-            break;
         }
     }
     let verdict = tally.early().unwrap_or_else(|| tally.last());
@@ -243,8 +259,12 @@ pub(crate) async fn attempt(
         .filter(|(_, c)| *c < token)
         .map(|(i, _)| *i)
         .collect();
-    let mut committed = grants.len() - behind.len();
-    if !behind.is_empty() {
+    // A majority at counter >= token is what the argument needs (docs/fencing.md): a
+    // grant taken after the verdict that is at the token already counts, and a node
+    // ahead of it is harmless (the token is still above every earlier token, being the
+    // largest grant of a majority).
+    let mut committed = grants.len() - behind.len() + extra.iter().filter(|&&c| c == token).count();
+    if !behind.is_empty() && committed < q {
         let commits = FanOut::start_on(&core.nodes, behind, timeout, |n| {
             n.commit_fence(spec, token)
         })

@@ -13,8 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::error::{NodeError, NodeErrorKind};
 use crate::store::{Node, StoreFuture};
@@ -107,6 +107,18 @@ impl<T: Send + 'static> FanOut<T> {
             return None;
         }
         Some((self.waiting.remove(0), Err(TimedOut)))
+    }
+
+    /// An answer that is already in, without waiting for one: `None` when none is (or
+    /// every node has answered or timed out). For a caller that has decided but can
+    /// still use an answer that costs no wait.
+    pub(crate) fn next_ready(&mut self) -> Option<(usize, Answer<T>)> {
+        if self.expired || self.waiting.is_empty() {
+            return None;
+        }
+        let (i, answer) = self.pending.next().now_or_never()??;
+        self.waiting.retain(|&w| w != i);
+        Some((i, Ok(answer)))
     }
 
     /// Every answer still to come, in the order they come (for callers that need all).

@@ -85,9 +85,19 @@ const FENCE_SUFFIX: &str = ":fencelock:fence";
 // standalone node; `Layout::sibling_prefix` and docs/protocol.md for a cluster). The
 // names given are those of a standalone node.
 
+// The kinds of sibling key: a lock key's sibling prefix followed by one of these.
+/// The fencing counter (`<key>:fencelock:fence`, [`fence_key`]).
+const FENCE: &str = "fence";
+/// The holder record (`<key>:fencelock:holder`, [`holder_key`]).
+const HOLDER: &str = "holder";
+/// The waiter line by ticket (`<key>:fencelock:queue`, [`queue_key`]).
+const QUEUE: &str = "queue";
+/// The waiter line by the deadline of each entry (`<key>:fencelock:queue-deadline`).
+const QUEUE_DEADLINE: &str = "queue-deadline";
+
 /// The sibling key holding a lock key's fencing counter (`<key>:fencelock:fence`).
 pub(crate) fn fence_key(prefix: &str) -> String {
-    format!("{prefix}fence")
+    format!("{prefix}{FENCE}")
 }
 
 /// `s` with Redis glob characters escaped, for SCAN MATCH.
@@ -105,18 +115,12 @@ fn glob_escape(s: &str) -> String {
 /// The sibling key holding a description of the current holder, for `status`
 /// (`<key>:fencelock:holder`).
 pub(crate) fn holder_key(prefix: &str) -> String {
-    format!("{prefix}holder")
+    format!("{prefix}{HOLDER}")
 }
 
 /// The sorted set of fair-mode waiters of a key, by ticket (`<key>:fencelock:queue`).
 pub(crate) fn queue_key(prefix: &str) -> String {
-    format!("{prefix}queue")
-}
-
-/// The sorted set of fair-mode waiters of a key, by the deadline of their entry
-/// (`<key>:fencelock:queue-deadline`).
-pub(crate) fn queue_deadline_key(prefix: &str) -> String {
-    format!("{prefix}queue-deadline")
+    format!("{prefix}{QUEUE}")
 }
 
 /// The channel on which a release of a key is announced (`<key>:fencelock:released`).
@@ -748,9 +752,9 @@ impl Inner {
     }
 
     /// Runs one script invocation, invalidating the connection on I/O errors.
-    async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<Value, NodeError> {
+    async fn run(&self, call: ScriptCall) -> Result<Value, NodeError> {
         let (generation, conn) = self.connection().await?;
-        self.run_on(generation, conn, invocation).await
+        self.run_on(generation, conn, call).await
     }
 
     /// Runs a request that may set keys with `value`, remembering its connection until
@@ -759,12 +763,12 @@ impl Inner {
     async fn run_pinned(
         &self,
         value: &Arc<str>,
-        invocation: redis::ScriptInvocation<'_>,
+        call: ScriptCall,
     ) -> Result<Value, NodeError> {
         let (generation, conn) = self.connection().await?;
         self.pins()
             .insert(value.clone(), (generation, conn.clone()));
-        let result = self.run_on(generation, conn, invocation).await;
+        let result = self.run_on(generation, conn, call).await;
         // Answered: the request has run, so later requests on any connection follow it.
         self.pins().remove(value);
         result
@@ -778,9 +782,9 @@ impl Inner {
         &self,
         generation: u64,
         mut conn: Conn,
-        invocation: redis::ScriptInvocation<'_>,
+        call: ScriptCall,
     ) -> Result<Value, NodeError> {
-        match invocation.invoke_async::<Value>(&mut conn).await {
+        match call.invoke(&mut conn).await {
             Ok(v) => Ok(v),
             Err(e) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
@@ -1080,18 +1084,11 @@ impl Store for RedisStore {
         let inner = self.inner.clone();
         let lock = lock.clone();
         Box::pin(async move {
-            let mut inv = ACQUIRE.prepare_invoke();
-            add_keys(
-                &mut inv,
+            let mut inv = ScriptCall::with_keys(
+                &ACQUIRE,
                 &lock,
                 &inner.prefixes(&lock.keys)?,
-                &[
-                    None,
-                    Some(fence_key),
-                    Some(holder_key),
-                    Some(queue_key),
-                    Some(queue_deadline_key),
-                ],
+                &[None, Some(FENCE), Some(HOLDER), Some(QUEUE), Some(QUEUE_DEADLINE)],
             );
             inv.arg(&*lock.value)
                 .arg(lock.ttl_ms)
@@ -1115,13 +1112,7 @@ impl Store for RedisStore {
         let lock = lock.clone();
         Box::pin(async move {
             let prefixes = inner.prefixes(&lock.keys)?;
-            let mut inv = COMMIT.prepare_invoke();
-            for k in lock.keys.iter() {
-                inv.key(k);
-            }
-            for p in &prefixes {
-                inv.key(fence_key(p));
-            }
+            let mut inv = ScriptCall::with_keys(&COMMIT, &lock, &prefixes, &[None, Some(FENCE)]);
             inv.arg(&*lock.value)
                 .arg(token.to_string())
                 .arg(lock.keys.len())
@@ -1315,12 +1306,12 @@ impl Store for RedisStore {
         let key = key.to_string();
         Box::pin(async move {
             let prefix = inner.prefix(&key)?;
-            let mut inv = FORGET.prepare_invoke();
+            let mut inv = ScriptCall::new(&FORGET, 5);
             inv.key(&key)
-                .key(fence_key(&prefix))
-                .key(holder_key(&prefix))
-                .key(queue_key(&prefix))
-                .key(queue_deadline_key(&prefix));
+                .sibling(&prefix, FENCE)
+                .sibling(&prefix, HOLDER)
+                .sibling(&prefix, QUEUE)
+                .sibling(&prefix, QUEUE_DEADLINE);
             let reply = inner.run(inv).await?;
             match as_i64(&reply) {
                 Some(1) => Ok(Forgot::Done),
@@ -1371,7 +1362,7 @@ impl Notices for RedisStore {
     }
 }
 
-/// Waiter lines in sorted sets beside each key (`queue_key`, `queue_deadline_key`).
+/// Waiter lines in sorted sets beside each key (`queue_key`, and `<prefix>queue-deadline`).
 impl WaiterLine for RedisStore {
     fn leave_queue(&self, lock: &LockSpec) -> StoreFuture<()> {
         let inner = self.inner.clone();
@@ -1381,13 +1372,12 @@ impl WaiterLine for RedisStore {
                 return Ok(());
             };
             let prefixes = inner.prefixes(&lock.keys)?;
-            let mut inv = LEAVE_QUEUE.prepare_invoke();
-            for p in &prefixes {
-                inv.key(queue_key(p));
-            }
-            for p in &prefixes {
-                inv.key(queue_deadline_key(p));
-            }
+            let mut inv = ScriptCall::with_keys(
+                &LEAVE_QUEUE,
+                &lock,
+                &prefixes,
+                &[Some(QUEUE), Some(QUEUE_DEADLINE)],
+            );
             inv.arg(&*queue.waiter).arg(lock.keys.len());
             inner.run(inv).await.map(|_| ())
         })
@@ -1486,24 +1476,92 @@ async fn extend_on(
     Ok(out)
 }
 
-/// Names a sibling key of a lock key (`fence_key`, `holder_key` …).
-type SiblingKey = fn(&str) -> String;
+/// One `EVALSHA` of one of the scripts, written straight into the command's buffer:
+/// each key and argument once, a sibling key as its prefix and suffix with no string
+/// of its own. (redis-rs' `ScriptInvocation` keeps every key and argument in a
+/// `Vec` of its own and copies them into a command when sent; that and a `format!`
+/// per sibling key were about a fifth of the client's instructions per acquire +
+/// release pair: crates/fencelock-bench/PERF-NOTES.md.) Like
+/// `ScriptInvocation::invoke_async`, it loads the script and sends it again on
+/// `NOSCRIPT`.
+struct ScriptCall {
+    script: &'static Script,
+    cmd: redis::Cmd,
+    /// Keys declared to the script and not written yet (`KEYS` comes first, its
+    /// length before it).
+    keys_left: usize,
+}
 
-/// Adds the keys of `lock` to a script invocation, once per sibling kind, in the
-/// order the script's `KEYS` layout expects (`None` = the lock keys themselves).
-/// `prefixes`: the keys' sibling prefixes ([`Inner::prefixes`]).
-fn add_keys(
-    inv: &mut redis::ScriptInvocation<'_>,
-    lock: &LockSpec,
-    prefixes: &[String],
-    kinds: &[Option<SiblingKey>],
-) {
-    for kind in kinds {
-        for (k, prefix) in lock.keys.iter().zip(prefixes) {
-            match kind {
-                Some(sibling) => inv.key(sibling(prefix)),
-                None => inv.key(k),
-            };
+impl ScriptCall {
+    /// A call of `script` with `keys` keys, to be added with [`ScriptCall::key`] and
+    /// [`ScriptCall::sibling`] before any argument.
+    fn new(script: &'static Script, keys: usize) -> Self {
+        let mut cmd = redis::Cmd::with_capacity(keys + 12, 256);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+        ScriptCall {
+            script,
+            cmd,
+            keys_left: keys,
+        }
+    }
+
+    /// A call of `script` with the keys of `lock`, once per sibling kind, in the order
+    /// the script's `KEYS` layout expects (`None` = the lock keys themselves).
+    /// `prefixes`: the keys' sibling prefixes ([`Inner::prefixes`]).
+    fn with_keys(
+        script: &'static Script,
+        lock: &LockSpec,
+        prefixes: &[String],
+        kinds: &[Option<&str>],
+    ) -> Self {
+        let mut call = ScriptCall::new(script, kinds.len() * lock.keys.len());
+        for kind in kinds {
+            for (k, prefix) in lock.keys.iter().zip(prefixes) {
+                match kind {
+                    Some(sibling) => call.sibling(prefix, sibling),
+                    None => call.key(k),
+                };
+            }
+        }
+        call
+    }
+
+    fn key(&mut self, key: &str) -> &mut Self {
+        debug_assert!(self.keys_left > 0, "more keys than declared");
+        self.keys_left -= 1;
+        self.cmd.arg(key);
+        self
+    }
+
+    /// The sibling key `<prefix><kind>` (`kind`: [`FENCE`], [`HOLDER`] …).
+    fn sibling(&mut self, prefix: &str, kind: &str) -> &mut Self {
+        use redis::RedisWrite;
+        use std::io::Write;
+        debug_assert!(self.keys_left > 0, "more keys than declared");
+        self.keys_left -= 1;
+        {
+            // The argument ends when `arg` is dropped. Into a Vec: cannot fail.
+            let mut arg = self.cmd.writer_for_next_arg();
+            let _ = arg.write_all(prefix.as_bytes());
+            let _ = arg.write_all(kind.as_bytes());
+        }
+        self
+    }
+
+    fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        debug_assert_eq!(self.keys_left, 0, "an argument before the last key");
+        self.cmd.arg(arg);
+        self
+    }
+
+    async fn invoke(&self, conn: &mut Conn) -> redis::RedisResult<Value> {
+        debug_assert_eq!(self.keys_left, 0, "fewer keys than declared");
+        match self.cmd.query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.script.load_async(conn).await?;
+                self.cmd.query_async(conn).await
+            }
+            answer => answer,
         }
     }
 }
@@ -1515,18 +1573,11 @@ async fn release_on(inner: &Inner, lock: &LockSpec) -> Result<Holding, NodeError
 /// `release.lua`; `quiet`: the undo of a failed attempt (no waiter is woken or handed
 /// the key, see the script).
 async fn release_with(inner: &Inner, lock: &LockSpec, quiet: bool) -> Result<Holding, NodeError> {
-    let mut inv = RELEASE.prepare_invoke();
-    add_keys(
-        &mut inv,
+    let mut inv = ScriptCall::with_keys(
+        &RELEASE,
         lock,
         &inner.prefixes(&lock.keys)?,
-        &[
-            None,
-            Some(holder_key),
-            Some(queue_key),
-            Some(queue_deadline_key),
-            Some(fence_key),
-        ],
+        &[None, Some(HOLDER), Some(QUEUE), Some(QUEUE_DEADLINE), Some(FENCE)],
     );
     inv.arg(&*lock.value)
         .arg(lock.keys.len())

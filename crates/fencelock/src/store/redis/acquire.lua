@@ -32,22 +32,25 @@ local fair = queued and ARGV[9] == '1'
 -- Everything else — the key held (by anyone, ourselves included: a retry of a request
 -- that landed), handed to this waiter, fair mode, several keys — fails the SET and takes
 -- the general path below, which changes nothing the SET did not.
-if n == 1 and not fair and redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl) then
+-- (The TTL goes to SET as the string it came as: a Lua number would be printed back
+-- with '%.17g'.)
+if n == 1 and not fair and redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then
   local counter = fencelock_counter(KEYS[2])
   if counter == nil then
     -- The key was free: freeing it again undoes the SET, so nothing is written.
     redis.call('DEL', KEYS[1])
     return redis.error_reply('fencelock: counter ' .. KEYS[2] .. ' is not a number')
   end
-  fencelock_keep(KEYS[2], counter + 1, fencelock_now_ms() + ttl, tail)
+  local token = fencelock_token(counter + 1)
+  fencelock_keep(KEYS[2], counter + 1, fencelock_now_ms() + ttl, tail, token)
   if holder ~= '' then
-    redis.call('SET', KEYS[3], holder, 'PX', ttl)
+    redis.call('SET', KEYS[3], holder, 'PX', ARGV[2])
   end
   if queued then
     redis.call('ZREM', KEYS[4], waiter)
     redis.call('ZREM', KEYS[5], waiter)
   end
-  return {1, fencelock_token(counter + 1)}
+  return {1, token}
 end
 
 local now_ms = 0
@@ -162,7 +165,7 @@ local until_ms = fencelock_now_ms() + ttl
 
 for i = 1, n do
   redis.call('SET', KEYS[i], value, 'PX', ttl)
-  fencelock_keep(KEYS[n + i], top + 1, until_ms, tail)
+  fencelock_keep(KEYS[n + i], top + 1, until_ms, tail, token)
   if holder ~= '' then
     redis.call('SET', KEYS[2 * n + i], holder, 'PX', ttl)
   end

@@ -50,7 +50,11 @@ impl Layout {
     /// caller's error message.
     pub(crate) fn sibling_prefix(self, key: &str) -> Result<String, String> {
         if self == Layout::Standalone || hash_tag(key.as_bytes()).is_some() {
-            return Ok(format!("{key}{INFIX}"));
+            // (Not format!: this runs for every request on the uncontended path.)
+            let mut prefix = String::with_capacity(key.len() + INFIX.len());
+            prefix.push_str(key);
+            prefix.push_str(INFIX);
+            return Ok(prefix);
         }
         if key.contains('}') {
             return Err(format!(

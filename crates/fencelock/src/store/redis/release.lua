@@ -70,7 +70,7 @@ local function pass_on(i)
   end
   local token = fencelock_token(counter + 1)
   redis.call('SET', KEYS[i], head, 'PX', claim)
-  fencelock_keep(KEYS[4 * n + i], counter + 1, fencelock_now_ms() + claim, tail)
+  fencelock_keep(KEYS[4 * n + i], counter + 1, fencelock_now_ms() + claim, tail, token)
   redis.call('ZREM', KEYS[2 * n + i], head)
   redis.call('ZREM', KEYS[3 * n + i], head)
   redis.call('PUBLISH', fencelock_channel(fencelock_prefix(KEYS[2 * n + i]), head), 'granted:' .. token .. ':' .. head)

@@ -3,24 +3,19 @@
 -- and retired (so every script numbers grants and drops counters by the same rule), how
 -- a waiter's line entry is read and reached, and the upkeep of the line.
 
--- The node's clock, read once per script run: one TIME call serves the seed, the
--- line deadlines and the counter expiries (each redis.call costs about 2 µs in a
--- script). A script runs atomically, so an earlier reading from the same run stands
--- for the moment the script ran; a deletion it decides (fencelock_keep) only comes
--- later on the node's clock, never earlier.
-local fencelock_clock = nil
-local function fencelock_time()
-  if not fencelock_clock then
-    fencelock_clock = redis.call('TIME')
-  end
-  return fencelock_clock
-end
-
 -- The node's clock in milliseconds (line deadlines and counter expiries are kept in
--- it).
+-- it), read once per script run: one TIME call, parsed once, serves the seed, the line
+-- deadlines and the counter expiries (each redis.call costs about 2 µs in a script, and
+-- each tonumber of a string a C strtod). A script runs atomically, so an earlier
+-- reading from the same run stands for the moment the script ran; a deletion it
+-- decides (fencelock_keep) only comes later on the node's clock, never earlier.
+local fencelock_clock_ms = nil
 local function fencelock_now_ms()
-  local t = fencelock_time()
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if not fencelock_clock_ms then
+    local t = redis.call('TIME')
+    fencelock_clock_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return fencelock_clock_ms
 end
 
 -- The counter stored in `key`, or for a missing one (first use, node restarted without
@@ -30,8 +25,7 @@ end
 -- the client needs no commit round to align them. nil when the key holds something
 -- that is not a number.
 local function fencelock_seed()
-  local now = fencelock_time()
-  return tonumber(now[1]) * 1000000 + math.floor(tonumber(now[2]) / 1000) * 1000
+  return fencelock_now_ms() * 1000
 end
 
 local function fencelock_counter(key)
@@ -55,18 +49,20 @@ end
 -- fencelock_passed_ms(counter), plus `tail_ms` (LockerBuilder::counter_retention:
 -- slack for a node clock that steps back); deletes the key instead when that moment
 -- has come. An absolute deadline (PXAT, Redis 6.2) on the clock that TIME, and so the
--- seed, reads; and SET, which every fencelock user may run already.
+-- seed, reads; and SET, which every fencelock user may run already. `text`, when given,
+-- is `counter` already written as Redis stores it (fencelock_token, or the string
+-- read from the key): formatting a 16-digit number costs as much as a redis.call.
 local function fencelock_passed_ms(counter)
   return math.ceil(counter / 1000)
 end
 
-local function fencelock_keep(key, counter, until_ms, tail_ms)
+local function fencelock_keep(key, counter, until_ms, tail_ms, text)
   local at = math.max(until_ms, fencelock_passed_ms(counter)) + tail_ms
   if at <= fencelock_now_ms() then
     -- Then the seed (now_ms · 1000) is at or above the counter.
     redis.call('DEL', key)
   else
-    redis.call('SET', key, string.format('%.0f', counter), 'PXAT', string.format('%.0f', at))
+    redis.call('SET', key, text or string.format('%.0f', counter), 'PXAT', string.format('%.0f', at))
   end
 end
 
@@ -74,9 +70,10 @@ end
 -- fencelock_keep with the lock's expiry now. A counter that is missing or not a number
 -- is left alone (the next acquire reports the latter).
 local function fencelock_retire(key, tail_ms)
-  local counter = tonumber(redis.call('GET', key) or '')
+  local raw = redis.call('GET', key)
+  local counter = tonumber(raw or '')
   if counter then
-    fencelock_keep(key, counter, fencelock_now_ms(), tail_ms)
+    fencelock_keep(key, counter, fencelock_now_ms(), tail_ms, raw)
   end
 end
 
