@@ -149,7 +149,16 @@ pub(crate) async fn wait_for<G: Goal>(
                 jitter::backoff(outages, opts.retry_delay, Duration::from_secs(5))
             }
         };
-        let sleep = tokio::time::sleep_until(jitter::wake_at(opts, now, pause, deadline));
+        let wake_at = jitter::wake_at(opts, now, pause, deadline);
+        tracing::debug!(
+            target: "fencelock::wait",
+            keys = %KeyList(&goal.watched().keys),
+            holder = opts.holder.as_deref().unwrap_or(""),
+            for_ms = wake_at.saturating_duration_since(now).as_millis(),
+            notices = watches.as_ref().is_some_and(|w| !w.is_empty()),
+            "pausing"
+        );
+        let sleep = tokio::time::sleep_until(wake_at);
         let woken = match watches.take() {
             Some(mut ws) if !ws.is_empty() => {
                 let woken = {
