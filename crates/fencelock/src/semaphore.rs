@@ -667,8 +667,9 @@ impl Lines<'_> {
     }
 
     /// Leaves every line but `slot`'s (the granted attempt left that one), waiting for
-    /// the nodes up to the request time-out; an entry on a node that does not answer
-    /// expires by itself (its deadline), and the line then moves on.
+    /// a majority of the nodes, up to the request time-out; the others finish in the
+    /// background, and an entry on a node that never answers expires by itself (its
+    /// deadline), and the line then moves on.
     ///
     /// With a release (of a value nobody holds: it deletes nothing), which passes the
     /// turn on: where another slot is free on a node and this waiter is first in its
@@ -686,9 +687,18 @@ impl Lines<'_> {
             return;
         };
         let timeout = self.locker.options().request_timeout;
-        FanOut::start(self.locker.nodes(), timeout, |n| n.release(&spec))
-            .all()
-            .await;
+        let nodes = self.locker.nodes();
+        let mut fan = FanOut::start(nodes, timeout, |n| n.release(&spec));
+        // A majority is enough to return on: a paused node must not hold the permit
+        // back by its time-out; the rest finish in the background (and pass a turn on
+        // as they land).
+        let mut answered = 0;
+        while answered < quorum::quorum(nodes.len())
+            && let Some((_, answer)) = fan.next().await
+        {
+            answered += usize::from(matches!(answer, Ok(Ok(_))));
+        }
+        fan.finish_in_background(|_, _| {});
     }
 }
 

@@ -455,30 +455,45 @@ fn watch_now_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
         .collect()
 }
 
-/// Subscribes to release notices of every key on every node that offers them: one
-/// fan-out, each node's watches under its one timer; a node that does not answer in
-/// time is left out (the wait polls at the holder's TTL anyway).
+/// Subscribes to release notices of every key, returning once a majority of the
+/// nodes has armed its watches (or every node has answered or timed out): one fan-out,
+/// each node's watches under its one timer. A majority is enough — a release lands on
+/// a majority, and two majorities share a node, which announces it — and waiting for
+/// the rest would hold every wake-up back by a paused node's time-out. Nodes that
+/// arm late are dropped (their subscriptions go with them).
 async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
     let waiter = spec.queue.as_ref().map(|q| q.waiter.clone());
     let timeout = core
         .options
         .request_timeout_for(Duration::from_millis(spec.ttl_ms));
-    let answers = FanOut::start(&core.nodes, timeout, |n| {
+    let mut fan = FanOut::start(&core.nodes, timeout, |n| {
         let calls: Vec<_> = spec
             .keys
             .iter()
             .map(|k| n.watch(k, waiter.clone()))
             .collect();
         Box::pin(async move { Ok(join_all(calls).await) })
-    })
-    .all()
-    .await;
-    let watches: Vec<Watch> = answers
-        .into_iter()
-        .filter_map(|(_, answer)| answer.ok()?.ok())
-        .flatten()
-        .filter_map(|w| w.ok().flatten())
-        .collect();
+    });
+    let enough = quorum::quorum(core.nodes.len());
+    let mut armed_nodes = 0;
+    let mut watches: Vec<Watch> = Vec::new();
+    while let Some((_, answer)) = fan.next().await {
+        let armed: Vec<Watch> = answer
+            .ok()
+            .and_then(Result::ok)
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.ok().flatten())
+            .collect();
+        if !armed.is_empty() {
+            armed_nodes += 1;
+            watches.extend(armed);
+        }
+        if armed_nodes >= enough {
+            break;
+        }
+    }
+    fan.finish_in_background(|_, _| {});
     (!watches.is_empty()).then_some(watches)
 }
 

@@ -547,3 +547,53 @@ async fn a_split_vote_is_tried_again_soon_not_at_the_ttl() {
         ReleaseOutcome::Released
     );
 }
+
+/// A paused node of three does not hold a waiter up: its watches (`SUBSCRIBE`) get no
+/// answer, and the waiter arms its release notices on the two others and waits — a
+/// release needs a majority, so one of the nodes it watches announces it. Before, the
+/// waiter armed on every node and waited out the paused one (the connect and request
+/// time-outs, 20 s here) before its next attempt: it got the lock, released a second
+/// after it came, only after its wait had run out (`fencelock run --permits 2` on three
+/// nodes with one paused waited a request time-out, 250 ms by default, per hand-off).
+/// Outcome only: the lock before its wait ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_does_not_hold_a_waiter_up() {
+    let cluster = Cluster::start(3);
+    let slow = |who: &str| {
+        Locker::builder()
+            .stores(cluster.urls())
+            .connect_timeout(Duration::from_secs(20))
+            .request_timeout(Duration::from_secs(20))
+            .retry_delay(Duration::from_secs(3600))
+            .silent_holder_poll(Duration::from_secs(3600))
+            .holder(who)
+            .build()
+            .expect("locker")
+    };
+    let holder = slow("holder");
+    let lease = holder
+        .acquire("paused-watch", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    cluster.pause(2);
+    let waiter = slow("waiter");
+    let max_wait = Duration::from_secs(15);
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        let wait = fencelock::AcquireOptions::default().max_wait(max_wait);
+        let lease = waiter
+            .acquire_with("paused-watch", Duration::from_secs(60), &wait)
+            .await;
+        (lease, started.elapsed(), waiter)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lease.release().await.expect("release");
+    let (lease, waited, _waiter) = task.await.expect("task");
+    cluster.resume(2);
+    let lease = lease.expect("the lock, released by its holder");
+    assert!(
+        waited < max_wait,
+        "the lock only after the wait ran out ({waited:?}): the paused node held it up"
+    );
+    lease.release().await.expect("release");
+}
