@@ -37,9 +37,16 @@ pub async fn acquire(
     conflict: u8,
     quiet: bool,
 ) -> Result<Lease, Failure> {
-    if !wait.no_wait && wait.wait.is_none() {
-        preflight(locker, key).await?;
-    }
+    // Beside the acquire, not before it: the status asks every store, and one that
+    // hangs (paused, partitioned) answers only at its time-out, while a majority that
+    // answers is all the acquire needs (`run` on three nodes with one paused spent
+    // half a second here before every job).
+    let preflight = async {
+        if !wait.no_wait && wait.wait.is_none() {
+            preflight(locker, key).await?;
+        }
+        std::future::pending::<Result<std::convert::Infallible, Failure>>().await
+    };
     let options = wait.options();
     let semaphore = match wait.permits.permits {
         Some(n) => Some(
@@ -75,6 +82,12 @@ pub async fn acquire(
             ));
         }
         never = spinner => match never {},
+        Err(failure) = preflight => {
+            drop(line);
+            // As after a signal: the abandoned acquire's clean-up, then the error.
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, locker.shutdown()).await;
+            return Err(failure);
+        }
     };
     drop(line);
     match result {
@@ -92,12 +105,12 @@ pub async fn acquire(
     }
 }
 
-/// Before waiting without a deadline: are the stores there at all?
+/// While waiting without a deadline: are the stores there at all?
 ///
 /// The library retries unavailable stores until the acquire's deadline, and "wait
 /// forever" has none — so `fencelock run` against a mistyped host would hang instead
-/// of saying so. One read-only status round trip tells "down" (exit 69) or "refused
-/// for good" (78) up front; an outage that starts later, during the wait, is waited
+/// of saying so. One read-only status round trip, beside the acquire, tells "down"
+/// (exit 69) or "refused for good" (78); an outage that starts later is waited
 /// out like the lock itself.
 async fn preflight(locker: &Locker, key: &str) -> Result<(), Failure> {
     let statuses = locker.status(key).await?;

@@ -100,7 +100,8 @@ impl Locker {
             .await
     }
 
-    /// One attempt: acquires the lock if it is free right now.
+    /// Acquires the lock if it is free right now, without waiting (a split vote is
+    /// tried again soon, a few times: see [`AcquireOptions::no_wait`]).
     ///
     /// # Errors
     ///
@@ -174,6 +175,11 @@ impl Locker {
     /// before the program (or the runtime) ends: the background task that sends those
     /// releases runs only while the runtime does, and a lease whose release was never
     /// sent stays held until its TTL runs out.
+    ///
+    /// It does not wait for a node that does not answer (paused, partitioned): a
+    /// release still unanswered after the request time-out is left queued on that
+    /// node's connection, and where it never runs, the keys on that node run out with
+    /// their TTL — a minority's keys, which hold up no acquire's majority.
     ///
     /// Cancelling this future stops waiting; the releases still go on in the background.
     pub async fn shutdown(&self) {

@@ -137,8 +137,11 @@ enum Wait {
 }
 
 impl AcquireOptions {
-    /// Make one attempt only (fail with
-    /// [`ErrorKind::Contended`](crate::ErrorKind::Contended) if held).
+    /// Do not wait: fail with [`ErrorKind::Contended`](crate::ErrorKind::Contended) if
+    /// held. One attempt — unless it meets a split vote (some nodes granted it, too few
+    /// for a majority: contenders that came at the same moment may each have taken
+    /// some nodes, and then nobody holds the lock), which is tried again soon, up to
+    /// three times, so that of several tries at once one gets the lock.
     pub fn no_wait(mut self) -> Self {
         self.wait = Some(Wait::No);
         self

@@ -9,11 +9,12 @@
 //! schedules: the renewal round is `extend.rs`'s, the releases are `release.rs`'s.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -45,8 +46,11 @@ async fn run(
         options,
         leases: HashMap::new(),
         work: JoinSet::new(),
+        stalled: Arc::default(),
+        stalls: Arc::default(),
         drains: Vec::new(),
     };
+    let stalls = task.stalls.clone();
     loop {
         let next = {
             // Take the new leases and publish when we wake next, in one step (see
@@ -75,6 +79,7 @@ async fn run(
             },
             _ = sleep_until(next) => {}
             Some(_) = task.work.join_next(), if !task.work.is_empty() => {}
+            () = stalls.notified() => {}
         }
         // Take everything queued before scanning: 10 000 acquires in a burst must
         // cost a few scans of the lease table, not 10 000.
@@ -96,6 +101,10 @@ struct Task {
     options: Options,
     leases: HashMap<u64, Arc<LeaseState>>,
     work: JoinSet<()>,
+    /// Clean-ups in `work` that went unanswered for a request time-out (see
+    /// [`Task::clean_up`]); `stalls` wakes the task when one more does.
+    stalled: Arc<AtomicUsize>,
+    stalls: Arc<Notify>,
     drains: Vec<oneshot::Sender<()>>,
 }
 
@@ -107,18 +116,16 @@ impl Task {
                 let timeout = self
                     .options
                     .request_timeout_for(Duration::from_millis(spec.ttl_ms));
-                self.work
-                    .spawn(async move { release_everywhere(&nodes, &spec, timeout).await });
+                self.clean_up(async move { release_everywhere(&nodes, &spec, timeout).await });
             }
             Message::Abandon(i, spec) => {
                 if let Some(node) = self.nodes.get(i).cloned() {
-                    self.work
-                        .spawn(async move { abandon_on(&node, &spec).await });
+                    self.clean_up(async move { abandon_on(&node, &spec).await });
                 }
             }
             Message::Undo(i, spec) => {
                 if let Some(node) = self.nodes.get(i).cloned() {
-                    self.work.spawn(async move { undo_on(&node, &spec).await });
+                    self.clean_up(async move { undo_on(&node, &spec).await });
                 }
             }
             Message::LeaveQueue(i, spec) => {
@@ -126,13 +133,37 @@ impl Task {
                     let timeout = self
                         .options
                         .request_timeout_for(Duration::from_millis(spec.ttl_ms));
-                    self.work
-                        .spawn(async move { leave_queue_on(&node, &spec, timeout).await });
+                    self.clean_up(async move { leave_queue_on(&node, &spec, timeout).await });
                 }
             }
             Message::Wake => {}
             Message::Drain(done) => self.drains.push(done),
         }
+    }
+
+    /// Runs `work`, a release or other clean-up, in the task's work set. One that has
+    /// no answer after a request time-out counts as stalled from then on: its node is
+    /// not answering (paused, partitioned), and a drain ([`Message::Drain`],
+    /// `Locker::shutdown`) stops waiting for it — the request is queued on the node's
+    /// connection, which runs it if the node wakes while it lasts, and otherwise the
+    /// keys run out with their TTL, as a minority's do after a crash. Before, one
+    /// paused node of three held every `fencelock run` up at its exit, for the
+    /// shutdown's whole grace (2 s), waiting for clean-ups that node would never
+    /// answer in time.
+    fn clean_up(&mut self, work: impl Future<Output = ()> + Send + 'static) {
+        let stalled = self.stalled.clone();
+        let stalls = self.stalls.clone();
+        let patience = self.options.request_timeout;
+        self.work.spawn(async move {
+            tokio::pin!(work);
+            if tokio::time::timeout(patience, &mut work).await.is_ok() {
+                return;
+            }
+            stalled.fetch_add(1, Ordering::AcqRel);
+            stalls.notify_one();
+            work.await;
+            stalled.fetch_sub(1, Ordering::AcqRel);
+        });
     }
 
     /// Fires due `lost()` signals and starts a renewal round for the leases due.
@@ -191,7 +222,7 @@ impl Task {
             self.work
                 .spawn(async move { renew_round(&nodes, &options, due).await });
         }
-        if !self.drains.is_empty() && only_renewals_left(&self.work, &self.leases) {
+        if !self.drains.is_empty() && only_renewals_left(&self.work, &self.stalled, &self.leases) {
             for done in self.drains.drain(..) {
                 let _ = done.send(());
             }
@@ -199,13 +230,18 @@ impl Task {
     }
 }
 
-/// Whether pending work is only renewal of live leases (which never "drains").
-fn only_renewals_left(work: &JoinSet<()>, leases: &HashMap<u64, Arc<LeaseState>>) -> bool {
+/// Whether pending work is only renewal of live leases (which never "drains") and
+/// stalled clean-ups ([`Task::clean_up`]).
+fn only_renewals_left(
+    work: &JoinSet<()>,
+    stalled: &AtomicUsize,
+    leases: &HashMap<u64, Arc<LeaseState>>,
+) -> bool {
     let renewing = leases
         .values()
         .filter(|l| l.renewing.load(Ordering::Acquire))
         .count();
-    work.len() <= usize::from(renewing > 0)
+    work.len().saturating_sub(stalled.load(Ordering::Acquire)) <= usize::from(renewing > 0)
 }
 
 /// Whether a lease may join the renewal round starting `now`. A round starts only when

@@ -77,6 +77,13 @@ pub(crate) async fn wait_for<G: Goal>(
 ) -> Result<Lease> {
     let opts = &core.options;
     let (deadline, single) = options.deadline(opts, started);
+    // A single try ends at its first refusal — except a split vote: nobody may hold
+    // a majority then (contenders that came at the same moment each took some
+    // nodes), and a refusal would tell every one of them "held", so that nobody
+    // gets the lock (four `fencelock run -n` of one job, started at once on three
+    // nodes, all exited 1). So a try that split tries again, soon, a few times.
+    let mut split_retries = if single { SPLIT_RETRIES_OF_A_TRY } else { 0 };
+    let deadline = if single { None } else { deadline };
     let link = Arc::new(WaitLink::default());
     // However the wait ends, a late grant of its attempts is then undone loudly.
     let _ended = LinkEnds(&link);
@@ -96,7 +103,7 @@ pub(crate) async fn wait_for<G: Goal>(
         watched_once = watches.is_some();
     }
     loop {
-        if single || deadline.is_some_and(|d| Instant::now() >= d) {
+        if (single && split_retries == 0) || deadline.is_some_and(|d| Instant::now() >= d) {
             link.set_last();
         }
         let round_started = Instant::now();
@@ -116,10 +123,13 @@ pub(crate) async fn wait_for<G: Goal>(
                 ..
             } => {
                 outages = 0;
-                if over {
+                if over || (single && !(*split && split_retries > 0)) {
                     return Err(goal.gave_up(core, single, &failure, started));
                 }
-                if opts.notifications && !watched_once {
+                if single {
+                    split_retries -= 1;
+                }
+                if opts.notifications && !watched_once && !single {
                     // Subscribe, then retry at once: a release between our attempt
                     // and the subscription would otherwise be missed.
                     watched_once = true;
@@ -142,7 +152,7 @@ pub(crate) async fn wait_for<G: Goal>(
                 }
             }
             Failure::Unavailable(_) => {
-                if over {
+                if over || single {
                     return Err(goal.gave_up(core, single, &failure, started));
                 }
                 outages += 1;
@@ -209,6 +219,13 @@ pub(crate) async fn wait_for<G: Goal>(
         }
     }
 }
+
+/// How many times a single try ([`AcquireOptions::no_wait`]) tries again after a split
+/// vote: the contenders' pauses before each are random and doubling ([`soon`]), so
+/// that a split repeats across all of them is unlikely, and a try that meets a holder
+/// of a majority (with a node that lost its key granting the try each time) still
+/// ends within a few rounds.
+const SPLIT_RETRIES_OF_A_TRY: u32 = 3;
 
 /// How long a waiter pauses before trying again after its `splits`-th split vote or
 /// late grant since the last notice: about one round (`round`, the last one's

@@ -548,6 +548,88 @@ async fn a_split_vote_is_tried_again_soon_not_at_the_ttl() {
     );
 }
 
+/// A try (no wait) that meets a split vote tries again, and gets the lock once the
+/// split is gone: nobody held a majority, so "held" would have been wrong. Four
+/// `fencelock run -n` of one job started at once on three nodes all exited 1 so
+/// (the CLI's `hold_at_least_runs_a_job_once` failed in CI): each took some nodes,
+/// every try was refused, and the job ran nowhere.
+///
+/// Made deterministic with a stray holder on node 1 and node 2 paused (request
+/// time-outs of 5 s): node 0 grants the try, node 1 refuses it, and while the try
+/// waits for node 2 the test deletes the stray — as the other contender of a split
+/// would undo its grant. The round then ends split (one grant of three); a try
+/// again gets nodes 0 and 1. Outcome only: the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_try_that_meets_a_split_vote_tries_again() {
+    let cluster = Cluster::start(3);
+    cluster.set(1, "split-try", "fl:other-contender", 60_000);
+    let locker = Locker::builder()
+        .stores(cluster.urls())
+        .connect_timeout(Duration::from_secs(5))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .expect("locker");
+    // Connected everywhere before the pause.
+    locker.status("split-try").await.expect("status");
+    cluster.pause(2);
+    let task = tokio::spawn(async move {
+        let lease = locker
+            .try_acquire("split-try", Duration::from_secs(30))
+            .await;
+        (locker, lease)
+    });
+    let granted_on_0 = || {
+        cluster
+            .redis_cli(0, &["GET", "split-try"])
+            .trim()
+            .starts_with("fl:")
+    };
+    support::eventually("node 0 granted the try", granted_on_0).await;
+    cluster.redis_cli(1, &["DEL", "split-try"]);
+    let (locker, lease) = task.await.expect("task");
+    cluster.resume(2);
+    let lease = lease.expect("the lock: nobody held a majority, and the split was tried again");
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
+    drop(locker);
+}
+
+/// `Locker::shutdown` does not wait for a node that does not answer: the release of a
+/// dropped lease reached the two live nodes, and the paused one's request stays
+/// queued on its connection. Before, shutdown waited for that node's clean-up up to
+/// the lease's TTL (60 s here), and every `fencelock run` on three nodes with one
+/// paused exited its shutdown grace (2 s) late. Outcome: shutdown returns while the
+/// node is still paused (bounded at 30 s, half the TTL), and the key is gone from the
+/// live nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_paused_node() {
+    let cluster = Cluster::start(3);
+    let locker = locker(&cluster);
+    let lease = locker
+        .acquire("shutdown-paused", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    cluster.pause(2);
+    drop(lease);
+    let drained = tokio::time::timeout(Duration::from_secs(30), locker.shutdown()).await;
+    let live: Vec<String> = (0..2)
+        .map(|i| {
+            cluster
+                .redis_cli(i, &["EXISTS", "shutdown-paused"])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    cluster.resume(2);
+    assert!(
+        drained.is_ok(),
+        "shutdown waited for the paused node's clean-up"
+    );
+    assert_eq!(live, ["0", "0"], "released on the live nodes");
+}
+
 /// A paused node of three does not hold a waiter up: its watches (`SUBSCRIBE`) get no
 /// answer, and the waiter arms its release notices on the two others and waits — a
 /// release needs a majority, so one of the nodes it watches announces it. Before, the
