@@ -26,7 +26,7 @@ export interface LockerOptions {
   stores: string | string[];
   /** The TTL of acquire() calls that give none, in ms (default 30 000). */
   ttl?: number;
-  /** How long acquire() waits by default, in ms (default 10 000; Infinity: for ever; 0: one attempt). */
+  /** How long acquire() waits by default, in ms (default 10 000; Infinity: for ever; 0: no waiting). */
   wait?: number | boolean;
   /** Clock-drift allowance as a fraction of the TTL (default 0.01; 2 ms are always added). */
   driftFactor?: number;
@@ -59,7 +59,7 @@ export interface LockerOptions {
 }
 
 export interface AcquireOptions {
-  /** How long to wait while the lock is held, in ms; false/0: one attempt; true/Infinity: for ever. */
+  /** How long to wait while the lock is held, in ms; false/0: no waiting; true/Infinity: for ever. */
   wait?: number | boolean;
   /** Aborts the wait: the promise rejects with `signal.reason` and nothing is left behind. */
   signal?: AbortSignal;

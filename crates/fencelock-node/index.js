@@ -72,7 +72,7 @@ function describe(v) {
   return Array.isArray(v) ? "an array" : "an object";
 }
 
-/** `wait` of acquire(): undefined → the locker's default; false/0 → one attempt; true/Infinity → for ever. */
+/** `wait` of acquire(): undefined → the locker's default; false/0 → no waiting; true/Infinity → for ever. */
 function toWait(wait) {
   if (wait === undefined) return undefined;
   if (wait === false) return 0;
@@ -230,7 +230,7 @@ class Locker {
    * Acquires `keys` (a string or an array: all or nothing) for `ttlMs`, renewing it
    * until released (unless `autoRenew: false`). Waits while the lock is held — woken by
    * the holder's release, not by polling — up to `wait` ms (default: the locker's,
-   * 10 s; `0`/`false`: one attempt; `Infinity`: for ever). `signal` aborts the wait:
+   * 10 s; `0`/`false`: no waiting; `Infinity`: for ever). `signal` aborts the wait:
    * the promise rejects with `signal.reason` and nothing of this acquire stays behind.
    */
   async acquire(keys, ttlMs, options = {}) {

@@ -262,7 +262,7 @@ pub struct WaitArgs {
     #[arg(short, long, value_name = "DURATION", value_parser = duration::parse)]
     pub wait: Option<Duration>,
 
-    /// Make one attempt only: fail at once if the lock is held.
+    /// Do not wait: fail at once if the lock is held (a split vote among contenders that came at the same moment is tried again, a few times, soon).
     #[arg(short = 'n', long, conflicts_with = "wait")]
     pub no_wait: bool,
 

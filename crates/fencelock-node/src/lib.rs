@@ -130,7 +130,7 @@ fn millis(what: &str, ms: f64) -> Result<Duration, NativeFailure> {
 }
 
 /// How long an acquire waits: `None` the locker's default, `Infinity` for ever, `0`
-/// one attempt.
+/// no waiting.
 fn wait_options(wait_ms: Option<f64>) -> Result<AcquireOptions, NativeFailure> {
     let options = AcquireOptions::default();
     Ok(match wait_ms {
@@ -307,7 +307,7 @@ impl NativeLocker {
     }
 
     /// Acquires `keys` for `ttl_ms`, waiting `wait_ms` (`None`: the locker's default;
-    /// `Infinity`: for ever; `0`: one attempt). Cancelling `cancel_id` (or closing the
+    /// `Infinity`: for ever; `0`: no waiting). Cancelling `cancel_id` (or closing the
     /// locker) drops the acquire, which leaves no key behind.
     #[napi]
     pub async fn acquire(
