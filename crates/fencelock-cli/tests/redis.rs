@@ -331,3 +331,25 @@ fn counter_retention_from_the_command_line() {
         refused.stderr
     );
 }
+
+/// `status` without keys lists the locks a majority holds while a node of three is
+/// paused, and says which node it could not ask: before, it listed what the others
+/// knew and said nothing of the missing node ("no keys locked recently" with every
+/// lock gone from view would have looked the same).
+#[test]
+fn status_listing_names_a_node_that_did_not_answer() {
+    let cluster = Cluster::start(3);
+    let t = Setup::new(cluster.urls());
+    let held = t.run(&["acquire", "listed", "--ttl", "60s"]);
+    held.expect_code(0);
+    cluster.pause(2);
+    let out = t.run(&["status"]);
+    cluster.resume(2);
+    out.expect_code(0);
+    assert!(out.stdout.contains("listed"), "{out:#?}");
+    let paused = &cluster.urls()[2];
+    assert!(
+        out.stderr.contains("warning") && out.stderr.contains(paused.as_str()),
+        "no word of the paused node {paused}: {out:#?}"
+    );
+}

@@ -318,7 +318,9 @@ impl Locker {
     /// millisecond of the release unless
     /// [`LockerBuilder::counter_retention`](crate::LockerBuilder::counter_retention) keeps
     /// it longer — as any node that answered knows them; sorted, at most `limit`. Pair it
-    /// with [`Locker::status`] to see which are held.
+    /// with [`Locker::status`] to see which are held. A node that did not answer is
+    /// named in a warning (`tracing`, target `fencelock::status`): a lock held on a
+    /// majority is still listed, but keys only that node knows are not.
     ///
     /// Keys held only by other clients (the `redlock` npm package, redsync) are not
     /// listed: they keep no counter. Lock keys only: a semaphore's permits are listed

@@ -171,45 +171,27 @@ pub(crate) fn validate_with_permits(
 /// locker's prefix that any node knows, sorted, at most `limit`.
 pub(crate) async fn known_permits(core: &Core, limit: usize) -> Result<Vec<String>> {
     let prefix = core.options().prefix.clone();
-    let timeout = core.options().request_timeout.max(Duration::from_secs(2));
-    let tagged = format!("{{{prefix}");
     let starts = if prefix.is_empty() {
-        vec![prefix.as_str()]
+        vec![prefix.clone()]
     } else {
-        vec![prefix.as_str(), tagged.as_str()]
+        vec![prefix.clone(), format!("{{{prefix}")]
     };
-    let asks = core.nodes.iter().flat_map(|n| {
-        starts
-            .iter()
-            .map(move |p| tokio::time::timeout(timeout, n.known_keys(p, usize::MAX)))
-    });
-    let mut keys = std::collections::BTreeSet::new();
-    let mut errors = Vec::new();
-    let mut answered = false;
-    for reply in futures_util::future::join_all(asks).await {
-        match reply {
-            Ok(Ok(found)) => {
-                answered = true;
-                keys.extend(found.into_iter().filter(|k| {
-                    !k.ends_with("permits")
-                        && permit_owner(k).is_some_and(|key| key.starts_with(&prefix))
-                }));
-            }
-            Ok(Err(e)) => errors.push(e),
-            Err(_) => errors.push(NodeError::new(
-                crate::error::NodeErrorKind::Timeout,
-                "store",
-                format!("no answer within {} ms", timeout.as_millis()),
-            )),
-        }
+    let (keys, missing) = crate::status::listed_keys(core, &starts, usize::MAX).await?;
+    for e in &missing {
+        // At debug level: `fencelock status` lists the locks first, whose listing
+        // warns about the same node already.
+        tracing::debug!(
+            target: "fencelock::status",
+            "{e}: permits only this store knows are not listed"
+        );
     }
-    if !answered {
-        return Err(Error::unavailable(
-            "no store answered the key listing",
-            errors,
-        ));
-    }
-    Ok(keys.into_iter().take(limit).collect())
+    Ok(keys
+        .into_iter()
+        .filter(|k| {
+            !k.ends_with("permits") && permit_owner(k).is_some_and(|key| key.starts_with(&prefix))
+        })
+        .take(limit)
+        .collect())
 }
 
 impl Semaphore {

@@ -1,5 +1,6 @@
 //! What the stores know about a key: for `fencelock status` and for operators.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::core::Core;
@@ -64,27 +65,12 @@ pub struct NodeStatus {
 pub(crate) async fn known_keys(core: &Core, prefix: &str, limit: usize) -> Result<Vec<String>> {
     let options = &core.options;
     let full = format!("{}{prefix}", options.prefix);
-    let timeout = options.request_timeout.max(Duration::from_secs(2));
-    let replies = FanOut::start(&core.nodes, timeout, |n| n.known_keys(&full, limit))
-        .by_node(&core.nodes)
-        .await;
-    let mut keys = std::collections::BTreeSet::new();
-    let mut errors = Vec::new();
-    let mut answered = false;
-    for reply in replies {
-        match reply {
-            Ok(k) => {
-                answered = true;
-                keys.extend(k);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    if !answered {
-        return Err(crate::Error::unavailable(
-            "no store answered the key listing",
-            errors,
-        ));
+    let (keys, missing) = listed_keys(core, &[full], limit).await?;
+    for e in &missing {
+        tracing::warn!(
+            target: "fencelock::status",
+            "{e}: keys only this store knows are not listed"
+        );
     }
     Ok(keys
         .into_iter()
@@ -92,6 +78,53 @@ pub(crate) async fn known_keys(core: &Core, prefix: &str, limit: usize) -> Resul
         .filter_map(|k| k.strip_prefix(&options.prefix).map(str::to_string))
         .take(limit)
         .collect())
+}
+
+/// Every key that some node lists under one of `starts` (full names, prefix applied),
+/// at most `limit` per node and start: asked of every node at once under one timer;
+/// with the errors of the nodes that failed or did not answer. The listing goes on
+/// without those — a lock held on a majority is known to every majority of the nodes
+/// — but whoever reads the list should hear that a node was missing from it
+/// (`fencelock status` with one node of three paused said "no keys locked recently"
+/// and nothing else). The one home of the key listing, for locks and for a
+/// semaphore's permits.
+///
+/// # Errors
+///
+/// [`crate::ErrorKind::Unavailable`] when no node answered, with each node's error.
+pub(crate) async fn listed_keys(
+    core: &Core,
+    starts: &[String],
+    limit: usize,
+) -> Result<(BTreeSet<String>, Vec<NodeError>)> {
+    let timeout = core.options.request_timeout.max(Duration::from_secs(2));
+    let replies = FanOut::start(&core.nodes, timeout, |node| {
+        let asks: Vec<_> = starts.iter().map(|s| node.known_keys(s, limit)).collect();
+        Box::pin(async move {
+            let mut keys = Vec::new();
+            for ask in asks {
+                keys.extend(ask.await?);
+            }
+            Ok(keys)
+        })
+    })
+    .by_node(&core.nodes)
+    .await;
+    let mut keys = BTreeSet::new();
+    let mut errors = Vec::new();
+    for reply in replies {
+        match reply {
+            Ok(found) => keys.extend(found),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.len() == core.nodes.len() {
+        return Err(crate::Error::unavailable(
+            "no store answered the key listing",
+            errors,
+        ));
+    }
+    Ok((keys, errors))
 }
 
 /// [`crate::Locker::status`] of keys already checked: `user_keys` as shown, `full` with

@@ -926,6 +926,10 @@ pub(crate) fn classify(node: &str, e: &RedisError) -> NodeError {
         _ => (NodeErrorKind::Other, ""),
     };
     let mut message = e.to_string();
+    if kind == NodeErrorKind::Timeout && message == "timed out" {
+        // redis-rs' own response time-out; the kind already says "timed out".
+        message = "no answer in time".into();
+    }
     if !hint.is_empty() {
         message.push_str(" (");
         message.push_str(hint);
