@@ -39,11 +39,22 @@ pub(crate) fn jittered(base: Duration, jitter: Duration) -> Duration {
 /// Exponential back-off with full jitter: uniform in `[0, min(cap, base · 2^attempt)]`.
 /// Used when nodes are unavailable, so an outage does not turn into a retry storm.
 pub(crate) fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
-    let ceiling = base
-        .checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
+    jittered(Duration::ZERO, doubled(attempt, base, cap))
+}
+
+/// As [`backoff`], but uniform in the upper half, `[c/2, c]` of the same ceiling `c`:
+/// the pause still doubles with each attempt (a full-jitter draw can come out near
+/// zero several times in a row), and still differs between contenders.
+pub(crate) fn backoff_upper_half(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = doubled(attempt, base, cap);
+    jittered(ceiling / 2, ceiling / 2)
+}
+
+/// `min(cap, base · 2^attempt)`, without overflow.
+fn doubled(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    base.checked_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
         .unwrap_or(cap)
-        .min(cap);
-    jittered(Duration::ZERO, ceiling)
+        .min(cap)
 }
 
 /// A random spread in `[0.9, 1.1]` for `renew::next_renewal`: lockers started at the
@@ -116,6 +127,9 @@ mod tests {
         fn backoff_stays_under_cap(attempt in 0u32..100, base_ms in 1u64..1000, cap_ms in 1u64..10_000) {
             let d = backoff(attempt, Duration::from_millis(base_ms), Duration::from_millis(cap_ms));
             prop_assert!(d <= Duration::from_millis(cap_ms));
+            let c = doubled(attempt, Duration::from_millis(base_ms), Duration::from_millis(cap_ms));
+            let h = backoff_upper_half(attempt, Duration::from_millis(base_ms), Duration::from_millis(cap_ms));
+            prop_assert!(h >= c / 2 && h <= c, "{h:?} of {c:?}");
         }
 
         #[test]

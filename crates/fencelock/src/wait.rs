@@ -234,14 +234,7 @@ const SPLIT_RETRIES_OF_A_TRY: u32 = 3;
 /// the upper half of that, so that contenders that met once do not meet again in
 /// step, while the doubling still bounds the retries to a handful per notice.
 fn soon(splits: u32, round: Duration, usual: Duration) -> Duration {
-    let doubled = round
-        .checked_mul(
-            1u32.checked_shl(splits.saturating_sub(1).min(31))
-                .unwrap_or(u32::MAX),
-        )
-        .unwrap_or(usual)
-        .min(usual);
-    jitter::jittered(doubled / 2, doubled / 2)
+    jitter::backoff_upper_half(splits.saturating_sub(1), round, usual)
 }
 
 /// Marks the wait's link as ended when the wait returns or is cancelled.
