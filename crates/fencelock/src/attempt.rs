@@ -51,24 +51,38 @@ pub(crate) enum Failure {
 /// (with jitter, so one wins), where a quiet undo alone would leave them all waiting
 /// for a notice that never comes (`scripts/bench` W3 on 3 nodes once waited out 10 s
 /// TTLs so). Only the last attempt of a wait, after which nobody tries again, undoes
-/// its grants loudly, so that a waiter it refused is told.
+/// its grants loudly, so that a waiter it refused is told — and an attempt that ends
+/// past the wait's deadline is its last, even when it did not start as such.
 #[derive(Debug, Default)]
 pub(crate) struct WaitLink {
     /// No attempt follows: set before a wait's last attempt and when the wait ends
     /// (granted, gave up, cancelled).
     last: AtomicBool,
+    /// The wait's deadline: an attempt that fails past it is the last, since the wait
+    /// gives up then. Before, one that started in time and ended after it (a split
+    /// vote) undid its grants quietly, and a waiter it refused slept until its own
+    /// pause ran out, with nobody left to retry.
+    deadline: Option<Instant>,
     /// Raised when a late grant of this wait was undone (quietly, the wait going on).
     late_grant: Notify,
 }
 
 impl WaitLink {
+    /// The link of a wait that gives up at `deadline` (`None`: never by itself).
+    pub(crate) fn until(deadline: Option<Instant>) -> WaitLink {
+        WaitLink {
+            deadline,
+            ..WaitLink::default()
+        }
+    }
+
     /// No attempt of this wait follows the one about to start (or none at all).
     pub(crate) fn set_last(&self) {
         self.last.store(true, Ordering::Release);
     }
 
     fn is_last(&self) -> bool {
-        self.last.load(Ordering::Acquire)
+        self.last.load(Ordering::Acquire) || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Resolves when a failed attempt's grant came late and was undone, so that the

@@ -84,7 +84,7 @@ pub(crate) async fn wait_for<G: Goal>(
     // nodes, all exited 1). So a try that split tries again, soon, a few times.
     let mut split_retries = if single { SPLIT_RETRIES_OF_A_TRY } else { 0 };
     let deadline = if single { None } else { deadline };
-    let link = Arc::new(WaitLink::default());
+    let link = Arc::new(WaitLink::until(deadline));
     // However the wait ends, a late grant of its attempts is then undone loudly.
     let _ended = LinkEnds(&link);
     let mut watches: Option<Vec<Watch>> = None;

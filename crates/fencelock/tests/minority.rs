@@ -596,6 +596,88 @@ async fn a_try_that_meets_a_split_vote_tries_again() {
     drop(locker);
 }
 
+/// A wait whose deadline passes during an attempt that split gives up — and undoes
+/// that attempt's grants loudly, as a last attempt's: a waiter its grant refused is
+/// told, since nobody else is left to retry. Before, the attempt had started before
+/// the deadline, so it undid quietly, and the other waiter slept until the TTL it saw
+/// (a minute here) although the lock was free on a majority.
+///
+/// W's attempt: node 0 grants, a stray on node 1 refuses, node 2 is paused (W's
+/// request time-out 5 s, its wait 1 s). V comes meanwhile: refused by W's grant on
+/// node 0 and the stray on node 1, it waits in both lines for notices only (no
+/// polling). W's round ends split past its deadline; then the stray goes (no
+/// notice). Outcome: V gets the lock, long before the minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_that_ends_during_a_split_tells_the_next_waiter() {
+    let cluster = Cluster::start(3);
+    cluster.set(1, "late-split", "fl:stray", 60_000);
+    let w = Locker::builder()
+        .stores(cluster.urls())
+        .connect_timeout(Duration::from_secs(5))
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .expect("locker");
+    let v = Locker::builder()
+        .stores(cluster.urls())
+        .request_timeout(Duration::from_millis(300))
+        .retry_delay(Duration::from_secs(3600))
+        .silent_holder_poll(Duration::from_secs(3600))
+        .build()
+        .expect("locker");
+    // Connected everywhere before the pause.
+    w.status("late-split").await.expect("status");
+    v.status("late-split").await.expect("status");
+    cluster.pause(2);
+    let w_task = tokio::spawn(async move {
+        let wait = fencelock::AcquireOptions::default().max_wait(Duration::from_secs(1));
+        let lease = w
+            .acquire_with("late-split", Duration::from_secs(60), &wait)
+            .await;
+        (w, lease.map(|_| ()))
+    });
+    let held_on_0 = || {
+        cluster
+            .redis_cli(0, &["GET", "late-split"])
+            .trim()
+            .starts_with("fl:")
+    };
+    support::eventually("node 0 granted W", held_on_0).await;
+    let v_task = tokio::spawn(async move {
+        let wait = fencelock::AcquireOptions::default().max_wait(Duration::from_secs(120));
+        let lease = v
+            .acquire_with("late-split", Duration::from_secs(60), &wait)
+            .await;
+        (v, lease)
+    });
+    // In line: on node 0 behind W's grant (V alone), on node 1 behind the stray (with
+    // W, whose wait also queues).
+    let waiting = |i: usize| {
+        cluster
+            .redis_cli(i, &["ZCARD", "late-split:fencelock:queue"])
+            .trim()
+            .to_string()
+    };
+    support::eventually("V waits in line on nodes 0 and 1", || {
+        waiting(0) == "1" && waiting(1) == "2"
+    })
+    .await;
+    let (_w, w_lease) = w_task.await.expect("W");
+    assert!(w_lease.is_err(), "W's wait ran out: {w_lease:?}");
+    // Only now, so that W's leaving node 1's line (it stood ahead of V there) passes
+    // no turn: the key there was still held.
+    cluster.redis_cli(1, &["DEL", "late-split"]);
+    let v_got = tokio::time::timeout(Duration::from_secs(30), v_task).await;
+    cluster.resume(2);
+    let (_v, lease) = v_got
+        .expect("V was never told: W's last attempt undid its grant quietly")
+        .expect("V");
+    let lease = lease.expect("V's lock");
+    assert_eq!(
+        lease.release().await.expect("release"),
+        ReleaseOutcome::Released
+    );
+}
+
 /// `Locker::shutdown` does not wait for a node that does not answer: the release of a
 /// dropped lease reached the two live nodes, and the paused one's request stays
 /// queued on its connection. Before, shutdown waited for that node's clean-up up to
