@@ -14,7 +14,7 @@
 //! `--initial 5,-,3` (per-node starting counters, `-` for missing),
 //! `--clocks 0,0,5` (per-node clocks: counters start at their node's clock and are
 //! retired once it reaches them), `--ticks K` (clock moves),
-//! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value|retire-ahead`,
+//! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value|retire-ahead|extra-below|extra-above`,
 //! `--validity-ok` (the validity check never fails), `--max-states M`.
 //!
 //! `--semaphore` runs one multi-node semaphore check instead (`semkeys`): `--nodes M`,
@@ -272,6 +272,8 @@ fn parse(args: &[String]) -> Result<Config, String> {
                     "commit-any-holder" => Mutation::CommitIgnoresHolder,
                     "reuse-value" => Mutation::ReuseValue,
                     "retire-ahead" => Mutation::RetireAheadOfClock,
+                    "extra-below" => Mutation::ExtraBelowTokenCounts,
+                    "extra-above" => Mutation::ExtraAboveTokenCounts,
                     other => return Err(format!("unknown mutation {other}")),
                 });
             }
