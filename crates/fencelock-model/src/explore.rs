@@ -50,6 +50,9 @@ pub struct Coverage {
     pub after_other_lease: u64,
     /// Hand-outs whose commit quorum counted a grant taken after the majority.
     pub with_extra: u64,
+    /// Hand-outs that skipped the commit round although a deciding grant was below
+    /// the token (grants at the token taken after the majority made the majority).
+    pub round_skipped: u64,
 }
 
 /// A behaviour that breaks a property.
@@ -134,6 +137,7 @@ pub fn check(cfg: &Config) -> Outcome {
                 coverage.after_counter_loss += u64::from(h.after_counter_loss);
                 coverage.after_other_lease += u64::from(h.after_other_lease);
                 coverage.with_extra += u64::from(h.with_extra);
+                coverage.round_skipped += u64::from(h.round_skipped);
             }
             if let Some(p) = t.violation {
                 found = Some((p, id, t.step));
@@ -346,7 +350,8 @@ impl Outcome {
         format!(
             "{}\n    {verdict}; {} states, {} transitions, depth {}, {:.2?}; \
              hand-outs {} (after another lease {}, P2 premise {}, after a commit round {}, \
-             after a counter loss {}, counting a grant taken after the majority {})",
+             after a counter loss {}, counting a grant taken after the majority {}, \
+             skipping a commit round so {})",
             self.config,
             self.states,
             self.transitions,
@@ -358,6 +363,7 @@ impl Outcome {
             c.after_commit_round,
             c.after_counter_loss,
             c.with_extra,
+            c.round_skipped,
         )
     }
 }

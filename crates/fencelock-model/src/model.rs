@@ -388,6 +388,10 @@ pub struct HandOut {
     /// Whether a grant taken after the majority ([`Slot::Extra`]) counted for the
     /// commit quorum.
     pub with_extra: bool,
+    /// Whether the commit round was skipped although a deciding grant was below the
+    /// token: the grants at the token, some taken after the majority, made the
+    /// majority.
+    pub round_skipped: bool,
 }
 
 /// One successor of a state.
@@ -1476,11 +1480,12 @@ impl State {
             None
         };
         let after_other_lease = !s.leases.is_empty();
-        let with_extra = s
-            .attempt(cfg, att)
-            .acquire
-            .iter()
-            .any(|x| counts_as_extra(cfg, x));
+        let slots = s.attempt(cfg, att).acquire;
+        let with_extra = slots.iter().any(|x| counts_as_extra(cfg, x));
+        let round_skipped = !after_commit_round
+            && slots
+                .iter()
+                .any(|x| matches!(x, Slot::Granted(c) if *c < token));
         let at = s.leases.partition_point(|&t| t <= token);
         s.leases.insert(at, token);
         s.finish(cfg, att, Stage::Leased { token });
@@ -1491,6 +1496,7 @@ impl State {
             after_counter_loss: s.crashes > 0 || s.counter_losses > 0 || s.retired,
             after_other_lease,
             with_extra,
+            round_skipped,
         };
         out.push(Transition {
             step: Step {

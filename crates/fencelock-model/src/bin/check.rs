@@ -164,6 +164,12 @@ fn cross_check() -> bool {
             .attempts_each(vec![2, 1])
             .crashes(1)
             .expiries(2),
+        // Grants taken after the majority at the token, skipping commit rounds.
+        Config::faithful(3, 2)
+            .attempts(1)
+            .crashes(0)
+            .expiries(0)
+            .initial_counters(vec![Some(0), Some(1), Some(1)]),
     ] {
         let literal = cfg.clone().network(Network::Literal).normalize(false);
         let reduced = cfg.network(Network::Reduced).normalize(false);
