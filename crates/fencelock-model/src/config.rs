@@ -100,6 +100,17 @@ pub enum Mutation {
     /// release" without the seed check, or an expiry-based deletion whose tail is
     /// shorter than the node's clock skew.
     RetireAheadOfClock,
+    /// A grant taken after the majority (`FanOut::next_ready` in `attempt.rs`) counts
+    /// for the commit quorum when its counter is *below* the token too, not only at
+    /// it: the node holds our key, but its counter is not raised to `T` (the commit
+    /// round goes to the deciding majority only, and may be skipped on its count).
+    ExtraBelowTokenCounts,
+    /// A grant taken after the majority counts for the commit quorum when its counter
+    /// is *above* the token too. An experiment, not a negative control: such a node
+    /// holds `counter ≥ T` under our value, which is all the argument of
+    /// `docs/fencing.md` asks of a node of the commit quorum, so it is expected to
+    /// keep the tokens unique and ordered (`attempt.rs` counts only grants at `T`).
+    ExtraAboveTokenCounts,
 }
 
 impl fmt::Display for Mutation {
@@ -110,6 +121,12 @@ impl fmt::Display for Mutation {
             Mutation::CommitIgnoresHolder => "commit does not check the holder",
             Mutation::ReuseValue => "one value per client (reused across attempts)",
             Mutation::RetireAheadOfClock => "counters retired ahead of the node's clock",
+            Mutation::ExtraBelowTokenCounts => {
+                "a grant taken after the majority below the token counts as committed"
+            }
+            Mutation::ExtraAboveTokenCounts => {
+                "a grant taken after the majority above the token counts as committed"
+            }
         })
     }
 }
@@ -139,14 +156,21 @@ pub enum Network {
     ///    grants whatever order they arrive in (`T` is the max of exactly the grants
     ///    that made the majority). The lease is then handed out no later than
     ///    before, which can only enlarge the set of earlier leases that P2 compares
-    ///    a later attempt against.
+    ///    a later attempt against. The replies a real client takes after the
+    ///    majority (those already in at the verdict) ran before the verdict: here the
+    ///    client reads on past a majority of grants and decides at a later reply,
+    ///    with any majority of its grants as the deciding one and the others taken
+    ///    after it (see `State::choose_majority`
+    ///    for the argument).
     /// 3. **The tally counts grants only; the client may give up at any moment.** A
     ///    real attempt fails on a majority of refusals, on timeouts, or when every
     ///    node answered without a majority of grants; each of these can happen at
     ///    any moment, since replies can be delayed. So here a grant is counted, or
     ///    lost (the client had timed out on that node just before), a refusal is
     ///    noted, and the attempt fails whenever the client gives up ([`Event::GiveUp`](crate::model::Event::GiveUp))
-    ///    or nobody is left to answer. The commit round likewise waits for every
+    ///    or nobody is left to answer — but not with a majority of grants in (it reads
+    ///    on past them, above): a real client reads the replies that are in before
+    ///    it looks at its deadline. The commit round likewise waits for every
     ///    commit reply or stops waiting at once ([`Event::StopCommitting`](crate::model::Event::StopCommitting)); a
     ///    commit answered in time where the real client timed out only adds to the
     ///    commit quorum, and the free validity failure covers the attempt failing
@@ -397,7 +421,10 @@ impl Config {
     /// counter-example in such a run is a flaw in the protocol (or in the docs).
     pub fn is_faithful(&self) -> bool {
         self.counter_start.is_faithful()
-            && matches!(self.mutation, None | Some(Mutation::ReuseValue))
+            && matches!(
+                self.mutation,
+                None | Some(Mutation::ReuseValue | Mutation::ExtraAboveTokenCounts)
+            )
     }
 
     /// Checks the bounds fit the model's encodings.

@@ -48,6 +48,11 @@ pub struct Coverage {
     pub after_counter_loss: u64,
     /// Hand-outs after another lease was handed out (so P1 compared two tokens).
     pub after_other_lease: u64,
+    /// Hand-outs whose commit quorum counted a grant taken after the majority.
+    pub with_extra: u64,
+    /// Hand-outs that skipped the commit round although a deciding grant was below
+    /// the token (grants at the token taken after the majority made the majority).
+    pub round_skipped: u64,
 }
 
 /// A behaviour that breaks a property.
@@ -110,12 +115,7 @@ pub fn check(cfg: &Config) -> Outcome {
     let mut seen: HashMap<Box<[u8]>, u32, FxBuild> = HashMap::default();
     let mut scratch = Scratch::default();
     let mut queue: VecDeque<(u32, usize, State)> = VecDeque::new();
-    let root_step = Step {
-        event: Event::Start { client: 0 },
-        counter_start: None,
-        reply_lost: false,
-        decision: Decision::None,
-    };
+    let root_step = Step::new(Event::Start { client: 0 });
     parents.push((0, root_step));
     seen.insert(root_key.into_boxed_slice(), 0);
     queue.push_back((0, 0, root));
@@ -136,6 +136,8 @@ pub fn check(cfg: &Config) -> Outcome {
                 coverage.ordered += u64::from(h.ordered);
                 coverage.after_counter_loss += u64::from(h.after_counter_loss);
                 coverage.after_other_lease += u64::from(h.after_other_lease);
+                coverage.with_extra += u64::from(h.with_extra);
+                coverage.round_skipped += u64::from(h.round_skipped);
             }
             if let Some(p) = t.violation {
                 found = Some((p, id, t.step));
@@ -294,6 +296,7 @@ fn plain(
             n.normalize(cfg);
             t.step.decision == step.decision
                 && t.step.reply_lost == step.reply_lost
+                && t.step.taken == step.taken
                 && symmetry.canonical_key(&n, &mut scratch).0 == want
         });
         let t = found.unwrap_or_else(|| {
@@ -347,7 +350,8 @@ impl Outcome {
         format!(
             "{}\n    {verdict}; {} states, {} transitions, depth {}, {:.2?}; \
              hand-outs {} (after another lease {}, P2 premise {}, after a commit round {}, \
-             after a counter loss {})",
+             after a counter loss {}, counting a grant taken after the majority {}, \
+             skipping a commit round so {})",
             self.config,
             self.states,
             self.transitions,
@@ -358,6 +362,8 @@ impl Outcome {
             c.ordered,
             c.after_commit_round,
             c.after_counter_loss,
+            c.with_extra,
+            c.round_skipped,
         )
     }
 }
@@ -516,6 +522,20 @@ fn describe(cfg: &Config, before: &State, step: Step, after: &State) -> String {
     };
     if step.reply_lost {
         s.push_str(" (reply lost: the client had stopped waiting for this node)");
+    }
+    if step.decision == Decision::ReadOn {
+        s.push_str(" (a majority granted; the client reads on before it decides)");
+    }
+    if step.taken != 0 {
+        let nodes: Vec<String> = (0..cfg.nodes)
+            .filter(|i| step.taken & (1 << i) != 0)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let _ = write!(
+            s,
+            " (the grants of {} taken after the majority)",
+            nodes.join(", ")
+        );
     }
     if let Some(att) = att
         && att != AttemptId::OVER

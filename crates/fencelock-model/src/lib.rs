@@ -19,10 +19,15 @@
 //!   deletes the key if it is ours.
 //! - **Clients** follow `attempt()`: send an acquire to every node at once; tally the
 //!   replies as `quorum.rs` does (decide on a majority of grants, a majority of
-//!   refusals, or when nobody is left); compute `T = max(c_i)`; commit to the
-//!   granting nodes with `c_i < T`; hand out the lease when a majority holds
-//!   `counter ≥ T` under our value (`c_i = T` or commit answered true), else release
-//!   the grants and retry. Each attempt has a fresh value. Timed-out requests get an
+//!   refusals, or when nobody is left); at a granting majority, also take the replies
+//!   that are already in (any of them: which ones are in is the network's choice);
+//!   compute `T = max(c_i)` over the deciding majority; commit to its nodes with
+//!   `c_i < T`, unless the grants at `T` — those taken after the majority included —
+//!   already make a majority; hand out the lease when a majority holds
+//!   `counter ≥ T` under our value (`c_i = T`, taken after the majority or not, or
+//!   commit answered true), else release the grants and retry. A grant taken after
+//!   the majority off `T` is kept with the lease and counts for nothing. Each attempt
+//!   has a fresh value. Timed-out requests get an
 //!   abandon release; late grants are released by the background task exactly when
 //!   `attempt()` releases them (failed tally, or lease ended). A lease holder may
 //!   release at any time (a release to every node), or never.

@@ -4,8 +4,14 @@
 //! scripts are atomic on the node), a client handles one reply or one timeout, a key
 //! expires, a node crashes and restarts. What a client decides from a reply (the
 //! tally, the token, the commit round, the lease) happens in the step that delivers
-//! the reply: it is local computation with no I/O in between.
+//! the reply: it is local computation with no I/O in between. So does taking the
+//! replies that are already in at a granting majority (`FanOut::next_ready` in
+//! `attempt.rs`): on the literal network, any of the attempt's grant replies still in
+//! flight (`State::take_ready_replies`); on the reduced one, where a reply is read
+//! as its node runs, the client may read on past the majority and decide later
+//! (`State::choose_majority`). How such a grant counts is `State::decide`.
 
+use std::cmp::Ordering;
 use std::fmt;
 
 use crate::config::{Config, CounterStart, Mutation, Network};
@@ -128,8 +134,16 @@ pub enum Slot {
     Held,
     /// Timed out before the attempt decided (a failure in the tally).
     Failed,
-    /// Not sent yet, settled after the attempt decided (late reply or timeout), or
-    /// the attempt is over and the details no longer matter.
+    /// Granted, and taken at the verdict after the granting majority was in: a reply
+    /// that was already in when the majority was (`FanOut::next_ready` in
+    /// `attempt.rs`). Its counter does not set the token; it says how that counter
+    /// compares with the token. Kept as part of the lease (released with it, or by
+    /// the undo of a failed attempt); at the token, it counts for the commit quorum
+    /// like a deciding grant at the token (see `State::decide`).
+    Extra(Ordering),
+    /// Not sent yet, settled after the attempt decided (a late reply, read by the
+    /// background task, or a timeout), or the attempt is over and the details no
+    /// longer matter.
     #[default]
     Done,
 }
@@ -158,7 +172,7 @@ pub enum Stage {
     Acquiring,
     /// A majority granted; waiting for the commits of the nodes behind `token`.
     Committing {
-        /// `T = max(c_i)` over the grants.
+        /// `T = max(c_i)` over the deciding grants (not those taken after them).
         token: u64,
     },
     /// The lease was handed out and not released yet.
@@ -303,6 +317,9 @@ pub enum Decision {
     HandOut,
     /// The attempt had its commit quorum but the validity check failed.
     ValidityRanOut,
+    /// Reduced network: a majority of grants is in, but the client has not acted on it
+    /// yet; it reads on, and decides at a later reply (see `State::choose_majority`).
+    ReadOn,
 }
 
 /// One transition's label: the event and the nondeterministic choices within it.
@@ -317,15 +334,20 @@ pub struct Step {
     pub reply_lost: bool,
     /// How a decision within the step went.
     pub decision: Decision,
+    /// At a verdict: the nodes (bit `i` for node `i`) whose grants the client took
+    /// after the granting majority (see [`Slot::Extra`]); 0 otherwise.
+    pub taken: u8,
 }
 
 impl Step {
-    fn new(event: Event) -> Self {
+    /// The step of `event` with no choice made in it.
+    pub fn new(event: Event) -> Self {
         Step {
             event,
             counter_start: None,
             reply_lost: false,
             decision: Decision::None,
+            taken: 0,
         }
     }
 }
@@ -363,6 +385,13 @@ pub struct HandOut {
     pub after_counter_loss: bool,
     /// Whether another lease had been handed out before (so P1 compared tokens).
     pub after_other_lease: bool,
+    /// Whether a grant taken after the majority ([`Slot::Extra`]) counted for the
+    /// commit quorum.
+    pub with_extra: bool,
+    /// Whether the commit round was skipped although a deciding grant was below the
+    /// token: the grants at the token, some taken after the majority, made the
+    /// majority.
+    pub round_skipped: bool,
 }
 
 /// One successor of a state.
@@ -801,7 +830,16 @@ impl State {
         if cfg.network == Network::Reduced {
             for (k, a) in self.attempts.iter().enumerate() {
                 let att = attempt_id(cfg, k);
+                let granted = a
+                    .acquire
+                    .iter()
+                    .filter(|s| matches!(s, Slot::Granted(_)))
+                    .count();
                 match a.stage {
+                    // With a majority of grants in (the client reads on), it does not
+                    // give up: `FanOut::next` reads the replies that are in before it
+                    // looks at the deadline.
+                    Stage::Acquiring if granted >= cfg.quorum() => {}
                     Stage::Acquiring => {
                         let mut s = self.clone();
                         s.undo(cfg, att);
@@ -1162,7 +1200,7 @@ impl State {
 
     /// The tally of `quorum.rs`: decide as soon as a majority granted or refused, or
     /// when nobody is left to answer. Then either fail (release the grants) or go on to
-    /// the token and the commit round.
+    /// the verdict (`State::take_ready_replies`, `State::choose_majority`).
     fn after_acquire_reply(
         mut self,
         cfg: &Config,
@@ -1178,37 +1216,10 @@ impl State {
         let held = count(|s| *s == Slot::Held);
         let pending = count(|s| *s == Slot::Pending);
         if granted >= q {
-            let token = slots
-                .iter()
-                .filter_map(|s| match s {
-                    Slot::Granted(c) => Some(*c),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
-            let behind: Vec<usize> = slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| matches!(s, Slot::Granted(c) if *c < token))
-                .map(|(i, _)| i)
-                .collect();
-            if behind.is_empty() || cfg.mutation == Some(Mutation::NoCommitRound) {
-                self.conclude(cfg, att, token, granted, false, step, out);
-                return;
+            match cfg.network {
+                Network::Literal => self.take_ready_replies(cfg, att, step, out),
+                Network::Reduced => self.choose_majority(cfg, att, pending > 0, step, out),
             }
-            let a = self.attempt_mut(cfg, att);
-            a.stage = Stage::Committing { token };
-            for &i in &behind {
-                a.commit[i] = CommitSlot::Pending;
-            }
-            for i in behind {
-                self.send(Msg::Commit {
-                    node: i as NodeId,
-                    att,
-                    token,
-                });
-            }
-            push(out, step, self);
         } else if pending == 0 || (held >= q && cfg.network == Network::Literal) {
             // Contended or unavailable: undo and let the caller retry. (The reduced
             // tally does not count refusals: there the client may give up at any
@@ -1219,6 +1230,188 @@ impl State {
         } else {
             push(out, step, self);
         }
+    }
+
+    /// Literal network, at the verdict (the reply just read made the granting
+    /// majority): `attempt()` goes on taking the replies that are already in, without
+    /// waiting (`FanOut::next_ready`). Which replies are in is the network's choice,
+    /// so every subset of this attempt's grant replies still in flight is taken in
+    /// one successor each (bit `i` of [`Step::taken`] for node `i`). A refusal taken
+    /// there is the same as one read after the verdict, so only grants are chosen.
+    fn take_ready_replies(
+        self,
+        cfg: &Config,
+        att: AttemptId,
+        step: Step,
+        out: &mut Vec<Transition>,
+    ) {
+        let token = self.largest_grant(cfg, att);
+        let ready: Vec<(NodeId, u64)> = self
+            .net
+            .iter()
+            .filter_map(|m| match *m {
+                Msg::AcquireReply {
+                    node,
+                    att: x,
+                    reply: Reply::Granted(c),
+                } if x == att => Some((node, c)),
+                _ => None,
+            })
+            .collect();
+        for mask in 0..1u32 << ready.len() {
+            let mut s = self.clone();
+            let mut taken = 0u8;
+            for (k, &(node, c)) in ready.iter().enumerate() {
+                if mask & (1 << k) == 0 {
+                    continue;
+                }
+                s.net.retain(|m| {
+                    !matches!(*m, Msg::AcquireReply { node: n, att: x, .. } if n == node && x == att)
+                });
+                s.attempt_mut(cfg, att).acquire[usize::from(node)] = Slot::Extra(c.cmp(&token));
+                taken |= 1 << node;
+            }
+            s.decide(cfg, att, token, Step { taken, ..step }, out);
+        }
+    }
+
+    /// Reduced network, with a majority of grants in: the reduced counterpart of
+    /// `State::take_ready_replies`. Here a reply is read in the step its node runs
+    /// the script, so the replies that are "already in" at the verdict are those of
+    /// nodes that ran before it, and the verdict may come later than the majority:
+    /// the client may read on (if a reply is still to come), and decide at any later
+    /// reply. It decides with any majority of the grants it has as the deciding ones
+    /// (the replies that were in at once are read in any order, and the verdict falls
+    /// on the `q`-th grant read), and takes the others after it (bit `i` of
+    /// [`Step::taken`] for node `i`).
+    ///
+    /// Every such behaviour is a real one: the client was slow to read, all these
+    /// replies came in meanwhile, and it read the chosen majority first. And every
+    /// real one is here: take the grants the real client used (the deciding ones and
+    /// those taken after them); each ran before the verdict; read on until the last of
+    /// them runs and decide there (a grant of another node that ran meanwhile but was
+    /// read only after the verdict is a lost reply here, which keeps its key just as a
+    /// late reply does). The verdict is then no later than the real one, as for every
+    /// reply on this network ([`Network::Reduced`]).
+    fn choose_majority(
+        self,
+        cfg: &Config,
+        att: AttemptId,
+        may_read_on: bool,
+        step: Step,
+        out: &mut Vec<Transition>,
+    ) {
+        let q = cfg.quorum();
+        let grants: Vec<(usize, u64)> = self.attempt(cfg, att).acquire[..usize::from(cfg.nodes)]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match *s {
+                Slot::Granted(c) => Some((i, c)),
+                _ => None,
+            })
+            .collect();
+        if may_read_on {
+            push(
+                out,
+                Step {
+                    decision: Decision::ReadOn,
+                    ..step
+                },
+                self.clone(),
+            );
+        }
+        for mask in 0..1u32 << grants.len() {
+            if mask.count_ones() as usize != q {
+                continue;
+            }
+            let deciding = |k: usize| mask & (1 << k) != 0;
+            let token = grants
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| deciding(k))
+                .map(|(_, &(_, c))| c)
+                .max()
+                .unwrap_or(0);
+            let mut s = self.clone();
+            let mut taken = 0u8;
+            for (k, &(i, c)) in grants.iter().enumerate() {
+                if !deciding(k) {
+                    s.attempt_mut(cfg, att).acquire[i] = Slot::Extra(c.cmp(&token));
+                    taken |= 1 << i;
+                }
+            }
+            s.decide(cfg, att, token, Step { taken, ..step }, out);
+        }
+    }
+
+    /// The largest counter among the deciding grants: the token `T`.
+    fn largest_grant(&self, cfg: &Config, att: AttemptId) -> u64 {
+        self.attempt(cfg, att)
+            .acquire
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Granted(c) => Some(*c),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The verdict "granted", as `attempt()` takes it, with the deciding majority in
+    /// [`Slot::Granted`] and the grants taken after it in [`Slot::Extra`]: `T` is the
+    /// largest deciding grant; the nodes already at `T` — deciding or taken after —
+    /// count for the commit quorum; the commit round goes to the deciding nodes below
+    /// `T`, and is skipped when nobody is behind or when the nodes at `T` already make
+    /// a majority. A grant taken after the majority off `T` counts for nothing.
+    fn decide(
+        mut self,
+        cfg: &Config,
+        att: AttemptId,
+        token: u64,
+        step: Step,
+        out: &mut Vec<Transition>,
+    ) {
+        let a = self.attempt(cfg, att);
+        let behind: Vec<usize> = a
+            .acquire
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s, Slot::Granted(c) if *c < token))
+            .map(|(i, _)| i)
+            .collect();
+        let at_token = self.at_token(cfg, att, token);
+        if behind.is_empty() || at_token >= cfg.quorum() {
+            self.conclude(cfg, att, token, at_token, false, step, out);
+            return;
+        }
+        if cfg.mutation == Some(Mutation::NoCommitRound) {
+            self.conclude(cfg, att, token, cfg.quorum(), false, step, out);
+            return;
+        }
+        let a = self.attempt_mut(cfg, att);
+        a.stage = Stage::Committing { token };
+        for &i in &behind {
+            a.commit[i] = CommitSlot::Pending;
+        }
+        for i in behind {
+            self.send(Msg::Commit {
+                node: i as NodeId,
+                att,
+                token,
+            });
+        }
+        push(out, step, self);
+    }
+
+    /// The nodes that count for the commit quorum without a commit: the grants at the
+    /// token, deciding or taken after the majority ([`Slot::Extra`]; see
+    /// [`counts_as_extra`] for the mutations that count more).
+    fn at_token(&self, cfg: &Config, att: AttemptId, token: u64) -> usize {
+        self.attempt(cfg, att)
+            .acquire
+            .iter()
+            .filter(|s| **s == Slot::Granted(token) || counts_as_extra(cfg, s))
+            .count()
     }
 
     /// After a commit reply or timeout: once none is pending, count the commit quorum.
@@ -1242,15 +1435,11 @@ impl State {
             .iter()
             .filter(|s| matches!(s, Slot::Granted(_)))
             .count();
-        let at_token = a
-            .acquire
-            .iter()
-            .filter(|s| **s == Slot::Granted(token))
-            .count();
         let committed = if cfg.mutation == Some(Mutation::IgnoreCommitReplies) {
             grants
         } else {
-            at_token + a.commit.iter().filter(|s| **s == CommitSlot::Ok).count()
+            self.at_token(cfg, att, token)
+                + a.commit.iter().filter(|s| **s == CommitSlot::Ok).count()
         };
         self.conclude(cfg, att, token, committed, true, step, out);
     }
@@ -1291,6 +1480,12 @@ impl State {
             None
         };
         let after_other_lease = !s.leases.is_empty();
+        let slots = s.attempt(cfg, att).acquire;
+        let with_extra = slots.iter().any(|x| counts_as_extra(cfg, x));
+        let round_skipped = !after_commit_round
+            && slots
+                .iter()
+                .any(|x| matches!(x, Slot::Granted(c) if *c < token));
         let at = s.leases.partition_point(|&t| t <= token);
         s.leases.insert(at, token);
         s.finish(cfg, att, Stage::Leased { token });
@@ -1300,6 +1495,8 @@ impl State {
             ordered: floor.is_some(),
             after_counter_loss: s.crashes > 0 || s.counter_losses > 0 || s.retired,
             after_other_lease,
+            with_extra,
+            round_skipped,
         };
         out.push(Transition {
             step: Step {
@@ -1312,11 +1509,12 @@ impl State {
         });
     }
 
-    /// Releases on every node that granted (`Locker::undo`).
+    /// Releases on every node that granted (`Locker::undo`), grants taken after the
+    /// majority included.
     fn undo(&mut self, cfg: &Config, att: AttemptId) {
         let a = *self.attempt(cfg, att);
         for (i, slot) in a.acquire.iter().enumerate() {
-            if matches!(slot, Slot::Granted(_)) {
+            if matches!(slot, Slot::Granted(_) | Slot::Extra(_)) {
                 self.send_release(cfg, i as NodeId, att);
             }
         }
@@ -1342,6 +1540,19 @@ impl State {
             Msg::AcquireReply { att: x, .. } => x != att || !reduced,
             _ => true,
         });
+    }
+}
+
+/// Whether a grant taken after the majority counts for the commit quorum: at the
+/// token, as `attempt()` counts it (and below it too under the negative control
+/// [`Mutation::ExtraBelowTokenCounts`], above it under the experiment
+/// [`Mutation::ExtraAboveTokenCounts`]).
+fn counts_as_extra(cfg: &Config, slot: &Slot) -> bool {
+    match *slot {
+        Slot::Extra(Ordering::Equal) => true,
+        Slot::Extra(Ordering::Less) => cfg.mutation == Some(Mutation::ExtraBelowTokenCounts),
+        Slot::Extra(Ordering::Greater) => cfg.mutation == Some(Mutation::ExtraAboveTokenCounts),
+        _ => false,
     }
 }
 

@@ -457,7 +457,14 @@ fn render_event(e: &SemEvent) -> String {
             match step.decision {
                 Decision::HandOut => s.push_str(" → lease handed out"),
                 Decision::ValidityRanOut => s.push_str(" → validity ran out"),
+                Decision::ReadOn => s.push_str(" (a majority granted; reads on)"),
                 Decision::None => {}
+            }
+            if step.taken != 0 {
+                s.push_str(&format!(
+                    " (grants taken after the majority: {:#b})",
+                    step.taken
+                ));
             }
             s
         }

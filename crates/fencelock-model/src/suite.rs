@@ -109,6 +109,9 @@ pub fn negative() -> Vec<Config> {
             .clocks(vec![0, 0, 5], 0)
             .mutation(Mutation::RetireAheadOfClock)
             .named("negative: counters retired ahead of the node's clock (skewed clocks)"),
+        base()
+            .mutation(Mutation::ExtraBelowTokenCounts)
+            .named("negative: a grant taken after the majority below the token counts"),
     ]
 }
 
@@ -136,6 +139,11 @@ pub fn experiments() -> Vec<Config> {
             .network(Network::Reduced)
             .mutation(Mutation::ReuseValue)
             .named("experiment: one value per client for all its attempts"),
+        Config::faithful(3, 2)
+            .attempts(1)
+            .network(Network::Reduced)
+            .mutation(Mutation::ExtraAboveTokenCounts)
+            .named("experiment: a grant taken after the majority above the token counts"),
     ]
 }
 

@@ -183,6 +183,11 @@ impl Perm {
                         Slot::Held => out.push(2),
                         Slot::Failed => out.push(3),
                         Slot::Done => out.push(4),
+                        Slot::Extra(o) => out.push(match o {
+                            std::cmp::Ordering::Less => 5,
+                            std::cmp::Ordering::Equal => 6,
+                            std::cmp::Ordering::Greater => 7,
+                        }),
                     }
                     out.push(match a.commit[usize::from(old)] {
                         CommitSlot::None => 0,
@@ -354,7 +359,17 @@ impl Perm {
                 node: self.node(node),
             },
         };
-        Step { event, ..step }
+        let mut taken = 0u8;
+        for (old, &new) in self.nodes.iter().enumerate() {
+            if step.taken & (1 << old) != 0 {
+                taken |= 1 << new;
+            }
+        }
+        Step {
+            event,
+            taken,
+            ..step
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! of lease tokens and node counters that the literal model reaches, the reduced
 //! model reaches too. `fencelock-model-check --cross-check` runs larger bounds.
 
-use fencelock_model::{Config, CounterStart, Network, outcomes};
+use fencelock_model::{Config, CounterStart, Network, check, outcomes};
 
 fn included(cfg: Config) {
     let literal = cfg.clone().network(Network::Literal).normalize(false);
@@ -32,4 +32,25 @@ fn reduced_network_keeps_every_token_outcome() {
             .expiries(2)
             .counter_start(CounterStart::at_least_issued(1)),
     );
+}
+
+#[test]
+fn reduced_network_keeps_every_token_outcome_with_grants_taken_after_the_majority() {
+    // Three nodes, so that a reply can already be in when the majority is, and
+    // counters in use at equal values, so that grants taken after the majority are at
+    // the token and skip commit rounds: the literal network takes them as messages
+    // in flight at the verdict, the reduced one by reading on (`State::choose_majority`).
+    let cfg = Config::faithful(3, 2)
+        .attempts(1)
+        .crashes(0)
+        .expiries(0)
+        .initial_counters(vec![Some(1); 3]);
+    let literal = check(&cfg.clone().network(Network::Literal));
+    assert!(literal.passed(), "{}", literal.summary());
+    assert!(
+        literal.coverage.round_skipped > 0,
+        "no grant taken after the majority saved a commit round: {}",
+        literal.summary()
+    );
+    included(cfg);
 }

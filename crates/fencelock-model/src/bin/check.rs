@@ -14,7 +14,7 @@
 //! `--initial 5,-,3` (per-node starting counters, `-` for missing),
 //! `--clocks 0,0,5` (per-node clocks: counters start at their node's clock and are
 //! retired once it reaches them), `--ticks K` (clock moves),
-//! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value|retire-ahead`,
+//! `--mutation no-commit|ignore-commit|commit-any-holder|reuse-value|retire-ahead|extra-below|extra-above`,
 //! `--validity-ok` (the validity check never fails), `--max-states M`.
 //!
 //! `--semaphore` runs one multi-node semaphore check instead (`semkeys`): `--nodes M`,
@@ -164,6 +164,12 @@ fn cross_check() -> bool {
             .attempts_each(vec![2, 1])
             .crashes(1)
             .expiries(2),
+        // Grants taken after the majority at the token, skipping commit rounds.
+        Config::faithful(3, 2)
+            .attempts(1)
+            .crashes(0)
+            .expiries(0)
+            .initial_counters(vec![Some(0), Some(1), Some(1)]),
     ] {
         let literal = cfg.clone().network(Network::Literal).normalize(false);
         let reduced = cfg.network(Network::Reduced).normalize(false);
@@ -272,6 +278,8 @@ fn parse(args: &[String]) -> Result<Config, String> {
                     "commit-any-holder" => Mutation::CommitIgnoresHolder,
                     "reuse-value" => Mutation::ReuseValue,
                     "retire-ahead" => Mutation::RetireAheadOfClock,
+                    "extra-below" => Mutation::ExtraBelowTokenCounts,
+                    "extra-above" => Mutation::ExtraAboveTokenCounts,
                     other => return Err(format!("unknown mutation {other}")),
                 });
             }
