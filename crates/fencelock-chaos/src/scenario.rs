@@ -659,8 +659,14 @@ fn handoff_scenarios() -> Vec<Scenario> {
         s.duration = Duration::from_secs(10);
         s.request_timeout = ms(100);
         s.max_wait = Duration::from_secs(20);
-        // The claim: the line entry's grace (jitter + 2 request time-outs + 500 ms).
-        let claim = s.retry_delay / 2 + s.request_timeout * 2 + ms(500);
+        // The claim of a victim (the longest): the line entry's grace (jitter + 2
+        // request time-outs + 500 ms), plus the safety margin before `lost()` (a tenth
+        // of its TTL, at most 1 s) and one request time-out (docs/protocol.md, "Waiter
+        // id").
+        let grace = s.retry_delay / 2 + s.request_timeout * 2 + ms(500);
+        let claim = grace
+            + (s.victim_ttl / 10).min(Duration::from_secs(1))
+            + s.request_timeout.min(s.victim_ttl / 3);
         s.max_gap = Some(s.ttl + claim + ms(1000));
         s
     };

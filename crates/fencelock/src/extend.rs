@@ -178,6 +178,35 @@ pub(crate) async fn extend_lease(
     }
 }
 
+/// Makes a lease taken on a hand-off notice ours for its full TTL (`wait.rs`,
+/// `handed_over`): until this lands, the lease is valid for the release's short claim.
+/// Run in its own task, so the caller holds the lock one notice after the release.
+///
+/// Unlike a user's extend, it takes no gone key back: the lease may be released before
+/// this lands, and a reclaim after that release would take the freed key again. A key
+/// found gone or another's makes the lease lost (quietly, when it was released
+/// meanwhile); no answer leaves it valid for the claim, so `lost()` fires on time
+/// unless a renewal proves more first.
+pub(crate) async fn confirm_handoff(core: &Core, state: &Arc<LeaseState>, ttl: Duration) {
+    // As every extension of a lease: one at a time (rule 5, docs/fencing.md).
+    let _op = state.op.clone().lock_owned().await;
+    if state.is_lost() || state.is_ended() {
+        return;
+    }
+    let spec = state.spec_with_ttl(ttl);
+    match extend(core, &spec, &state.keys, ttl, Expiry::AtLeast, None).await {
+        Ok(until) => state.extended(
+            ttl,
+            until,
+            next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
+        ),
+        Err(e) if e.is_lost() => state.lose(&e.to_string()),
+        Err(e) => {
+            tracing::debug!(keys = ?state.keys, "a hand-off's extend was not confirmed: {e}");
+        }
+    }
+}
+
 /// One lease in a renewal round: the lease, its `op` lock (no user extend overlaps the
 /// round), the TTL the round asked the nodes for, and what they said about it so far.
 struct InRound {

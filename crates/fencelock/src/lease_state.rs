@@ -227,9 +227,7 @@ impl LeaseState {
     /// The instant at which `lost()` fires unless the lease is extended first: the end
     /// of its validity minus a safety margin that leaves the work time to stop.
     pub(crate) fn lost_deadline(&self) -> Instant {
-        let margin = safety_margin(self.ttl());
-        let valid_until = self.valid_until();
-        valid_until.checked_sub(margin).unwrap_or(valid_until)
+        lost_deadline(self.valid_until(), self.ttl())
     }
 
     pub(crate) fn is_lost(&self) -> bool {
@@ -268,6 +266,14 @@ impl LeaseState {
 /// declared lost: a tenth of the TTL, at most one second.
 pub(crate) fn safety_margin(ttl: Duration) -> Duration {
     (ttl / 10).min(Duration::from_secs(1))
+}
+
+/// When `lost()` fires for a lease of `ttl` valid until `valid_until`, unless it is
+/// extended first: the safety margin before the end of its validity.
+pub(crate) fn lost_deadline(valid_until: Instant, ttl: Duration) -> Instant {
+    valid_until
+        .checked_sub(safety_margin(ttl))
+        .unwrap_or(valid_until)
 }
 
 /// When to renew a lease next: a third of its TTL from now, scaled by `spread` in

@@ -15,13 +15,14 @@ use tokio::time::Instant;
 use crate::attempt::{CleanupGuard, Failure, WaitLink, attempt};
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, KeyList, NodeError, Result};
-use crate::extend::extend;
+use crate::extend::{confirm_handoff, extend};
 use crate::fanout::FanOut;
 use crate::jitter;
 use crate::lease::Lease;
+use crate::lease_state::{lost_deadline, safety_margin};
 use crate::options::AcquireOptions;
 use crate::quorum;
-use crate::store::{Expiry, LockSpec, Notice, QueueTicket, Watch};
+use crate::store::{Expiry, LockSpec, MAX_HANDOFF_CLAIM, Notice, QueueTicket, Watch};
 use crate::value::{lock_value, random_value, unix_micros};
 
 /// What a wait takes: a lock ([`LockGoal`]) or a permit of a semaphore
@@ -277,6 +278,13 @@ struct LockGoal<'a> {
     /// back (a hand-off we never read may have come and gone, and its notice would
     /// name an older token), nor after an attempt whose answer we never saw.
     refused: bool,
+    /// When the latest refused attempt was sent: a release that hands us the key while
+    /// we trust notices ran after that attempt, so its claim lasts at least this long
+    /// past it.
+    refused_at: Option<Instant>,
+    /// How long a release holds a key it hands us (`None`: no hand-offs, see
+    /// [`QueueTicket::handoff_waiter`]).
+    handoff_claim: Option<Duration>,
     trust_notices: bool,
 }
 
@@ -305,6 +313,7 @@ impl<'a> LockGoal<'a> {
         }
         let single = options.deadline(opts, Instant::now()).1;
         let mut queue_guard = None;
+        let mut handoff_claim = None;
         // A waiter takes a place in line, so that a release wakes it alone; a single
         // attempt has no use for one — unless fair mode must check the line.
         if queues && (fair || (opts.notifications && !single)) {
@@ -322,12 +331,25 @@ impl<'a> LockGoal<'a> {
                     .as_millis(),
             )
             .unwrap_or(u64::MAX);
-            // A release holds a handed-over key for the waiter only for a short claim
-            // (the line entry's grace), and the waiter makes it its full TTL itself: a
-            // waiter that died in line costs the lock that claim, not its TTL.
+            // A release holds a handed-over key for the waiter only for a short claim,
+            // and the waiter makes it its full TTL itself: a waiter that died in line
+            // costs the lock that claim, not its TTL. The claim is the line entry's
+            // grace, plus what lets a waiter woken within that grace of its latest
+            // refusal take the lease on the notice alone ([`handed_over`]): `lost()`'s
+            // safety margin and one request for the extend that follows.
+            let claim = (Duration::from_millis(grace_ms)
+                + safety_margin(ttl)
+                + opts.request_timeout_for(ttl))
+            .min(ttl)
+            .min(MAX_HANDOFF_CLAIM);
             let waiter = match inbox {
                 Some(inbox) => {
-                    QueueTicket::handoff_waiter(grace_ms.min(spec.ttl_ms), inbox, &random_value())
+                    handoff_claim = Some(claim);
+                    QueueTicket::handoff_waiter(
+                        u64::try_from(claim.as_millis()).unwrap_or(u64::MAX),
+                        inbox,
+                        &random_value(),
+                    )
                 }
                 None => random_value(),
             };
@@ -350,6 +372,8 @@ impl<'a> LockGoal<'a> {
             queue_guard,
             attempts: 0,
             refused: false,
+            refused_at: None,
+            handoff_claim,
             trust_notices: true,
         })
     }
@@ -376,6 +400,7 @@ impl Goal for LockGoal<'_> {
             self.spec.value = lock_value().into();
         }
         self.attempts += 1;
+        let sent = Instant::now();
         match attempt(core, &self.spec, &self.user_keys, self.ttl, link).await {
             Ok(lease) => Ok(self.granted(lease)),
             Err(failure) => {
@@ -386,6 +411,7 @@ impl Goal for LockGoal<'_> {
                             self.trust_notices = false;
                         }
                         self.refused = true;
+                        self.refused_at = Some(sent);
                     }
                     Failure::Unavailable(_) => self.trust_notices = false,
                     Failure::Permanent(_) => {}
@@ -403,7 +429,13 @@ impl Goal for LockGoal<'_> {
         if !(self.refused && self.trust_notices) {
             return None;
         }
-        let lease = handed_over(core, &self.spec, &self.user_keys, self.ttl, token).await?;
+        // The claim is proven from our latest refusal (see `refused_at`).
+        let claimed = self
+            .refused_at
+            .zip(self.handoff_claim)
+            .map(|(at, claim)| quorum::proven_bound(at, claim, core.options.drift_factor));
+        let lease =
+            handed_over(core, &self.spec, &self.user_keys, self.ttl, token, claimed).await?;
         Some(self.granted(lease))
     }
 
@@ -509,9 +541,17 @@ async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
 
 /// The lease a hand-off notice gave us: `release.lua` set the key to our waiter id
 /// for a short claim and announced `token`; we make it ours for the full TTL with
-/// one extend, whose start bounds the validity like a fresh grant's. `None` when the
-/// extend does not confirm it (the claim ran out first, a node did not answer): the
-/// caller's next attempt then finds out where the key stands.
+/// one extend, whose start bounds the validity like a fresh grant's.
+///
+/// `claimed`: how long the claim is proven to last (counted from our latest refusal,
+/// which the release came after). When it leaves `lost()` a request time-out or more
+/// ahead, the lease is ours at once, valid for the claim, and the extend follows
+/// without holding the caller up ([`confirm_handoff`]): the hand-off costs the notice
+/// alone, not the notice and a round trip. A lease the extend then fails to confirm
+/// is lost on time, as any lease whose renewal fails. Otherwise (a notice that came
+/// long after our refusal) the extend comes first, and `None` when it does not
+/// confirm (the claim ran out first, the node did not answer): the caller's next
+/// attempt then finds out where the key stands.
 ///
 /// The notice's token is trusted only as the caller allows (`trust_notices`): the
 /// key holding our id proves that the hand-off happened, not which one.
@@ -521,6 +561,7 @@ async fn handed_over(
     user_keys: &[String],
     ttl: Duration,
     token: u64,
+    claimed: Option<Instant>,
 ) -> Option<Lease> {
     let waiter = spec.queue.as_ref()?.waiter.clone();
     let spec = LockSpec {
@@ -528,10 +569,19 @@ async fn handed_over(
         queue: None,
         ..spec.clone()
     };
+    let ended = Arc::new(AtomicBool::new(false));
+    let timeout = core.options.request_timeout_for(ttl);
+    if let Some(until) = claimed
+        && lost_deadline(until, ttl) > Instant::now() + timeout
+    {
+        let lease = Lease::granted(core, &spec, user_keys, ttl, token, until, ended);
+        let (core, state) = (core.clone(), lease.state().clone());
+        tokio::spawn(async move { confirm_handoff(&core, &state, ttl).await });
+        return Some(lease);
+    }
     let until = extend(core, &spec, user_keys, ttl, Expiry::AtLeast, None)
         .await
         .ok()?;
-    let ended = Arc::new(AtomicBool::new(false));
     Some(Lease::granted(
         core, &spec, user_keys, ttl, token, until, ended,
     ))

@@ -534,8 +534,12 @@ async fn one_node_release_hands_the_key_to_the_first_waiter() {
     assert_eq!(got.value(), handed);
     assert!(got.token() > held_token);
     assert!(got.is_valid());
-    // The waiter made the key its own for its full TTL.
-    assert!(cluster.pttl(0, "direct") > claim);
+    // The waiter makes the key its own for its full TTL (right after the notice: see
+    // `a_waiter_holds_the_lock_on_the_notice_and_extends_it_after`).
+    eventually("the waiter extended the key past its claim", || {
+        cluster.pttl(0, "direct") > claim
+    })
+    .await;
     assert_eq!(in_line(&cluster, "direct"), 0);
     // The lease is a lease like any other: renewable, and released by its value.
     got.extend(Duration::from_secs(30)).await.expect("extend");
@@ -686,4 +690,131 @@ async fn a_waiter_granted_by_a_majority_leaves_the_line_of_the_node_that_refused
     };
     eventually("node 0's line is empty again", || queued() == 0).await;
     lease.release().await.expect("release");
+}
+
+/// Holds `key` (one node) from a thread of its own, on a runtime of its own, and
+/// releases it once someone stands in its line; the thread returns the token it held.
+/// The test's own runtime (one thread) then runs nothing but the waiter: between the
+/// waiter's acquire returning and the test's next `.await`, no task of that runtime —
+/// the hand-off's extend included — can have run.
+fn hold_until_someone_waits(cluster: &Cluster, key: &'static str) -> std::thread::JoinHandle<u64> {
+    let url = cluster.urls()[0].clone();
+    let (held, is_held) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let holder = Locker::builder().store(&url).build().expect("locker");
+            let lease = holder
+                .acquire(key, Duration::from_secs(60))
+                .await
+                .expect("acquire");
+            held.send(()).expect("send");
+            let mut c = redis::Client::open(url.as_str())
+                .expect("client")
+                .get_connection()
+                .expect("connection");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let waiting: u64 = redis::cmd("ZCARD")
+                    .arg(format!("{key}:fencelock:queue"))
+                    .query(&mut c)
+                    .expect("zcard");
+                if waiting > 0 {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "nobody came to wait");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let token = lease.token().get();
+            lease.release().await.expect("release");
+            holder.shutdown().await;
+            token
+        })
+    });
+    is_held.recv().expect("the holder never got the lock");
+    thread
+}
+
+/// The claim a hand-off waiter id names (`handoff:<claim_ms>:…`), in ms.
+fn claim_of(waiter_id: &str) -> i64 {
+    waiter_id
+        .strip_prefix("handoff:")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not a hand-off id: {waiter_id}"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_waiter_holds_the_lock_on_the_notice_and_extends_it_after() {
+    let cluster = Cluster::start(1);
+    let holder = hold_until_someone_waits(&cluster, "notice");
+    let waiter = patient(&cluster);
+    let got = waiter
+        .acquire_with("notice", Duration::from_secs(30), &forever())
+        .await
+        .expect("acquire");
+    // The acquire returned on the notice: the key is still the release's short claim
+    // for us — no extend has been sent (nothing else of this runtime ran since).
+    let claim = claim_of(got.value());
+    assert!(claim < 30_000, "{}", got.value());
+    let pttl = cluster.pttl(0, "notice");
+    assert!(
+        pttl > 0 && pttl <= claim,
+        "the key lives {pttl} ms: the acquire waited for its extend (claim {claim} ms)"
+    );
+    assert_eq!(cluster.get(0, "notice").as_deref(), Some(got.value()));
+    // Valid for what the claim proves, not more.
+    assert!(got.is_valid());
+    assert!(got.remaining() <= Duration::from_millis(claim.unsigned_abs()));
+    let held = holder.join().expect("holder thread");
+    assert!(got.token().get() > held);
+    // The extend follows, and the lease is the full TTL's.
+    eventually("the key lives past the claim", || {
+        cluster.pttl(0, "notice") > claim
+    })
+    .await;
+    eventually("the lease claims past the claim", || {
+        got.remaining() > Duration::from_millis(claim.unsigned_abs())
+    })
+    .await;
+    assert!(!got.is_lost());
+    assert_eq!(
+        got.release().await.expect("release"),
+        fencelock::ReleaseOutcome::Released
+    );
+    assert_eq!(cluster.get(0, "notice"), None);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_hand_off_whose_extend_is_never_answered_is_lost_on_time() {
+    let cluster = Cluster::start(1);
+    let holder = hold_until_someone_waits(&cluster, "unanswered");
+    let waiter = patient(&cluster);
+    let got = waiter
+        .acquire_with("unanswered", Duration::from_secs(30), &forever())
+        .await
+        .expect("acquire");
+    // Before the extend goes out, the node stops answering.
+    cluster.pause(0);
+    holder.join().expect("holder thread");
+    let claim = Duration::from_millis(claim_of(got.value()).unsigned_abs());
+    // Never believed valid for the 30 s it asked for, only for the claim; and lost
+    // then (20 s: well before the 30 s, whatever the load).
+    assert!(got.remaining() <= claim);
+    tokio::time::timeout(Duration::from_secs(20), got.lost())
+        .await
+        .expect("lost() did not fire");
+    assert!(!got.is_valid());
+    cluster.resume(0);
+    // Dropped, it is released (after the extend that waited on the paused node):
+    // nothing is left holding the lock.
+    drop(got);
+    eventually("the lost lease's key is released", || {
+        cluster.get(0, "unanswered").is_none()
+    })
+    .await;
+    waiter.shutdown().await;
 }

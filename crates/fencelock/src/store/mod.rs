@@ -136,10 +136,10 @@ pub(crate) struct QueueTicket {
 impl QueueTicket {
     /// The waiter id of a waiter that takes the lock straight from a release: the
     /// release sets the key to this id for `claim_ms` (hence the claim inside it) and
-    /// announces the grant; the waiter then extends the key to its own TTL, so it holds
-    /// the lock one notice and one extend after the release instead of after a notice
-    /// and a full retry, and a waiter that died in line costs the lock the short claim
-    /// only. Only for one key on one node, where one node's grant is the whole lock (see
+    /// announces the grant; the waiter holds the lock on the notice and then extends
+    /// the key to its own TTL (`wait.rs`, `handed_over`), so it holds the lock one
+    /// notice after the release instead of after a notice and a full retry, and a
+    /// waiter that died in line costs the lock the short claim only. Only for one key on one node, where one node's grant is the whole lock (see
     /// `Locker::acquire_with`).
     ///
     /// `inbox` names the channel the store sends this waiter's notices to
@@ -161,6 +161,11 @@ impl QueueTicket {
         self.waiter.starts_with(HANDOFF_PREFIX)
     }
 }
+
+/// The longest claim a release holds a handed-over key for: `shared.lua`
+/// (`fencelock_handoff`) caps the claim a waiter id names at this, so a waiter counts on
+/// no more.
+pub(crate) const MAX_HANDOFF_CLAIM: Duration = Duration::from_secs(60);
 
 /// Marks a hand-off waiter id (`shared.lua` recognises it by the same prefix).
 const HANDOFF_PREFIX: &str = "handoff:";

@@ -3,7 +3,7 @@
 -- ('handoff:<claim>:<inbox>:<random>', see shared.lua) gets the lock right here — the key set
 -- to its id for a short claim (the waiter extends it to its TTL) and the next fencing token, announced as 'granted:<token>:<id>' on
 -- its client's own channel '<key>:fencelock:to:<inbox>' (so no other client wakes) —
--- so it holds the lock one notice and one extend after the release; any
+-- so it holds the lock one notice after the release (its extend follows); any
 -- other waiter is named in the notice and alone retries at once. With nobody in line
 -- nothing is published (the floor's release publishes nothing either; a waiter not in
 -- line wakes at the holder's TTL). A waiter that gives up (ARGV[3]) leaves the lines too.
