@@ -187,9 +187,16 @@ pub(crate) async fn extend_lease(
 /// found gone or another's makes the lease lost (quietly, when it was released
 /// meanwhile); no answer leaves it valid for the claim, so `lost()` fires on time
 /// unless a renewal proves more first.
-pub(crate) async fn confirm_handoff(core: &Core, state: &Arc<LeaseState>, ttl: Duration) {
-    // As every extension of a lease: one at a time (rule 5, docs/fencing.md).
-    let _op = state.op.clone().lock_owned().await;
+///
+/// `_op` is the lease's `op` lock, taken when the lease was made: as every extension
+/// of a lease, one at a time (rule 5, docs/fencing.md), and this one first — a user's
+/// extend to a shorter TTL that went before it would be undone by it.
+pub(crate) async fn confirm_handoff(
+    core: &Core,
+    state: &Arc<LeaseState>,
+    ttl: Duration,
+    _op: OwnedMutexGuard<()>,
+) {
     if state.is_lost() || state.is_ended() {
         return;
     }

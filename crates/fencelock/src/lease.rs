@@ -95,6 +95,11 @@ impl Lease {
 
     /// The instant (monotonic clock) until which the lease is proven valid. After the
     /// lease is lost or released this is in the past.
+    ///
+    /// Usually the acquire's start plus the TTL, less the drift allowance. A lease
+    /// handed over on one node by the holder's release starts shorter: valid for the
+    /// release's claim (a couple of seconds), until its own extend to the TTL lands a
+    /// round trip later (`docs/waiting.md`; `docs/fencing.md`, "Validity", rule 8).
     pub fn valid_until(&self) -> std::time::Instant {
         self.state.valid_until().into_std()
     }

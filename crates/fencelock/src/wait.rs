@@ -576,7 +576,16 @@ async fn handed_over(
     {
         let lease = Lease::granted(core, &spec, user_keys, ttl, token, until, ended);
         let (core, state) = (core.clone(), lease.state().clone());
-        tokio::spawn(async move { confirm_handoff(&core, &state, ttl).await });
+        // The lease's `op` lock, taken here (a new lease's is free): the extend goes
+        // first, before any extend of the user's or renewal round.
+        let taken = state.op.clone().try_lock_owned();
+        tokio::spawn(async move {
+            let op = match taken {
+                Ok(op) => op,
+                Err(_) => state.op.clone().lock_owned().await,
+            };
+            confirm_handoff(&core, &state, ttl, op).await;
+        });
         return Some(lease);
     }
     let until = extend(core, &spec, user_keys, ttl, Expiry::AtLeast, None)

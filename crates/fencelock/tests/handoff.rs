@@ -818,3 +818,29 @@ async fn a_hand_off_whose_extend_is_never_answered_is_lost_on_time() {
     .await;
     waiter.shutdown().await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_extend_right_after_a_hand_off_is_not_undone_by_the_hand_offs_own() {
+    let cluster = Cluster::start(1);
+    let holder = hold_until_someone_waits(&cluster, "shorter");
+    let waiter = patient(&cluster);
+    let got = waiter
+        .acquire_with("shorter", Duration::from_secs(30), &forever())
+        .await
+        .expect("acquire");
+    holder.join().expect("holder thread");
+    // Shortened at once, before the hand-off's own extend (to the 30 s asked for) has
+    // run: that one goes first, so it cannot lengthen the key again afterwards.
+    got.extend(Duration::from_secs(5)).await.expect("extend");
+    assert_eq!(got.ttl(), Duration::from_secs(5));
+    // Let anything still queued run, then look at the key.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pttl = cluster.pttl(0, "shorter");
+    assert!(
+        pttl > 0 && pttl <= 5_000,
+        "the key lives {pttl} ms after an extend to 5 s"
+    );
+    assert_eq!(got.ttl(), Duration::from_secs(5));
+    assert!(got.remaining() <= Duration::from_secs(5));
+    got.release().await.expect("release");
+}
