@@ -766,9 +766,14 @@ async fn a_waiter_holds_the_lock_on_the_notice_and_extends_it_after() {
         "the key lives {pttl} ms: the acquire waited for its extend (claim {claim} ms)"
     );
     assert_eq!(cluster.get(0, "notice").as_deref(), Some(got.value()));
-    // Valid for what the claim proves, not more.
+    // Valid for what the claim proves, not more: never past the key's expiry (read
+    // before `remaining`, so the key's end is at least `pttl` after that read).
     assert!(got.is_valid());
-    assert!(got.remaining() <= Duration::from_millis(claim.unsigned_abs()));
+    let remaining = got.remaining();
+    assert!(
+        remaining <= Duration::from_millis(pttl.unsigned_abs() + 1),
+        "the lease claims {remaining:?} while its key expires in {pttl} ms"
+    );
     let held = holder.join().expect("holder thread");
     assert!(got.token().get() > held);
     // The extend follows, and the lease is the full TTL's.
