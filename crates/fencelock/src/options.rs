@@ -114,6 +114,16 @@ impl Options {
         Ok(())
     }
 
+    /// How long a waiter's line entry outlives the wait a node told it to expect (the
+    /// entry's `grace_ms`, see `QueueTicket`): a retry's jitter and two request time-outs
+    /// to come back, plus 500 ms of slack, before the entry counts as abandoned.
+    pub(crate) fn line_grace_ms(&self) -> u64 {
+        u64::try_from(
+            (self.retry_jitter + self.request_timeout * 2 + Duration::from_millis(500)).as_millis(),
+        )
+        .unwrap_or(u64::MAX)
+    }
+
     /// The per-node timeout for a lease of `ttl`: the configured one, but never more than
     /// a third of the TTL, so a slow node cannot eat the lease's validity.
     pub(crate) fn request_timeout_for(&self, ttl: Duration) -> Duration {

@@ -438,11 +438,7 @@ impl Semaphore {
         let queues =
             fair || (!single && opts.notifications && nodes.iter().all(|n| n.supports_queue()));
         let ticket = queues.then(|| {
-            let grace_ms = u64::try_from(
-                (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
-                    .as_millis(),
-            )
-            .unwrap_or(u64::MAX);
+            let grace_ms = opts.line_grace_ms();
             QueueTicket {
                 waiter: random_value().into(),
                 ticket: unix_micros(),

@@ -326,30 +326,27 @@ impl<'a> LockGoal<'a> {
                 }
                 _ => None,
             };
-            let grace_ms = u64::try_from(
-                (opts.retry_jitter + opts.request_timeout * 2 + Duration::from_millis(500))
-                    .as_millis(),
-            )
-            .unwrap_or(u64::MAX);
+            let grace_ms = opts.line_grace_ms();
             // A release holds a handed-over key for the waiter only for a short claim,
             // and the waiter makes it its full TTL itself: a waiter that died in line
             // costs the lock that claim, not its TTL. The claim is the line entry's
             // grace, plus what lets a waiter woken within that grace of its latest
             // refusal take the lease on the notice alone ([`handed_over`]): `lost()`'s
             // safety margin and one request for the extend that follows.
-            let claim = (Duration::from_millis(grace_ms)
-                + safety_margin(ttl)
-                + opts.request_timeout_for(ttl))
-            .min(ttl)
-            .min(MAX_HANDOFF_CLAIM);
+            // Whole milliseconds, as the waiter id names it (and the release sets it).
+            let claim_ms = u64::try_from(
+                (Duration::from_millis(grace_ms)
+                    + safety_margin(ttl)
+                    + opts.request_timeout_for(ttl))
+                .min(ttl)
+                .min(MAX_HANDOFF_CLAIM)
+                .as_millis(),
+            )
+            .unwrap_or(u64::MAX);
             let waiter = match inbox {
                 Some(inbox) => {
-                    handoff_claim = Some(claim);
-                    QueueTicket::handoff_waiter(
-                        u64::try_from(claim.as_millis()).unwrap_or(u64::MAX),
-                        inbox,
-                        &random_value(),
-                    )
+                    handoff_claim = Some(Duration::from_millis(claim_ms));
+                    QueueTicket::handoff_waiter(claim_ms, inbox, &random_value())
                 }
                 None => random_value(),
             };
