@@ -693,7 +693,8 @@ async fn a_waiter_granted_by_a_majority_leaves_the_line_of_the_node_that_refused
 }
 
 /// Holds `key` (one node) from a thread of its own, on a runtime of its own, and
-/// releases it once someone stands in its line; the thread returns the token it held.
+/// releases it once someone waits in its line for the notice; the thread returns the
+/// token it held.
 /// The test's own runtime (one thread) then runs nothing but the waiter: between the
 /// waiter's acquire returning and the test's next `.await`, no task of that runtime —
 /// the hand-off's extend included — can have run.
@@ -718,11 +719,22 @@ fn hold_until_someone_waits(cluster: &Cluster, key: &'static str) -> std::thread
                 .expect("connection");
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             loop {
-                let waiting: u64 = redis::cmd("ZCARD")
-                    .arg(format!("{key}:fencelock:queue"))
+                // A waiter's first refusal puts it in line; it then subscribes and tries
+                // once more (refused again), and only then waits for the notice. Each
+                // refusal runs two ZADDs (the line and its deadlines): released
+                // earlier, the key would be handed over before that second attempt,
+                // which would take it up — not the notice.
+                let stats: String = redis::cmd("INFO")
+                    .arg("commandstats")
                     .query(&mut c)
-                    .expect("zcard");
-                if waiting > 0 {
+                    .expect("info");
+                let zadds: u64 = stats
+                    .lines()
+                    .find_map(|l| l.strip_prefix("cmdstat_zadd:calls="))
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                if zadds >= 4 {
                     break;
                 }
                 assert!(std::time::Instant::now() < deadline, "nobody came to wait");
