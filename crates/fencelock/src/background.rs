@@ -14,8 +14,9 @@ use crate::store::LockSpec;
 /// Work for the background task.
 #[derive(Debug)]
 pub(crate) enum Message {
-    /// Release this lock on every node (a dropped lease or acquire).
-    Release(LockSpec),
+    /// Release this lock on every node (a dropped lease or acquire); for a lease, once
+    /// the extensions of it in flight are answered ([`LeaseState::reclaims_done`]).
+    Release(LockSpec, Option<Arc<LeaseState>>),
     /// A request for this lock on node `i` timed out: clean up after it.
     Abandon(usize, LockSpec),
     /// A failed attempt's late grant on node `i`, its wait going on: undo it quietly

@@ -3,12 +3,14 @@
 //! a [`crate::Lease`] and a [`crate::Semaphore`] hold the same `Arc`, and the protocol
 //! paths (`attempt.rs`, `wait.rs`, `extend.rs`, `release.rs`) borrow it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::future::{BoxFuture, Shared};
 
 use crate::background::{Background, Message};
 use crate::error::Result;
+use crate::lease_state::LeaseState;
 use crate::options::Options;
 use crate::store::{LockSpec, Node};
 
@@ -63,6 +65,13 @@ impl Core {
 
     /// Has the background task release `spec` on every node (nobody waits for it).
     pub(crate) fn release_in_background(&self, spec: LockSpec) {
-        self.background.send(Message::Release(spec));
+        self.background.send(Message::Release(spec, None));
+    }
+
+    /// Has the background task release an ended lease on every node, once the
+    /// extensions of it in flight are answered ([`LeaseState::reclaims_done`]).
+    pub(crate) fn release_lease_in_background(&self, lease: &Arc<LeaseState>) {
+        self.background
+            .send(Message::Release(lease.spec(), Some(lease.clone())));
     }
 }

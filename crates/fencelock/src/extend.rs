@@ -197,21 +197,22 @@ pub(crate) async fn confirm_handoff(
     ttl: Duration,
     _op: OwnedMutexGuard<()>,
 ) {
-    if state.is_lost() || state.is_ended() {
-        return;
-    }
-    let spec = state.spec_with_ttl(ttl);
-    match extend(core, &spec, &state.keys, ttl, Expiry::AtLeast, None).await {
-        Ok(until) => state.extended(
-            ttl,
-            until,
-            next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
-        ),
-        Err(e) if e.is_lost() => state.lose(&e.to_string()),
-        Err(e) => {
-            tracing::debug!(keys = ?state.keys, "a hand-off's extend was not confirmed: {e}");
+    if !(state.is_lost() || state.is_ended()) {
+        let spec = state.spec_with_ttl(ttl);
+        match extend(core, &spec, &state.keys, ttl, Expiry::AtLeast, None).await {
+            Ok(until) => state.extended(
+                ttl,
+                until,
+                next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
+            ),
+            Err(e) if e.is_lost() => state.lose(&e.to_string()),
+            Err(e) => {
+                tracing::debug!(keys = ?state.keys, "a hand-off's extend was not confirmed: {e}");
+            }
         }
     }
+    // Before `op` goes (see `LeaseState::reclaims_done`).
+    state.confirming.store(false, Ordering::Release);
 }
 
 /// One lease in a renewal round: the lease, its `op` lock (no user extend overlaps the
@@ -337,8 +338,9 @@ mod tests {
     use crate::store::{Acquired, Forgot, Holding, KeyInfo, Notices, Store, StoreFuture};
     use tokio::sync::Notify;
 
-    /// A memory store whose extends wait until `open` lets them through: a renewal
-    /// round that has sent its request and not yet had the answer.
+    /// A memory store whose extends wait until `open` lets them through, and only then
+    /// reach the store: a renewal round that has decided to send and whose request
+    /// lands later (after anything sent meanwhile).
     #[derive(Debug)]
     struct Gated {
         inner: MemoryStore,
@@ -361,6 +363,7 @@ mod tests {
             expiry: Expiry,
             reclaim: bool,
         ) -> StoreFuture<Vec<Holding>> {
+            // (A memory store's operation runs when its future is first polled.)
             let extend = self.inner.extend(locks, expiry, reclaim);
             let open = Arc::clone(&self.open);
             Box::pin(async move {
@@ -468,5 +471,87 @@ mod tests {
         );
         let released = node.release(&state.spec()).await.expect("release");
         assert_eq!(released, Holding::Ours);
+    }
+
+    /// A release goes after a renewal round in flight, never before it: the round's
+    /// extend takes gone keys back (reclaim), so landing after the release it would
+    /// hold the freed lock for another TTL (the npm suite's `using()` test found the
+    /// keys still there after the release, once under load).
+    #[tokio::test(start_paused = true)]
+    async fn a_release_waits_for_a_renewal_in_flight() {
+        let name = "release-waits-for-a-renewal";
+        let open = Arc::new(Notify::new());
+        let node: Node = Arc::new(Gated {
+            inner: MemoryStore::named(name),
+            open: Arc::clone(&open),
+        });
+        let locker = crate::Locker::from_parts(vec![node], Options::default());
+        let lease = locker
+            .acquire("k", Duration::from_millis(300))
+            .await
+            .expect("acquire");
+        // Renewed automatically: wait until a round has sent its extend.
+        while !lease.state().renewing.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let round = Arc::clone(lease.state());
+        let release = tokio::spawn(async move { lease.release().await });
+        // The release goes as far as it can before the round's request lands.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        open.notify_one();
+        let outcome = release.await.expect("task").expect("release");
+        // The round is over (its request has landed) before the key is looked at.
+        while round.renewing.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outcome, crate::ReleaseOutcome::Released);
+        let info = MemoryStore::named(name)
+            .inspect("k")
+            .await
+            .expect("inspect");
+        assert_eq!(
+            info.value, None,
+            "the renewal landed after the release and took the key back"
+        );
+    }
+
+    /// As above, for a lease dropped instead of released: the background task's
+    /// release waits for the round too.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_lease_is_released_after_its_renewal_in_flight() {
+        let name = "drop-waits-for-a-renewal";
+        let open = Arc::new(Notify::new());
+        let node: Node = Arc::new(Gated {
+            inner: MemoryStore::named(name),
+            open: Arc::clone(&open),
+        });
+        let locker = crate::Locker::from_parts(vec![node], Options::default());
+        let lease = locker
+            .acquire("k", Duration::from_millis(300))
+            .await
+            .expect("acquire");
+        while !lease.state().renewing.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let round = Arc::clone(lease.state());
+        drop(lease);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        open.notify_one();
+        while round.renewing.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+        locker.shutdown().await;
+        let info = MemoryStore::named(name)
+            .inspect("k")
+            .await
+            .expect("inspect");
+        assert_eq!(
+            info.value, None,
+            "the renewal landed after the release and took the key back"
+        );
     }
 }

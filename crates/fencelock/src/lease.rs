@@ -196,6 +196,7 @@ impl Lease {
             state: Some(state.clone()),
             core: &core,
         };
+        state.reclaims_done().await;
         let outcome = release_lease(&core, &state).await;
         guard.disarm();
         outcome
@@ -217,7 +218,7 @@ impl ReleaseGuard<'_> {
 impl Drop for ReleaseGuard<'_> {
     fn drop(&mut self) {
         if let Some(state) = self.state.take() {
-            self.core.release_in_background(state.spec());
+            self.core.release_lease_in_background(&state);
         }
     }
 }
@@ -225,7 +226,7 @@ impl Drop for ReleaseGuard<'_> {
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.state.end() {
-            self.core.release_in_background(self.state.spec());
+            self.core.release_lease_in_background(&self.state);
         }
     }
 }

@@ -111,12 +111,17 @@ struct Task {
 impl Task {
     fn handle(&mut self, message: Message) {
         match message {
-            Message::Release(spec) => {
+            Message::Release(spec, lease) => {
                 let nodes = self.nodes.clone();
                 let timeout = self
                     .options
                     .request_timeout_for(Duration::from_millis(spec.ttl_ms));
-                self.clean_up(async move { release_everywhere(&nodes, &spec, timeout).await });
+                self.clean_up(async move {
+                    if let Some(lease) = lease {
+                        lease.reclaims_done().await;
+                    }
+                    release_everywhere(&nodes, &spec, timeout).await;
+                });
             }
             Message::Abandon(i, spec) => {
                 if let Some(node) = self.nodes.get(i).cloned() {

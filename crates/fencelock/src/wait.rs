@@ -6,7 +6,7 @@
 //! waiter stands in the key's line (Redis), and takes a lock handed over by a release.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::{join_all, select_all};
@@ -576,6 +576,7 @@ async fn handed_over(
         // The lease's `op` lock, taken here (a new lease's is free): the extend goes
         // first, before any extend of the user's or renewal round.
         let taken = state.op.clone().try_lock_owned();
+        state.confirming.store(taken.is_ok(), Ordering::Release);
         tokio::spawn(async move {
             let op = match taken {
                 Ok(op) => op,
