@@ -196,7 +196,7 @@ impl Lease {
             state: Some(state.clone()),
             core: &core,
         };
-        state.reclaims_done().await;
+        state.reclaims_done(core.options.request_timeout).await;
         let outcome = release_lease(&core, &state).await;
         guard.disarm();
         outcome

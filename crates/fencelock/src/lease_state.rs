@@ -265,9 +265,15 @@ impl LeaseState {
     /// whole TTL (seen as keys left behind after `using()` in the npm tests). Once the
     /// lease has ended, no new one starts: renewal rounds skip ended leases and a
     /// user's extend checks first. Cancelling it only stops waiting.
-    pub(crate) async fn reclaims_done(&self) {
+    ///
+    /// At most `patience` (a request time-out): the race is only between deciding to
+    /// send and sending. A request in flight that long is on its node's connection
+    /// already, ahead of the release, which that node then runs after it; and a
+    /// release must not wait out a paused node's whole renewal time-out (a third of
+    /// the TTL) before it can say the node did not answer.
+    pub(crate) async fn reclaims_done(&self, patience: Duration) {
         if !self.confirming.load(Ordering::Acquire) {
-            drop(self.op.lock().await);
+            let _ = tokio::time::timeout(patience, self.op.lock()).await;
         }
     }
 

@@ -113,12 +113,13 @@ impl Task {
         match message {
             Message::Release(spec, lease) => {
                 let nodes = self.nodes.clone();
+                let patience = self.options.request_timeout;
                 let timeout = self
                     .options
                     .request_timeout_for(Duration::from_millis(spec.ttl_ms));
                 self.clean_up(async move {
                     if let Some(lease) = lease {
-                        lease.reclaims_done().await;
+                        lease.reclaims_done(patience).await;
                     }
                     release_everywhere(&nodes, &spec, timeout).await;
                 });
