@@ -272,7 +272,8 @@ impl LeaseState {
     /// release must not wait out a paused node's whole renewal time-out (a third of
     /// the TTL) before it can say the node did not answer.
     pub(crate) async fn reclaims_done(&self, patience: Duration) {
-        if !self.confirming.load(Ordering::Acquire) {
+        // Usually nothing is in flight: no timer then.
+        if !self.confirming.load(Ordering::Acquire) && self.op.try_lock().is_err() {
             let _ = tokio::time::timeout(patience, self.op.lock()).await;
         }
     }
