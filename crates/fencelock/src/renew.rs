@@ -207,6 +207,10 @@ impl Task {
                 lease.lose(&why);
             } else if round && is_due(lease, now) {
                 match lease.op.clone().try_lock_owned() {
+                    // Released since the scan above (from another thread): a reclaiming
+                    // renewal must not go out after that release. Its `reclaims_done`
+                    // found `op` free before we took it, so `ended` shows here.
+                    Ok(_) if lease.is_ended() => {}
                     Ok(op) => {
                         lease.renewing.store(true, Ordering::Release);
                         due.push((lease.clone(), op));
