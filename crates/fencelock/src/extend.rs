@@ -473,13 +473,9 @@ mod tests {
         assert_eq!(released, Holding::Ours);
     }
 
-    /// A release goes after a renewal round in flight, never before it: the round's
-    /// extend takes gone keys back (reclaim), so landing after the release it would
-    /// hold the freed lock for another TTL (the npm suite's `using()` test found the
-    /// keys still there after the release, once under load).
-    #[tokio::test(start_paused = true)]
-    async fn a_release_waits_for_a_renewal_in_flight() {
-        let name = "release-waits-for-a-renewal";
+    /// A locker on one gated memory node named `name`, and a lease of 300 ms on `k`
+    /// whose automatic renewal round has sent its extend, held at the gate (`open`).
+    async fn a_renewal_in_flight(name: &str) -> (crate::Locker, crate::Lease, Arc<Notify>) {
         let open = Arc::new(Notify::new());
         let node: Node = Arc::new(Gated {
             inner: MemoryStore::named(name),
@@ -490,29 +486,49 @@ mod tests {
             .acquire("k", Duration::from_millis(300))
             .await
             .expect("acquire");
-        // Renewed automatically: wait until a round has sent its extend.
         while !lease.state().renewing.load(Ordering::Acquire) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        (locker, lease, open)
+    }
+
+    /// Lets the gated round's request land (after whatever went out meanwhile) and
+    /// waits until the round is over.
+    async fn let_the_round_land(open: &Notify, round: &LeaseState) {
+        open.notify_one();
+        while round.renewing.load(Ordering::Acquire) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Whether `k` is free on memory node `name`.
+    async fn k_is_free(name: &str) -> bool {
+        let info = MemoryStore::named(name)
+            .inspect("k")
+            .await
+            .expect("inspect");
+        info.value.is_none()
+    }
+
+    /// A release goes after a renewal round in flight, never before it: the round's
+    /// extend takes gone keys back (reclaim), so landing after the release it would
+    /// hold the freed lock for another TTL (the npm suite's `using()` test found the
+    /// keys still there after the release, once under load).
+    #[tokio::test(start_paused = true)]
+    async fn a_release_waits_for_a_renewal_in_flight() {
+        let name = "release-waits-for-a-renewal";
+        let (_locker, lease, open) = a_renewal_in_flight(name).await;
         let round = Arc::clone(lease.state());
         let release = tokio::spawn(async move { lease.release().await });
         // The release goes as far as it can before the round's request lands.
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
-        open.notify_one();
+        let_the_round_land(&open, &round).await;
         let outcome = release.await.expect("task").expect("release");
-        // The round is over (its request has landed) before the key is looked at.
-        while round.renewing.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
         assert_eq!(outcome, crate::ReleaseOutcome::Released);
-        let info = MemoryStore::named(name)
-            .inspect("k")
-            .await
-            .expect("inspect");
-        assert_eq!(
-            info.value, None,
+        assert!(
+            k_is_free(name).await,
             "the renewal landed after the release and took the key back"
         );
     }
@@ -522,35 +538,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dropped_lease_is_released_after_its_renewal_in_flight() {
         let name = "drop-waits-for-a-renewal";
-        let open = Arc::new(Notify::new());
-        let node: Node = Arc::new(Gated {
-            inner: MemoryStore::named(name),
-            open: Arc::clone(&open),
-        });
-        let locker = crate::Locker::from_parts(vec![node], Options::default());
-        let lease = locker
-            .acquire("k", Duration::from_millis(300))
-            .await
-            .expect("acquire");
-        while !lease.state().renewing.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (locker, lease, open) = a_renewal_in_flight(name).await;
         let round = Arc::clone(lease.state());
         drop(lease);
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
-        open.notify_one();
-        while round.renewing.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
+        let_the_round_land(&open, &round).await;
         locker.shutdown().await;
-        let info = MemoryStore::named(name)
-            .inspect("k")
-            .await
-            .expect("inspect");
-        assert_eq!(
-            info.value, None,
+        assert!(
+            k_is_free(name).await,
             "the renewal landed after the release and took the key back"
         );
     }

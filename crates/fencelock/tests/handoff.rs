@@ -750,6 +750,23 @@ fn hold_until_someone_waits(cluster: &Cluster, key: &'static str) -> std::thread
     thread
 }
 
+/// A lease of 30 s on `key` (one node), taken over on the release notice of a holder
+/// that runs on a thread of its own ([`hold_until_someone_waits`]), with its locker
+/// and that thread. Returns as soon as the acquire does: on a one-thread runtime,
+/// nothing else of it has run since (the hand-off's extend has not been sent).
+async fn taken_on_notice(
+    cluster: &Cluster,
+    key: &'static str,
+) -> (fencelock::Lease, Locker, std::thread::JoinHandle<u64>) {
+    let holder = hold_until_someone_waits(cluster, key);
+    let waiter = patient(cluster);
+    let got = waiter
+        .acquire_with(key, Duration::from_secs(30), &forever())
+        .await
+        .expect("acquire");
+    (got, waiter, holder)
+}
+
 /// The claim a hand-off waiter id names (`handoff:<claim_ms>:…`), in ms.
 fn claim_of(waiter_id: &str) -> i64 {
     waiter_id
@@ -762,12 +779,7 @@ fn claim_of(waiter_id: &str) -> i64 {
 #[tokio::test(flavor = "current_thread")]
 async fn a_waiter_holds_the_lock_on_the_notice_and_extends_it_after() {
     let cluster = Cluster::start(1);
-    let holder = hold_until_someone_waits(&cluster, "notice");
-    let waiter = patient(&cluster);
-    let got = waiter
-        .acquire_with("notice", Duration::from_secs(30), &forever())
-        .await
-        .expect("acquire");
+    let (got, _waiter, holder) = taken_on_notice(&cluster, "notice").await;
     // The acquire returned on the notice: the key is still the release's short claim
     // for us — no extend has been sent (nothing else of this runtime ran since).
     let claim = claim_of(got.value());
@@ -808,12 +820,7 @@ async fn a_waiter_holds_the_lock_on_the_notice_and_extends_it_after() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_hand_off_whose_extend_is_never_answered_is_lost_on_time() {
     let cluster = Cluster::start(1);
-    let holder = hold_until_someone_waits(&cluster, "unanswered");
-    let waiter = patient(&cluster);
-    let got = waiter
-        .acquire_with("unanswered", Duration::from_secs(30), &forever())
-        .await
-        .expect("acquire");
+    let (got, waiter, holder) = taken_on_notice(&cluster, "unanswered").await;
     // Before the extend goes out, the node stops answering.
     cluster.pause(0);
     holder.join().expect("holder thread");
@@ -839,12 +846,7 @@ async fn a_hand_off_whose_extend_is_never_answered_is_lost_on_time() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_extend_right_after_a_hand_off_is_not_undone_by_the_hand_offs_own() {
     let cluster = Cluster::start(1);
-    let holder = hold_until_someone_waits(&cluster, "shorter");
-    let waiter = patient(&cluster);
-    let got = waiter
-        .acquire_with("shorter", Duration::from_secs(30), &forever())
-        .await
-        .expect("acquire");
+    let (got, _waiter, holder) = taken_on_notice(&cluster, "shorter").await;
     holder.join().expect("holder thread");
     // Shortened at once, before the hand-off's own extend (to the 30 s asked for) has
     // run: that one goes first, so it cannot lengthen the key again afterwards.

@@ -139,7 +139,8 @@ impl QueueTicket {
     /// announces the grant; the waiter holds the lock on the notice and then extends
     /// the key to its own TTL (`wait.rs`, `handed_over`), so it holds the lock one
     /// notice after the release instead of after a notice and a full retry, and a
-    /// waiter that died in line costs the lock the short claim only. Only for one key on one node, where one node's grant is the whole lock (see
+    /// waiter that died in line costs the lock the short claim only. Only for one key
+    /// on one node, where one node's grant is the whole lock (see
     /// `Locker::acquire_with`).
     ///
     /// `inbox` names the channel the store sends this waiter's notices to
