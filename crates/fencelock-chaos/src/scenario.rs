@@ -691,9 +691,11 @@ fn handoff_scenarios() -> Vec<Scenario> {
         "control: one node, hot key: SIGKILL a victim (10 s TTL) while it holds the lock",
     );
     s.duration = Duration::from_secs(14);
-    // Holds long enough that the kill lands inside one (the harness sees the holder's
-    // announcement within a millisecond or two).
-    s.hold_ms = (200, 400);
+    // Holds long enough that the kill lands inside one, after the holder's key has
+    // outgrown the gap allowed: a victim handed the lock holds the release's claim
+    // at first, and extends it to its own TTL within about 0.4 s (docs/waiting.md);
+    // killed before that, it would block the lock for the claim only.
+    s.hold_ms = (700, 900);
     s.schedule = vec![Step::Sleep(ms(1500)), Step::KillHolder, Step::Healed];
     s.expect = vec![Kind::Blocked];
     // Healed right after the kill: the next grant comes only when the dead holder's
@@ -1311,15 +1313,26 @@ fn do_step(
             let announced = |res: &mut redis::Connection| -> Option<String> {
                 redis::cmd("GET").arg(HOLDER_KEY).query(res).ok().flatten()
             };
+            // A holder whose key outlives the gap allowed blocks the lock once killed.
+            let blocking = |rig: &Rig| -> bool {
+                let pttl: i64 = rig
+                    .nodes
+                    .first()
+                    .and_then(|n| n.connection().ok())
+                    .and_then(|mut c| redis::cmd("PTTL").arg(KEY).query(&mut c).ok())
+                    .unwrap_or(-2);
+                sc.max_gap
+                    .is_none_or(|gap| pttl > i64::try_from(gap.as_millis()).unwrap_or(i64::MAX))
+            };
             let before = announced(res);
             let t = Instant::now();
             let victim = loop {
                 let now = holder(res);
                 let fresh = announced(res) != before;
                 let pick = match step {
-                    Step::KillHolder => {
-                        now.filter(|w| fresh && *w >= first_victim && !killed.contains(w))
-                    }
+                    Step::KillHolder => now.filter(|w| {
+                        fresh && *w >= first_victim && !killed.contains(w) && blocking(rig)
+                    }),
                     _ => {
                         (first_victim..pids.len()).find(|w| Some(*w) != now && !killed.contains(w))
                     }
@@ -1367,11 +1380,11 @@ fn do_step(
                 }
             }
             if *step == Step::KillWaiter {
-                // A waiter handed the lock extends it to its own (long) TTL before it
-                // announces itself: stopped in that window it is a holder, not a
-                // waiter. Stop it first, and kill it only if no victim's lease holds
-                // the key (a key living longer than a holder's TTL); else let it go on
-                // and try again.
+                // A waiter handed the lock holds it (for the release's claim, then its
+                // own long TTL) before it announces itself: stopped in that window it
+                // is a holder, not a waiter. Stop it first, and kill it only if no
+                // victim's lease holds the key (a key living longer than a holder's
+                // TTL); else let it go on and try again.
                 kill(pid, Signal::SIGSTOP).map_err(|e| format!("SIGSTOP worker {victim}: {e}"))?;
                 let pttl: i64 = rig
                     .nodes

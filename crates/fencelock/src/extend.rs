@@ -180,39 +180,38 @@ pub(crate) async fn extend_lease(
 
 /// Makes a lease taken on a hand-off notice ours for its full TTL (`wait.rs`,
 /// `handed_over`): until this lands, the lease is valid for the release's short claim.
-/// Run in its own task, so the caller holds the lock one notice after the release.
+/// Run in a task of its own some time after the notice, and only for a lease that is
+/// still live and has not been extended since (a user's extend or a renewal round
+/// that went first already made it the TTL it asked for: this one would undo an
+/// extend to a shorter TTL).
 ///
-/// Unlike a user's extend, it takes no gone key back: the lease may be released before
-/// this lands, and a reclaim after that release would take the freed key again. A key
-/// found gone or another's makes the lease lost (quietly, when it was released
-/// meanwhile); no answer leaves it valid for the claim, so `lost()` fires on time
-/// unless a renewal proves more first.
+/// Unlike a user's extend, it takes no gone key back: a key found gone or another's
+/// makes the lease lost (quietly, when it was released meanwhile); no answer leaves it
+/// valid for the claim, so `lost()` fires on time unless a renewal proves more first.
 ///
-/// `_op` is the lease's `op` lock, taken when the lease was made: as every extension
-/// of a lease, one at a time (rule 5, docs/fencing.md), and this one first — a user's
-/// extend to a shorter TTL that went before it would be undone by it.
+/// `_op` is the lease's `op` lock: as every extension of a lease, one at a time
+/// (rule 5, docs/fencing.md).
 pub(crate) async fn confirm_handoff(
     core: &Core,
     state: &Arc<LeaseState>,
     ttl: Duration,
     _op: OwnedMutexGuard<()>,
 ) {
-    if !(state.is_lost() || state.is_ended()) {
-        let spec = state.spec_with_ttl(ttl);
-        match extend(core, &spec, &state.keys, ttl, Expiry::AtLeast, None).await {
-            Ok(until) => state.extended(
-                ttl,
-                until,
-                next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
-            ),
-            Err(e) if e.is_lost() => state.lose(&e.to_string()),
-            Err(e) => {
-                tracing::debug!(keys = ?state.keys, "a hand-off's extend was not confirmed: {e}");
-            }
+    if state.is_lost() || state.is_ended() || !state.unconfirmed_handoff.load(Ordering::Acquire) {
+        return;
+    }
+    let spec = state.spec_with_ttl(ttl);
+    match extend(core, &spec, &state.keys, ttl, Expiry::AtLeast, None).await {
+        Ok(until) => state.extended(
+            ttl,
+            until,
+            next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
+        ),
+        Err(e) if e.is_lost() => state.lose(&e.to_string()),
+        Err(e) => {
+            tracing::debug!(keys = ?state.keys, "a hand-off's extend was not confirmed: {e}");
         }
     }
-    // Before `op` goes (see `LeaseState::reclaims_done`).
-    state.confirming.store(false, Ordering::Release);
 }
 
 /// One lease in a renewal round: the lease, its `op` lock (no user extend overlaps the

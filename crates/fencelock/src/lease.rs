@@ -98,8 +98,9 @@ impl Lease {
     ///
     /// Usually the acquire's start plus the TTL, less the drift allowance. A lease
     /// handed over on one node by the holder's release starts shorter: valid for the
-    /// release's claim (a couple of seconds), until its own extend to the TTL lands a
-    /// round trip later (`docs/waiting.md`; `docs/fencing.md`, "Validity", rule 8).
+    /// release's claim (a couple of seconds), until its own extend to the TTL lands,
+    /// sent within about half a second unless the lease is released or extended first
+    /// (`docs/waiting.md`; `docs/fencing.md`, "Validity", rule 8).
     pub fn valid_until(&self) -> std::time::Instant {
         self.state.valid_until().into_std()
     }

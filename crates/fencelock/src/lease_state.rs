@@ -38,9 +38,10 @@ pub(crate) struct LeaseState {
     /// Held by whatever extends the lease (a renewal round, a user's extend): at most
     /// one is in flight, so their answers cannot overtake each other's decisions.
     pub(crate) op: Arc<tokio::sync::Mutex<()>>,
-    /// `op` is held by the extend that makes a hand-off ours (`extend::confirm_handoff`),
-    /// which takes no gone key back: a release need not wait for it.
-    pub(crate) confirming: AtomicBool,
+    /// Taken on a hand-off notice and not yet extended to its TTL: valid for the
+    /// release's short claim only, until `extend::confirm_handoff` (or any extension
+    /// before it) lands. Cleared by [`LeaseState::extended`].
+    pub(crate) unconfirmed_handoff: AtomicBool,
     /// Nodes that may still apply an extend to a *shorter* TTL ([`crate::store::Expiry::Exactly`])
     /// that did not answer: such a late landing can cut the key short, so the node
     /// proves the lease valid no later than the floor (`docs/fencing.md`, "Validity").
@@ -101,7 +102,7 @@ impl LeaseState {
             auto_renew: AtomicBool::new(false),
             renewing: AtomicBool::new(false),
             op: Arc::default(),
-            confirming: AtomicBool::new(false),
+            unconfirmed_handoff: AtomicBool::new(false),
             floors: Mutex::default(),
             last_round: Mutex::default(),
             lost_because: Mutex::default(),
@@ -206,6 +207,7 @@ impl LeaseState {
         );
         t.valid_until = valid_until;
         t.renew_at = renew_at;
+        self.unconfirmed_handoff.store(false, Ordering::Release);
     }
 
     /// Lowers the validity to at most `until` (never raises it): before an extend to a
@@ -258,13 +260,14 @@ impl LeaseState {
         self.signal.cancel();
     }
 
-    /// Waits until no extension of this lease that may take gone keys back is in flight
-    /// (a renewal round, a user's extend: they hold `op` until their answers are in),
-    /// for a release of the ended lease to go after. Those requests reclaim a key they
-    /// find gone, so one sent after the release would take the freed keys again for a
-    /// whole TTL (seen as keys left behind after `using()` in the npm tests). Once the
-    /// lease has ended, no new one starts: renewal rounds skip ended leases and a
-    /// user's extend checks first. Cancelling it only stops waiting.
+    /// Waits until no extension of this lease is in flight (a renewal round, a user's
+    /// extend, a hand-off's confirmation: they hold `op` until their answers are in),
+    /// for a release of the ended lease to go after. Renewals and a user's extend
+    /// reclaim a key they find gone, so one sent after the release would take the
+    /// freed keys again for a whole TTL (seen as keys left behind after `using()` in
+    /// the npm tests). Once the lease has ended, no new one starts: renewal rounds and
+    /// a hand-off's confirmation skip ended leases and a user's extend checks first.
+    /// Cancelling it only stops waiting.
     ///
     /// At most `patience` (a request time-out): the race is only between deciding to
     /// send and sending. A request in flight that long is on its node's connection
@@ -273,7 +276,7 @@ impl LeaseState {
     /// the TTL) before it can say the node did not answer.
     pub(crate) async fn reclaims_done(&self, patience: Duration) {
         // Usually nothing is in flight: no timer then.
-        if !self.confirming.load(Ordering::Acquire) && self.op.try_lock().is_err() {
+        if self.op.try_lock().is_err() {
             let _ = tokio::time::timeout(patience, self.op.lock()).await;
         }
     }

@@ -542,10 +542,14 @@ async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
 ///
 /// `claimed`: how long the claim is proven to last (counted from our latest refusal,
 /// which the release came after). When it leaves `lost()` a request time-out or more
-/// ahead, the lease is ours at once, valid for the claim, and the extend follows
-/// without holding the caller up ([`confirm_handoff`]): the hand-off costs the notice
-/// alone, not the notice and a round trip. A lease the extend then fails to confirm
-/// is lost on time, as any lease whose renewal fails. Otherwise (a notice that came
+/// ahead, the lease is ours at once, valid for the claim: the hand-off costs the
+/// notice alone, not the notice and a round trip. The extend to the TTL
+/// ([`confirm_handoff`]) is sent halfway through the slack the claim leaves before
+/// `lost()` and a request time-out (at most about half a second by default), and not
+/// at all when the lease is released, lost or extended before then: a critical
+/// section shorter than that costs the node no extend (on a hot key, one of the
+/// three requests of each hand-off). A lease the extend then fails to confirm is
+/// lost on time, as any lease whose renewal fails. Otherwise (a notice that came
 /// long after our refusal) the extend comes first, and `None` when it does not
 /// confirm (the claim ran out first, the node did not answer): the caller's next
 /// attempt then finds out where the key stands.
@@ -568,20 +572,24 @@ async fn handed_over(
     };
     let ended = Arc::new(AtomicBool::new(false));
     let timeout = core.options.request_timeout_for(ttl);
+    let now = Instant::now();
     if let Some(until) = claimed
-        && lost_deadline(until, ttl) > Instant::now() + timeout
+        && let Some(slack) = lost_deadline(until, ttl).checked_duration_since(now + timeout)
+        && !slack.is_zero()
     {
         let lease = Lease::granted(core, &spec, user_keys, ttl, token, until, ended);
         let (core, state) = (core.clone(), lease.state().clone());
-        // The lease's `op` lock, taken here (a new lease's is free): the extend goes
-        // first, before any extend of the user's or renewal round.
-        let taken = state.op.clone().try_lock_owned();
-        state.confirming.store(taken.is_ok(), Ordering::Release);
+        state.unconfirmed_handoff.store(true, Ordering::Release);
+        // Sent then, the extend is answered (or timed out) half the slack before
+        // `lost()` would fire.
+        let confirm_at = now + slack / 2;
         tokio::spawn(async move {
-            let op = match taken {
-                Ok(op) => op,
-                Err(_) => state.op.clone().lock_owned().await,
-            };
+            tokio::select! {
+                () = tokio::time::sleep_until(confirm_at) => {}
+                // Released, dropped or lost first: nothing to confirm.
+                () = state.signal.cancelled() => return,
+            }
+            let op = state.op.clone().lock_owned().await;
             confirm_handoff(&core, &state, ttl, op).await;
         });
         return Some(lease);

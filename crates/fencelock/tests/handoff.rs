@@ -724,17 +724,7 @@ fn hold_until_someone_waits(cluster: &Cluster, key: &'static str) -> std::thread
                 // refusal runs two ZADDs (the line and its deadlines): released
                 // earlier, the key would be handed over before that second attempt,
                 // which would take it up — not the notice.
-                let stats: String = redis::cmd("INFO")
-                    .arg("commandstats")
-                    .query(&mut c)
-                    .expect("info");
-                let zadds: u64 = stats
-                    .lines()
-                    .find_map(|l| l.strip_prefix("cmdstat_zadd:calls="))
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                if zadds >= 4 {
+                if calls_on(&mut c, "zadd") >= 4 {
                     break;
                 }
                 assert!(std::time::Instant::now() < deadline, "nobody came to wait");
@@ -748,6 +738,22 @@ fn hold_until_someone_waits(cluster: &Cluster, key: &'static str) -> std::thread
     });
     is_held.recv().expect("the holder never got the lock");
     thread
+}
+
+/// How many times the node behind `c` ran `command` (a script's own calls included),
+/// from `INFO commandstats`.
+fn calls_on(c: &mut redis::Connection, command: &str) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(c)
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A lease of 30 s on `key` (one node), taken over on the release notice of a holder
@@ -844,16 +850,46 @@ async fn a_hand_off_whose_extend_is_never_answered_is_lost_on_time() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn a_hand_off_released_within_its_claim_costs_no_extend() {
+    let cluster = Cluster::start(1);
+    let (got, _waiter, holder) = taken_on_notice(&cluster, "short").await;
+    // Read without an `.await`: nothing of this runtime has run since the acquire.
+    let mut c = cluster.connection(0);
+    // `PTTL` runs in an extend (it never shortens a key) and in a refused acquire,
+    // never in a release: counted on the node, it shows whether an extend ran.
+    let before = calls_on(&mut c, "pttl");
+    let claimed_until = tokio::time::Instant::from_std(got.valid_until());
+    // A short critical section (other tasks of this runtime run meanwhile), then the
+    // release.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        got.release().await.expect("release"),
+        fencelock::ReleaseOutcome::Released
+    );
+    holder.join().expect("holder thread");
+    // Past the end of the claim: any extend the hand-off was going to send is sent.
+    tokio::time::sleep_until(claimed_until).await;
+    assert_eq!(
+        calls_on(&mut c, "pttl"),
+        before,
+        "an extend was sent for a lease released within its claim"
+    );
+    assert_eq!(cluster.get(0, "short"), None);
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn an_extend_right_after_a_hand_off_is_not_undone_by_the_hand_offs_own() {
     let cluster = Cluster::start(1);
     let (got, _waiter, holder) = taken_on_notice(&cluster, "shorter").await;
     holder.join().expect("holder thread");
-    // Shortened at once, before the hand-off's own extend (to the 30 s asked for) has
-    // run: that one goes first, so it cannot lengthen the key again afterwards.
+    let claimed_until = tokio::time::Instant::from_std(got.valid_until());
+    // Shortened at once, before the hand-off's own extend (to the 30 s asked for) is
+    // due: that one must not lengthen the key again afterwards.
     got.extend(Duration::from_secs(5)).await.expect("extend");
     assert_eq!(got.ttl(), Duration::from_secs(5));
-    // Let anything still queued run, then look at the key.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Past the end of the claim (any extend the hand-off was going to send is sent),
+    // then look at the key.
+    tokio::time::sleep_until(claimed_until).await;
     let pttl = cluster.pttl(0, "shorter");
     assert!(
         pttl > 0 && pttl <= 5_000,
