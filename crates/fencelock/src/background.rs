@@ -98,10 +98,13 @@ impl Background {
     }
 }
 
-/// When the task must next look at `lease`: its `lost()` time, or its renewal if due
-/// earlier.
+/// When the task must next look at `lease`: its `lost()` time, or its renewal or the
+/// extend of a hand-off if due earlier.
 pub(crate) fn first_deadline(l: &LeaseState) -> Instant {
     let renew = (l.auto_renew.load(Ordering::Acquire) && !l.renewing.load(Ordering::Acquire))
         .then(|| l.renew_at());
-    renew.map_or(l.lost_deadline(), |r| r.min(l.lost_deadline()))
+    [renew, l.confirm_at()]
+        .into_iter()
+        .flatten()
+        .fold(l.lost_deadline(), Instant::min)
 }

@@ -26,7 +26,8 @@ use crate::store::{Expiry, LockSpec, Node};
 /// every node has answered or timed out: a node that has not answered may still cut
 /// the keys short, so it gets a floor, lifted when its answer comes.
 pub(crate) async fn extend(
-    core: &Core,
+    nodes: &[Node],
+    options: &Options,
     spec: &LockSpec,
     keys: &[String],
     ttl: Duration,
@@ -35,16 +36,14 @@ pub(crate) async fn extend(
 ) -> Result<Instant> {
     // Only a lease that is still valid may take gone keys back (see `Store::extend`).
     let reclaim = lease.is_some();
-    let n = core.nodes.len();
+    let n = nodes.len();
     let q = quorum::quorum(n);
-    let drift_factor = core.options.drift_factor;
+    let drift_factor = options.drift_factor;
     let lost = |why: &str| Error::lost(format!("lock {} lost: {why}", KeyList(keys)));
     let batch = [spec.clone()];
-    let timeout = core.options.request_timeout_for(ttl);
+    let timeout = options.request_timeout_for(ttl);
     let start = Instant::now();
-    let mut fan = FanOut::start(&core.nodes, timeout, |node| {
-        node.extend(&batch, expiry, reclaim)
-    });
+    let mut fan = FanOut::start(nodes, timeout, |node| node.extend(&batch, expiry, reclaim));
     let mut tally = HoldTally::new(n);
     let mut answered = vec![false; n];
     let mut errors = Vec::new();
@@ -53,7 +52,7 @@ pub(crate) async fn extend(
             break None;
         };
         answered[i] = true;
-        let name = core.nodes[i].name();
+        let name = nodes[i].name();
         match answer {
             Ok(Ok(states)) => match states.first() {
                 Some(&holding) => tally.add_extended(i, name, holding),
@@ -155,7 +154,17 @@ pub(crate) async fn extend_lease(
     let op = Arc::new(op);
     let spec = state.spec_with_ttl(ttl);
     let lease = Some((state.clone(), Arc::clone(&op)));
-    match extend(core, &spec, &state.keys, ttl, expiry, lease).await {
+    match extend(
+        &core.nodes,
+        &core.options,
+        &spec,
+        &state.keys,
+        ttl,
+        expiry,
+        lease,
+    )
+    .await
+    {
         Ok(until) => {
             state.extended(
                 ttl,
@@ -180,28 +189,34 @@ pub(crate) async fn extend_lease(
 
 /// Makes a lease taken on a hand-off notice ours for its full TTL (`wait.rs`,
 /// `handed_over`): until this lands, the lease is valid for the release's short claim.
-/// Run in a task of its own some time after the notice, and only for a lease that is
-/// still live and has not been extended since (a user's extend or a renewal round
-/// that went first already made it the TTL it asked for: this one would undo an
-/// extend to a shorter TTL).
+/// Started by the background task once due (`renew.rs`), with the lease's `op` lock
+/// (`_op`: as every extension of a lease, one at a time, rule 5 of docs/fencing.md),
+/// and only for a lease that is still live and was not extended since (an extension
+/// that went first set the TTL the user asked for: this one would undo an extend to
+/// a shorter TTL).
 ///
 /// Unlike a user's extend, it takes no gone key back: a key found gone or another's
 /// makes the lease lost (quietly, when it was released meanwhile); no answer leaves it
 /// valid for the claim, so `lost()` fires on time unless a renewal proves more first.
-///
-/// `_op` is the lease's `op` lock: as every extension of a lease, one at a time
-/// (rule 5, docs/fencing.md).
 pub(crate) async fn confirm_handoff(
-    core: &Core,
-    state: &Arc<LeaseState>,
-    ttl: Duration,
+    nodes: &[Node],
+    options: &Options,
+    state: &LeaseState,
     _op: OwnedMutexGuard<()>,
 ) {
-    if state.is_lost() || state.is_ended() || !state.unconfirmed_handoff.load(Ordering::Acquire) {
-        return;
-    }
+    let ttl = state.ttl();
     let spec = state.spec_with_ttl(ttl);
-    match extend(core, &spec, &state.keys, ttl, Expiry::AtLeast, None).await {
+    match extend(
+        nodes,
+        options,
+        &spec,
+        &state.keys,
+        ttl,
+        Expiry::AtLeast,
+        None,
+    )
+    .await
+    {
         Ok(until) => state.extended(
             ttl,
             until,

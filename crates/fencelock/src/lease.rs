@@ -49,6 +49,45 @@ impl Lease {
         valid_until: Instant,
         ended: Arc<AtomicBool>,
     ) -> Lease {
+        Self::start(core, spec, user_keys, ttl, token, valid_until, ended, None)
+    }
+
+    /// A lease taken on a hand-off notice (`wait.rs`, `handed_over`), valid for the
+    /// release's claim until the background task's extend, due at `confirm_at`, makes
+    /// it the TTL's (`extend::confirm_handoff`).
+    pub(crate) fn handed_over(
+        core: &Arc<Core>,
+        spec: &LockSpec,
+        user_keys: &[String],
+        ttl: Duration,
+        token: u64,
+        valid_until: Instant,
+        confirm_at: Instant,
+    ) -> Lease {
+        let ended = Arc::default();
+        Self::start(
+            core,
+            spec,
+            user_keys,
+            ttl,
+            token,
+            valid_until,
+            ended,
+            Some(confirm_at),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        core: &Arc<Core>,
+        spec: &LockSpec,
+        user_keys: &[String],
+        ttl: Duration,
+        token: u64,
+        valid_until: Instant,
+        ended: Arc<AtomicBool>,
+        confirm_at: Option<Instant>,
+    ) -> Lease {
         let state = Arc::new(LeaseState::new(
             core.next_lease_id(),
             user_keys.to_vec(),
@@ -58,6 +97,8 @@ impl Lease {
             next_renewal(Instant::now(), ttl, jitter::renewal_spread()),
             ended,
         ));
+        // Before the task sees the lease: it may be due before the task's next wake-up.
+        state.confirm_handoff_at(confirm_at);
         state
             .auto_renew
             .store(core.options.auto_renew, Ordering::Release);

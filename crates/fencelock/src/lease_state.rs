@@ -38,10 +38,6 @@ pub(crate) struct LeaseState {
     /// Held by whatever extends the lease (a renewal round, a user's extend): at most
     /// one is in flight, so their answers cannot overtake each other's decisions.
     pub(crate) op: Arc<tokio::sync::Mutex<()>>,
-    /// Taken on a hand-off notice and not yet extended to its TTL: valid for the
-    /// release's short claim only, until `extend::confirm_handoff` (or any extension
-    /// before it) lands. Cleared by [`LeaseState::extended`].
-    pub(crate) unconfirmed_handoff: AtomicBool,
     /// Nodes that may still apply an extend to a *shorter* TTL ([`crate::store::Expiry::Exactly`])
     /// that did not answer: such a late landing can cut the key short, so the node
     /// proves the lease valid no later than the floor (`docs/fencing.md`, "Validity").
@@ -70,6 +66,11 @@ impl std::fmt::Debug for LeaseState {
 struct Timing {
     valid_until: Instant,
     renew_at: Instant,
+    /// A lease taken on a hand-off notice, valid for the release's short claim only:
+    /// when the background task sends the extend that makes it the TTL's
+    /// (`extend::confirm_handoff`). `None` once that is sent, or once any extension
+    /// has landed (it set the TTL the user asked for).
+    confirm_at: Option<Instant>,
 }
 
 impl LeaseState {
@@ -95,6 +96,7 @@ impl LeaseState {
             timing: Mutex::new(Timing {
                 valid_until,
                 renew_at,
+                confirm_at: None,
             }),
             signal: CancellationToken::new(),
             lost: AtomicBool::new(false),
@@ -102,7 +104,6 @@ impl LeaseState {
             auto_renew: AtomicBool::new(false),
             renewing: AtomicBool::new(false),
             op: Arc::default(),
-            unconfirmed_handoff: AtomicBool::new(false),
             floors: Mutex::default(),
             last_round: Mutex::default(),
             lost_because: Mutex::default(),
@@ -207,7 +208,7 @@ impl LeaseState {
         );
         t.valid_until = valid_until;
         t.renew_at = renew_at;
-        self.unconfirmed_handoff.store(false, Ordering::Release);
+        t.confirm_at = None;
     }
 
     /// Lowers the validity to at most `until` (never raises it): before an extend to a
@@ -228,6 +229,17 @@ impl LeaseState {
 
     pub(crate) fn retry_renewal_at(&self, at: Instant) {
         self.timing().renew_at = at;
+    }
+
+    /// See [`Timing::confirm_at`].
+    pub(crate) fn confirm_at(&self) -> Option<Instant> {
+        self.timing().confirm_at
+    }
+
+    /// Sets (or, with `None`, clears) when the hand-off's extend is due; see
+    /// [`Timing::confirm_at`].
+    pub(crate) fn confirm_handoff_at(&self, at: Option<Instant>) {
+        self.timing().confirm_at = at;
     }
 
     /// The instant at which `lost()` fires unless the lease is extended first: the end

@@ -73,12 +73,14 @@
 //!   poll, a back-off, or after a split vote a quick retry, until the deadline; the
 //!   hand-off to a waiter.
 //! - `renew.rs`: the locker's background task; it only schedules — renewal rounds,
-//!   the `lost()` timers, releases of dropped leases and cancelled acquires.
+//!   the `lost()` timers, the extend of a lease taken on a hand-off notice, releases
+//!   of dropped leases and cancelled acquires.
 //! - `attempt.rs`: one attempt — the request to every node, the verdict, the fencing
 //!   commit round, the undo of a failed attempt.
 //! - [`Scoped`] (`scoped.rs`): work under a lease (`with_lock`, `with_permit`).
 //! - [`Lease`] (`lease.rs`): keys, value, token, validity, `lost()`; extend, release.
-//! - `extend.rs`: extend — a lease's, a lock's by value, and the batched renewal round.
+//! - `extend.rs`: extend — a lease's, a lock's by value, a hand-off's, and the batched
+//!   renewal round.
 //! - [`ReleaseOutcome`] (`release.rs`): release — a lease's, a lock's by value, the
 //!   background task's.
 //! - `core.rs`: what one locker's parts share — nodes, options, the background task's

@@ -210,7 +210,16 @@ impl Locker {
         ttl: Duration,
     ) -> Result<Duration> {
         let (spec, user_keys) = self.adopt(keys, value, ttl)?;
-        let until = extend(&self.core, &spec, &user_keys, ttl, Expiry::Exactly, None).await?;
+        let until = extend(
+            &self.core.nodes,
+            &self.core.options,
+            &spec,
+            &user_keys,
+            ttl,
+            Expiry::Exactly,
+            None,
+        )
+        .await?;
         Ok(until.saturating_duration_since(Instant::now()))
     }
 

@@ -1,4 +1,5 @@
-//! The locker's background task: renews every live lease, fires `lost()` on time, and
+//! The locker's background task: renews every live lease, fires `lost()` on time,
+//! makes a lease taken on a hand-off notice the TTL's once it is held that long, and
 //! carries out the releases nobody can wait for (dropped leases, cancelled acquires,
 //! requests that timed out).
 //!
@@ -14,13 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::background::{Message, Tracked, first_deadline};
 use crate::core::Core;
-use crate::extend::renew_round;
+use crate::extend::{confirm_handoff, renew_round};
 use crate::lease_state::LeaseState;
 use crate::options::Options;
 use crate::release::{abandon_on, leave_queue_on, release_everywhere, undo_on};
@@ -172,7 +173,8 @@ impl Task {
         });
     }
 
-    /// Fires due `lost()` signals and starts a renewal round for the leases due.
+    /// Fires due `lost()` signals, starts a renewal round for the leases due and the
+    /// hand-offs' extends that are due.
     fn tick(&mut self) {
         self.leases.retain(|_, l| !l.is_ended() && !l.is_lost());
         let now = Instant::now();
@@ -184,6 +186,7 @@ impl Task {
         }
         let round = self.leases.values().any(|l| is_overdue(l, now));
         let mut due = Vec::new();
+        let mut confirms = Vec::new();
         for lease in self.leases.values() {
             // Checked even while a renewal round is in flight: a slow round must not
             // let the lease claim validity it can no longer prove.
@@ -225,6 +228,14 @@ impl Task {
                     Err(_) => {}
                 }
             }
+            if let Some(op) = due_for_confirmation(lease, now) {
+                confirms.push((lease.clone(), op));
+            }
+        }
+        for (lease, op) in confirms {
+            let (nodes, options) = (self.nodes.clone(), self.options.clone());
+            self.work
+                .spawn(async move { confirm_handoff(&nodes, &options, &lease, op).await });
         }
         if !due.is_empty() {
             let nodes = self.nodes.clone();
@@ -236,6 +247,29 @@ impl Task {
             for done in self.drains.drain(..) {
                 let _ = done.send(());
             }
+        }
+    }
+}
+
+/// The `op` lock of a lease taken on a hand-off notice whose extend to the TTL is due
+/// by `now` (`extend::confirm_handoff`), to send it with; it is sent once. `None` when
+/// not due, or when a renewal round or user's extend holds `op`: that one makes the
+/// lease the TTL's itself if it lands, and until then the lease is looked at again a
+/// little later.
+fn due_for_confirmation(lease: &LeaseState, now: Instant) -> Option<OwnedMutexGuard<()>> {
+    if lease.confirm_at().is_none_or(|at| at > now) {
+        return None;
+    }
+    match lease.op.clone().try_lock_owned() {
+        Ok(op) => {
+            lease.confirm_handoff_at(None);
+            // Lost just now, or released since the scan (from another thread; see the
+            // renewal above): nothing to confirm.
+            (!lease.is_ended() && !lease.is_lost()).then_some(op)
+        }
+        Err(_) => {
+            lease.confirm_handoff_at(Some(now + busy_retry(lease.ttl())));
+            None
         }
     }
 }

@@ -6,7 +6,6 @@
 //! waiter stands in the key's line (Redis), and takes a lock handed over by a release.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::{join_all, select_all};
@@ -15,7 +14,7 @@ use tokio::time::Instant;
 use crate::attempt::{CleanupGuard, Failure, WaitLink, attempt};
 use crate::core::Core;
 use crate::error::{Error, ErrorKind, KeyList, NodeError, Result};
-use crate::extend::{confirm_handoff, extend};
+use crate::extend::extend;
 use crate::fanout::FanOut;
 use crate::jitter;
 use crate::lease::Lease;
@@ -543,13 +542,14 @@ async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
 /// `claimed`: how long the claim is proven to last (counted from our latest refusal,
 /// which the release came after). When it leaves `lost()` a request time-out or more
 /// ahead, the lease is ours at once, valid for the claim: the hand-off costs the
-/// notice alone, not the notice and a round trip. The extend to the TTL
-/// ([`confirm_handoff`]) is sent halfway through the slack the claim leaves before
-/// `lost()` and a request time-out (at most about half a second by default), and not
-/// at all when the lease is released, lost or extended before then: a critical
-/// section shorter than that costs the node no extend (on a hot key, one of the
-/// three requests of each hand-off). A lease the extend then fails to confirm is
-/// lost on time, as any lease whose renewal fails. Otherwise (a notice that came
+/// notice alone, not the notice and a round trip. The locker's background task
+/// sends the extend to the TTL (`extend::confirm_handoff`) halfway through the slack
+/// the claim leaves before `lost()` and a request time-out (at most about half a
+/// second by default), and not at all when the lease is released, lost or extended
+/// before then: a critical section shorter than that costs no extend, no task and
+/// no timer of its own (on a hot key, the extend was one of the three requests of
+/// each hand-off). A lease the extend then fails to confirm is lost on time, as any
+/// lease whose renewal fails. Otherwise (a notice that came
 /// long after our refusal) the extend comes first, and `None` when it does not
 /// confirm (the claim ran out first, the node did not answer): the caller's next
 /// attempt then finds out where the key stands.
@@ -570,35 +570,38 @@ async fn handed_over(
         queue: None,
         ..spec.clone()
     };
-    let ended = Arc::new(AtomicBool::new(false));
     let timeout = core.options.request_timeout_for(ttl);
     let now = Instant::now();
     if let Some(until) = claimed
         && let Some(slack) = lost_deadline(until, ttl).checked_duration_since(now + timeout)
         && !slack.is_zero()
     {
-        let lease = Lease::granted(core, &spec, user_keys, ttl, token, until, ended);
-        let (core, state) = (core.clone(), lease.state().clone());
-        state.unconfirmed_handoff.store(true, Ordering::Release);
         // Sent then, the extend is answered (or timed out) half the slack before
         // `lost()` would fire.
         let confirm_at = now + slack / 2;
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep_until(confirm_at) => {}
-                // Released, dropped or lost first: nothing to confirm.
-                () = state.signal.cancelled() => return,
-            }
-            let op = state.op.clone().lock_owned().await;
-            confirm_handoff(&core, &state, ttl, op).await;
-        });
-        return Some(lease);
+        return Some(Lease::handed_over(
+            core, &spec, user_keys, ttl, token, until, confirm_at,
+        ));
     }
-    let until = extend(core, &spec, user_keys, ttl, Expiry::AtLeast, None)
-        .await
-        .ok()?;
+    let until = extend(
+        &core.nodes,
+        &core.options,
+        &spec,
+        user_keys,
+        ttl,
+        Expiry::AtLeast,
+        None,
+    )
+    .await
+    .ok()?;
     Some(Lease::granted(
-        core, &spec, user_keys, ttl, token, until, ended,
+        core,
+        &spec,
+        user_keys,
+        ttl,
+        token,
+        until,
+        Arc::default(),
     ))
 }
 

@@ -899,3 +899,24 @@ async fn an_extend_right_after_a_hand_off_is_not_undone_by_the_hand_offs_own() {
     assert!(got.remaining() <= Duration::from_secs(5));
     got.release().await.expect("release");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_extend_before_the_hand_offs_own_makes_it_unneeded() {
+    let cluster = Cluster::start(1);
+    let (got, _waiter, holder) = taken_on_notice(&cluster, "longer").await;
+    holder.join().expect("holder thread");
+    let claimed_until = tokio::time::Instant::from_std(got.valid_until());
+    // The user's extend lands first: the lease is the TTL's (60 s) already.
+    got.extend(Duration::from_secs(60)).await.expect("extend");
+    let mut c = cluster.connection(0);
+    let before = calls_on(&mut c, "pttl");
+    // Past the end of the claim: the hand-off's own extend would have been sent.
+    tokio::time::sleep_until(claimed_until).await;
+    assert_eq!(
+        calls_on(&mut c, "pttl"),
+        before,
+        "the hand-off's own extend was sent after the user's"
+    );
+    assert!(cluster.pttl(0, "longer") > 30_000);
+    got.release().await.expect("release");
+}
