@@ -534,8 +534,8 @@ async fn one_node_release_hands_the_key_to_the_first_waiter() {
     assert_eq!(got.value(), handed);
     assert!(got.token() > held_token);
     assert!(got.is_valid());
-    // The waiter makes the key its own for its full TTL (right after the notice: see
-    // `a_waiter_holds_the_lock_on_the_notice_and_extends_it_after`).
+    // The waiter makes the key its own for its full TTL (within about half a second
+    // of the notice: see `a_waiter_holds_the_lock_on_the_notice_and_extends_it_after`).
     eventually("the waiter extended the key past its claim", || {
         cluster.pttl(0, "direct") > claim
     })

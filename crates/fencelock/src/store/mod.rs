@@ -278,7 +278,8 @@ pub(crate) enum Notice {
 
 /// A subscription to release notices of one key on one node.
 ///
-/// Dropping it unsubscribes (the store reference-counts subscriptions per key).
+/// Dropping it gives up the watch (the store reference-counts subscriptions per key,
+/// and unsubscribes a key some time after its last watch is gone).
 pub(crate) struct Watch {
     pub(crate) notified: Pin<Box<dyn Future<Output = Notice> + Send>>,
 }

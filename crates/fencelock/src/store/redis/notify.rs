@@ -13,7 +13,7 @@
 //! waiter wakes, so a hand-off costs one retry instead of one per waiter. An empty
 //! notice wakes everyone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,10 +45,9 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// Every channel watched, or subscribed and left idle for less than [`LINGER`]
+    /// (see [`Channel::idle_since`]).
     channels: HashMap<String, Channel>,
-    /// Channels subscribed on the current connection, watched or lingering: a new
-    /// watch on one of them is armed at once, with no round trip.
-    live: HashSet<String>,
     task: Option<mpsc::UnboundedSender<Command>>,
 }
 
@@ -56,13 +55,31 @@ struct Channel {
     watchers: usize,
     /// Every notice for this channel: the waiter it is for ('' for everyone).
     notices: broadcast::Sender<Arc<str>>,
-    /// The subscription is confirmed on the current connection.
+    /// The subscription is confirmed on the current connection: a new watch is armed
+    /// at once, with no round trip.
     subscribed: bool,
+    /// When the last watcher left (`None` while watched). A channel nobody watches
+    /// stays subscribed (and here) for a while: a hot key's waiters come and go many
+    /// times a second, and re-subscribing each time would cost two commands per wait.
+    /// The connection task unsubscribes it once it has been idle for [`LINGER`];
+    /// leaving sends the task nothing, so a waiter that gets the lock goes without a
+    /// message to another task on its way.
+    idle_since: Option<tokio::time::Instant>,
+}
+
+impl Channel {
+    fn new() -> Self {
+        Channel {
+            watchers: 0,
+            notices: broadcast::channel(64).0,
+            subscribed: false,
+            idle_since: Some(tokio::time::Instant::now()),
+        }
+    }
 }
 
 enum Command {
     Subscribe(String, oneshot::Sender<Result<(), NodeError>>),
-    Unsubscribe(String),
 }
 
 impl Notifier {
@@ -118,11 +135,11 @@ impl Notifier {
     }
 
     /// A watch on `channel`, armed already, if that costs no round trip (the channel is
-    /// subscribed on the live connection, watched or lingering); `None` otherwise.
+    /// subscribed on the live connection, watched or idle); `None` otherwise.
     pub(super) fn watch_now(&self, channel: &str, waiter: Option<Arc<str>>) -> Option<Watch> {
         let notices = {
             let mut state = self.shared.lock();
-            if !state.live.contains(channel) {
+            if !state.channels.get(channel).is_some_and(|c| c.subscribed) {
                 return None;
             }
             state.join(channel).0
@@ -137,35 +154,44 @@ impl Notifier {
 
 impl State {
     /// One more watcher of `channel`: its receiver, and whether the channel is
-    /// subscribed already (watched, or lingering: then the task just keeps it and
-    /// nothing needs to be sent).
+    /// subscribed already (watched, or idle: then nothing needs to be sent).
     fn join(&mut self, channel: &str) -> (broadcast::Receiver<Arc<str>>, bool) {
-        let live = self.live.contains(channel);
         let entry = self
             .channels
             .entry(channel.to_string())
-            .or_insert_with(|| Channel {
-                watchers: 0,
-                notices: broadcast::channel(64).0,
-                subscribed: false,
-            });
+            .or_insert_with(Channel::new);
         entry.watchers += 1;
-        entry.subscribed |= live;
+        entry.idle_since = None;
         (entry.notices.subscribe(), entry.subscribed)
+    }
+
+    /// The channels idle for [`LINGER`] by `now`, taken out: the subscribed ones are
+    /// to be unsubscribed. Under the lock, so a watch armed after this finds the
+    /// channel gone and subscribes again (after the UNSUBSCRIBE, on the same
+    /// connection).
+    fn take_idle(&mut self, now: tokio::time::Instant) -> Vec<String> {
+        let mut subscribed = Vec::new();
+        self.channels.retain(|ch, c| {
+            let stale = c.idle_since.is_some_and(|at| now >= at + LINGER);
+            if stale && c.subscribed {
+                subscribed.push(ch.clone());
+            }
+            !stale
+        });
+        subscribed
     }
 }
 
-/// Records that `channel` is subscribed on the live connection. Returns whether anyone
-/// still watches it: a subscription that completes after its last watcher left must
-/// linger and then go, or it would stay forever (nobody else unsubscribes it).
-fn mark_subscribed(state: &mut State, channel: &str) -> bool {
-    state.live.insert(channel.to_string());
-    match state.channels.get_mut(channel) {
-        Some(c) => {
-            c.subscribed = true;
-            true
-        }
-        None => false,
+/// Records that `channel` is subscribed on the live connection. A subscription that
+/// completes after its last watcher left stays as an idle channel, which the task
+/// unsubscribes in time (nobody else would).
+fn mark_subscribed(state: &mut State, channel: &str) {
+    if let Some(c) = state.channels.get_mut(channel) {
+        c.subscribed = true;
+    } else {
+        let mut c = Channel::new();
+        c.subscribed = true;
+        state.channels.insert(channel.to_string(), c);
     }
 }
 
@@ -242,9 +268,6 @@ impl Shared {
     /// Wakes every waiter: used when notices may have been missed.
     fn wake_all(&self, unsubscribed: bool) {
         let mut state = self.lock();
-        if unsubscribed {
-            state.live.clear();
-        }
         for ch in state.channels.values_mut() {
             let _ = ch.notices.send(Arc::from(""));
             if unsubscribed {
@@ -260,17 +283,14 @@ struct WatcherGuard {
 }
 
 impl Drop for WatcherGuard {
+    /// The channel stays, idle when this was its last watcher (see
+    /// [`Channel::idle_since`]).
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        let Some(entry) = state.channels.get_mut(&self.channel) else {
-            return;
-        };
-        entry.watchers -= 1;
-        if entry.watchers == 0 {
-            let was_subscribed = entry.subscribed;
-            state.channels.remove(&self.channel);
-            if was_subscribed && let Some(task) = &state.task {
-                let _ = task.send(Command::Unsubscribe(std::mem::take(&mut self.channel)));
+        if let Some(entry) = state.channels.get_mut(&self.channel) {
+            entry.watchers -= 1;
+            if entry.watchers == 0 {
+                entry.idle_since = Some(tokio::time::Instant::now());
             }
         }
     }
@@ -282,13 +302,15 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
     let mut failures: u32 = 0;
     let mut pending: Vec<Command> = Vec::new();
     loop {
-        // Nobody waits: stay disconnected until someone does.
-        let idle = shared
-            .upgrade()
-            .is_none_or(|s| s.lock().channels.is_empty());
+        // Nobody waits: stay disconnected until someone does (idle channels are not
+        // subscribed again).
+        let idle = shared.upgrade().is_none_or(|s| {
+            let mut state = s.lock();
+            state.channels.retain(|_, c| c.watchers > 0);
+            state.channels.is_empty()
+        });
         if idle && pending.is_empty() {
             match commands.recv().await {
-                Some(Command::Unsubscribe(_)) => continue,
                 Some(subscribe) => pending.push(subscribe),
                 None => return,
             }
@@ -321,57 +343,38 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
             backoff(failures).await;
             continue;
         }
-        // Channels nobody waits on any more stay subscribed for a moment: a hot key's
-        // waiters come and go many times a second, and re-subscribing each time would
-        // cost two commands per wait.
-        let mut lingering: HashMap<String, tokio::time::Instant> = HashMap::new();
         {
             let mut state = s.lock();
             for ch in &wanted {
-                if !mark_subscribed(&mut state, ch) {
-                    lingering.insert(ch.clone(), tokio::time::Instant::now() + LINGER);
-                }
+                mark_subscribed(&mut state, ch);
             }
         }
         if failures > 0 {
             s.wake_all(false);
         }
         for command in pending.drain(..) {
-            if let Command::Subscribe(ch, ack) = command {
-                let result = sink.subscribe(&ch).await.map_err(|e| classify(&s.name, &e));
-                if result.is_ok() && !mark_subscribed(&mut s.lock(), &ch) {
-                    lingering.insert(ch.clone(), tokio::time::Instant::now() + LINGER);
-                }
-                let _ = ack.send(result);
+            let Command::Subscribe(ch, ack) = command;
+            let result = sink.subscribe(&ch).await.map_err(|e| classify(&s.name, &e));
+            if result.is_ok() {
+                mark_subscribed(&mut s.lock(), &ch);
             }
+            let _ = ack.send(result);
         }
         drop(s);
 
+        // Idle channels are looked for every LINGER: each goes between one and two
+        // LINGERs after its last watcher left.
+        let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + LINGER, LINGER);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let linger_end = lingering.values().min().copied();
             tokio::select! {
-                _ = sleep_until(linger_end) => {
-                    let now = tokio::time::Instant::now();
-                    let due: Vec<String> = lingering
-                        .iter()
-                        .filter(|(_, end)| **end <= now)
-                        .map(|(ch, _)| ch.clone())
-                        .collect();
+                now = sweep.tick() => {
+                    let Some(s) = shared.upgrade() else { return };
+                    let idle = s.lock().take_idle(now);
+                    drop(s);
                     let mut broken = false;
-                    for ch in due {
-                        lingering.remove(&ch);
-                        // Decided under the lock: a watch armed after this sees the
-                        // channel gone from `live` and subscribes again (after this
-                        // UNSUBSCRIBE, on the same connection).
-                        let wanted = shared.upgrade().is_some_and(|s| {
-                            let mut state = s.lock();
-                            let wanted = state.channels.contains_key(&ch);
-                            if !wanted {
-                                state.live.remove(&ch);
-                            }
-                            wanted
-                        });
-                        if !wanted && sink.unsubscribe(&ch).await.is_err() {
+                    for ch in idle {
+                        if sink.unsubscribe(&ch).await.is_err() {
                             broken = true;
                             break;
                         }
@@ -381,34 +384,21 @@ async fn run(shared: std::sync::Weak<Shared>, mut commands: mpsc::UnboundedRecei
                     }
                 }
                 command = commands.recv() => {
-                    let Some(command) = command else { return };
-                    match command {
-                        Command::Subscribe(ch, ack) => {
-                            let result = if lingering.remove(&ch).is_some() {
-                                // Still subscribed on this connection: nothing to send.
-                                Ok(())
-                            } else {
-                                sink.subscribe(&ch).await
-                            };
-                            let Some(s) = shared.upgrade() else { return };
-                            match result {
-                                Ok(()) => {
-                                    if !mark_subscribed(&mut s.lock(), &ch) {
-                                        lingering.insert(
-                                            ch.clone(),
-                                            tokio::time::Instant::now() + LINGER,
-                                        );
-                                    }
-                                    let _ = ack.send(Ok(()));
-                                }
-                                Err(e) => {
-                                    let _ = ack.send(Err(classify(&s.name, &e)));
-                                    break;
-                                }
-                            }
+                    let Some(Command::Subscribe(ch, ack)) = command else { return };
+                    let Some(s) = shared.upgrade() else { return };
+                    // Subscribed meanwhile (another watch's request): nothing to send.
+                    let known = s.lock().channels.get(&ch).is_some_and(|c| c.subscribed);
+                    drop(s);
+                    let result = if known { Ok(()) } else { sink.subscribe(&ch).await };
+                    let Some(s) = shared.upgrade() else { return };
+                    match result {
+                        Ok(()) => {
+                            mark_subscribed(&mut s.lock(), &ch);
+                            let _ = ack.send(Ok(()));
                         }
-                        Command::Unsubscribe(ch) => {
-                            lingering.insert(ch, tokio::time::Instant::now() + LINGER);
+                        Err(e) => {
+                            let _ = ack.send(Err(classify(&s.name, &e)));
+                            break;
                         }
                     }
                 }
@@ -466,25 +456,17 @@ fn fail_pending(
     while let Ok(command) = commands.try_recv() {
         pending.push(command);
     }
-    for command in pending.drain(..) {
-        if let Command::Subscribe(ch, ack) = command {
-            if let Some(c) = s.lock().channels.get_mut(&ch) {
-                c.subscribed = false;
-            }
-            let _ = ack.send(Err(error.clone()));
+    for Command::Subscribe(ch, ack) in pending.drain(..) {
+        if let Some(c) = s.lock().channels.get_mut(&ch) {
+            c.subscribed = false;
         }
+        let _ = ack.send(Err(error.clone()));
     }
 }
 
-/// How long a channel stays subscribed after its last waiter left.
+/// How long a channel stays subscribed at least after its last waiter left (at most
+/// twice this).
 const LINGER: Duration = Duration::from_secs(2);
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 async fn backoff(failures: u32) {
     let ms = 50u64.saturating_mul(1 << failures.min(5)).min(1000);
