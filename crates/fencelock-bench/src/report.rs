@@ -36,8 +36,60 @@ pub fn render(plan: &Plan, out: &Output, m: &Machine, r: &Results, charts: &[Cha
     s
 }
 
-fn yes(met: bool) -> &'static str {
-    if met { "**met**" } else { "**missed**" }
+/// A target's verdict, honest about the spread of the runs: met only when it holds
+/// for the least favourable runs of both sides (fencelock's worst run against the other
+/// side's best), within the spread when only the medians meet it, missed otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Verdict {
+    Missed,
+    WithinSpread,
+    Met,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Met => "**met**",
+            Verdict::WithinSpread => "within the spread (the medians meet it; the runs overlap)",
+            Verdict::Missed => "**missed**",
+        }
+    }
+
+    /// Both targets: the worse verdict.
+    fn and(self, other: Verdict) -> Verdict {
+        self.min(other)
+    }
+
+    /// From whether the target holds at the extremes and at the medians.
+    fn of(extremes: bool, medians: bool) -> Verdict {
+        if extremes && medians {
+            Verdict::Met
+        } else if medians {
+            Verdict::WithinSpread
+        } else {
+            Verdict::Missed
+        }
+    }
+}
+
+/// `a` ≥ `k`·`b`, a higher figure being better for `a`.
+fn at_least(a: &Summary, k: f64, b: &Summary) -> Verdict {
+    Verdict::of(a.min >= k * b.max, a.median >= k * b.median)
+}
+
+/// `a` ≤ `k`·`b`, a lower figure being better for `a`.
+fn at_most(a: &Summary, k: f64, b: &Summary) -> Verdict {
+    Verdict::of(a.max <= k * b.min, a.median <= k * b.median)
+}
+
+/// `a` below `b`, strictly.
+fn below(a: &Summary, b: &Summary) -> Verdict {
+    Verdict::of(a.max < b.min, a.median < b.median)
+}
+
+/// `a` ≤ `limit`.
+fn at_most_value(a: &Summary, limit: f64) -> Verdict {
+    Verdict::of(a.max <= limit, a.median <= limit)
 }
 
 fn write_page(
@@ -777,6 +829,10 @@ fn w3_table(s: &mut String, w: &W3) -> std::fmt::Result {
 
 fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
     writeln!(s, "## Targets\n")?;
+    writeln!(
+        s,
+        "A target is **met** only when it holds beyond the spread of the runs: for fencelock's least favourable run against the other side's most favourable one (min–max in the tables below). When only the medians meet it, it reads *within the spread*.\n"
+    )?;
     writeln!(s, "| target | measured | |\n|---|---|---|")?;
     for w in &r.w1 {
         let p = w.fencelock.p50.median / w.raw.p50.median;
@@ -785,7 +841,9 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             s,
             "| W1, {} node(s): within 5% of raw | p50 {p:.2}× raw, pairs/s {o:.2}× raw | {} |",
             w.nodes,
-            yes(p <= 1.05 && o >= 0.95)
+            at_most(&w.fencelock.p50, 1.05, &w.raw.p50)
+                .and(at_least(&w.fencelock.ops, 0.95, &w.raw.ops))
+                .label()
         )?;
     }
     for w in &r.w2 {
@@ -796,7 +854,7 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
                 "| W2, {} node(s): ≥ 90% of raw at 64 tasks | {:.0}% | {} |",
                 w.nodes,
                 o * 100.0,
-                yes(o >= 0.9)
+                at_least(&l.fencelock, 0.9, &l.raw).label()
             )?;
         }
     }
@@ -811,9 +869,9 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
         let n = w.nodes;
         // The issue sets the latency and command targets on 1 node (hand-off in about
         // one round trip); on more nodes they are shown for reference.
-        let on_one_node = |met: bool| {
+        let on_one_node = |verdict: Verdict| {
             if n == 1 {
-                yes(met)
+                verdict.label()
             } else {
                 "reference (target set on 1 node)"
             }
@@ -824,20 +882,20 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             d.cs_per_s.median,
             f.cs_per_s.median,
             ratio(&d.cs_per_s, &f.cs_per_s),
-            yes(d.cs_per_s.median >= f.cs_per_s.median)
+            at_least(&d.cs_per_s, 1.0, &f.cs_per_s).label()
         )?;
         writeln!(
             s,
             "| W3, {n} node(s): hand-off p99 ≤ 1 ms | {:.0} µs | {} |",
             d.handoff_p99.median,
-            on_one_node(d.handoff_p99.median <= 1000.0)
+            on_one_node(at_most_value(&d.handoff_p99, 1000.0))
         )?;
         writeln!(
             s,
             "| W3, {n} node(s): ≤ 5 commands per critical section (sent; {:.2} executed, with the scripts' own) | {:.2} | {} |",
             d.commands_per_cs.median,
             d.sent_per_cs.median,
-            on_one_node(d.sent_per_cs.median <= 5.0)
+            on_one_node(at_most_value(&d.sent_per_cs, 5.0))
         )?;
         writeln!(
             s,
@@ -846,8 +904,9 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             d.wait_max.median / 1000.0,
             p.handoff_share.median,
             d.handoff_share.median,
-            yes(p.wait_max.median > 2.0 * d.wait_max.median
-                && p.handoff_share.median < d.handoff_share.median)
+            at_least(&p.wait_max, 2.0, &d.wait_max)
+                .and(below(&p.handoff_share, &d.handoff_share))
+                .label()
         )?;
     }
     for w in &r.w3h {
@@ -855,9 +914,9 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             continue;
         };
         let n = w.nodes;
-        let on_one_node = |met: bool| {
+        let on_one_node = |verdict: Verdict| {
             if n == 1 {
-                yes(met)
+                verdict.label()
             } else {
                 "reference (target set on 1 node)"
             }
@@ -868,14 +927,14 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             d.cs_per_s.median,
             f.cs_per_s.median,
             ratio(&d.cs_per_s, &f.cs_per_s),
-            on_one_node(d.cs_per_s.median >= 0.9 * f.cs_per_s.median)
+            on_one_node(at_least(&d.cs_per_s, 0.9, &f.cs_per_s))
         )?;
         writeln!(
             s,
             "| W3H, {n} node(s): ≤ 3 commands sent per critical section ({:.2} executed) | {:.2} | {} |",
             d.commands_per_cs.median,
             d.sent_per_cs.median,
-            on_one_node(d.sent_per_cs.median <= 3.0)
+            on_one_node(at_most_value(&d.sent_per_cs, 3.0))
         )?;
         writeln!(
             s,
@@ -883,7 +942,7 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             d.handoff_p99.median,
             f.handoff_p99.median,
             ratio(&d.handoff_p99, &f.handoff_p99),
-            on_one_node(d.handoff_p99.median <= 1.5 * f.handoff_p99.median)
+            on_one_node(at_most(&d.handoff_p99, 1.5, &f.handoff_p99))
         )?;
     }
     for w in &r.peers_w2 {
@@ -898,7 +957,7 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             fl.median,
             rs.median,
             ratio(fl, rs),
-            yes(fl.median >= rs.median)
+            at_least(fl, 1.0, rs).label()
         )?;
     }
     if let (Some(first), Some(last)) = (r.w4.first(), r.w4.last())
@@ -910,8 +969,50 @@ fn targets(s: &mut String, r: &Results) -> std::fmt::Result {
             s,
             "| W4: renewal requests per node grow with ticks, not leases | {:.0}× the leases → {g:.1}× the EVALSHA/s per node | {} |",
             l,
-            yes(g < l.sqrt())
+            Verdict::of(
+                last.evalsha_per_s.max / first.evalsha_per_s.min < l.sqrt(),
+                g < l.sqrt()
+            )
+            .label()
         )?;
     }
     writeln!(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(median: f64, min: f64, max: f64) -> Summary {
+        Summary { median, min, max }
+    }
+
+    #[test]
+    fn a_target_is_met_only_beyond_the_spread() {
+        // W3H on the page of 2026-12-07 00:10: the medians meet 0.9×, the runs overlap.
+        let (fencelock, floor) = (runs(5555.0, 5243.0, 6327.0), runs(5804.0, 5112.0, 6287.0));
+        assert_eq!(at_least(&fencelock, 0.9, &floor), Verdict::WithinSpread);
+        assert_eq!(
+            at_least(&runs(10.0, 9.0, 11.0), 0.9, &runs(5.0, 4.0, 6.0)),
+            Verdict::Met
+        );
+        assert_eq!(
+            at_least(&runs(4.0, 3.0, 5.0), 0.9, &runs(5.0, 4.0, 6.0)),
+            Verdict::Missed
+        );
+        assert_eq!(
+            at_most(&runs(248.0, 223.0, 268.0), 1.5, &runs(406.0, 378.0, 490.0)),
+            Verdict::Met
+        );
+        assert_eq!(at_most_value(&runs(3.0, 2.99, 3.0), 3.0), Verdict::Met);
+        assert_eq!(
+            at_most_value(&runs(3.0, 2.99, 3.01), 3.0),
+            Verdict::WithinSpread
+        );
+        assert_eq!(
+            below(&runs(0.0, 0.0, 0.01), &runs(1.0, 1.0, 1.0)),
+            Verdict::Met
+        );
+        assert_eq!(Verdict::Met.and(Verdict::Missed), Verdict::Missed);
+    }
 }
