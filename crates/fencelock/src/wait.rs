@@ -549,10 +549,10 @@ async fn watch_all(core: &Core, spec: &LockSpec) -> Option<Vec<Watch>> {
 /// before then: a critical section shorter than that costs no extend, no task and
 /// no timer of its own (on a hot key, the extend was one of the three requests of
 /// each hand-off). A lease the extend then fails to confirm is lost on time, as any
-/// lease whose renewal fails. Otherwise (a notice that came
-/// long after our refusal) the extend comes first, and `None` when it does not
-/// confirm (the claim ran out first, the node did not answer): the caller's next
-/// attempt then finds out where the key stands.
+/// lease whose renewal fails. Otherwise (a notice that came long after our refusal)
+/// the extend comes first, and `None` when it does not confirm (the claim ran out
+/// first, the node did not answer): the caller's next attempt then finds out where
+/// the key stands.
 ///
 /// The notice's token is trusted only as the caller allows (`trust_notices`): the
 /// key holding our id proves that the hand-off happened, not which one.
