@@ -1,9 +1,10 @@
 -- Release: delete every key that still holds our value (never a successor's), drop its
 -- holder record, and pass the key on to the first waiter in line: a hand-off waiter
 -- ('handoff:<claim>:<inbox>:<random>', see shared.lua) gets the lock right here — the key set
--- to its id for a short claim (the waiter extends it to its TTL) and the next fencing token, announced as 'granted:<token>:<id>' on
+-- to its id for a short claim (the waiter extends it to its TTL if it holds the lock that
+-- long) and the next fencing token, announced as 'granted:<token>:<id>' on
 -- its client's own channel '<key>:fencelock:to:<inbox>' (so no other client wakes) —
--- so it holds the lock one notice after the release (its extend follows); any
+-- so it holds the lock one notice after the release; any
 -- other waiter is named in the notice and alone retries at once. With nobody in line
 -- nothing is published (the floor's release publishes nothing either; a waiter not in
 -- line wakes at the holder's TTL). A waiter that gives up (ARGV[3]) leaves the lines too.
