@@ -705,6 +705,16 @@ fn handoff_scenarios() -> Vec<Scenario> {
     v
 }
 
+/// The lock key's `PTTL` on the first node; -2 (as for a missing key) when it cannot be
+/// read.
+fn key_pttl(rig: &Rig) -> i64 {
+    rig.nodes
+        .first()
+        .and_then(|n| n.connection().ok())
+        .and_then(|mut c| redis::cmd("PTTL").arg(KEY).query(&mut c).ok())
+        .unwrap_or(-2)
+}
+
 /// The scenario named `name`.
 pub fn by_name(name: &str) -> Option<Scenario> {
     all().into_iter().find(|s| s.name == name)
@@ -1315,14 +1325,9 @@ fn do_step(
             };
             // A holder whose key outlives the gap allowed blocks the lock once killed.
             let blocking = |rig: &Rig| -> bool {
-                let pttl: i64 = rig
-                    .nodes
-                    .first()
-                    .and_then(|n| n.connection().ok())
-                    .and_then(|mut c| redis::cmd("PTTL").arg(KEY).query(&mut c).ok())
-                    .unwrap_or(-2);
-                sc.max_gap
-                    .is_none_or(|gap| pttl > i64::try_from(gap.as_millis()).unwrap_or(i64::MAX))
+                sc.max_gap.is_none_or(|gap| {
+                    key_pttl(rig) > i64::try_from(gap.as_millis()).unwrap_or(i64::MAX)
+                })
             };
             let before = announced(res);
             let t = Instant::now();
@@ -1386,13 +1391,7 @@ fn do_step(
                 // victim's lease holds the key (a key living longer than a holder's
                 // TTL); else let it go on and try again.
                 kill(pid, Signal::SIGSTOP).map_err(|e| format!("SIGSTOP worker {victim}: {e}"))?;
-                let pttl: i64 = rig
-                    .nodes
-                    .first()
-                    .and_then(|n| n.connection().ok())
-                    .and_then(|mut c| redis::cmd("PTTL").arg(KEY).query(&mut c).ok())
-                    .unwrap_or(-2);
-                if pttl > ms_u64(sc.ttl) as i64 {
+                if key_pttl(rig) > ms_u64(sc.ttl) as i64 {
                     kill(pid, Signal::SIGCONT)
                         .map_err(|e| format!("SIGCONT worker {victim}: {e}"))?;
                     if t.elapsed() > Duration::from_secs(15) {

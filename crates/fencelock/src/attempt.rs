@@ -342,6 +342,7 @@ pub(crate) async fn attempt(
         token,
         valid_until,
         ended,
+        None,
     ))
 }
 

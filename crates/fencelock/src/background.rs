@@ -2,7 +2,6 @@
 //! the new leases waiting for it. `Drop` impls only push a message into an unbounded
 //! channel: they never block, spawn or panic, even outside a runtime.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
@@ -72,7 +71,7 @@ impl Background {
     /// Hands a new lease to the task (renewal, `lost()` on time); wakes the task only
     /// if the lease is due before the task would wake anyway (see [`Tracked`]).
     pub(crate) fn track(&self, lease: Arc<LeaseState>) {
-        let due = first_deadline(&lease);
+        let due = lease.first_deadline();
         let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
         tracked.leases.push(lease);
         let wake =
@@ -96,15 +95,4 @@ impl Background {
         let mut slot = self.rx.lock().unwrap_or_else(|p| p.into_inner());
         slot.take().map(|rx| (rx, self.tracked.clone()))
     }
-}
-
-/// When the task must next look at `lease`: its `lost()` time, or its renewal or the
-/// extend of a hand-off if due earlier.
-pub(crate) fn first_deadline(l: &LeaseState) -> Instant {
-    let renew = (l.auto_renew.load(Ordering::Acquire) && !l.renewing.load(Ordering::Acquire))
-        .then(|| l.renew_at());
-    [renew, l.confirm_at()]
-        .into_iter()
-        .flatten()
-        .fold(l.lost_deadline(), Instant::min)
 }

@@ -40,45 +40,11 @@ pub struct Lease {
 impl Lease {
     /// Hands a lock granted on a majority to the background task (renewal, `lost()` on
     /// time) as a lease. `ended` is the attempt's flag that late grants read.
-    pub(crate) fn granted(
-        core: &Arc<Core>,
-        spec: &LockSpec,
-        user_keys: &[String],
-        ttl: Duration,
-        token: u64,
-        valid_until: Instant,
-        ended: Arc<AtomicBool>,
-    ) -> Lease {
-        Self::start(core, spec, user_keys, ttl, token, valid_until, ended, None)
-    }
-
-    /// A lease taken on a hand-off notice (`wait.rs`, `handed_over`), valid for the
-    /// release's claim until the background task's extend, due at `confirm_at`, makes
-    /// it the TTL's (`extend::confirm_handoff`).
-    pub(crate) fn handed_over(
-        core: &Arc<Core>,
-        spec: &LockSpec,
-        user_keys: &[String],
-        ttl: Duration,
-        token: u64,
-        valid_until: Instant,
-        confirm_at: Instant,
-    ) -> Lease {
-        let ended = Arc::default();
-        Self::start(
-            core,
-            spec,
-            user_keys,
-            ttl,
-            token,
-            valid_until,
-            ended,
-            Some(confirm_at),
-        )
-    }
-
+    /// `confirm_at`: for a lease taken on a hand-off notice (`wait.rs`, `handed_over`),
+    /// valid for the release's claim, when the background task sends the extend that
+    /// makes it the TTL's (`extend::confirm_handoff`).
     #[allow(clippy::too_many_arguments)]
-    fn start(
+    pub(crate) fn granted(
         core: &Arc<Core>,
         spec: &LockSpec,
         user_keys: &[String],

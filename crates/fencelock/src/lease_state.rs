@@ -242,6 +242,20 @@ impl LeaseState {
         self.timing().confirm_at = at;
     }
 
+    /// When the background task must next look at this lease: its `lost()` time, or
+    /// its renewal (when it renews itself) or the extend of a hand-off, if due earlier.
+    /// One reading of the schedule: it is taken on every acquire
+    /// ([`crate::background::Background::track`]).
+    pub(crate) fn first_deadline(&self) -> Instant {
+        let t = *self.timing();
+        let renews =
+            self.auto_renew.load(Ordering::Acquire) && !self.renewing.load(Ordering::Acquire);
+        [renews.then_some(t.renew_at), t.confirm_at]
+            .into_iter()
+            .flatten()
+            .fold(lost_deadline(t.valid_until, self.ttl()), Instant::min)
+    }
+
     /// The instant at which `lost()` fires unless the lease is extended first: the end
     /// of its validity minus a safety margin that leaves the work time to stop.
     pub(crate) fn lost_deadline(&self) -> Instant {

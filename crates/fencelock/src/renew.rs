@@ -19,7 +19,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::background::{Message, Tracked, first_deadline};
+use crate::background::{Message, Tracked};
 use crate::core::Core;
 use crate::extend::{confirm_handoff, renew_round};
 use crate::lease_state::LeaseState;
@@ -317,7 +317,7 @@ fn is_overdue(lease: &LeaseState, now: Instant) -> bool {
 }
 
 fn next_wakeup(leases: &HashMap<u64, Arc<LeaseState>>) -> Option<Instant> {
-    leases.values().map(|l| first_deadline(l)).min()
+    leases.values().map(|l| l.first_deadline()).min()
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -572,36 +572,33 @@ async fn handed_over(
     };
     let timeout = core.options.request_timeout_for(ttl);
     let now = Instant::now();
-    if let Some(until) = claimed
-        && let Some(slack) = lost_deadline(until, ttl).checked_duration_since(now + timeout)
-        && !slack.is_zero()
-    {
+    let taken_on_notice = claimed.and_then(|until| {
+        let slack = lost_deadline(until, ttl).checked_duration_since(now + timeout)?;
         // Sent then, the extend is answered (or timed out) half the slack before
         // `lost()` would fire.
-        let confirm_at = now + slack / 2;
-        return Some(Lease::handed_over(
-            core, &spec, user_keys, ttl, token, until, confirm_at,
-        ));
-    }
-    let until = extend(
-        &core.nodes,
-        &core.options,
-        &spec,
-        user_keys,
-        ttl,
-        Expiry::AtLeast,
-        None,
-    )
-    .await
-    .ok()?;
+        (!slack.is_zero()).then(|| (until, now + slack / 2))
+    });
+    let (until, confirm_at) = match taken_on_notice {
+        Some((until, confirm_at)) => (until, Some(confirm_at)),
+        None => {
+            let expiry = Expiry::AtLeast;
+            let until = extend(
+                &core.nodes,
+                &core.options,
+                &spec,
+                user_keys,
+                ttl,
+                expiry,
+                None,
+            )
+            .await
+            .ok()?;
+            (until, None)
+        }
+    };
+    let ended = Arc::default();
     Some(Lease::granted(
-        core,
-        &spec,
-        user_keys,
-        ttl,
-        token,
-        until,
-        Arc::default(),
+        core, &spec, user_keys, ttl, token, until, ended, confirm_at,
     ))
 }
 
