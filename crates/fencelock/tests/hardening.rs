@@ -584,6 +584,50 @@ async fn wrongtype_is_a_config_error_and_the_foreign_key_is_kept() {
     assert_eq!(kind, "hash");
 }
 
+/// A counter key that holds something other than a token fencelock could have written
+/// (another program's data, a hand edit) fails the acquire with an error naming it, and
+/// the acquire leaves nothing behind: the lock key stays free and the counter as it was.
+/// Tokens are whole numbers below 2^53 (exact in a script's Lua numbers), so `1e300`,
+/// `inf`, `-5`, `12.5` and 2^53 + 1 are refused like `abc`: a bigger one could not go
+/// up by one, a negative or fractional one was never a token. Before: `1e300` and `inf`
+/// failed only after the lock key was set (left held for its TTL), `-5` and `12.5` were
+/// granted with tokens -4 and 14, and 2^53 + 1 granted a token equal to the counter.
+#[tokio::test]
+async fn a_counter_that_is_not_a_token_fails_the_acquire_and_leaves_nothing() {
+    let cluster = Cluster::start(1);
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let mut conn = cluster.connection(0);
+    for (i, bad) in ["abc", "1e300", "inf", "-5", "12.5", "9007199254740993"]
+        .into_iter()
+        .enumerate()
+    {
+        // One key alone (the script's fast path), and two at once (its general path).
+        for keys in [
+            vec![format!("bad{i}")],
+            vec![format!("bad{i}a"), format!("bad{i}b")],
+        ] {
+            let last = keys.last().unwrap().clone();
+            let counter = format!("{last}:fencelock:fence");
+            let _: () = redis::cmd("SET")
+                .arg(&counter)
+                .arg(bad)
+                .query(&mut conn)
+                .unwrap();
+            let e = locker.try_acquire(keys.clone(), TTL).await.unwrap_err();
+            assert!(
+                e.to_string().contains("is not a number"),
+                "counter {bad}: {e}"
+            );
+            for key in &keys {
+                let held: Option<String> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+                assert_eq!(held, None, "counter {bad}: {key} was left set");
+            }
+            let kept: String = redis::cmd("GET").arg(&counter).query(&mut conn).unwrap();
+            assert_eq!(kept, bad, "counter {bad} was changed");
+        }
+    }
+}
+
 #[tokio::test]
 async fn out_of_memory_is_unavailable_with_the_node_named() {
     let cluster = Cluster::start(1);

@@ -39,7 +39,7 @@ if n == 1 and not fair and redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]
   if counter == nil then
     -- The key was free: freeing it again undoes the SET, so nothing is written.
     redis.call('DEL', KEYS[1])
-    return redis.error_reply('fencelock: counter ' .. KEYS[2] .. ' is not a number')
+    return fencelock_bad_counter(KEYS[2])
   end
   local token = fencelock_token(counter + 1)
   fencelock_keep(KEYS[2], counter + 1, fencelock_now_ms() + ttl, tail, token)
@@ -95,9 +95,9 @@ if handed == n then
   for i = 1, n do
     redis.call('PEXPIRE', KEYS[i], ttl)
     local raw = redis.call('GET', KEYS[n + i])
-    local counter = tonumber(raw or '')
+    local counter = fencelock_number(raw)
     if raw and counter == nil then
-      return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
+      return fencelock_bad_counter(KEYS[n + i])
     end
     if not raw then
       -- Gone (an older client's retention ran out): number this grant afresh, as a
@@ -154,7 +154,7 @@ local top = 0
 for i = 1, n do
   local counter = fencelock_counter(KEYS[n + i])
   if counter == nil then
-    return redis.error_reply('fencelock: counter ' .. KEYS[n + i] .. ' is not a number')
+    return fencelock_bad_counter(KEYS[n + i])
   end
   if counter > top then
     top = counter

@@ -48,7 +48,7 @@ end
 -- Keeps a counter at least `ttl` + the tail from now (never shortens it).
 local function keep_counter(key, ttl)
   local counter = redis.pcall('GET', key)
-  counter = type(counter) == 'string' and tonumber(counter)
+  counter = type(counter) == 'string' and fencelock_number(counter)
   if not counter then
     return
   end

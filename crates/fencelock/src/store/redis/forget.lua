@@ -20,9 +20,9 @@ if redis.call('GET', KEYS[1]) or redis.call('ZRANGE', KEYS[4], 0, 0)[1] then
 end
 local raw = redis.call('GET', KEYS[2])
 if raw then
-  local counter = tonumber(raw)
+  local counter = fencelock_number(raw)
   if counter == nil then
-    return redis.error_reply('fencelock: counter ' .. KEYS[2] .. ' is not a number')
+    return fencelock_bad_counter(KEYS[2])
   end
   local wait = fencelock_passed_ms(counter) - fencelock_now_ms()
   if wait > 0 then

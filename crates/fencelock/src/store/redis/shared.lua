@@ -18,12 +18,29 @@ local function fencelock_now_ms()
   return fencelock_clock_ms
 end
 
+-- A counter as stored text, read as a number: a whole number from 0 to 2^53 - 1, which
+-- a Lua number (a double) holds exactly, so that adding one always goes up and '%d'
+-- writes every digit. nil for anything else (another program's data, a hand edit, a
+-- counter that ran out of exact numbers): the scripts report it and write nothing.
+local function fencelock_number(raw)
+  local counter = tonumber(raw)
+  if counter and counter >= 0 and counter < 9007199254740992 and counter == math.floor(counter) then
+    return counter
+  end
+  return nil
+end
+
+-- The error reply for a counter fencelock_number refuses.
+local function fencelock_bad_counter(key)
+  return redis.error_reply('fencelock: counter ' .. key .. ' is not a number (a whole number below 2^53)')
+end
+
 -- The counter stored in `key`, or for a missing one (first use, node restarted without
 -- persistence, counter retired: see fencelock_keep) the node's clock in
 -- microseconds, rounded down to the millisecond: above every token issued before (docs/fencing.md). Rounded, so that
 -- nodes whose clocks agree to the millisecond start a fresh key at the same value and
 -- the client needs no commit round to align them. nil when the key holds something
--- that is not a number.
+-- that is not a counter (fencelock_number).
 local function fencelock_seed()
   return fencelock_now_ms() * 1000
 end
@@ -31,9 +48,16 @@ end
 local function fencelock_counter(key)
   local raw = redis.call('GET', key)
   if raw then
-    return tonumber(raw)
+    return fencelock_number(raw)
   end
   return fencelock_seed()
+end
+
+-- A token as Redis should store it: every digit, where tostring() would write 1.8e+15.
+-- '%d' (a C long) writes a whole number below 2^53 exactly, and costs about half of
+-- '%.0f' (glibc's exact float printing).
+local function fencelock_token(counter)
+  return string.format('%d', counter)
 end
 
 -- The counter retention rule (docs/fencing.md, "Counter retention"): a counter may go
@@ -51,7 +75,7 @@ end
 -- has come. An absolute deadline (PXAT, Redis 6.2) on the clock that TIME, and so the
 -- seed, reads; and SET, which every fencelock user may run already. `text`, when given,
 -- is `counter` already written as Redis stores it (fencelock_token, or the string
--- read from the key): formatting a 16-digit number costs as much as a redis.call.
+-- read from the key): formatting a number costs about as much as a redis.call.
 local function fencelock_passed_ms(counter)
   return math.ceil(counter / 1000)
 end
@@ -62,7 +86,7 @@ local function fencelock_keep(key, counter, until_ms, tail_ms, text)
     -- Then the seed (now_ms · 1000) is at or above the counter.
     redis.call('DEL', key)
   else
-    redis.call('SET', key, text or string.format('%.0f', counter), 'PXAT', string.format('%.0f', at))
+    redis.call('SET', key, text or fencelock_token(counter), 'PXAT', string.format('%d', at))
   end
 end
 
@@ -71,16 +95,10 @@ end
 -- is left alone (the next acquire reports the latter).
 local function fencelock_retire(key, tail_ms)
   local raw = redis.call('GET', key)
-  local counter = tonumber(raw or '')
+  local counter = fencelock_number(raw)
   if counter then
     fencelock_keep(key, counter, fencelock_now_ms(), tail_ms, raw)
   end
-end
-
--- A token as Redis should store it: '%.0f' keeps every digit, where tostring() would
--- write 1.8e+15.
-local function fencelock_token(counter)
-  return string.format('%.0f', counter)
 end
 
 -- The claim a waiter asked for and its client's inbox, when its line entry names it as
