@@ -582,6 +582,25 @@ async fn wrongtype_is_a_config_error_and_the_foreign_key_is_kept() {
         .query(&mut cluster.connection(0))
         .unwrap();
     assert_eq!(kind, "hash");
+    // Nothing half-done: the lock key is not left set.
+    let held: Option<String> = redis::cmd("GET")
+        .arg("typed")
+        .query(&mut cluster.connection(0))
+        .unwrap();
+    assert_eq!(held, None, "the failed acquire left its lock key set");
+    // Two keys at once (the script's general path): neither is left set.
+    let e = locker
+        .try_acquire(vec!["typed2", "typed"], TTL)
+        .await
+        .unwrap_err();
+    assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
+    for key in ["typed2", "typed"] {
+        let held: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query(&mut cluster.connection(0))
+            .unwrap();
+        assert_eq!(held, None, "the failed acquire left {key} set");
+    }
 }
 
 /// A counter key that holds something other than a token fencelock could have written

@@ -35,11 +35,18 @@ local fair = queued and ARGV[9] == '1'
 -- (The TTL goes to SET as the string it came as: a Lua number would be printed back
 -- with '%.17g'.)
 if n == 1 and not fair and redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then
-  local counter = fencelock_counter(KEYS[2])
-  if counter == nil then
-    -- The key was free: freeing it again undoes the SET, so nothing is written.
+  -- (pcall: a counter key of another type fails the GET, and a script's writes before
+  -- an error stay.)
+  local read, counter = pcall(fencelock_counter, KEYS[2])
+  if not read or counter == nil then
+    -- The key was free: freeing it again undoes the SET, so nothing is written. The
+    -- node's own error (WRONGTYPE) is answered as it came (pcall hands it over as its
+    -- text, or as the error table).
     redis.call('DEL', KEYS[1])
-    return fencelock_bad_counter(KEYS[2])
+    if read then
+      return fencelock_bad_counter(KEYS[2])
+    end
+    return type(counter) == 'table' and counter or redis.error_reply(tostring(counter))
   end
   local token = fencelock_token(counter + 1)
   fencelock_keep(KEYS[2], counter + 1, fencelock_now_ms() + ttl, tail, token)
