@@ -647,6 +647,53 @@ async fn a_counter_that_is_not_a_token_fails_the_acquire_and_leaves_nothing() {
     }
 }
 
+/// The same for a waiter's line keys: an acquire that waits takes a free key and leaves
+/// its line in one script, and a line key of another type must not leave that grant
+/// half-done (the lock key and counter written, the script failed).
+#[tokio::test]
+async fn a_line_key_of_another_type_leaves_nothing_behind() {
+    let cluster = Cluster::start(1);
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let mut conn = cluster.connection(0);
+    for (key, kind) in [("lined", "queue"), ("lined2", "queue-deadline")] {
+        let line = format!("{key}:fencelock:{kind}");
+        let _: () = redis::cmd("HSET")
+            .arg(&line)
+            .arg("f")
+            .arg("v")
+            .query(&mut conn)
+            .unwrap();
+        let e = locker.acquire(key, TTL).await.unwrap_err();
+        assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
+        let held: Option<String> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
+        assert_eq!(held, None, "the failed acquire left {key} set ({kind})");
+        let counter: Option<String> = redis::cmd("GET")
+            .arg(format!("{key}:fencelock:fence"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(
+            counter, None,
+            "the failed acquire wrote {key}'s counter ({kind})"
+        );
+        let kept: String = redis::cmd("TYPE").arg(&line).query(&mut conn).unwrap();
+        assert_eq!(kept, "hash");
+        // Two keys at once (the script's general path).
+        let other = format!("{key}-other");
+        let e = locker
+            .acquire(vec![other.as_str(), key], TTL)
+            .await
+            .unwrap_err();
+        assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
+        for k in [other.as_str(), key] {
+            let held: Option<String> = redis::cmd("GET").arg(k).query(&mut conn).unwrap();
+            assert_eq!(
+                held, None,
+                "the failed acquire left {k} set ({kind}, two keys)"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn out_of_memory_is_unavailable_with_the_node_named() {
     let cluster = Cluster::start(1);

@@ -35,9 +35,17 @@ local fair = queued and ARGV[9] == '1'
 -- (The TTL goes to SET as the string it came as: a Lua number would be printed back
 -- with '%.17g'.)
 if n == 1 and not fair and redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]) then
-  -- (pcall: a counter key of another type fails the GET, and a script's writes before
-  -- an error stay.)
-  local read, counter = pcall(fencelock_counter, KEYS[2])
+  -- What can fail comes first, under pcall (a script's writes before an error stay):
+  -- reading the counter, and leaving the line, whose keys may hold another type. The
+  -- waiter leaving its own line is no harm when the grant then fails.
+  local read, counter = pcall(function()
+    local c = fencelock_counter(KEYS[2])
+    if c and queued then
+      redis.call('ZREM', KEYS[4], waiter)
+      redis.call('ZREM', KEYS[5], waiter)
+    end
+    return c
+  end)
   if not read or counter == nil then
     -- The key was free: freeing it again undoes the SET, so nothing is written. The
     -- node's own error (WRONGTYPE) is answered as it came (pcall hands it over as its
@@ -52,10 +60,6 @@ if n == 1 and not fair and redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2]
   fencelock_keep(KEYS[2], counter + 1, fencelock_now_ms() + ttl, tail, token)
   if holder ~= '' then
     redis.call('SET', KEYS[3], holder, 'PX', ARGV[2])
-  end
-  if queued then
-    redis.call('ZREM', KEYS[4], waiter)
-    redis.call('ZREM', KEYS[5], waiter)
   end
   return {1, token}
 end
@@ -99,8 +103,9 @@ if handed == n then
   -- value under a lease built from the notice.
   local top = 0
   local until_ms = fencelock_now_ms() + ttl
+  local counters = {}
+  -- Every counter read before anything is written.
   for i = 1, n do
-    redis.call('PEXPIRE', KEYS[i], ttl)
     local raw = redis.call('GET', KEYS[n + i])
     local counter = fencelock_number(raw)
     if raw and counter == nil then
@@ -109,11 +114,15 @@ if handed == n then
     if not raw then
       -- Gone (an older client's retention ran out): number this grant afresh, as a
       -- new lock would be.
-      counter = fencelock_counter(KEYS[n + i]) + 1
+      counter = fencelock_seed() + 1
     end
-    fencelock_keep(KEYS[n + i], counter, until_ms, tail)
-    if counter > top then
-      top = counter
+    counters[i] = counter
+  end
+  for i = 1, n do
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    fencelock_keep(KEYS[n + i], counters[i], until_ms, tail)
+    if counters[i] > top then
+      top = counters[i]
     end
   end
   return {2, fencelock_token(top)}
@@ -170,15 +179,16 @@ end
 local token = fencelock_token(top + 1)
 local until_ms = fencelock_now_ms() + ttl
 
+-- Leaving the lines first: their keys may hold another type, and nothing is written yet.
+for i = 1, queued and n or 0 do
+  redis.call('ZREM', KEYS[3 * n + i], waiter)
+  redis.call('ZREM', KEYS[4 * n + i], waiter)
+end
 for i = 1, n do
   redis.call('SET', KEYS[i], value, 'PX', ttl)
   fencelock_keep(KEYS[n + i], top + 1, until_ms, tail, token)
   if holder ~= '' then
     redis.call('SET', KEYS[2 * n + i], holder, 'PX', ttl)
-  end
-  if queued then
-    redis.call('ZREM', KEYS[3 * n + i], waiter)
-    redis.call('ZREM', KEYS[4 * n + i], waiter)
   end
 end
 return {1, token}
