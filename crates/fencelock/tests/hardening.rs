@@ -564,30 +564,41 @@ async fn ttl_too_short_for_the_round_trip_is_an_error() {
 
 // ----- typed errors ---------------------------------------------------------------------
 
+/// The string at `key`, `None` when there is none.
+fn get(conn: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("GET").arg(key).query(conn).unwrap()
+}
+
+/// Makes `key` a hash: another program's data where fencelock expects a string or a set.
+fn make_hash(conn: &mut redis::Connection, key: &str) {
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("f")
+        .arg("v")
+        .query(conn)
+        .unwrap();
+}
+
 #[tokio::test]
 async fn wrongtype_is_a_config_error_and_the_foreign_key_is_kept() {
     let cluster = Cluster::start(1);
-    let _: () = redis::cmd("HSET")
-        .arg("typed:fencelock:fence")
-        .arg("f")
-        .arg("v")
-        .query(&mut cluster.connection(0))
-        .unwrap();
+    let mut conn = cluster.connection(0);
+    make_hash(&mut conn, "typed:fencelock:fence");
     let locker = builder().stores(cluster.urls()).build().unwrap();
     let e = locker.try_acquire("typed", TTL).await.unwrap_err();
     assert!(e.is_config(), "{e:?}");
     assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
     let kind: String = redis::cmd("TYPE")
         .arg("typed:fencelock:fence")
-        .query(&mut cluster.connection(0))
+        .query(&mut conn)
         .unwrap();
     assert_eq!(kind, "hash");
     // Nothing half-done: the lock key is not left set.
-    let held: Option<String> = redis::cmd("GET")
-        .arg("typed")
-        .query(&mut cluster.connection(0))
-        .unwrap();
-    assert_eq!(held, None, "the failed acquire left its lock key set");
+    assert_eq!(
+        get(&mut conn, "typed"),
+        None,
+        "the failed acquire left its lock key set"
+    );
     // Two keys at once (the script's general path): neither is left set.
     let e = locker
         .try_acquire(vec!["typed2", "typed"], TTL)
@@ -595,11 +606,11 @@ async fn wrongtype_is_a_config_error_and_the_foreign_key_is_kept() {
         .unwrap_err();
     assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
     for key in ["typed2", "typed"] {
-        let held: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query(&mut cluster.connection(0))
-            .unwrap();
-        assert_eq!(held, None, "the failed acquire left {key} set");
+        assert_eq!(
+            get(&mut conn, key),
+            None,
+            "the failed acquire left {key} set"
+        );
     }
 }
 
@@ -638,11 +649,17 @@ async fn a_counter_that_is_not_a_token_fails_the_acquire_and_leaves_nothing() {
                 "counter {bad}: {e}"
             );
             for key in &keys {
-                let held: Option<String> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
-                assert_eq!(held, None, "counter {bad}: {key} was left set");
+                assert_eq!(
+                    get(&mut conn, key),
+                    None,
+                    "counter {bad}: {key} was left set"
+                );
             }
-            let kept: String = redis::cmd("GET").arg(&counter).query(&mut conn).unwrap();
-            assert_eq!(kept, bad, "counter {bad} was changed");
+            assert_eq!(
+                get(&mut conn, &counter).as_deref(),
+                Some(bad),
+                "counter {bad} was changed"
+            );
         }
     }
 }
@@ -657,22 +674,17 @@ async fn a_line_key_of_another_type_leaves_nothing_behind() {
     let mut conn = cluster.connection(0);
     for (key, kind) in [("lined", "queue"), ("lined2", "queue-deadline")] {
         let line = format!("{key}:fencelock:{kind}");
-        let _: () = redis::cmd("HSET")
-            .arg(&line)
-            .arg("f")
-            .arg("v")
-            .query(&mut conn)
-            .unwrap();
+        make_hash(&mut conn, &line);
         let e = locker.acquire(key, TTL).await.unwrap_err();
         assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
-        let held: Option<String> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
-        assert_eq!(held, None, "the failed acquire left {key} set ({kind})");
-        let counter: Option<String> = redis::cmd("GET")
-            .arg(format!("{key}:fencelock:fence"))
-            .query(&mut conn)
-            .unwrap();
         assert_eq!(
-            counter, None,
+            get(&mut conn, key),
+            None,
+            "the failed acquire left {key} set ({kind})"
+        );
+        assert_eq!(
+            get(&mut conn, &format!("{key}:fencelock:fence")),
+            None,
             "the failed acquire wrote {key}'s counter ({kind})"
         );
         let kept: String = redis::cmd("TYPE").arg(&line).query(&mut conn).unwrap();
@@ -685,9 +697,9 @@ async fn a_line_key_of_another_type_leaves_nothing_behind() {
             .unwrap_err();
         assert_eq!(e.node_errors()[0].kind(), NodeErrorKind::WrongType, "{e}");
         for k in [other.as_str(), key] {
-            let held: Option<String> = redis::cmd("GET").arg(k).query(&mut conn).unwrap();
             assert_eq!(
-                held, None,
+                get(&mut conn, k),
+                None,
                 "the failed acquire left {k} set ({kind}, two keys)"
             );
         }
