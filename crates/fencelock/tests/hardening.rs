@@ -706,6 +706,36 @@ async fn a_line_key_of_another_type_leaves_nothing_behind() {
     }
 }
 
+/// A release frees the lock whatever another program put at its siblings: a lock
+/// taken without waiting never reads its line, so a line key of another type (or a
+/// counter turned into one while the lock is held) must not make its release fail
+/// with the lock key left set, or fail after deleting it. The foreign keys stay.
+#[tokio::test]
+async fn a_release_frees_the_lock_beside_foreign_siblings() {
+    let cluster = Cluster::start(1);
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let mut conn = cluster.connection(0);
+    for kind in ["queue", "queue-deadline", "fence"] {
+        let key = format!("foreign-{kind}");
+        let sibling = format!("{key}:fencelock:{kind}");
+        let lease = locker.try_acquire(key.as_str(), TTL).await.unwrap();
+        let _: () = redis::cmd("DEL").arg(&sibling).query(&mut conn).unwrap();
+        make_hash(&mut conn, &sibling);
+        let outcome = lease.release().await;
+        assert!(
+            matches!(outcome, Ok(ReleaseOutcome::Released)),
+            "{kind}: {outcome:?}"
+        );
+        assert_eq!(
+            get(&mut conn, &key),
+            None,
+            "{kind}: the lock key was left set"
+        );
+        let kept: String = redis::cmd("TYPE").arg(&sibling).query(&mut conn).unwrap();
+        assert_eq!(kept, "hash", "{kind}");
+    }
+}
+
 #[tokio::test]
 async fn out_of_memory_is_unavailable_with_the_node_named() {
     let cluster = Cluster::start(1);

@@ -36,12 +36,17 @@ local leaving = waiter ~= ''
 -- whose deadline passed (their waiter stopped coming back) are dropped on the way.
 local function first_in_line(i)
   local queue, deadlines = KEYS[2 * n + i], KEYS[3 * n + i]
-  local head = redis.call('ZRANGE', queue, 0, 0)[1]
+  -- (A line key of another type is no line of fencelock's: nobody waits in it.)
+  local head = (fencelock_sibling('ZRANGE', queue, 0, 0) or {})[1]
   if not head then
     return ''
   end
+  local deadline = fencelock_sibling('ZSCORE', deadlines, head)
+  if deadline == false then
+    return ''
+  end
   local now_ms = fencelock_now_ms()
-  if (tonumber(redis.call('ZSCORE', deadlines, head)) or 0) > now_ms then
+  if (tonumber(deadline) or 0) > now_ms then
     return head
   end
   fencelock_sweep(queue, deadlines, now_ms)
@@ -57,7 +62,14 @@ end
 local function pass_on(i)
   local head = first_in_line(i)
   local claim = head ~= '' and tail and fencelock_handoff(head)
-  local counter = claim and fencelock_counter(KEYS[4 * n + i])
+  local counter = false
+  if claim then
+    -- (A counter of another type hands nothing over: the waiter's own attempt
+    -- reports it.)
+    local read
+    read, counter = pcall(fencelock_counter, KEYS[4 * n + i])
+    counter = read and counter
+  end
   if head == '' then
     -- Nobody in line: nobody to tell. (Every waiter that listens for notices is in
     -- line on each node that refused it, and wakes at the holder's TTL anyway.)
@@ -83,10 +95,10 @@ for i = 1, n do
   local current = redis.call('GET', KEYS[i])
   local was_first = false
   if leaving then
-    local head = redis.call('ZRANGE', KEYS[2 * n + i], 0, 0)
+    local head = fencelock_sibling('ZRANGE', KEYS[2 * n + i], 0, 0) or {}
     was_first = head[1] == waiter
-    redis.call('ZREM', KEYS[2 * n + i], waiter)
-    redis.call('ZREM', KEYS[3 * n + i], waiter)
+    fencelock_sibling('ZREM', KEYS[2 * n + i], waiter)
+    fencelock_sibling('ZREM', KEYS[3 * n + i], waiter)
   end
   if current == value then
     if has_holder then
@@ -94,7 +106,7 @@ for i = 1, n do
     end
     local handed, waited = false, false
     if quiet then
-      waited = redis.call('ZRANGE', KEYS[2 * n + i], 0, 0)[1] ~= nil
+      waited = (fencelock_sibling('ZRANGE', KEYS[2 * n + i], 0, 0) or {})[1] ~= nil
     else
       handed, waited = pass_on(i)
     end

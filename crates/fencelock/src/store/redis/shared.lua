@@ -53,6 +53,21 @@ local function fencelock_counter(key)
   return fencelock_seed()
 end
 
+-- A command on a lock key's sibling (counter, line) for a release, which must free the
+-- lock whatever another program put beside it: the reply, or `false` when the key holds
+-- another type (so it is not fencelock's: it counts as absent and is left alone). Any
+-- other error is raised as redis.call would.
+local function fencelock_sibling(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, 'WRONGTYPE', 1, true) then
+      return false
+    end
+    return error(reply)
+  end
+  return reply
+end
+
 -- A token as Redis should store it: '%.0f' keeps every digit, where tostring() would
 -- write 1.8e+15. ('%d' costs about half as much, but Lua 5.1 casts its argument to a C
 -- long, which a 32-bit build of Redis has 32 bits of: tokens would wrap.)
@@ -91,10 +106,10 @@ local function fencelock_keep(key, counter, until_ms, tail_ms, text)
 end
 
 -- Retires the counter of a lock key that was just released with nobody in its line:
--- fencelock_keep with the lock's expiry now. A counter that is missing or not a number
--- is left alone (the next acquire reports the latter).
+-- fencelock_keep with the lock's expiry now. A counter that is missing, not a number or
+-- of another type is left alone (the next acquire reports the latter two).
 local function fencelock_retire(key, tail_ms)
-  local raw = redis.call('GET', key)
+  local raw = fencelock_sibling('GET', key)
   local counter = fencelock_number(raw)
   if counter then
     fencelock_keep(key, counter, fencelock_now_ms(), tail_ms, raw)
