@@ -736,6 +736,37 @@ async fn a_release_frees_the_lock_beside_foreign_siblings() {
     }
 }
 
+/// A line entry without a deadline (a torn write: the two `ZADD`s of a join are one
+/// script, so only another program or a hand edit leaves one) is dropped by the release
+/// that finds it at the head of the line, as an expired entry is; the waiter behind it
+/// is told. (Reading a key of another type as absent must not read a missing deadline
+/// the same way: that kept the torn entry at the head for good.)
+#[tokio::test]
+async fn a_release_drops_a_line_entry_without_a_deadline() {
+    let cluster = Cluster::start(1);
+    let locker = builder().stores(cluster.urls()).build().unwrap();
+    let mut conn = cluster.connection(0);
+    let lease = locker.try_acquire("torn", TTL).await.unwrap();
+    let _: () = redis::cmd("ZADD")
+        .arg("torn:fencelock:queue")
+        .arg(0)
+        .arg("no-deadline")
+        .query(&mut conn)
+        .unwrap();
+    let outcome = lease.release().await;
+    assert!(
+        matches!(outcome, Ok(ReleaseOutcome::Released)),
+        "{outcome:?}"
+    );
+    let line: Vec<String> = redis::cmd("ZRANGE")
+        .arg("torn:fencelock:queue")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    assert!(line.is_empty(), "the torn entry stayed in line: {line:?}");
+}
+
 #[tokio::test]
 async fn out_of_memory_is_unavailable_with_the_node_named() {
     let cluster = Cluster::start(1);

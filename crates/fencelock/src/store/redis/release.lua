@@ -41,8 +41,8 @@ local function first_in_line(i)
   if not head then
     return ''
   end
-  local deadline = fencelock_sibling('ZSCORE', deadlines, head)
-  if deadline == false then
+  local deadline, foreign = fencelock_sibling('ZSCORE', deadlines, head)
+  if foreign then
     return ''
   end
   local now_ms = fencelock_now_ms()
@@ -66,9 +66,8 @@ local function pass_on(i)
   if claim then
     -- (A counter of another type hands nothing over: the waiter's own attempt
     -- reports it.)
-    local read
-    read, counter = pcall(fencelock_counter, KEYS[4 * n + i])
-    counter = read and counter
+    local raw, foreign = fencelock_sibling('GET', KEYS[4 * n + i])
+    counter = not foreign and fencelock_counter_in(raw)
   end
   if head == '' then
     -- Nobody in line: nobody to tell. (Every waiter that listens for notices is in

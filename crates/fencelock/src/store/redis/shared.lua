@@ -45,27 +45,33 @@ local function fencelock_seed()
   return fencelock_now_ms() * 1000
 end
 
-local function fencelock_counter(key)
-  local raw = redis.call('GET', key)
+-- fencelock_counter_in: the same, from the answer `raw` of a GET of the counter key.
+local function fencelock_counter_in(raw)
   if raw then
     return fencelock_number(raw)
   end
   return fencelock_seed()
 end
 
+local function fencelock_counter(key)
+  return fencelock_counter_in(redis.call('GET', key))
+end
+
 -- A command on a lock key's sibling (counter, line) for a release, which must free the
--- lock whatever another program put beside it: the reply, or `false` when the key holds
--- another type (so it is not fencelock's: it counts as absent and is left alone). Any
+-- lock whatever another program put beside it. Returns the reply, and `true` second
+-- when the key holds another type (the reply is then `false`: the key is not
+-- fencelock's, counts as absent and is left alone). The second value is the only way to
+-- tell that from a missing key or member, which a reply of `false` also means. Any
 -- other error is raised as redis.call would.
 local function fencelock_sibling(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then
     if string.find(reply.err, 'WRONGTYPE', 1, true) then
-      return false
+      return false, true
     end
     return error(reply)
   end
-  return reply
+  return reply, false
 end
 
 -- A token as Redis should store it: '%.0f' keeps every digit, where tostring() would
